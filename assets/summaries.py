@@ -1,0 +1,93 @@
+"""Per-layer curves and MAD summaries of one model, over every variant computed for it.
+
+Gate: a variant enters only when its gradient check passed on exactly the data now on
+disk; any other state blocks the model's summary (and so its figures), naming why.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from assets.common import md_table
+from assets.gradients import gradient_stats
+from assets.partitions import by_model, model_partitions
+from assets.resources import OutputStore
+
+ANALYSIS_VERSION = "analysis-1"
+
+
+def _gate(store: OutputStore, model: str) -> tuple[list[Path], dict[str, str]]:
+    """(statistics files that passed their check, {variant: why blocked})."""
+    from assets.common import file_version
+
+    folder = store.path("gradients", model)
+    files = sorted(p for p in folder.glob("*.parquet") if not p.name.endswith(".status.parquet"))
+    passed, blocked = [], {}
+    for path in files:
+        verdict_path = store.verdict(model, path.stem)
+        verdict = json.loads(verdict_path.read_text()) if verdict_path.is_file() else None
+        if verdict is None:
+            blocked[path.stem] = "not validated yet (run the gradient_stats_valid check)"
+        elif not verdict["passed"]:
+            blocked[path.stem] = "check failed: " + ", ".join(verdict["failures"])
+        elif verdict["data_version"] != file_version(path):
+            blocked[path.stem] = "statistics changed since the check ran"
+        else:
+            passed.append(path)
+    return passed, blocked
+
+
+@dg.asset(
+    partitions_def=model_partitions,
+    deps=[dg.AssetDep(gradient_stats, partition_mapping=by_model)],
+    code_version=ANALYSIS_VERSION,
+    group_name="analysis",
+    kinds={"pandas"},
+    description="Mean per layer with 95% t intervals, and MAD over all layers and early/middle/late thirds.",
+)
+def layer_summary(context: dg.AssetExecutionContext, store: OutputStore):
+    import pandas as pd
+
+    from lg_pipeline.analysis import layer_curves, mad_summary
+    from lg_pipeline.storage import atomic_write_text, write_parquet
+
+    model = context.partition_key
+    out = store.summary(model)
+    passed, blocked = _gate(store, model)
+    if blocked:
+        atomic_write_text(out / "blocked.json", json.dumps(blocked, indent=1))
+        lines = "; ".join(f"{v}: {why}" for v, why in blocked.items())
+        raise dg.Failure(description=f"{model}: {len(blocked)} variant(s) blocked by checks — {lines}")
+    if not passed:
+        raise dg.Failure(description=f"{model}: no gradient statistics yet (materialize gradient_stats first)")
+    stats = pd.concat([pd.read_parquet(p) for p in passed], ignore_index=True)
+    curves = layer_curves(stats)
+    mad = mad_summary(curves)
+    write_parquet(curves, out / "curves.parquet")
+    write_parquet(mad, out / "mad.parquet")
+    (out / "blocked.json").unlink(missing_ok=True)
+    return dg.MaterializeResult(
+        metadata={
+            "variants": dg.MetadataValue.json([p.stem for p in passed]),
+            "examples": int(stats.groupby(["dataset", "level", "correctness"]).example_id.nunique().sum()),
+            "layers": int(stats.layer.max()) + 1,
+            "mad_nuclear_norm": md_table(_mad_preview(mad), 30),
+            "path": dg.MetadataValue.path(str(out)),
+        },
+        data_version=dg.DataVersion(_version(passed)),
+    )
+
+
+def _mad_preview(mad: Any) -> Any:
+    cols = ["dataset", "level", "correctness", "module", "mad_all", "mad_early", "mad_middle", "mad_late"]
+    return mad[mad.statistic == "nuclear_norm"][cols]
+
+
+def _version(paths: list[Path]) -> str:
+    import hashlib
+
+    from assets.common import file_version
+
+    return hashlib.sha1("".join(file_version(p) for p in paths).encode()).hexdigest()[:16]

@@ -1,0 +1,209 @@
+"""The dataset catalog: datasets.yaml as typed specs, and the variant keys the Dagster layer partitions on.
+
+A variant key is "<dataset>__<level>__<correct|wrong>". Sources and field mappings live in datasets.yaml so that
+adding a dataset is a data change, not a code branch.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lg_pipeline.examples import InputError
+
+CATALOG_PATH = Path(__file__).with_name("datasets.yaml")
+CORRECTNESS = ("correct", "wrong")
+FAMILIES = ("math", "commonsense", "wiki")
+RECORD_FIELDS = ("question", "answer", "rationale", "detailed", "passage", "title")
+
+LEVEL_LABELS: dict[str, str] = {
+    "none": "None CoT",
+    "simplified": "Simplified CoT",
+    "detailed": "Detailed CoT",
+    "len100": "Length 100",
+    "len500": "Length 500",
+    "len1000": "Length 1000",
+    "longtail": "Unpopular",
+}
+
+
+@dataclass(frozen=True)
+class SourceGroup:
+    """One adapter that builds some levels of a dataset from one shared selection of records."""
+
+    levels: tuple[str, ...]
+    adapter: str
+    offline: bool = False
+    demo: bool = False
+    teacher_levels: tuple[str, ...] = ()
+    selection: str = "sample"
+    options: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset of the study (or an offline stand-in) and how each of its levels is built."""
+
+    name: str
+    family: str
+    display_name: str
+    levels: tuple[str, ...]
+    demo: bool  # every level is built-in demo data
+    offline: bool  # at least one level is buildable with no network, release folder or teacher
+    offline_levels: tuple[str, ...] = ()
+    demo_levels: tuple[str, ...] = ()
+    answer_kind: str = "text"
+    instruction: str = "{question}"
+    responses: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    cut_tokens: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False)
+    release: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
+    sources: tuple[SourceGroup, ...] = field(default=(), compare=False, hash=False)
+
+    def group_for(self, level: str) -> SourceGroup | None:
+        """The first source group that builds `level` (None: only the release folder has it)."""
+        return next((g for g in self.sources if level in g.levels), None)
+
+    def is_demo(self, level: str) -> bool:
+        """Whether rows of this level are built-in demo data (used for labels in figures and tables)."""
+        return level in self.demo_levels
+
+    def release_file(self, level: str, correctness: str) -> str | None:
+        """The level's file inside the release folder, relative to it (None when the release lacks it)."""
+        if not self.release or level not in self.release["files"]:
+            return None
+        shuffle = "" if correctness == "correct" else "_wrong_answer_shuffle"
+        return self.release["path"].format(shuffle=shuffle, file=self.release["files"][level])
+
+
+def _template_fields(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+def _group(raw: Mapping[str, Any], where: str) -> SourceGroup:
+    if raw.get("adapter") not in _ADAPTER_CLASSES:
+        raise InputError(f"{where}: unknown adapter {raw.get('adapter')!r} (known: {', '.join(_ADAPTER_CLASSES)})")
+    if raw.get("selection", "sample") not in ("first", "sample"):
+        raise InputError(f"{where}: selection must be 'first' or 'sample'")
+    return SourceGroup(
+        levels=tuple(raw["levels"]),
+        adapter=raw["adapter"],
+        offline=bool(raw.get("offline", False)),
+        demo=bool(raw.get("demo", False)),
+        teacher_levels=tuple(raw.get("teacher_levels", ())),
+        selection=raw.get("selection", "sample"),
+        options=dict(raw.get("options") or {}),
+    )
+
+
+def _check_templates(name: str, raw: Mapping[str, Any], levels: tuple[str, ...]) -> None:
+    """Catch typos in datasets.yaml at load time, not in the middle of a run."""
+    responses = raw.get("responses") or {}
+    for level in levels:
+        if level not in LEVEL_LABELS:
+            raise InputError(f"datasets.yaml {name}: unknown level {level!r}")
+        if level not in responses:
+            raise InputError(f"datasets.yaml {name}: no response template for level {level!r}")
+    for template in [raw.get("instruction", "{question}"), *responses.values()]:
+        unknown = _template_fields(template) - set(RECORD_FIELDS)
+        if unknown:
+            raise InputError(f"datasets.yaml {name}: unknown template fields {sorted(unknown)}")
+
+
+def _spec(name: str, raw: Mapping[str, Any]) -> DatasetSpec:
+    if "__" in name:
+        raise InputError(f"datasets.yaml {name}: dataset names must not contain '__'")
+    if raw.get("family") not in FAMILIES:
+        raise InputError(f"datasets.yaml {name}: family must be one of {FAMILIES}")
+    levels = tuple(raw["levels"])
+    _check_templates(name, raw, levels)
+    groups = tuple(_group(g, f"datasets.yaml {name} source {i}") for i, g in enumerate(raw.get("sources") or []))
+    built = {lvl: next((g for g in groups if lvl in g.levels), None) for lvl in levels}
+    offline_levels = tuple(
+        lvl for lvl, g in built.items() if g is not None and g.offline and lvl not in g.teacher_levels
+    )
+    demo_levels = tuple(lvl for lvl, g in built.items() if g is not None and g.demo)
+    return DatasetSpec(
+        name=name,
+        family=raw["family"],
+        display_name=raw["display_name"],
+        levels=levels,
+        demo=len(demo_levels) == len(levels),
+        offline=bool(offline_levels),
+        offline_levels=offline_levels,
+        demo_levels=demo_levels,
+        answer_kind=raw.get("answer_kind", "text"),
+        instruction=raw.get("instruction", "{question}"),
+        responses=dict(raw["responses"]),
+        cut_tokens={k: int(v) for k, v in (raw.get("cut_tokens") or {}).items()},
+        release=raw.get("release"),
+        sources=groups,
+    )
+
+
+@functools.cache
+def _load(path: str) -> dict[str, DatasetSpec]:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"dataset catalog {path}: cannot read ({exc.__class__.__name__})") from None
+    return {name: _spec(name, entry) for name, entry in raw["datasets"].items()}
+
+
+def dataset_catalog() -> dict[str, DatasetSpec]:
+    """All datasets, in datasets.yaml order."""
+    return dict(_load(str(CATALOG_PATH)))
+
+
+def variant_keys(offline_only: bool = False) -> list[str]:
+    """Every "<dataset>__<level>__<correct|wrong>" in a stable order (catalog, then level, then correctness).
+
+    offline_only keeps the variants buildable with no network, no release folder and no teacher.
+    """
+    keys = []
+    for spec in dataset_catalog().values():
+        levels = spec.offline_levels if offline_only else spec.levels
+        keys.extend(f"{spec.name}__{level}__{c}" for level in levels for c in CORRECTNESS)
+    return keys
+
+
+def parse_variant_key(key: str) -> tuple[DatasetSpec, str, str]:
+    """Split and check a variant key; InputError names the key and what is wrong with it."""
+    parts = key.split("__") if isinstance(key, str) else []
+    if len(parts) != 3:
+        raise InputError(f"variant key {key!r}: expected '<dataset>__<level>__<correct|wrong>'")
+    name, level, correctness = parts
+    catalog = dataset_catalog()
+    if name not in catalog:
+        raise InputError(f"variant key {key!r}: unknown dataset {name!r} (known: {', '.join(catalog)})")
+    spec = catalog[name]
+    if level not in spec.levels:
+        raise InputError(f"variant key {key!r}: dataset {name!r} has no level {level!r} ({', '.join(spec.levels)})")
+    if correctness not in CORRECTNESS:
+        raise InputError(f"variant key {key!r}: correctness must be 'correct' or 'wrong'")
+    return spec, level, correctness
+
+
+_ADAPTER_CLASSES = {
+    "reasoning_gym": "data_sources.packs:ReasoningGymSource",
+    "champ": "data_sources.packs:ChampSource",
+    "ovos_wiki": "data_sources.packs:OvosWikiSource",
+    "builtin": "data_sources.builtin:BuiltinSource",
+    "hub": "data_sources.hub:HubSource",
+}
+
+
+def make_adapter(group: SourceGroup, cache_dir: str = ".cache/curation") -> Any:
+    """The adapter for a source group; imported lazily so a missing optional package only fails its own group."""
+    module_name, class_name = _ADAPTER_CLASSES[group.adapter].split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    options = dict(group.options)
+    if group.adapter == "hub":
+        options["cache_dir"] = cache_dir
+    return cls(**options)

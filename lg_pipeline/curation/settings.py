@@ -1,0 +1,41 @@
+"""Settings of one curation run (what the Dagster layer passes in)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from lg_pipeline.examples import InputError
+
+BUILDER_VERSION = "curation-1"
+
+
+@dataclass(frozen=True)
+class CurationSettings:
+    """n_examples: rows per variant (first n in file order for the release; a seeded selection otherwise).
+    release_dir: the study's release folder; datasets it holds are read from it.
+    tokenizer: a HF tokenizer for the wiki cuts (None: the regex fallback, named in metadata).
+    teacher: writes Detailed CoT for sources that carry none (see lg_pipeline.curation.teacher)."""
+
+    n_examples: int = 500
+    seed: int = 0
+    release_dir: str | None = None
+    cache_dir: str = ".cache/curation"
+    tokenizer: object | None = None
+    teacher: object | None = None
+
+    def check(self) -> None:
+        """Reject bad settings with one line naming the setting."""
+        if isinstance(self.n_examples, bool) or not isinstance(self.n_examples, int) or self.n_examples < 1:
+            raise InputError(f"n_examples: must be a positive integer, got {self.n_examples!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise InputError(f"seed: must be an integer, got {self.seed!r}")
+        if self.teacher is not None and not callable(getattr(self.teacher, "respond", None)):
+            raise InputError("teacher: must have a respond(instruction) method (see lg_pipeline.curation.teacher)")
+
+
+def derived_seed(seed: int, *parts: str) -> int:
+    """A seed for one purpose (selection of a dataset, derangement of a level) that does not depend on
+    PYTHONHASHSEED, so every process draws the same."""
+    digest = hashlib.sha256("\x1f".join([str(seed), *parts]).encode("utf-8")).hexdigest()
+    return int(digest[:16], 16)

@@ -1,0 +1,142 @@
+"""Teachers write Detailed CoT when a source carries none (the study used GPT-4o).
+
+- `PrecomputedTeacher`: responses already written (a mapping, or a study-format JSON of {instruction, output}).
+- `OpenAICompatibleTeacher`: any OpenAI-compatible chat-completions endpoint, over urllib. Retries with backoff on
+  429/5xx and connection errors; a 401/403 fails at once with a message that never contains the key; every
+  response is cached on disk under a hash of (teacher, prompt, params), so reruns cost nothing and stay identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from lg_pipeline.examples import InputError, load_study_json
+
+PROMPT_VERSION = "detailed-cot-v1"
+PROMPT_TEMPLATE = (
+    "Answer the following question. Think through it step by step and explain each step of your reasoning in "
+    "detail before you state the final answer.\n\n{question}"
+)
+
+
+class Teacher(Protocol):
+    """Writes a detailed step-by-step response for an instruction; None when it has none for it."""
+
+    name: str
+
+    def respond(self, instruction: str) -> str | None: ...
+
+
+class PrecomputedTeacher:
+    """Responses written beforehand, keyed by instruction text."""
+
+    def __init__(self, responses: Mapping[str, str], name: str):
+        self.responses = dict(responses)
+        self.name = name
+
+    @classmethod
+    def from_study_json(cls, path: str | Path, name: str | None = None) -> PrecomputedTeacher:
+        """A study-format file (e.g. a `*_with_cot_gpt4o.json`) as a teacher; its rows are validated on load."""
+        examples = load_study_json(path)
+        return cls({ex.instruction: ex.response for ex in examples}, name or f"precomputed:{Path(path).name}")
+
+    def respond(self, instruction: str) -> str | None:
+        return self.responses.get(instruction)
+
+
+def _retry_after(error: urllib.error.HTTPError) -> float | None:
+    value = error.headers.get("Retry-After") if error.headers else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class OpenAICompatibleTeacher:
+    """Chat completions at `base_url` (e.g. https://api.openai.com/v1); the key is read from `api_key_env`."""
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str,
+        cache_dir: str | Path = ".cache/curation",
+        api_key_env: str = "OPENAI_API_KEY",
+        temperature: float = 0.0,
+        max_tokens: int = 2048,
+        max_retries: int = 5,
+        backoff_seconds: float = 2.0,
+        timeout_seconds: float = 120.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.model, self.base_url = model, base_url.rstrip("/")
+        self.name = f"{model} via {self.base_url} (prompt {PROMPT_VERSION})"
+        self.cache_dir = Path(cache_dir) / "teacher"
+        self.api_key_env = api_key_env
+        self.params = {"temperature": temperature, "max_tokens": max_tokens}
+        self.max_retries, self.backoff, self.timeout, self.sleep = max_retries, backoff_seconds, timeout_seconds, sleep
+
+    def _cache_path(self, prompt: str) -> Path:
+        key = json.dumps([self.model, self.base_url, PROMPT_VERSION, prompt, self.params], sort_keys=True)
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        return self.cache_dir / digest[:2] / f"{digest}.json"
+
+    def respond(self, instruction: str) -> str | None:
+        prompt = PROMPT_TEMPLATE.format(question=instruction)
+        path = self._cache_path(prompt)
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))["response"]
+        text = self._complete(prompt)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"teacher": self.name, "prompt": prompt, "response": text}), encoding="utf-8")
+        tmp.replace(path)
+        return text
+
+    def _request(self, prompt: str) -> urllib.request.Request:
+        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], **self.params}
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return urllib.request.Request(
+            f"{self.base_url}/chat/completions", data=json.dumps(body).encode("utf-8"), headers=headers
+        )
+
+    def _complete(self, prompt: str) -> str:
+        where = f"teacher {self.model} at {self.base_url}"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            try:
+                with urllib.request.urlopen(self._request(prompt), timeout=self.timeout) as reply:
+                    return _content(json.loads(reply.read().decode("utf-8")), where)
+            except urllib.error.HTTPError as exc:
+                if exc.code in (401, 403):
+                    raise InputError(
+                        f"{where}: authentication failed (HTTP {exc.code}); check the key in ${self.api_key_env}"
+                    ) from None
+                if exc.code != 429 and exc.code < 500:
+                    raise InputError(f"{where}: request rejected (HTTP {exc.code})") from None
+                last, wait = f"HTTP {exc.code}", _retry_after(exc)
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                last, wait = f"connection failed ({getattr(exc, 'reason', exc)})", None
+            if attempt < self.max_retries:
+                self.sleep(min(wait if wait is not None else self.backoff * 2**attempt, 60.0))
+        raise InputError(f"{where}: {last} after {self.max_retries + 1} tries")
+
+
+def _content(payload: dict, where: str) -> str:
+    try:
+        text = payload["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise InputError(f"{where}: reply is not a chat completion") from None
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"{where}: empty completion")
+    return text.strip()

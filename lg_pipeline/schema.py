@@ -1,0 +1,45 @@
+"""Column names of the gradient-statistics table and their names in the study's release.
+
+Our schema uses names that say what a value is; the study's scripts and released
+JSONL files use short names (`S_sum`, `M_mean`, ...). `STUDY_NAMES` is the one
+place that maps between them, used by the importer and exporter.
+"""
+
+from __future__ import annotations
+
+# Statistics of one per-example gradient matrix, in the order the engine emits them.
+MATRIX_STATS: tuple[str, ...] = (
+    "nuclear_norm",
+    "sigma_max",
+    "sigma_min",
+    "frobenius_norm",
+    "grad_mean",
+    "grad_max",
+    "grad_min",
+)
+
+# Our name -> the study's name (its `grads_*.jsonl` keys).
+STUDY_NAMES: dict[str, str] = {
+    "nuclear_norm": "S_sum",
+    "sigma_max": "S_max",
+    "sigma_min": "S_min",
+    "frobenius_norm": "frobenius_norm",
+    "grad_mean": "M_mean",
+    "grad_max": "M_max",
+    "grad_min": "M_min",
+}
+
+# One row per example x parameter.
+GRADIENT_COLUMNS: tuple[str, ...] = (
+    "example_id",
+    "layer",
+    "module",
+    "parameter",
+    "loss",
+    "n_tokens",
+    "n_response_tokens",
+    *MATRIX_STATS,
+)
+
+# Per-example outcome log (one row per example attempted), kept beside the statistics.
+STATUS_COLUMNS: tuple[str, ...] = ("example_id", "status", "reason")

@@ -1,0 +1,133 @@
+"""The OpenAI-compatible teacher against a local HTTP server on 127.0.0.1 (started and stopped by the tests)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from lg_pipeline.curation import CurationSettings, build_variant
+from lg_pipeline.curation.teacher import PROMPT_VERSION, OpenAICompatibleTeacher, PrecomputedTeacher
+from lg_pipeline.examples import InputError
+
+SECRET = "sk-test-very-secret-value"
+
+
+class FakeAPI:
+    """Replies with a scripted list of statuses (then 200) and records every request it got."""
+
+    def __init__(self):
+        self.script: list[int] = []
+        self.requests: list[dict] = []
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's naming)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                api.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+                status = api.script.pop(0) if api.script else 200
+                reply = {"error": {"message": f"bad key {self.headers.get('Authorization')}"}}
+                if status == 200:
+                    question = body["messages"][0]["content"]
+                    reply = {"choices": [{"message": {"content": f"Step 1: think.\nAnswer for {len(question)}"}}]}
+                payload = json.dumps(reply).encode()
+                self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "0.5")
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+
+@pytest.fixture
+def api():
+    server = FakeAPI()
+    server.thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.fixture
+def teacher(api, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_TEACHER_KEY", SECRET)
+    waits: list[float] = []
+    t = OpenAICompatibleTeacher(
+        "test-model", api.url, cache_dir=tmp_path, api_key_env="TEST_TEACHER_KEY", max_retries=3, sleep=waits.append
+    )
+    t.waits = waits
+    return t
+
+
+def test_completion_is_requested_and_cached(api, teacher, tmp_path):
+    text = teacher.respond("What is 2+2?")
+    assert text.startswith("Step 1")
+    (request,) = api.requests
+    assert request["path"] == "/v1/chat/completions" and request["auth"] == f"Bearer {SECRET}"
+    assert request["body"]["model"] == "test-model" and request["body"]["temperature"] == 0.0
+    assert "What is 2+2?" in request["body"]["messages"][0]["content"]
+    assert teacher.respond("What is 2+2?") == text and len(api.requests) == 1  # served from the disk cache
+    assert len(list((tmp_path / "teacher").rglob("*.json"))) == 1
+    teacher.respond("What is 3+3?")
+    assert len(api.requests) == 2
+    assert PROMPT_VERSION in teacher.name
+
+
+def test_rate_limits_and_server_errors_are_retried_with_backoff(api, teacher):
+    api.script = [429, 503, 500]
+    assert teacher.respond("q").startswith("Step 1")
+    assert len(api.requests) == 4
+    assert teacher.waits == [0.5, 4.0, 8.0]  # Retry-After first, then exponential backoff (2 s base)
+
+
+def test_persistent_failure_gives_up_with_one_line(api, teacher):
+    api.script = [502] * 10
+    with pytest.raises(InputError, match=r"HTTP 502 after 4 tries"):
+        teacher.respond("q")
+    assert len(api.requests) == 4
+
+
+def test_auth_failure_is_immediate_and_never_shows_the_key(api, teacher):
+    api.script = [401]
+    with pytest.raises(InputError) as err:
+        teacher.respond("q")
+    message = str(err.value)
+    assert "HTTP 401" in message and "TEST_TEACHER_KEY" in message
+    assert SECRET not in message and SECRET not in repr(err.value.__cause__) and err.value.__suppress_context__
+    assert len(api.requests) == 1 and teacher.waits == []
+
+
+def test_connection_refused_is_reported(tmp_path):
+    teacher = OpenAICompatibleTeacher(
+        "m", "http://127.0.0.1:9/v1", cache_dir=tmp_path, max_retries=1, sleep=lambda s: None, timeout_seconds=2
+    )
+    with pytest.raises(InputError, match="connection failed"):
+        teacher.respond("q")
+
+
+def test_http_teacher_writes_detailed_cot_for_a_variant(api, teacher, tmp_path):
+    settings = CurationSettings(n_examples=3, cache_dir=str(tmp_path), teacher=teacher)
+    frame, meta = build_variant("gsm_symbolic__detailed__correct", settings)
+    assert len(frame) == 3 and all(r.startswith("Step 1") for r in frame.response)
+    assert meta["teacher"] == teacher.name and meta["detailed_vs_gold"]["agree"] <= 3
+    wrong, _ = build_variant("gsm_symbolic__detailed__wrong", settings)
+    assert len(api.requests) == 3  # the wrong set reuses the cached responses
+    assert list(wrong.example_id) == list(frame.example_id)
+
+
+def test_precomputed_teacher_from_study_json(tmp_path):
+    path = tmp_path / "detailed.json"
+    path.write_text(json.dumps([{"instruction": "q1", "input": "", "output": "long answer"}]), encoding="utf-8")
+    teacher = PrecomputedTeacher.from_study_json(path)
+    assert teacher.respond("q1") == "long answer" and teacher.respond("q2") is None
+    assert teacher.name == "precomputed:detailed.json"
