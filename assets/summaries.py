@@ -4,13 +4,14 @@ Gate: a variant enters only when its gradient check passed on exactly the data n
 disk; any other state blocks the model's summary (and so its figures), naming why.
 """
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from assets.common import md_table
+from assets.common import file_version, md_table
 from assets.gradients import gradient_stats
 from assets.partitions import by_model, model_partitions
 from assets.resources import OutputStore
@@ -20,8 +21,6 @@ ANALYSIS_VERSION = "analysis-1"
 
 def _gate(store: OutputStore, model: str) -> tuple[list[Path], dict[str, str]]:
     """(statistics files that passed their check, {variant: why blocked})."""
-    from assets.common import file_version
-
     folder = store.path("gradients", model)
     files = sorted(p for p in folder.glob("*.parquet") if not p.name.endswith(".status.parquet"))
     passed, blocked = [], {}
@@ -86,8 +85,5 @@ def _mad_preview(mad: Any) -> Any:
 
 
 def _version(paths: list[Path]) -> str:
-    import hashlib
-
-    from assets.common import file_version
-
+    """The summary's data version: changes whenever any statistics file it read changes."""
     return hashlib.sha1("".join(file_version(p) for p in paths).encode()).hexdigest()[:16]
