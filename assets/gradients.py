@@ -12,7 +12,8 @@ from assets.resources import ComputeResource, OutputStore
 from lg_pipeline.engine import ENGINE_VERSION
 
 
-def _examples(store: OutputStore, variant: str) -> list[Any]:
+def _examples(store: OutputStore, variant: str) -> tuple[list[Any], bool]:
+    """The curated examples of a variant, and whether they are built-in demo data."""
     import pandas as pd
 
     from lg_pipeline.examples import Example, InputError
@@ -21,7 +22,8 @@ def _examples(store: OutputStore, variant: str) -> list[Any]:
     if not path.is_file():
         raise InputError(f"curated table for '{variant}' not found at {path}: materialize curated_dataset first")
     frame = pd.read_parquet(path)
-    return [Example(r.example_id, r.instruction, r.response) for r in frame.itertuples()]
+    examples = [Example(r.example_id, r.instruction, r.response) for r in frame.itertuples()]
+    return examples, bool(frame.demo.any())
 
 
 @dg.asset(
@@ -40,11 +42,11 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
     model_name, variant = split_key(context.partition_key)
     with clear_errors():
         spec_ds, level, correctness = parse_variant_key(variant)
-        examples = _examples(store, variant)
+        examples, demo = _examples(store, variant)
         model, tokenizer, spec = compute.load(model_name)
         config = compute.engine_config(spec.chat)
         path = store.gradients(model_name, variant)
-        extra = {"model": model_name, "dataset": spec_ds.name, "level": level, "correctness": correctness}
+        extra = {"model": model_name, "dataset": spec_ds.name, "level": level, "correctness": correctness, "demo": demo}
         summary = run_to_parquet(model, tokenizer, examples, config, path, extra, report=context.log.info)
     store.verdict(model_name, variant).unlink(missing_ok=True)  # new numbers: the old check verdict no longer holds
     return dg.MaterializeResult(
@@ -54,7 +56,7 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
             "resumed_examples": summary.resumed,
             "seconds": round(summary.seconds, 1),
             "examples_per_second": round((summary.n_examples - summary.resumed) / max(summary.seconds, 1e-9), 3),
-            "device": compute.device,
+            "device": compute.leased_device,
             "method": config.method,
             "path": dg.MetadataValue.path(str(path)),
             "problems": md_table(_problems(summary.problems)),

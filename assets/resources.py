@@ -1,12 +1,16 @@
-"""Resources, configured once per environment (see `resources_for`)."""
+"""Resources and the executor, configured once per environment (`LG_ENV`, see `resources_for`/`executor_for`)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _LOADED: dict[tuple[str, str, str], Any] = {}  # one model kept per process: runs in one process reuse it
@@ -16,13 +20,55 @@ def _default_root(env: str, folder: str) -> str:
     return os.environ.get(env, str(PROJECT_ROOT / folder))
 
 
+LOCAL_PROTOCOLS = ("", "file", "local")
+
+
+def local_root(root: str) -> Path | None:
+    """A local path or `file://` URL as a Path; None for a remote fsspec URL (s3://, gs://, memory://, ...)."""
+    from upath import UPath
+
+    path = UPath(root)
+    return Path(path.path).expanduser() if path.protocol in LOCAL_PROTOCOLS else None
+
+
 class OutputStore(dg.ConfigurableResource):
-    """Where every table and figure goes; one root, one layout."""
+    """Where every table and figure goes: one root, one layout.
+
+    The root is a local path, a `file://` URL, or any fsspec URL. With a remote root a run works in a local
+    staging copy (`lg_pipeline.mirror`): what it reads is pulled on first use, and what it wrote is pushed
+    back, file by file, when the run ends (also when it fails, so a gradient run resumes from its chunks).
+    """
 
     root: str = _default_root("LG_OUTPUT_ROOT", "outputs")
+    staging_dir: str = os.environ.get("LG_STAGING_DIR", "")
+
+    _mirror: Any = PrivateAttr(default=None)
 
     def path(self, *parts: str) -> Path:
-        return Path(self.root, *parts)
+        local = local_root(self.root)
+        if local is not None:
+            return Path(local, *parts)
+        return self._remote_mirror().local("/".join(parts))
+
+    def _remote_mirror(self) -> Any:
+        from lg_pipeline.mirror import RemoteMirror, staging_dir
+
+        if self._mirror is None:
+            self._mirror = RemoteMirror(self.root, staging_dir(self.root, self.staging_dir or None))
+        return self._mirror
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[OutputStore]:
+        """Remote roots: push what the run wrote when it ends, whatever its outcome; then drop the staging copy."""
+        try:
+            yield self
+        finally:
+            if self._mirror is not None:
+                mirror, self._mirror = self._mirror, None
+                uploaded, deleted = mirror.push()
+                if context.log:
+                    context.log.info(f"{self.root}: {len(uploaded)} file(s) uploaded, {len(deleted)} deleted")
+                mirror.close()
 
     def curated(self, variant: str) -> Path:
         return self.path("curated", f"{variant}.parquet")
@@ -71,9 +117,18 @@ class CurationResource(dg.ConfigurableResource):
 
 
 class ComputeResource(dg.ConfigurableResource):
-    """Device, dtype and engine settings for gradient steps (`cpu`, `cuda`, `cuda:N`; dtype empty = catalog's)."""
+    """Device, dtype and engine settings for gradient steps (`cpu`, `cuda`, `cuda:N`; dtype empty = catalog's).
+
+    For the length of a run the resource holds a *device lease* (`lg_pipeline.devices`): with `device: cuda`
+    on a machine with several GPUs, concurrent gradient steps (up to the `gpu` pool limit) each get their own
+    GPU. `devices` lists the candidates explicitly (`LG_DEVICES=cuda:0,cuda:1`; default: every visible GPU).
+    Out-of-memory batch splits in the engine are reported in the run's log.
+    """
 
     device: str = os.environ.get("LG_DEVICE", "cpu")
+    devices: str = os.environ.get("LG_DEVICES", "")
+    lock_dir: str = os.environ.get("LG_DEVICE_LOCK_DIR", "")
+    lease_timeout_s: float = 3600.0
     dtype: str = os.environ.get("LG_DTYPE", "")
     batch_size: int = 4
     max_length: int = 1024
@@ -81,14 +136,41 @@ class ComputeResource(dg.ConfigurableResource):
     targets: str = "q,k,v,o"
     cache_dir: str = _default_root("LG_CACHE_DIR", ".cache")
 
+    _lease: Any = PrivateAttr(default=None)
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[ComputeResource]:
+        """Lease a device for the run and forward engine warnings (OOM splits) to the run log; always release."""
+        from lg_pipeline.devices import DEFAULT_LOCK_DIR, candidate_devices, lease_device
+
+        candidates = candidate_devices(self.device, self.devices)
+        self._lease = lease_device(candidates, self.lock_dir or DEFAULT_LOCK_DIR, self.lease_timeout_s)
+        forward = _RunLogHandler(context.log)
+        engine_log = logging.getLogger("lg_pipeline.engine")
+        engine_log.addHandler(forward)
+        try:
+            if context.log and self._lease.device != self.device:
+                context.log.info(f"device lease: {self._lease.device} (of {', '.join(candidates)})")
+            yield self
+        finally:
+            engine_log.removeHandler(forward)
+            self._lease.release()
+            self._lease = None
+
+    @property
+    def leased_device(self) -> str:
+        """The device this run computes on: the leased one inside a run, else the configured one."""
+        return self._lease.device if self._lease is not None else self.device
+
     def load(self, model_name: str) -> tuple[Any, Any, Any]:
         """(model, tokenizer, spec), reused across runs in one process."""
         from data_sources.model_catalog import open_model
 
-        key = (model_name, self.device, self.dtype)
+        device = self.leased_device
+        key = (model_name, device, self.dtype)
         if key not in _LOADED:
             _LOADED.clear()
-            _LOADED[key] = open_model(model_name, self.device, self.dtype or None, self.cache_dir)
+            _LOADED[key] = open_model(model_name, device, self.dtype or None, self.cache_dir)
         return _LOADED[key]
 
     def engine_config(self, chat: bool) -> Any:
@@ -98,13 +180,35 @@ class ComputeResource(dg.ConfigurableResource):
         return EngineConfig(self.method, parse_suffixes(self.targets), self.batch_size, self.max_length, chat)
 
 
-def resources_for(env: str | None = None) -> dict[str, Any]:
-    """Resources per environment (`LG_ENV`): local CPU by default, `gpu` for a CUDA machine."""
+class _RunLogHandler(logging.Handler):
+    """Python log records of the domain core (which never imports Dagster) shown in the Dagster run log."""
+
+    def __init__(self, dagster_log: Any):
+        super().__init__(level=logging.INFO)
+        self.dagster_log = dagster_log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.dagster_log is not None:
+            level = "warning" if record.levelno >= logging.WARNING else "info"
+            getattr(self.dagster_log, level)(record.getMessage())
+
+
+ENVS = ("local", "gpu", "k8s")
+
+
+def current_env(env: str | None = None) -> str:
     env = env or os.environ.get("LG_ENV", "local")
-    compute = {
-        "local": ComputeResource(),
-        "gpu": ComputeResource(device="cuda", dtype="bfloat16", batch_size=8),
-    }
-    if env not in compute:
-        raise ValueError(f"LG_ENV must be one of {sorted(compute)}, got '{env}'")
-    return {"store": OutputStore(), "curation": CurationResource(), "compute": compute[env]}
+    if env not in ENVS:
+        raise ValueError(f"LG_ENV must be one of {', '.join(ENVS)}, got '{env}'")
+    return env
+
+
+def resources_for(env: str | None = None) -> dict[str, Any]:
+    """Resources per environment (`LG_ENV`): local CPU by default, `gpu` for a CUDA machine, `k8s` for a cluster.
+
+    On Kubernetes every gradient step is a pod with one GPU of its own (`cuda` = that GPU); outputs go to a
+    shared volume mounted at `LG_OUTPUT_ROOT`.
+    """
+    gpu = ComputeResource(device="cuda", dtype="bfloat16", batch_size=8)
+    compute = {"local": ComputeResource(), "gpu": gpu, "k8s": gpu}[current_env(env)]
+    return {"store": OutputStore(), "curation": CurationResource(), "compute": compute}

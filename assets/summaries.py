@@ -66,6 +66,7 @@ def layer_summary(context: dg.AssetExecutionContext, store: OutputStore):
     mad = mad_summary(curves)
     write_parquet(curves, out / "curves.parquet")
     write_parquet(mad, out / "mad.parquet")
+    write_parquet(_variants(stats), out / "variants.parquet")
     (out / "blocked.json").unlink(missing_ok=True)
     return dg.MaterializeResult(
         metadata={
@@ -76,6 +77,17 @@ def layer_summary(context: dg.AssetExecutionContext, store: OutputStore):
             "path": dg.MetadataValue.path(str(out)),
         },
         data_version=dg.DataVersion(_version(passed)),
+    )
+
+
+def _variants(stats: Any) -> Any:
+    """One row per variant: examples used and whether it is built-in demo data (labels in figures)."""
+    keys = ["dataset", "level", "correctness"]
+    demo = stats.demo if "demo" in stats else False
+    return (
+        stats.assign(demo=demo)
+        .groupby(keys, as_index=False)
+        .agg(demo=("demo", "any"), n_examples=("example_id", "nunique"))
     )
 
 

@@ -173,6 +173,18 @@ def variant_keys(offline_only: bool = False) -> list[str]:
     return keys
 
 
+def buildable_variant_keys(release_dir: str | None = None) -> list[str]:
+    """Variants that can be built here: the offline ones, plus those the release folder holds when given."""
+    offline = set(variant_keys(offline_only=True))
+    keys = []
+    for key in variant_keys():
+        spec, level, correctness = parse_variant_key(key)
+        released = spec.release_file(level, correctness) if release_dir else None
+        if key in offline or (released and Path(release_dir, released).is_file()):
+            keys.append(key)
+    return keys
+
+
 def parse_variant_key(key: str) -> tuple[DatasetSpec, str, str]:
     """Split and check a variant key; InputError names the key and what is wrong with it."""
     parts = key.split("__") if isinstance(key, str) else []

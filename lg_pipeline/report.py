@@ -30,7 +30,12 @@ class DatasetInfo:
     name: str
     display_name: str
     family: str  # math | commonsense | wiki
-    demo: bool = False
+    demo_levels: frozenset[str] = frozenset()  # levels whose rows are built-in demo data
+
+    def level_labels(self) -> dict[str, str]:
+        from lg_pipeline.analysis import LEVEL_LABELS
+
+        return {k: v + (" [demo data]" if k in self.demo_levels else "") for k, v in LEVEL_LABELS.items()}
 
 
 @dataclass
@@ -63,7 +68,7 @@ def build_report(
 
 
 def _label(ds: DatasetInfo) -> str:
-    return ds.display_name + (" [demo data]" if ds.demo else "")
+    return ds.display_name + (" [demo data]" if ds.demo_levels else "")
 
 
 def _model_figures(curves, model: ModelInfo, datasets, out: Path, report: Report) -> None:
@@ -73,14 +78,20 @@ def _model_figures(curves, model: ModelInfo, datasets, out: Path, report: Report
         ds, one = datasets[name], curves[curves.dataset == name]
         title = f"{model.display_name} · {_label(ds)}"
         report.figures[f"{title} · nuclear norm per layer"] = plot_level_panels(
-            one, model.display_name, _label(ds), "nuclear_norm", out / f"{name}_levels", include_ratio=True
+            one,
+            model.display_name,
+            _label(ds),
+            "nuclear_norm",
+            out / f"{name}_levels",
+            ds.level_labels(),
+            include_ratio=True,
         )
         if one.correctness.nunique() > 1:
             report.figures[f"{title} · correct vs wrong"] = plot_correct_vs_wrong(
-                one, model.display_name, _label(ds), "nuclear_norm", out / f"{name}_correct_vs_wrong"
+                one, model.display_name, _label(ds), "nuclear_norm", out / f"{name}_correct_vs_wrong", ds.level_labels()
             )
         report.figures[f"{title} · heat map"] = plot_heatmap(
-            one, model.display_name, _label(ds), out / f"{name}_heatmap"
+            one, model.display_name, _label(ds), out / f"{name}_heatmap", ds.level_labels()
         )
 
 
@@ -121,6 +132,7 @@ def _base_vs_instruct(curves, models, datasets, out: Path, report: Report) -> No
                         _label(datasets[name]),
                         "nuclear_norm",
                         out / f"{base.name}__{inst.name}__{name}",
+                        datasets[name].level_labels(),
                     )
                 )
 

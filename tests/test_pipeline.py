@@ -85,13 +85,17 @@ def test_graph_end_to_end(world):
     assert run(world, [layer_summary], "tiny").success
     curves = pd.read_parquet(store.summary("tiny") / "curves.parquet")
     assert set(curves.layer) == set(range(N_LAYERS))
+    variants = pd.read_parquet(store.summary("tiny") / "variants.parquet").set_index("dataset")
+    assert variants.demo["commonsense_demo"] and not variants.demo["champ"].any()
     result = run(world, [figures])
     assert result.success, failure_message(result)
     meta = result.asset_materializations_for_node("figures")[0].metadata
     inline = [k for k in meta if k.startswith("figure:")]
     assert inline and "data:image/png;base64," in meta[inline[0]].value
     assert (store.figures() / "tiny" / "champ_levels.png").stat().st_size > 10_000
-    assert "champ_levels.png" in (store.figures() / "index.md").read_text()
+    index = (store.figures() / "index.md").read_text()
+    assert "champ_levels.png" in index
+    assert "Commonsense" in index and "[demo data]" in index
 
 
 def test_failing_check_blocks_summary_and_figures(world, monkeypatch):
@@ -128,7 +132,10 @@ def test_unknown_model_partition_fails_clearly(world):
     from assets.gradients import gradient_stats
     from assets.partitions import multi_key
 
+    from assets.curation import curated_dataset
+
     instance, _ = world
+    assert run(world, [curated_dataset], VARIANTS[0]).success
     instance.add_dynamic_partitions("model", ["no-such-model"])
     result = run(world, [gradient_stats], multi_key("no-such-model", VARIANTS[0]))
     assert not result.success

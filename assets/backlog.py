@@ -1,0 +1,105 @@
+"""What is still to compute: catalog models x buildable variants, minus what Dagster already has.
+
+Pure planning (no Dagster calls) so the rules are testable on plain data; `assets.automation` feeds it
+the instance's partition statuses and turns the plan into run requests.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Partition states as the planner sees them (from Dagster's AssetPartitionStatus, None = never materialized).
+MATERIALIZED, FAILED, IN_PROGRESS = "materialized", "failed", "in_progress"
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """One planning pass: models to register, curated tables to build first, gradient partitions to run."""
+
+    register: tuple[str, ...] = ()
+    curate: tuple[str, ...] = ()
+    compute: tuple[tuple[str, str], ...] = ()
+    waiting: tuple[tuple[str, str], ...] = ()  # need a curated table that is being built (or failed)
+    unavailable: Mapping[str, str] = field(default_factory=dict)  # model -> why it cannot run here
+
+    @property
+    def empty(self) -> bool:
+        return not (self.register or self.curate or self.compute)
+
+    def describe(self) -> str:
+        parts = [
+            f"{len(self.register)} new model(s)" if self.register else "",
+            f"{len(self.curate)} curated table(s) to build" if self.curate else "",
+            f"{len(self.compute)} gradient partition(s) to compute" if self.compute else "",
+            f"{len(self.waiting)} waiting for their curated table" if self.waiting else "",
+            *(f"{m} skipped: {why}" for m, why in sorted(self.unavailable.items())),
+        ]
+        return "; ".join(p for p in parts if p) or "nothing missing"
+
+
+def buildable_variants(patterns: str | None = None, release_dir: str | None = None) -> list[str]:
+    """Variants this environment can build: the offline ones, plus the study's release files when
+    `LG_RELEASE_DIR` is set; `LG_AUTO_VARIANTS` (comma-separated globs) narrows what is filled in.
+
+    Hub-only variants are never listed: a run for them would fail offline, every night.
+    """
+    from data_sources.catalog import buildable_variant_keys
+
+    release_dir = os.environ.get("LG_RELEASE_DIR") if release_dir is None else release_dir
+    ordered = buildable_variant_keys(release_dir or None)
+    globs = [p.strip() for p in (patterns or os.environ.get("LG_AUTO_VARIANTS", "*")).split(",") if p.strip()]
+    return [k for k in ordered if any(fnmatch.fnmatchcase(k, g) for g in globs)]
+
+
+def unavailable_reason(spec: Any) -> str | None:
+    """Why a catalog model cannot be computed in this environment (None: it can), checked without loading it."""
+    import importlib.util
+
+    if spec.source == "hub":
+        if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+            return f"hub model ({spec.repo_id}) and HF_HUB_OFFLINE is set"
+        return None
+    if spec.source == "local":
+        return None if Path(spec.path or "", "config.json").is_file() else f"no transformers folder at {spec.path}"
+    found = importlib.util.find_spec(spec.package or "") if spec.package else None
+    return None if found is not None else f"package {spec.package} is not installed"
+
+
+def plan(
+    catalog: Mapping[str, Any],
+    registered: Iterable[str],
+    variants: Iterable[str],
+    curated_status: Mapping[str, str | None],
+    gradient_status: Mapping[tuple[str, str], str | None],
+    retry_failed: bool = False,
+    failed_checks: Iterable[tuple[str, str]] = (),
+) -> Backlog:
+    """The work still missing.
+
+    retry_failed=False (the catalog sensor): only what was never attempted. True (the nightly schedule): also
+    partitions whose last run failed or whose check failed — the engine resumes and retries failed examples.
+    """
+    registered, variants, failed_checks = set(registered), list(variants), set(failed_checks)
+    unavailable = {name: why for name, spec in catalog.items() if (why := unavailable_reason(spec))}
+    models = [m for m in catalog if m not in unavailable]
+    redo = {None, FAILED} if retry_failed else {None}
+    ready = {v for v in variants if curated_status.get(v) == MATERIALIZED}
+    wanted = [
+        (m, v)
+        for m in models
+        for v in variants
+        if gradient_status.get((m, v)) in redo or (retry_failed and (m, v) in failed_checks)
+    ]
+    curate = tuple(v for v in variants if curated_status.get(v) in redo and any(w[1] == v for w in wanted))
+    return Backlog(
+        register=tuple(m for m in catalog if m not in registered),
+        curate=curate,
+        compute=tuple(w for w in wanted if w[1] in ready),
+        waiting=tuple(w for w in wanted if w[1] not in ready),
+        unavailable=unavailable,
+    )

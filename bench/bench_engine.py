@@ -1,0 +1,257 @@
+"""Benchmark the gradient engine: `core` vs the study's `full-svd`, and what `core` adds to a plain backward.
+
+Three ratios, each from timings taken side by side in this one run (never compared
+with numbers from another machine or run):
+1. throughput of `core` (batched) over `full-svd` on Detailed-CoT-length examples;
+2. overhead of `core` over a bare forward+backward of the same batches;
+3. one 4096×4096 gradient from T=512 tokens: `factor_stats(X, Δ)` vs `matrix_stats(Δᵀ X)`.
+
+A fourth pass, `core` without its statistics (no weight gradients), is the least any
+exact engine must spend: full-svd / that floor is the ceiling of ratio 1.
+
+The machine may be shared, so the runners alternate batch by batch and each batch is
+timed `--repeats` times, keeping the best: load from elsewhere then slows them alike
+instead of skewing one. The load average is printed. No target is asserted.
+
+    .venv/bin/python bench/bench_engine.py [--n-examples 4] [--batch-size 4] [--repeats 2] [--skip-matrix]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RELEASE = ROOT.parent / "shared/layer_gradient_release/cot_500/gsm8k_train_with_cot_gpt4o.json"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="smollm2-135m-instruct", help="catalog name or local transformers folder")
+    p.add_argument("--cache-dir", default=os.environ.get("LG_CACHE_DIR", str(ROOT / ".cache")))
+    p.add_argument("--n-examples", type=int, default=4, help="examples timed (~25 s each, all runners, best of 2)")
+    p.add_argument("--batch-size", type=int, default=4, help="core batch size")
+    p.add_argument("--max-length", type=int, default=1024)
+    p.add_argument("--targets", default="q,k,v,o")
+    p.add_argument("--matrix-size", type=int, default=4096)
+    p.add_argument("--matrix-tokens", type=int, default=512)
+    p.add_argument("--repeats", type=int, default=2, help="time each batch this often, keep the best")
+    p.add_argument("--skip-matrix", action="store_true", help="skip the per-matrix comparison (~25 s)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    return p.parse_args(argv)
+
+
+def load_examples(n: int) -> tuple[list[Any], str]:
+    """The study's Detailed-CoT GSM8K examples if the release is here, else synthetic ones of similar length."""
+    from lg_pipeline.examples import Example, example_from_row
+
+    if RELEASE.is_file():
+        rows = json.loads(RELEASE.read_text())[:n]
+        return [example_from_row(r, f"{RELEASE.name} row {i}") for i, r in enumerate(rows)], str(RELEASE)
+    step = "Next, we multiply the {i} boxes by 12 eggs each, giving {j} eggs, and subtract the {i} broken ones. "
+    response = lambda k: "".join(step.format(i=i + k, j=12 * (i + k)) for i in range(18))  # noqa: E731
+    examples = [Example(f"synthetic-{k}", f"Question {k}: how many eggs are left?", response(k)) for k in range(n)]
+    return examples, "synthetic (~400-token responses)"
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def engine_run(model: Any, tokenizer: Any, examples: list[Any], config: Any) -> list[Any]:
+    from lg_pipeline.engine import compute_gradient_stats
+
+    results = list(compute_gradient_stats(model, tokenizer, examples, config))
+    bad = [r for r in results if r.status != "ok"]
+    if bad:
+        raise SystemExit(f"benchmark example not ok: {bad[0].example_id}: {bad[0].status} {bad[0].reason}")
+    return results
+
+
+def _batch_tensors(model: Any, tokenizer: Any, examples: list[Any], chat: bool, max_length: int) -> tuple:
+    """The engine's own padding and labels, so every runner sees the same batch."""
+    from lg_pipeline.encoding import encode
+    from lg_pipeline.engine import _pad_id, _tensors
+
+    batch = [encode(tokenizer, e, chat, max_length) for e in examples]
+    return _tensors(batch, _pad_id(tokenizer), next(model.parameters()).device)
+
+
+def bare_step(model: Any, tensors: tuple) -> None:
+    """What any training step does: forward with the model's loss, backward into every parameter's .grad."""
+    ids, mask, labels = tensors
+    model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+def floor_step(model: Any, tensors: tuple) -> None:
+    """`core` without its statistics: no weight gradient, the graph starting at the embeddings.
+
+    No exact engine can cost less (every target needs its output gradient), so
+    full-svd time / this time bounds the throughput ratio `core` can reach.
+    """
+    from lg_pipeline.engine import _grad_only_for, per_example_loss
+
+    ids, mask, labels = tensors
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, a, out: out.requires_grad_(True))
+    try:
+        with _grad_only_for(model, set()):
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            per_example_loss(logits, labels).sum().backward()
+    finally:
+        hook.remove()
+
+
+def runners(model: Any, tokenizer: Any, args: argparse.Namespace, chat: bool) -> dict[str, Callable[[list], list]]:
+    """name -> run one batch of examples (returning engine results, or [] for the plain passes)."""
+    from lg_pipeline.engine import EngineConfig
+    from lg_pipeline.targets import parse_suffixes
+
+    targets = parse_suffixes(args.targets)
+    core = EngineConfig("core", targets, args.batch_size, args.max_length, chat)
+    full = EngineConfig("full-svd", targets, 1, args.max_length, chat)
+
+    def plain(step: Callable[[Any, tuple], None]) -> Callable[[list], list]:
+        return lambda batch: step(model, _batch_tensors(model, tokenizer, batch, chat, args.max_length)) or []
+
+    return {
+        "core": lambda batch: engine_run(model, tokenizer, batch, core),
+        "full-svd": lambda batch: engine_run(model, tokenizer, batch, full),
+        "bare": plain(bare_step),
+        "floor": plain(floor_step),
+    }
+
+
+def time_engine(model: Any, tokenizer: Any, examples: list[Any], args: argparse.Namespace, chat: bool) -> dict:
+    """Seconds per runner over the same batches: best of `repeats`, runners alternating batch by batch."""
+    run = runners(model, tokenizer, args, chat)
+    seconds = dict.fromkeys(run, 0.0)
+    rows: dict[str, list] = {name: [] for name in run}
+    for start in range(0, len(examples), args.batch_size):
+        batch = examples[start : start + args.batch_size]
+        best = dict.fromkeys(run, float("inf"))
+        for repeat in range(args.repeats):
+            for name, fn in run.items():
+                began = time.perf_counter()
+                out = fn(batch)
+                best[name] = min(best[name], time.perf_counter() - began)
+                rows[name] += out if repeat == 0 else []
+        for name in run:
+            seconds[name] += best[name]
+    seconds["agreement"] = max_relative_difference(rows["core"], rows["full-svd"])
+    return seconds
+
+
+def max_relative_difference(a: list[Any], b: list[Any]) -> float:
+    """Largest relative difference of nuclear norm, σ_max and Frobenius norm between two runs' rows."""
+    pairs = zip((r for res in a for r in res.rows), (r for res in b for r in res.rows), strict=True)
+    cols = ("nuclear_norm", "sigma_max", "frobenius_norm")
+    return max(abs(x[c] - y[c]) / abs(y[c]) for x, y in pairs for c in cols if y[c])
+
+
+def time_matrix(size: int, tokens: int) -> dict:
+    """One size×size gradient from `tokens` tokens: factors vs full SVD of the materialised matrix.
+
+    factor_stats is timed before and after the (long) SVD, best of both, and split into
+    its two parts: forming G (only for its max and min entries) and the spectrum.
+    """
+    import torch
+
+    from lg_pipeline.spectra import factor_stats, matrix_stats, r_factor, singular_values
+
+    gen = torch.Generator().manual_seed(0)
+    x, delta = torch.randn(tokens, size, generator=gen), torch.randn(tokens, size, generator=gen) * 1e-3
+
+    def best(fn: Callable[[], Any], n: int = 3) -> float:
+        fn()  # warm-up
+        return min(timed(fn) for _ in range(n))
+
+    before = best(lambda: factor_stats(x, delta))
+    result: dict = {}
+    full = timed(lambda: result.setdefault("ref", matrix_stats(delta.T @ x)))
+    times = {
+        "factor": min(before, best(lambda: factor_stats(x, delta))),
+        "full": full,
+        "form_g": best(lambda: torch.aminmax(delta.T @ x)),
+        "spectrum": best(lambda: singular_values(r_factor(delta) @ r_factor(x).T)),
+    }
+    got = factor_stats(x, delta)
+    times["agreement"] = max(float(abs(got[i] - result["ref"][i]) / abs(result["ref"][i])) for i in (0, 1, 3))
+    return times
+
+
+def warm_up(model: Any, tokenizer: Any, example: Any, args: argparse.Namespace, chat: bool) -> None:
+    """First calls pay one-off costs (allocator growth, kernel selection): keep them out of the timings."""
+    from dataclasses import replace
+
+    short = replace(example, response=example.response[:400])
+    warm = argparse.Namespace(**{**vars(args), "batch_size": 2, "repeats": 1})
+    time_engine(model, tokenizer, [short, short], warm, chat)
+
+
+def report(args: argparse.Namespace, info: dict, eng: dict, mat: dict | None) -> None:
+    n, b = info["n_examples"], args.batch_size
+    print(f"\nmodel {info['model']}, {n} examples from {info['source']}")
+    print(f"tokens per example: mean {info['mean_tokens']:.0f}, max {info['max_tokens']}; targets {args.targets}; "
+          f"torch threads {info['threads']}; best of {args.repeats}; load average {info['load']} -> "
+          f"{os.getloadavg()[0]:.2f}")
+    print(f"\n{'measurement':<52}{'seconds':>10}{'examples/s':>12}")
+    lines = (
+        (f"core (batch {b})", "core"),
+        ("full-svd (batch 1, the study's method)", "full-svd"),
+        (f"bare forward+backward (batch {b}, all .grad)", "bare"),
+        (f"core's floor: fwd+bwd, no weight grads, no stats (batch {b})", "floor"),
+    )
+    for label, key in lines:
+        print(f"{label:<52}{eng[key]:>10.2f}{n / eng[key]:>12.3f}")
+    if mat:
+        shape = f"{args.matrix_size}x{args.matrix_size}, T={args.matrix_tokens}"
+        for label, key in ((f"factor_stats  {shape}", "factor"), ("  of which: forming G for max/min", "form_g"),
+                           ("  of which: spectrum (2 QR + core + eigvalsh)", "spectrum"),
+                           ("matrix_stats(Δᵀ X)  (full SVD)", "full")):
+            print(f"{label:<52}{mat[key]:>10.3f}")
+    print(f"\n{'ratio':<52}{'measured':>10}{'target':>12}")
+    print(f"{'core throughput / full-svd throughput':<52}{eng['full-svd'] / eng['core']:>9.2f}x{'>= 2.5x':>12}")
+    print(f"{'  (ceiling: full-svd / core floor)':<52}{eng['full-svd'] / eng['floor']:>9.2f}x")
+    print(f"{'core time / bare forward+backward - 1':<52}{eng['core'] / eng['bare'] - 1:>9.1%} {'<= 25%':>11}")
+    if mat:
+        print(f"{'matrix_stats time / factor_stats time':<52}{mat['full'] / mat['factor']:>9.0f}x{'>= 100x':>12}")
+        print(f"{'  (spectrum alone: matrix_stats / spectrum)':<52}{mat['full'] / mat['spectrum']:>9.0f}x")
+    agreement = f"engine {eng['agreement']:.1e}" + (f", matrix {mat['agreement']:.1e}" if mat else "")
+    print(f"\nagreement, max relative difference of nuclear norm, σ_max, Frobenius: {agreement}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from data_sources.model_catalog import open_model
+    from lg_pipeline.encoding import encode
+
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load = f"{os.getloadavg()[0]:.2f}"
+    model, tokenizer, spec = open_model(args.model, cache_dir=args.cache_dir)
+    examples, source = load_examples(args.n_examples)
+    lengths = [encode(tokenizer, e, spec.chat, args.max_length).n_tokens for e in examples]
+    warm_up(model, tokenizer, examples[0], args, spec.chat)
+    eng = time_engine(model, tokenizer, examples, args, spec.chat)
+    mat = None if args.skip_matrix else time_matrix(args.matrix_size, args.matrix_tokens)
+    info = {"model": spec.display_name, "n_examples": len(examples), "source": source, "load": load,
+            "threads": torch.get_num_threads(), "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths)}
+    report(args, info, eng, mat)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
