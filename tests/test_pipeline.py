@@ -129,10 +129,9 @@ def test_failing_check_blocks_summary_and_figures(world, monkeypatch):
 
 
 def test_unknown_model_partition_fails_clearly(world):
+    from assets.curation import curated_dataset
     from assets.gradients import gradient_stats
     from assets.partitions import multi_key
-
-    from assets.curation import curated_dataset
 
     instance, _ = world
     assert run(world, [curated_dataset], VARIANTS[0]).success
