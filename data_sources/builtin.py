@@ -7,12 +7,12 @@ comparison of the study. They are small and hand-written: every row they produce
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from data_sources.base import InputError, RawRecord, require_str
+from lg_pipeline.examples import read_json
 
 BUILTIN_DIR = Path(__file__).with_name("builtin")
 _OPTIONAL = ("answer", "rationale", "detailed", "passage", "title")
@@ -21,12 +21,7 @@ _OPTIONAL = ("answer", "rationale", "detailed", "passage", "title")
 @functools.cache
 def _load(path: str) -> tuple[str, tuple[dict[str, Any], ...]]:
     file = Path(path)
-    if not file.is_file():
-        raise InputError(f"built-in demo file not found: {file}")
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_json(file, "built-in demo file")
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise InputError(f"{file}: expected an object with a 'records' list")
     return str(data.get("description", "")), tuple(data["records"])

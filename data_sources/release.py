@@ -7,11 +7,10 @@ carries only relative file names.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 from data_sources.base import InputError
-from lg_pipeline.examples import example_from_row
+from lg_pipeline.examples import load_study_json
 
 
 def release_root(release_dir: str | Path) -> Path:
@@ -24,18 +23,8 @@ def release_root(release_dir: str | Path) -> Path:
 
 @functools.cache
 def _read(path: str, mtime_ns: int) -> tuple[tuple[str, str], ...]:
-    file = Path(path)
-    try:
-        rows = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(rows, list):
-        raise InputError(f"{file}: expected a JSON list of objects, got {type(rows).__name__}")
-    pairs = []
-    for i, row in enumerate(rows):
-        example = example_from_row(row, f"{file} row {i}")
-        pairs.append((example.instruction, example.response))
-    return tuple(pairs)
+    """(instruction, response) pairs of one release file, cached while the file is unchanged."""
+    return tuple((e.instruction, e.response) for e in load_study_json(path))
 
 
 def read_release_file(release_dir: str | Path, relpath: str) -> list[tuple[str, str]]:

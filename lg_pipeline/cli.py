@@ -20,12 +20,13 @@ def _gradients(args: argparse.Namespace) -> int:
     from lg_pipeline.engine import EngineConfig
     from lg_pipeline.examples import load_study_json
     from lg_pipeline.gradient_run import run_to_parquet
-    from lg_pipeline.targets import parse_suffixes
+    from lg_pipeline.targets import find_targets, parse_suffixes
 
     examples = load_study_json(args.data)[: args.limit]
     model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
     chat = spec.chat if args.chat is None else args.chat
     config = EngineConfig(args.method, parse_suffixes(args.targets), args.batch_size, args.max_length, chat)
+    find_targets(model, config.targets)  # a bad --targets fails here, before the progress bar is drawn
     bar = tqdm(total=len(examples), unit="ex", desc=spec.display_name)
     summary = run_to_parquet(model, tokenizer, examples, config, args.out, report=bar.write)
     bar.update(len(examples))

@@ -48,15 +48,21 @@ def example_from_row(row: Any, where: str) -> Example:
     return Example(example_id, instruction, row["output"])
 
 
+def read_json(path: str | Path, what: str = "data file") -> Any:
+    """Parse a JSON file; a missing file or bad JSON is one line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
 def load_study_json(path: str | Path) -> list[Example]:
     """Read a study-format JSON file; every problem is reported with the file name."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"data file not found: {path}")
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    rows = read_json(path)
     if not isinstance(rows, list):
         raise InputError(f"{path}: expected a JSON list of objects, got {type(rows).__name__}")
     examples = [example_from_row(row, f"{path} row {i}") for i, row in enumerate(rows)]

@@ -83,11 +83,6 @@ def test_targets_matching_nothing_exit_2_naming_the_suffix(tmp_path, capsys, mod
     assert not (tmp_path / "out.parquet").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli._gradients draws its tqdm bar before the targets are resolved, so the error is glued to the bar; "
-    "fix: resolve targets (find_targets) before creating the bar",
-)
 def test_targets_error_starts_its_own_line(tmp_path, capsys, model_dir):
     data = write_json(tmp_path / "data.json", GOOD_ROWS)
     assert main(gradients(model_dir, data, tmp_path / "out.parquet", "--targets", "fc9")) == 2
