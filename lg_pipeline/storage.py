@@ -43,12 +43,6 @@ def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def read_parquet(path: str | Path) -> pd.DataFrame:
-    import pandas as pd
-
-    return pd.read_parquet(path)
-
-
 class ChunkedTable:
     """A table built chunk by chunk: finished chunks survive a crash and are skipped on resume.
 
@@ -65,7 +59,7 @@ class ChunkedTable:
     def read_chunks(self) -> pd.DataFrame | None:
         import pandas as pd
 
-        frames = [read_parquet(p) for p in self.chunks()]
+        frames = [pd.read_parquet(p) for p in self.chunks()]
         return pd.concat(frames, ignore_index=True) if frames else None
 
     def append(self, frame: pd.DataFrame) -> Path:
