@@ -3,8 +3,9 @@
 Two methods, same numbers:
 - `core` (default): batches of examples, one forward/backward per batch. Hooks keep
   each target layer's input X and output gradient Δ; statistics come from the
-  factors (see `spectra.factor_stats`). No parameter needs a gradient, so the
-  backward skips every weight-gradient GEMM, which pays for forming G per example.
+  factors (see `spectra.factor_stats`, scheduled by `capture`). No parameter needs a
+  gradient, so the backward skips every weight-gradient GEMM, which pays for forming
+  G per example; the vocabulary projection runs only where a label follows.
 - `full-svd`: the study's method, one example per backward and a full SVD of each
   materialised `param.grad`. Kept as the reference for tests and the benchmark.
 """
@@ -17,10 +18,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lg_pipeline.capture import FactorCapture, default_workers
 from lg_pipeline.encoding import IGNORE_INDEX, Encoded, encode
 from lg_pipeline.examples import Example
 from lg_pipeline.schema import MATRIX_STATS
-from lg_pipeline.spectra import factor_stats, matrix_stats, r_factor
+from lg_pipeline.spectra import matrix_stats
 from lg_pipeline.targets import ATTENTION, Target, find_targets
 
 log = logging.getLogger(__name__)  # OOM splits; the Dagster compute resource forwards these to the run log
@@ -38,6 +40,9 @@ class EngineConfig:
     batch_size: int = 4
     max_length: int = 1024
     chat: bool = False
+    # Threads for the statistics after each backward (see lg_pipeline.capture); 0: in the hook,
+    # as each gradient arrives (bounded memory); None: per device (CPU: torch's threads, CUDA: 0).
+    stats_workers: int | None = None
 
 
 @dataclass
@@ -57,10 +62,9 @@ def compute_gradient_stats(
     config: EngineConfig = EngineConfig(),
 ) -> Iterator[ExampleResult]:
     """Yield one result per example, in input order within each batch."""
-    targets = find_targets(model, config.targets)
+    runner = _BatchRunner(model, find_targets(model, config.targets), config, _pad_id(tokenizer))
     model.eval()
     batch: list[Encoded] = []
-    size = 1 if config.method == "full-svd" else max(1, config.batch_size)
     for example in examples:
         enc = encode(tokenizer, example, config.chat, config.max_length)
         if enc is None:
@@ -69,28 +73,45 @@ def compute_gradient_stats(
             )
             continue
         batch.append(enc)
-        if len(batch) == size:
-            yield from _run_isolating_failures(model, targets, batch, config.method, tokenizer)
+        if len(batch) >= runner.batch_size:
+            yield from runner.run(batch)
             batch = []
     if batch:
-        yield from _run_isolating_failures(model, targets, batch, config.method, tokenizer)
+        yield from runner.run(batch)
 
 
-def _run_isolating_failures(model, targets, batch, method, tokenizer) -> list[ExampleResult]:
-    """Run a batch; on error (out of memory included) split it so only the bad example fails."""
-    try:
-        runner = _core_batch if method == "core" else _full_svd_example
-        return runner(model, targets, batch, _pad_id(tokenizer))
-    except Exception as exc:  # recorded per example, never swallowed silently
-        _free_memory(model)
-        if len(batch) == 1:
-            return [ExampleResult(batch[0].example_id, "failed", f"{type(exc).__name__}: {exc}"[:500])]
-        half = len(batch) // 2
-        if is_out_of_memory(exc):
-            log.warning("out of memory on a batch of %d: retrying as %d + %d", len(batch), half, len(batch) - half)
-        return _run_isolating_failures(model, targets, batch[:half], method, tokenizer) + _run_isolating_failures(
-            model, targets, batch[half:], method, tokenizer
-        )
+class _BatchRunner:
+    """Runs batches with the configured method, splitting a failing batch so only the bad example fails.
+
+    After an out-of-memory error, later batches are no larger than the half that is tried next.
+    """
+
+    def __init__(self, model: Any, targets: list[Target], config: EngineConfig, pad_id: int):
+        self.model, self.targets, self.method, self.pad_id = model, targets, config.method, pad_id
+        self.batch_size = 1 if config.method == "full-svd" else max(1, config.batch_size)
+        workers = config.stats_workers
+        self.workers = default_workers(_device(model)) if workers is None and self.method == "core" else workers
+
+    def run(self, batch: list[Encoded]) -> list[ExampleResult]:
+        try:
+            if self.method == "full-svd":
+                return _full_svd_example(self.model, self.targets, batch, self.pad_id)
+            return _core_batch(self.model, self.targets, batch, self.pad_id, self.workers or 0)
+        except Exception as exc:  # recorded per example, never swallowed silently
+            _free_memory(self.model)
+            if len(batch) == 1:
+                return [ExampleResult(batch[0].example_id, "failed", f"{type(exc).__name__}: {exc}"[:500])]
+            half = len(batch) // 2
+            if is_out_of_memory(exc):
+                self.batch_size = min(self.batch_size, half)
+                log.warning(
+                    "out of memory on a batch of %d: retrying as %d + %d, later batches at most %d",
+                    len(batch),
+                    half,
+                    len(batch) - half,
+                    self.batch_size,
+                )
+            return self.run(batch[:half]) + self.run(batch[half:])
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -162,83 +183,46 @@ def _grad_only_for(model: Any, names: set[str]):
         model.zero_grad(set_to_none=True)
 
 
-class _FactorCapture:
-    """Hooks that compute each target's per-example statistics as its output gradient arrives.
-
-    Layers fed the same input tensor (q/k/v, gate/up) share one QR of it.
-    """
-
-    def __init__(self, model: Any, targets: list[Target], lengths: list[int]):
-        self.lengths = lengths
-        self.stats: dict[int, list[Any]] = {}
-        self._r_cache: dict[tuple[int, int, int], Any] = {}
-        # Inputs are keyed by id(): hold them so no freed tensor's id is reused by a later layer's input.
-        self._inputs: list[Any] = []
-        modules = dict(model.named_modules())
-        self._handles = [
-            modules[t.module_path].register_forward_hook(self._forward_hook(i)) for i, t in enumerate(targets)
-        ]
-        # No parameter requires a gradient: make the graph start at the embeddings.
-        self._handles.append(
-            model.get_input_embeddings().register_forward_hook(lambda m, a, out: out.requires_grad_(True))
-        )
-
-    def _forward_hook(self, index: int):
-        def hook(module, args, output):
-            self._inputs.append(args[0])
-            x = self._per_example(args[0].detach())
-            key = (id(args[0]), args[0]._version)
-            output.register_hook(lambda grad: self._on_grad(index, x, key, grad))
-
-        return hook
-
-    def _per_example(self, t: Any) -> Any:
-        """(batch, width, features) whatever the layer saw: OPT-style blocks flatten tokens to 2-D."""
-        return t.reshape(len(self.lengths), -1, t.shape[-1])
-
-    def _on_grad(self, index: int, x: Any, key: tuple[int, int], grad: Any) -> None:
-        import torch
-
-        grad = self._per_example(grad)
-        with torch.no_grad():
-            self.stats[index] = [
-                factor_stats(x[b, :n], grad[b, :n], lambda b=b, n=n: self._shared_r(key, b, x[b, :n]))
-                for b, n in enumerate(self.lengths)
-            ]
-
-    def _shared_r(self, key: tuple[int, int], b: int, xb: Any) -> Any:
-        if (*key, b) not in self._r_cache:
-            self._r_cache[(*key, b)] = r_factor(xb)
-        return self._r_cache[(*key, b)]
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._r_cache.clear()
-        self._inputs.clear()
-
-
-def _core_batch(model: Any, targets: list[Target], batch: list[Encoded], pad_id: int) -> list[ExampleResult]:
+def _core_batch(
+    model: Any, targets: list[Target], batch: list[Encoded], pad_id: int, workers: int = 0
+) -> list[ExampleResult]:
     import torch
 
     ids, mask, labels = _tensors(batch, pad_id, _device(model))
-    capture = _FactorCapture(model, targets, [e.n_tokens for e in batch])
+    keep = _positions_with_loss(model, batch)
+    capture = FactorCapture(model, targets, [e.n_tokens for e in batch], workers)
     try:
         with _grad_only_for(model, set()):
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            losses = per_example_loss(logits, labels)
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **keep).logits
+            losses = per_example_loss(logits, labels[:, labels.shape[1] - logits.shape[1] :])
             del logits
             losses.sum().backward()
+        capture.finish()
     finally:
         capture.close()
-    if len(capture.stats) != len(targets):
-        raise RuntimeError(f"gradients reached {len(capture.stats)} of {len(targets)} target layers")
+    if len({i for i, _ in capture.stats}) != len(targets):
+        raise RuntimeError(f"gradients reached {len({i for i, _ in capture.stats})} of {len(targets)} target layers")
     # (targets, batch, stats) -> one host transfer for the whole batch.
-    table = torch.stack([torch.stack(capture.stats[i]) for i in range(len(targets))]).cpu().tolist()
+    table = torch.stack([torch.stack([capture.stats[i, b] for b in range(len(batch))]) for i in range(len(targets))])
+    table = table.cpu().tolist()
     loss_values = losses.detach().cpu().tolist()
     return [
         _result(e, loss_values[b], targets, [table[i][b] for i in range(len(targets))]) for b, e in enumerate(batch)
     ]
+
+
+def _positions_with_loss(model: Any, batch: list[Encoded]) -> dict[str, int]:
+    """`logits_to_keep`: the vocabulary projection only where some example has a label next.
+
+    Prompt tokens carry no loss, so their logits (and the backward through the largest
+    matrix of a small model) are skipped; models without the argument get every position.
+    """
+    import inspect
+
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        return {}
+    first = max(0, min(e.n_prompt for e in batch) - 1)  # the position that predicts the first response token
+    return {"logits_to_keep": max(e.n_tokens for e in batch) - first}
 
 
 def _full_svd_example(model: Any, targets: list[Target], batch: list[Encoded], pad_id: int) -> list[ExampleResult]:

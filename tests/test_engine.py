@@ -42,8 +42,12 @@ def run(model: Any, tokenizer: Any, examples: list[Example], **config: Any) -> l
     return results
 
 
-def core_and_reference(model: Any, tokenizer: Any, examples: list[Example], **config: Any):
-    core = results_frame(run(model, tokenizer, examples, method="core", batch_size=4, **config))
+# Statistics computed in the hook as each gradient arrives (0), or after the backward on 2 threads.
+SCHEDULES = pytest.mark.parametrize("workers", [0, 2], ids=["in-hook", "2-workers"])
+
+
+def core_and_reference(model: Any, tokenizer: Any, examples: list[Example], workers: int = 0, **config: Any):
+    core = results_frame(run(model, tokenizer, examples, method="core", batch_size=4, stats_workers=workers, **config))
     reference = results_frame(run(model, tokenizer, examples, method="full-svd", **config))
     return core, reference
 
@@ -61,10 +65,11 @@ def assert_both_paths_ran(frame: Any, dims: dict[str, int]) -> None:
     assert (frame.sigma_min[t < d] == 0).all(), "a rank-deficient gradient got a non-zero σ_min"
 
 
+@SCHEDULES
 @pytest.mark.parametrize("kind", MODEL_KINDS)
-def test_core_matches_full_svd_on_every_family(kind, tokenizer):
+def test_core_matches_full_svd_on_every_family(kind, workers, tokenizer):
     model = make_model(kind)
-    core, reference = core_and_reference(model, tokenizer, EXAMPLES, targets=ALL_TARGETS)
+    core, reference = core_and_reference(model, tokenizer, EXAMPLES, workers, targets=ALL_TARGETS)
     assert stats_mismatches(core, reference) == []
     assert_both_paths_ran(core, min_dims(model, ALL_TARGETS))
     assert set(core.module) == set(ALL_TARGETS) and set(core.layer) == {0, 1}
@@ -75,7 +80,8 @@ def test_core_matches_full_svd_with_chat_template(llama, tokenizer):
     assert stats_mismatches(core, reference) == []
 
 
-def test_inputs_shared_by_layers_are_never_mixed_up_across_layers(tokenizer):
+@SCHEDULES
+def test_inputs_shared_by_layers_are_never_mixed_up_across_layers(workers, tokenizer):
     """q/k/v (and gate/up) share one QR of their common input, cached by tensor identity.
 
     A deeper model frees and reallocates many tensors during the forward: a cache keyed
@@ -83,7 +89,7 @@ def test_inputs_shared_by_layers_are_never_mixed_up_across_layers(tokenizer):
     """
     model = make_model("llama-gqa", layers=6)
     short = [example("a", 5, 14), example("b", 8, 9), example("c", 4, 20)]
-    core, reference = core_and_reference(model, tokenizer, short, targets=ALL_TARGETS)
+    core, reference = core_and_reference(model, tokenizer, short, workers, targets=ALL_TARGETS)
     assert stats_mismatches(core, reference) == []
 
 
@@ -114,8 +120,11 @@ def test_loss_is_the_models_own_loss_for_each_example(llama, tokenizer):
 VARIED = [example("v1", 8, 4), example("v2", 30, 170), example("v3", 5, 40), example("v4", 12, 90), example("v5", 6, 9)]
 
 
-def test_batch_of_four_equals_batch_of_one(llama, tokenizer):
-    batched = results_frame(run(llama, tokenizer, VARIED, method="core", batch_size=4, targets=ALL_TARGETS))
+@SCHEDULES
+def test_batch_of_four_equals_batch_of_one(llama, tokenizer, workers):
+    batched = results_frame(
+        run(llama, tokenizer, VARIED, method="core", batch_size=4, targets=ALL_TARGETS, stats_workers=workers)
+    )
     single = results_frame(run(llama, tokenizer, VARIED, method="core", batch_size=1, targets=ALL_TARGETS))
     assert stats_mismatches(batched, single) == []
     # Not vacuous: examples differ from one another far beyond the tolerance.
@@ -139,8 +148,9 @@ class _OtherPad:
 def test_pad_token_id_does_not_change_statistics(llama, tokenizer):
     base = results_frame(run(llama, tokenizer, VARIED, method="core", batch_size=5, targets=ALL_TARGETS))
     for pad in (VOCAB["a"], VOCAB["<eos>"]):
-        other = results_frame(run(llama, _OtherPad(tokenizer, pad), VARIED, method="core", batch_size=5,
-                                  targets=ALL_TARGETS))
+        other = results_frame(
+            run(llama, _OtherPad(tokenizer, pad), VARIED, method="core", batch_size=5, targets=ALL_TARGETS)
+        )
         assert stats_mismatches(other, base) == [], pad
 
 
@@ -165,9 +175,16 @@ def _tiny_opt() -> Any:
     from transformers import OPTConfig, OPTForCausalLM
 
     config = OPTConfig(
-        vocab_size=len(VOCAB), hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4,
-        word_embed_proj_dim=64, max_position_embeddings=512, pad_token_id=VOCAB["<pad>"],
-        bos_token_id=VOCAB["<bos>"], eos_token_id=VOCAB["<eos>"],
+        vocab_size=len(VOCAB),
+        hidden_size=64,
+        ffn_dim=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        word_embed_proj_dim=64,
+        max_position_embeddings=512,
+        pad_token_id=VOCAB["<pad>"],
+        bos_token_id=VOCAB["<bos>"],
+        eos_token_id=VOCAB["<eos>"],
     )
     torch.manual_seed(0)
     return OPTForCausalLM(config).eval()
