@@ -5,8 +5,8 @@ from typing import Any
 
 import dagster as dg
 
-from assets.common import clear_errors, file_version, md_table
-from assets.curation import curated_dataset
+from assets.common import GPU_POOL, clear_errors, file_version, md_table
+from assets.curation import curated_dataset, curated_gate
 from assets.partitions import by_variant, model_variant_partitions, split_key
 from assets.resources import ComputeResource, OutputStore
 from lg_pipeline.engine import ENGINE_VERSION
@@ -21,6 +21,12 @@ def _examples(store: OutputStore, variant: str) -> tuple[list[Any], bool]:
     path = store.curated(variant)
     if not path.is_file():
         raise InputError(f"curated table for '{variant}' not found at {path}: materialize curated_dataset first")
+    blocked = curated_gate(store, variant)  # a run launched after a failed blocking check (the sensor's, ...)
+    if blocked:
+        raise InputError(
+            f"curated table for '{variant}' failed its blocking check(s) {', '.join(blocked)}: "
+            "see the checks of curated_dataset, fix the data and rematerialize it"
+        )
     frame = pd.read_parquet(path)
     examples = [Example(r.example_id, r.instruction, r.response) for r in frame.itertuples()]
     return examples, bool(frame.demo.any())
@@ -32,7 +38,7 @@ def _examples(store: OutputStore, variant: str) -> tuple[list[Any], bool]:
     code_version=ENGINE_VERSION,
     group_name="gradients",
     kinds={"pytorch", "parquet"},
-    pool="gpu",
+    pool=GPU_POOL,
     description="Loss, mean/max/min, Frobenius and nuclear norms, σ_max/σ_min of every studied matrix, per example.",
 )
 def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, compute: ComputeResource):

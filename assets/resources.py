@@ -73,6 +73,14 @@ class OutputStore(dg.ConfigurableResource):
     def curated(self, variant: str) -> Path:
         return self.path("curated", f"{variant}.parquet")
 
+    def curated_build(self, variant: str) -> Path:
+        """The curated table's build record (row accounting, drops, cut policy): what its checks verify against."""
+        return self.path("curated", f"{variant}.build.json")
+
+    def curated_verdict(self, variant: str) -> Path:
+        """The curated checks' last verdict: the gate gradient runs of that variant read (also across runs)."""
+        return self.path("curated", f"{variant}.check.json")
+
     def gradients(self, model: str, variant: str) -> Path:
         return self.path("gradients", model, f"{variant}.parquet")
 
@@ -163,11 +171,11 @@ class ComputeResource(dg.ConfigurableResource):
         return self._lease.device if self._lease is not None else self.device
 
     def load(self, model_name: str) -> tuple[Any, Any, Any]:
-        """(model, tokenizer, spec), reused across runs in one process."""
-        from data_sources.model_catalog import open_model
+        """(model, tokenizer, spec), reused across runs in one process while the catalog entry is unchanged."""
+        from data_sources.model_catalog import get_model_spec, open_model
 
         device = self.leased_device
-        key = (model_name, device, self.dtype)
+        key = (repr(get_model_spec(model_name)), device, self.dtype, self.cache_dir)
         if key not in _LOADED:
             _LOADED.clear()
             _LOADED[key] = open_model(model_name, device, self.dtype or None, self.cache_dir)

@@ -206,6 +206,7 @@ _ADAPTER_CLASSES = {
     "reasoning_gym": "data_sources.packs:ReasoningGymSource",
     "champ": "data_sources.packs:ChampSource",
     "ovos_wiki": "data_sources.packs:OvosWikiSource",
+    "wiki_dump": "data_sources.packs:WikiDumpSource",
     "builtin": "data_sources.builtin:BuiltinSource",
     "hub": "data_sources.hub:HubSource",
 }

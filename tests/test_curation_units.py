@@ -13,7 +13,7 @@ from lg_pipeline.curation.answers import (
     response_answer,
 )
 from lg_pipeline.curation.derange import derange
-from lg_pipeline.curation.wiki import TokenCounter, cut_to_tokens, sentence_ends
+from lg_pipeline.curation.wiki import CUT_TOLERANCE, TokenCounter, cut_to_tokens, sentence_ends
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,22 @@ def test_cut_stops_at_a_sentence_end_within_budget():
     cut = cut_to_tokens(ARTICLE, 100, counter)
     assert cut.how == "sentence"
     assert cut.text.endswith(".")
-    assert 80 <= counter.count(cut.text) <= 100
+    assert 95 <= counter.count(cut.text) == cut.tokens <= 100
+
+
+def test_cut_keeps_whole_sentences_only_within_95_percent_of_the_budget():
+    text = " ".join(f"Sentence {i} has nine tokens in all here." for i in range(40))  # ends every 9 tokens
+    counter = TokenCounter()
+    for budget, how, tokens in [
+        (99, "sentence", 99),  # a sentence ends at the budget
+        (92, "sentence", 90),  # last end at 97.8%
+        (104, "sentence", 99),  # last end at 95.2%
+        (107, "exact", 107),  # last end at 92.5%: the old 80% rule kept 99 tokens, now cut at the budget
+        (116, "exact", 116),  # last end at 108 = 93.1%
+    ]:
+        cut = cut_to_tokens(text, budget, counter)
+        assert (cut.how, cut.tokens, counter.count(cut.text)) == (how, tokens, tokens), budget
+        assert abs(cut.tokens / budget - 1) <= CUT_TOLERANCE
 
 
 def test_cut_is_exact_when_no_sentence_end_fits():

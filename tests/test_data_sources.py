@@ -21,7 +21,7 @@ OFFLINE_KEYS = [
         ("gsm_symbolic", ["none", "simplified"]),
         ("champ", ["none", "simplified", "detailed"]),
         ("commonsense_demo", ["none", "simplified", "detailed"]),
-        ("wiki", ["len100", "longtail"]),
+        ("wiki", ["len100", "len500", "len1000", "longtail"]),
     ]
     for lvl in levels
     for c in ("correct", "wrong")
@@ -53,6 +53,8 @@ def test_specs_have_labels_and_families():
     wiki = dataset_catalog()["wiki"]
     assert wiki.levels == ("len100", "len500", "len1000", "longtail")
     assert wiki.is_demo("longtail") and not wiki.is_demo("len100") and not wiki.demo
+    assert wiki.offline_levels == ("len100", "len500", "len1000", "longtail")
+    assert not any(wiki.is_demo(level) for level in ("len500", "len1000"))
     assert dataset_catalog()["commonsense_demo"].demo
     assert not dataset_catalog()["gsm8k"].offline
 
@@ -208,3 +210,68 @@ def test_hub_aqua_options_follow_the_study_format(tmp_path):
     (record,) = source.records(1, 0)
     assert record.question == "2+2?\nOptions:\n(A) 3\n(B) 4"
     assert record.answer == "(B)"
+
+
+# Rows in each hub copy's own schema (checked against the copies' cards and the original files: ECQA's card,
+# CREAK's and Sen-Making's original JSON-lines files, StrategyQA's card), written to a local mirror.
+def _mirror_source(tmp_path, dataset, filename, rows):
+    group = dataset_catalog()[dataset].group_for("none")
+    folder = tmp_path / "m" / group.options["path"]
+    folder.mkdir(parents=True)
+    if filename.endswith(".parquet"):
+        pd.DataFrame(rows).to_parquet(folder / filename)
+    else:
+        (folder / filename).write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return HubSource(mirror=str(tmp_path / "m"), cache_dir=str(tmp_path / "c"), **dict(group.options))
+
+
+def test_hub_ecqa_mapping(tmp_path):
+    row = {"q_no": "e1", "q_concept": "knit", "q_text": "Knitting for long can lead to what?", "q_ans": "sore hands"}
+    row |= {f"q_op{i}": o for i, o in enumerate(["bleeding", "fun", "relaxation", "boredom", "sore hands"], 1)}
+    row |= {"taskA_pos": "p", "taskA_neg": "n", "taskB": "Long knitting strains the hands."}
+    (record,) = _mirror_source(tmp_path, "ecqa", "train.parquet", [row]).records(1, 0)
+    assert record.question == (
+        "Knitting for long can lead to what?\nOptions:\n- bleeding\n- fun\n- relaxation\n- boredom\n- sore hands"
+    )
+    assert (record.record_id, record.answer, record.rationale) == ("e1", "sore hands", row["taskB"])
+
+
+def test_hub_creak_mapping(tmp_path):
+    rows = [
+        {"ex_id": "train_0", "sentence": "Only people named Floyd attend Pink Floyd concerts.", "label": "false",
+         "explanation": "Anyone can buy a ticket.", "entity": "Pink Floyd", "en_wiki_pageid": "5079506",
+         "entity_mention_loc": [[31, 41]]},
+        {"ex_id": "train_1", "sentence": "Marlboro used iconic imagery.", "label": "true",
+         "explanation": "It used cowboys in its advertising.", "entity": "Marlboro", "en_wiki_pageid": "404590",
+         "entity_mention_loc": [[0, 8]]},
+    ]  # fmt: skip
+    records = list(_mirror_source(tmp_path, "creak", "train.json", rows).records(2, 0))
+    assert [(r.record_id, r.answer) for r in records] == [("train_0", "no"), ("train_1", "yes")]
+    assert records[0].question.startswith('Is the following claim true?\n"Only people named Floyd')
+    assert records[1].rationale == "It used cowboys in its advertising."
+
+
+def test_hub_sensemaking_mapping(tmp_path):
+    rows = [
+        {"id": "1", "sentence0": "he put an elephant into the fridge", "sentence1": "he put a turkey into the fridge",
+         "false": 0, "A": "an elephant is much bigger than a fridge", "B": "elephants are gray", "C": "it eats",
+         "reason": "A"},
+        {"id": "2", "sentence0": "my sister eats an apple", "sentence1": "my sister eats a stone", "false": 1,
+         "A": "stones are round", "B": "no one eats stones", "C": "stones are large", "reason": "B"},
+    ]  # fmt: skip
+    records = list(_mirror_source(tmp_path, "sensemaking", "dataset.jsonl", rows).records(2, 0))
+    assert [(r.record_id, r.answer) for r in records] == [("1", "Sentence A"), ("2", "Sentence B")]
+    assert [r.rationale for r in records] == ["an elephant is much bigger than a fridge", "no one eats stones"]
+    assert records[1].question == (
+        "Which of the following two sentences does not make sense?\nOptions:\n"
+        '- Sentence A: "my sister eats an apple"\n- Sentence B: "my sister eats a stone"'
+    )
+
+
+def test_hub_strategyqa_mapping(tmp_path):
+    row = {"qid": "q1", "term": "Polar bear", "description": "bear", "question": "Did polar bears roam Greece?",
+           "answer": False, "facts": ["Polar bears live in the Arctic.", "Greece is warm."],
+           "decomposition": ["Where do polar bears live?", "Is Greece there?"]}  # fmt: skip
+    (record,) = _mirror_source(tmp_path, "strategyqa", "train.parquet", [row]).records(1, 0)
+    assert (record.record_id, record.question, record.answer) == ("q1", "Did polar bears roam Greece?", "no")
+    assert record.rationale == "Polar bears live in the Arctic. Greece is warm."

@@ -8,7 +8,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from tests.tiny_models import save_tiny_model, write_catalog
+from tests.tiny_models import materialize, tiny_world
 
 VARIANTS = ["champ__none__correct", "champ__none__wrong", "commonsense_demo__detailed__correct"]
 N_EXAMPLES = 2
@@ -17,35 +17,12 @@ N_LAYERS = 3
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A catalog with one tiny model, outputs in tmp, an ephemeral instance with the model partition."""
-    from assets.resources import ComputeResource, CurationResource, OutputStore
-
-    tmp = tmp_path_factory.mktemp("pipeline")
-    catalog = write_catalog(tmp / "models.yaml", {"tiny": save_tiny_model(tmp / "tiny", N_LAYERS)})
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LG_MODEL_CATALOG", str(catalog))
-        instance = dg.DagsterInstance.ephemeral()
-        instance.add_dynamic_partitions("model", ["tiny"])
-        resources = {
-            "store": OutputStore(root=str(tmp / "out")),
-            "curation": CurationResource(n_offline_examples=N_EXAMPLES, cache_dir=str(tmp / "cache")),
-            "compute": ComputeResource(cache_dir=str(tmp / "cache"), batch_size=2),
-        }
-        yield instance, resources
+    with tiny_world(tmp_path_factory.mktemp("pipeline"), N_LAYERS, N_EXAMPLES) as world:
+        yield world
 
 
 def run(world, assets, partition_key=None) -> dg.ExecuteInProcessResult:
-    from lg_pipeline.definitions import defs
-
-    instance, resources = world
-    return dg.materialize(
-        [*defs.assets, *defs.asset_checks],
-        selection=assets,
-        partition_key=partition_key,
-        instance=instance,
-        resources=resources,
-        raise_on_error=False,
-    )
+    return materialize(world, assets, partition_key)
 
 
 def failure_message(result: dg.ExecuteInProcessResult) -> str:
@@ -100,20 +77,20 @@ def test_graph_end_to_end(world):
 
 def test_failing_check_blocks_summary_and_figures(world, monkeypatch):
     """An engine bug (σ_max above the nuclear norm) is caught by the check and stops the model's summary."""
-    import lg_pipeline.engine as engine
+    import lg_pipeline.capture as capture
     from assets.curation import curated_dataset
     from assets.gradients import gradient_stats
     from assets.partitions import multi_key
     from assets.summaries import layer_summary
 
-    real = engine.factor_stats
+    real = capture.factor_stats
 
     def broken(*args, **kwargs):
         stats = real(*args, **kwargs).clone()
         stats[1] = stats[0] * 2
         return stats
 
-    monkeypatch.setattr(engine, "factor_stats", broken)
+    monkeypatch.setattr(capture, "factor_stats", broken)
     store, variant = world[1]["store"], "commonsense_demo__none__wrong"
     assert run(world, [curated_dataset], variant).success
     result = run(world, [gradient_stats], multi_key("tiny", variant))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -24,3 +27,40 @@ def write_catalog(path: Path, models: dict[str, Path], kind: str = "instruct") -
     }
     path.write_text(yaml.safe_dump({"models": entries}))
     return path
+
+
+@contextlib.contextmanager
+def tiny_world(tmp: Path, layers: int, n_examples: int) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(instance, resources): a catalog with one tiny model `tiny`, outputs in tmp, an ephemeral instance."""
+    import dagster as dg
+    import pytest
+
+    from assets.resources import ComputeResource, CurationResource, OutputStore
+
+    catalog = write_catalog(tmp / "models.yaml", {"tiny": save_tiny_model(tmp / "tiny", layers)})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LG_MODEL_CATALOG", str(catalog))
+        instance = dg.DagsterInstance.ephemeral()
+        instance.add_dynamic_partitions("model", ["tiny"])
+        yield instance, {
+            "store": OutputStore(root=str(tmp / "out")),
+            "curation": CurationResource(n_offline_examples=n_examples, cache_dir=str(tmp / "cache")),
+            "compute": ComputeResource(cache_dir=str(tmp / "cache"), batch_size=2),
+        }
+
+
+def materialize(world: tuple[Any, dict[str, Any]], selection: list[Any], partition_key: str | None = None) -> Any:
+    """One in-process run of the project's definitions on a tiny_world, failures returned rather than raised."""
+    import dagster as dg
+
+    from lg_pipeline.definitions import defs
+
+    instance, resources = world
+    return dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=selection,
+        partition_key=partition_key,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+    )

@@ -4,7 +4,10 @@ A variant is "<dataset>__<level>__<correct|wrong>" (see data_sources.catalog.var
 has the columns example_id, instruction, response, answer, dataset, level, correctness, source, demo:
 - example_id: stable_id(dataset, instruction), identical across a dataset's levels and correct/wrong sets;
 - instruction / response: the prompt and the SFT target the engine trains on;
-- answer: the instruction's gold final answer ("" for Wikipedia), also in wrong sets.
+- answer: the instruction's gold final answer ("" for Wikipedia), also in wrong sets;
+- cut_token_count: tokens of a response we cut to a token budget (wiki length cuts), counted at build time with the
+  cut's tokenizer; empty where we did not cut (reasoning levels, long-tail articles, the study's release files).
+The data-quality checks on these tables (Great Expectations) are in lg_pipeline.curation.quality.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ def build_variant(key: str, settings: CurationSettings) -> tuple[pandas.DataFram
     import pandas as pd
 
     rows, meta, source_tag = build_rows(key, settings)
-    frame = pd.DataFrame(rows, columns=COLUMNS[:4])
+    frame = pd.DataFrame(rows, columns=[*COLUMNS[:4], "cut_token_count"])
+    frame["cut_token_count"] = frame["cut_token_count"].astype("Int64")
     frame["dataset"] = meta["dataset"]
     frame["level"] = meta["level"]
     frame["correctness"] = meta["correctness"]

@@ -3,6 +3,11 @@
 Correct sets render the level's response template (and cut wiki articles, or ask the teacher); wrong sets take the
 correct set of the same level and re-pair responses with a seeded derangement. Every row that does not make it
 is counted by reason in the metadata.
+
+Row accounting (metadata `row_accounting`, verified by the `curated_row_count` check): `selected` rows were chosen
+from the source (fewer than `requested` only when the source ran out: `examined == source_rows`), and every row
+lost after that is counted where it is lost (`lost`, by reason), so `rows == selected - sum(lost)`. A row that
+disappears without being counted breaks that identity.
 """
 
 from __future__ import annotations
@@ -16,16 +21,32 @@ from lg_pipeline.curation.answers import agrees_with_gold, normalize_answer, res
 from lg_pipeline.curation.derange import derange
 from lg_pipeline.curation.select import Selection, select_records
 from lg_pipeline.curation.settings import BUILDER_VERSION, CurationSettings, derived_seed
-from lg_pipeline.curation.wiki import TokenCounter, cut_to_tokens
+from lg_pipeline.curation.wiki import CUT_TOLERANCE, TokenCounter, cut_to_tokens
 from lg_pipeline.examples import InputError, stable_id
 
-COLUMNS = ["example_id", "instruction", "response", "answer", "dataset", "level", "correctness", "source", "demo"]
+COLUMNS = [
+    "example_id",
+    "instruction",
+    "response",
+    "answer",
+    "dataset",
+    "level",
+    "correctness",
+    "source",
+    "demo",
+    "cut_token_count",
+]
 MAX_LISTED_IDS = 50
 
 
 @dataclass
 class Table:
-    """Rows of one variant before they become a DataFrame, plus what is known about how they were made."""
+    """Rows of one variant before they become a DataFrame, plus what is known about how they were made.
+
+    `drops`: source records passed over during selection (replaced by later records while the source lasts);
+    `lost`: selected rows lost afterwards (teacher gave nothing, no wrong partner, ...), by reason.
+    `cut_tokens`: per row, the token count of a response we cut to a budget (None: not cut by us).
+    """
 
     example_ids: list[str]
     instructions: list[str]
@@ -34,9 +55,12 @@ class Table:
     source_tag: str
     meta: dict[str, Any] = field(default_factory=dict)
     drops: Counter = field(default_factory=Counter)
+    lost: Counter = field(default_factory=Counter)
+    cut_tokens: list[int | None] = field(default_factory=list)
+    accounting: dict[str, Any] = field(default_factory=dict)
 
     def keep(self, indices: list[int]) -> None:
-        for name in ("example_ids", "instructions", "responses", "answers"):
+        for name in ("example_ids", "instructions", "responses", "answers", "cut_tokens"):
             values = getattr(self, name)
             setattr(self, name, [values[i] for i in indices])
 
@@ -68,17 +92,20 @@ def _render(
         if level in group.teacher_levels:
             values["detailed"] = _teacher_response(settings, key, instruction) or ""
             if not values["detailed"].strip():
-                table.drops["teacher_no_response"] += 1
+                table.lost["teacher_no_response"] += 1
                 continue
         response = spec.responses[level].format_map(values).strip()
+        cut_count = None
         if level in spec.cut_tokens:
             cut = cut_to_tokens(response, spec.cut_tokens[level], counter)
             if cut is None:  # cannot happen after selection, kept as a guard against a changed tokenizer
-                table.drops[f"shorter_than_{spec.cut_tokens[level]}_tokens"] += 1
+                table.lost[f"shorter_than_{spec.cut_tokens[level]}_tokens"] += 1
                 continue
             response = cut.text
             cuts[cut.how] += 1
+            cut_count = cut.tokens
             token_counts.append(cut.tokens)
+        table.cut_tokens.append(cut_count)
         table.example_ids.append(example_id)
         table.instructions.append(instruction)
         table.responses.append(response)
@@ -86,6 +113,7 @@ def _render(
     if level in spec.cut_tokens:
         table.meta["cut"] = {
             "budget_tokens": spec.cut_tokens[level],
+            "tolerance": CUT_TOLERANCE,
             "ends": dict(cuts),
             "tokens_min": min(token_counts, default=0),
             "tokens_max": max(token_counts, default=0),
@@ -120,6 +148,11 @@ def correct_from_source(spec: DatasetSpec, level: str, settings: CurationSetting
     chosen = select_records(spec, group, settings, counter)
     table = _render(spec, group, level, chosen, settings, counter, key)
     table.drops.update(chosen.drops)
+    table.accounting = {
+        "source_rows": chosen.available,
+        "examined": chosen.examined,
+        "selected": len(chosen.records),
+    }
     table.meta.update(
         source=chosen.source,
         selection=f"{group.selection}: examined {chosen.examined} source records, kept {len(chosen.records)}",
@@ -157,9 +190,12 @@ def make_wrong(spec: DatasetSpec, level: str, table: Table, settings: CurationSe
         table.source_tag,
         dict(table.meta),
         Counter(table.drops),
+        Counter(table.lost),
+        [table.cut_tokens[result.donor[i]] for i in keep],  # the donor's response, so the donor's cut
+        dict(table.accounting),
     )
     if result.unpaired:
-        wrong.drops["no_wrong_response_available"] += len(result.unpaired)
+        wrong.lost["no_wrong_response_available"] += len(result.unpaired)
     wrong.meta["derangement"] = {
         "method": "seeded random cycle repaired by swaps; donor != self, != same text, != same final answer",
         "seed": seed,
@@ -191,15 +227,21 @@ def ids_digest(example_ids: list[str]) -> str:
 
 
 def finish(table: Table, meta: dict) -> tuple[list[dict], dict]:
+    columns = (table.example_ids, table.instructions, table.responses, table.answers, table.cut_tokens)
     rows = [
-        {"example_id": e, "instruction": i, "response": r, "answer": a}
-        for e, i, r, a in zip(table.example_ids, table.instructions, table.responses, table.answers, strict=True)
+        {"example_id": e, "instruction": i, "response": r, "answer": a, "cut_token_count": c}
+        for e, i, r, a, c in zip(*columns, strict=True)
     ]
     meta = {**meta, **table.meta}
     meta.update(
         n_rows=len(rows),
         shortfall=max(meta["n_requested"] - len(rows), 0),
-        drops=dict(sorted(table.drops.items())),
+        drops=dict(sorted((table.drops + table.lost).items())),
+        row_accounting={
+            "requested": meta["n_requested"],
+            **table.accounting,
+            "lost": dict(sorted(table.lost.items())),
+        },
         ids_digest=ids_digest(table.example_ids),
     )
     return rows, meta

@@ -21,8 +21,12 @@ def release_has(spec: DatasetSpec, level: str, settings: CurationSettings) -> bo
     return bool(settings.release_dir) and spec.release_file(level, "correct") is not None
 
 
+def _read_all(spec: DatasetSpec, level: str, correctness: str, settings: CurationSettings) -> list[tuple[str, str]]:
+    return read_release_file(settings.release_dir, spec.release_file(level, correctness))
+
+
 def _read(spec: DatasetSpec, level: str, correctness: str, settings: CurationSettings) -> list[tuple[str, str]]:
-    return read_release_file(settings.release_dir, spec.release_file(level, correctness))[: settings.n_examples]
+    return _read_all(spec, level, correctness, settings)[: settings.n_examples]
 
 
 def _check_aligned(rows: list[tuple[str, str]], reference: list[tuple[str, str]], name: str, ref_name: str) -> None:
@@ -61,7 +65,8 @@ def _answers(spec: DatasetSpec, correct: list[tuple[str, str]], settings: Curati
 
 
 def from_release(spec: DatasetSpec, level: str, correctness: str, settings: CurationSettings) -> Table:
-    correct = _read(spec, level, "correct", settings)
+    released = _read_all(spec, level, "correct", settings)
+    correct = released[: settings.n_examples]
     rows = correct
     name = spec.release_file(level, correctness)
     if correctness == "wrong":
@@ -69,7 +74,8 @@ def from_release(spec: DatasetSpec, level: str, correctness: str, settings: Cura
         _check_aligned(rows, correct, name, spec.release_file(level, "correct"))
     ids, duplicates = _ids(spec.name, [instruction for instruction, _ in correct])
     answers = _answers(spec, correct, settings, level)
-    table = Table(ids, [i for i, _ in rows], [r for _, r in rows], answers, "release")
+    table = Table(ids, [i for i, _ in rows], [r for _, r in rows], answers, "release", cut_tokens=[None] * len(rows))
+    table.accounting = {"source_rows": len(released), "examined": len(correct), "selected": len(correct)}
     table.meta.update(
         source=f"study release folder: {name}",
         selection=f"first {settings.n_examples} rows in file order",

@@ -27,6 +27,7 @@ class Selection:
     source: str  # adapter.describe()
     source_tag: str  # adapter.name, the per-row `source` value
     examined: int = 0
+    available: int = 0  # records the source offered; `examined < available` means it did not run out
     drops: Counter = field(default_factory=Counter)
 
 
@@ -57,7 +58,7 @@ def select_records(
     records = list(adapter.records(settings.n_examples, settings.seed))
     if group.selection == "sample":
         random.Random(derived_seed(settings.seed, spec.name, f"group{group_index}")).shuffle(records)
-    chosen = Selection([], [], [], adapter.describe(), adapter.name)
+    chosen = Selection([], [], [], adapter.describe(), adapter.name, available=len(records))
     seen: set[str] = set()
     for record in records:
         if len(chosen.records) >= settings.n_examples:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from lg_pipeline.examples import InputError
 
-BUILDER_VERSION = "curation-1"
+BUILDER_VERSION = "curation-2"  # 2: cuts within ±5% of the budget, cut_token_count, row accounting
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """Cutting Wikipedia articles to a token budget (the study's ~100/500/1000-token popular articles).
 
 Policy (documented in metadata): an article with fewer tokens than the budget is dropped and counted, never padded
-or kept short. Otherwise the response is the longest run of whole sentences that fits the budget, provided it
-keeps at least `min_fraction` of it; when no sentence end lands in that window the text is cut at exactly the
-budget. Tokens are the model tokenizer's when one is given; otherwise a documented fallback (words and
-punctuation marks, which under-counts subword tokens by roughly a quarter to a third on English prose).
+or kept short. Otherwise every cut lands within ±5% (`CUT_TOLERANCE`) of the budget: the response is the longest
+run of whole sentences that fits the budget when that run keeps at least 95% of it (`min_fraction`), i.e. when a
+sentence end falls within [95%, 100%] of the budget; when none does, the text is cut mid-sentence at exactly the
+budget (a subword tokenizer may count the re-tokenized prefix a token off). The curated table records each cut's
+token count (`cut_token_count`), which the `curated_wiki_cut_length` check verifies. Tokens are the model
+tokenizer's when one is given; otherwise a documented fallback (words and punctuation marks, which under-counts
+subword tokens by roughly a quarter to a third on English prose).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 FALLBACK_TOKENIZER = "fallback: regex words and punctuation marks (approximate; pass a tokenizer for model tokens)"
 _WORDS = re.compile(r"\w+|[^\w\s]")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*(?=\s)|\n")
+CUT_TOLERANCE = 0.05  # every cut is within ±5% of its token budget
 
 
 class TokenCounter:
@@ -60,8 +64,12 @@ def sentence_ends(text: str) -> list[int]:
     return sorted(set(ends + [len(text.rstrip())]))
 
 
-def cut_to_tokens(text: str, budget: int, counter: TokenCounter, min_fraction: float = 0.8) -> Cut | None:
-    """Cut `text` to `budget` tokens by the policy above; None when the text is shorter than the budget."""
+def cut_to_tokens(text: str, budget: int, counter: TokenCounter, min_fraction: float = 1 - CUT_TOLERANCE) -> Cut | None:
+    """Cut `text` to `budget` tokens by the policy above; None when the text is shorter than the budget.
+
+    Whole sentences when the last sentence end within the budget keeps at least `min_fraction` of it (default 95%),
+    else exactly `budget` tokens.
+    """
     text = text.strip()
     total = counter.count(text)
     if total < budget:
