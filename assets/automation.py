@@ -20,6 +20,7 @@ from typing import Any
 import dagster as dg
 
 from assets.backlog import FAILED, IN_PROGRESS, MATERIALIZED, Backlog, buildable_variants, plan
+from assets.common import store_pool_limit
 from assets.curation import curated_dataset
 from assets.figures import figures
 from assets.gradients import gradient_stats
@@ -150,6 +151,7 @@ def run_requests(backlog: Backlog, source: str, keyed: bool, curate: bool = True
     description="Registers new catalog models as `model` partitions and computes their missing statistics.",
 )
 def model_catalog_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    store_pool_limit(context.instance)
     backlog = current_backlog(context.instance, None, retry_failed=False)
     context.log.info(backlog.describe())
     requests = list(run_requests(backlog, "catalog_sensor", keyed=True))
@@ -180,6 +182,7 @@ def curate_missing_nightly(context: dg.ScheduleEvaluationContext) -> Any:
     description="Requests every buildable gradient partition still missing, failed, or whose check failed.",
 )
 def fill_missing_nightly(context: dg.ScheduleEvaluationContext, store: OutputStore) -> Any:
+    store_pool_limit(context.instance)
     backlog = current_backlog(context.instance, store, retry_failed=True)
     context.log.info(backlog.describe())
     requests = list(run_requests(backlog, "nightly", keyed=False, curate=False))

@@ -239,3 +239,29 @@ def test_eager_would_never_fire_here(world):
         materialized(world.instance, "gradient_stats", multi_key("a", v))
     result = dg.evaluate_automation_conditions(defs=assets, instance=world.instance, cursor=result.cursor)
     assert result.get_requested_partitions(dg.AssetKey("layer_summary")) == {"a"}
+
+
+def test_demo_leaves_the_whole_article_wiki_cuts_to_the_ui_unless_named():
+    from assets.demo import demo_variants
+    from data_sources.catalog import buildable_variant_keys
+
+    buildable = buildable_variant_keys(None)
+    default = demo_variants(buildable, None)
+    assert "wiki__len100__correct" in default and "champ__detailed__wrong" in default
+    assert not [v for v in default if v.startswith(("wiki__len500", "wiki__len1000"))]
+    assert "wiki__len1000__wrong" in buildable  # offline: gensim's dump excerpt
+    named = demo_variants(buildable, ["wiki"])
+    assert {"wiki__len500__correct", "wiki__len1000__wrong"} <= set(named)
+    assert not [v for v in named if not v.startswith("wiki__")]
+
+
+def test_sensor_stores_the_gpu_pool_limit_before_requesting_runs(world, tmp_path):
+    """On a fresh instance Dagster's run queue lets every queued run through on its first pass over a pool."""
+    from assets.common import GPU_POOL
+
+    project = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    with dg.instance_for_test(overrides={"concurrency": project["concurrency"]}) as instance:
+        assert GPU_POOL not in instance.event_log_storage.get_concurrency_keys()
+        tick(SimpleNamespace(instance=instance))
+        info = instance.event_log_storage.get_concurrency_info(GPU_POOL)
+        assert info.slot_count == project["concurrency"]["pools"]["default_limit"] == 1

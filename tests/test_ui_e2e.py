@@ -6,10 +6,13 @@
 2. A model is added to the catalog with `lg-pipeline models add` while `dagster dev` runs: the catalog
    sensor registers it and computes its statistics, and declarative automation refreshes its summary and
    the figures.
-3. If Chromium is installed, a headless screenshot of the asset graph must show our asset names.
+3. Two gradient runs launched together share the `gpu` pool: with the shipped limit of 1 (dagster.yaml) the second
+   waits in the queue until the first has finished; with the limit raised to 2 (`dagster instance concurrency set`,
+   as the README says) they run side by side, which shows the timing measurement can see an overlap.
+4. If Chromium is installed, a headless screenshot of the asset graph must show our asset names.
 
 Everything lives in a tmp dir: DAGSTER_HOME, the catalog (tiny random Llamas with SmolLM2's real tokenizer,
-as `local` models), outputs and cache. Takes about two minutes on 2 cores.
+as `local` models), outputs and cache. Takes about three minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -193,6 +196,16 @@ mutation($params: LaunchBackfillParams!) {
   }
 }"""
 RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+RUN_EVENTS = """
+query($id: ID!) { runOrError(runId: $id) { ... on Run {
+  eventConnection(limit: 1000) { events { __typename ... on MessageEvent { timestamp } } } } } }"""
+ACTIVE_RUNS = """
+query { runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) {
+  ... on Runs { results { runId pipelineName assetSelection { path } } } } }"""
+GPU_POOL = """
+query { instance {
+  poolConfig { poolGranularity defaultPoolLimit } concurrencyLimit(concurrencyKey: "gpu") { limit } } }"""
+DELETE_POOL_LIMIT = "mutation($key: String!) { deleteConcurrencyLimit(concurrencyKey: $key) }"
 BACKFILL_STATUS = (
     "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
 )
@@ -214,21 +227,29 @@ def _finished(dagit: Dagit, query: str, key: str, ident: str, done: set[str]) ->
     return status if status in done else None
 
 
-def test_ui_launches_a_partition_and_the_check_gates_it(world):
-    dagit, location, out = world["dagit"], world["location"], world["out"]
-    tags = [{"key": "dagster/partition", "value": V_UI}]
-    selector = {**location, "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": ["curated_dataset"]}]}
+def launch_run(dagit: Dagit, location: dict[str, str], asset: str, partition: str, check: str | None = None) -> str:
+    """One partition of one asset (and its check), launched as the UI's Materialize button does: the run's id."""
+    selector = {**location, "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": [asset]}]}
+    if check:
+        selector["assetCheckSelection"] = [{"assetKey": {"path": [asset]}, "name": check}]
+    tags = [{"key": "dagster/partition", "value": partition}]
     launched = dagit.gql(
         LAUNCH_RUN, params={"selector": selector, "mode": "default", "executionMetadata": {"tags": tags}}
     )
     result = launched["launchPipelineExecution"]
     assert result["__typename"] == "LaunchRunSuccess", result
-    run_id = result["run"]["runId"]
+    return result["run"]["runId"]
+
+
+def wait_for_run(dagit: Dagit, run_id: str, what: str) -> str:
     done = {"SUCCESS", "FAILURE", "CANCELED"}
-    assert (
-        wait_for("the curated run", lambda: _finished(dagit, RUN_STATUS, "runOrError", run_id, done), dagit)
-        == "SUCCESS"
-    )
+    return wait_for(what, lambda: _finished(dagit, RUN_STATUS, "runOrError", run_id, done), dagit)
+
+
+def test_ui_launches_a_partition_and_the_check_gates_it(world):
+    dagit, location, out = world["dagit"], world["location"], world["out"]
+    run_id = launch_run(dagit, location, "curated_dataset", V_UI)
+    assert wait_for_run(dagit, run_id, "the curated run") == "SUCCESS"
     assert (out / "curated" / f"{V_UI}.parquet").is_file()
 
     key = f"tiny-a|{V_UI}"  # dimensions in name order: model, variant
@@ -299,6 +320,89 @@ def test_a_model_added_while_dagster_runs_fills_itself_in(world):
         '{ partitionSetsOrError: assetNodes(assetKeys: [{path: ["layer_summary"]}]) { partitionKeys } }'
     )
     assert {"tiny-a", "tiny-b"} <= set(partitions["partitionSetsOrError"][0]["partitionKeys"])
+
+
+GRADIENT_KEYS = [f"tiny-a|{V_UI}", f"tiny-a|{V_AUTO}"]  # two gradient steps of one model
+
+
+def _computable(world: dict[str, Any]) -> None:
+    """Both gradient partitions can run: their curated tables exist and tiny-a is registered (also when run alone).
+
+    Also, a gradient run has been through the queue: only then has Dagster 1.13 written the `gpu` pool's default
+    limit to its storage, and the runs it dequeues in that same pass ignore the limit (README, Running on a GPU).
+    """
+    dagit, location = world["dagit"], world["location"]
+    if not (world["out"] / "curated" / f"{V_UI}.parquet").is_file():
+        assert wait_for_run(dagit, launch_run(dagit, location, "curated_dataset", V_UI), "the curated run") == "SUCCESS"
+
+    def auto_partition_done() -> bool:  # the catalog sensor registers tiny-a and computes tiny-a|V_AUTO at start-up
+        found = dagit.gql(MATERIALIZED, path=["gradient_stats"], partitions=[GRADIENT_KEYS[1]])["assetOrError"]
+        return bool(found.get("assetMaterializations"))
+
+    wait_for("tiny-a's statistics (catalog sensor)", auto_partition_done, dagit)
+
+
+def _room_for_two_gradient_runs(dagit: Dagit) -> bool:
+    """No gradient run queued or running, and two of the three run slots free (max_concurrent_runs in dagster.yaml).
+
+    A summary or figures run may still go: automation starts one at a time, and no summary of tiny-a while its
+    statistics are in progress.
+    """
+    active = dagit.gql(ACTIVE_RUNS)["runsOrError"]["results"]
+    gradients = [
+        r
+        for r in active  # the sensor's runs are of the `gradients` job, the UI's select the asset
+        if r["pipelineName"] == "gradients" or ["gradient_stats"] in [a["path"] for a in r["assetSelection"] or []]
+    ]
+    return not gradients and len(active) <= 1
+
+
+def _timeline(dagit: Dagit, run_id: str) -> dict[str, float]:
+    """When the run was queued, left the queue (launched by the daemon), started and succeeded (epoch seconds)."""
+    names = {
+        "RunEnqueuedEvent": "enqueued",
+        "RunStartingEvent": "launched",  # dagster 1.13 logs no RunDequeuedEvent: the daemon's launch is the dequeue
+        "RunStartEvent": "start",
+        "RunSuccessEvent": "end",
+    }
+    events = dagit.gql(RUN_EVENTS, id=run_id)["runOrError"]["eventConnection"]["events"]
+    times = {names[e["__typename"]]: int(e["timestamp"]) / 1000 for e in events if e["__typename"] in names}
+    assert set(times) == set(names.values()), (run_id, times)
+    return times
+
+
+@pytest.mark.parametrize("limit", [1, 2], ids=["gpu-limit-1-one-after-the-other", "control-gpu-limit-2-side-by-side"])
+def test_gradient_runs_launched_together_share_the_gpu_pool(world, limit):
+    """The issue's "two gradient steps launched together under a pool limit of 1 run one after the other".
+
+    Limit 2 is the control: the same measurement must then see the runs overlap (else it could not fail).
+    Which device each step gets when several are free is `tests/test_orchestration_devices.py`'s part.
+    """
+    dagit, location = world["dagit"], world["location"]
+    pool = dagit.gql(GPU_POOL)["instance"]
+    assert pool["poolConfig"] == {"poolGranularity": "run", "defaultPoolLimit": 1}  # the project's dagster.yaml
+    _computable(world)
+    if limit != 1:
+        wait_for("room for two gradient runs at once", lambda: _room_for_two_gradient_runs(dagit), dagit)
+        # As the README says to, for a machine with `limit` GPUs.
+        cli = [str(BIN / "dagster"), "instance", "concurrency", "set", "gpu", str(limit)]
+        subprocess.run(cli, env=world["env"], cwd=ROOT, capture_output=True, check=True, timeout=120)
+    try:
+        assert dagit.gql(GPU_POOL)["instance"]["concurrencyLimit"]["limit"] == limit
+        run_ids = [launch_run(dagit, location, "gradient_stats", key, "gradient_stats_valid") for key in GRADIENT_KEYS]
+        statuses = [wait_for_run(dagit, run_id, f"gradient run {run_id}") for run_id in run_ids]
+    finally:
+        if limit != 1:  # back to dagster.yaml's default (with the race above for the next batch, which is not ours)
+            dagit.gql(DELETE_POOL_LIMIT, key="gpu")
+    assert statuses == ["SUCCESS", "SUCCESS"]
+    assert dagit.gql(GPU_POOL)["instance"]["concurrencyLimit"]["limit"] == 1  # back to dagster.yaml's default
+    first, second = sorted((_timeline(dagit, run_id) for run_id in run_ids), key=lambda t: t["start"])
+    assert second["enqueued"] < first["end"]  # launched together: both queued while the first ran
+    if limit == 1:
+        assert second["launched"] >= first["end"], (first, second)  # the second left the queue once the first ended
+        assert second["start"] >= first["end"], (first, second)
+    else:
+        assert second["start"] < first["end"], (first, second)  # side by side
 
 
 def test_asset_graph_page_renders_our_assets(world, tmp_path):
