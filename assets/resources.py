@@ -96,7 +96,15 @@ class OutputStore(dg.ConfigurableResource):
 
 
 class CurationResource(dg.ConfigurableResource):
-    """How curated tables are sampled; `release_dir` switches the study's datasets to its release folder."""
+    """How curated tables are sampled; `release_dir` switches the study's datasets to its release folder.
+
+    Detailed CoT for sources that carry none comes from a teacher (`lg_pipeline.curation.teacher`): `teacher` is
+    none | openai | transformers | precomputed (default `LG_TEACHER`, empty = none). openai: `teacher_model`,
+    `teacher_base_url` and `teacher_api_key_env`, the NAME of the environment variable holding the key (the key
+    itself is never configured here, logged or stored). transformers: `teacher_model` (catalog name or folder),
+    `teacher_device`, `teacher_dtype` (empty: the catalog's). precomputed: `teacher_file` (study-format JSON).
+    `keep_disagreeing: false` drops Detailed CoT rows whose final answer disagrees with the gold answer.
+    """
 
     n_examples: int = 500  # study and hub sources
     n_offline_examples: int = int(os.environ.get("LG_N_OFFLINE_EXAMPLES", "4"))  # offline packs, CPU-sized
@@ -104,6 +112,16 @@ class CurationResource(dg.ConfigurableResource):
     release_dir: str | None = os.environ.get("LG_RELEASE_DIR")
     tokenizer_model: str = "smollm2-135m-instruct"
     cache_dir: str = _default_root("LG_CACHE_DIR", ".cache")
+    teacher: str = os.environ.get("LG_TEACHER", "")
+    teacher_model: str = os.environ.get("LG_TEACHER_MODEL", "")
+    teacher_base_url: str = os.environ.get("LG_TEACHER_BASE_URL", "")
+    teacher_api_key_env: str = os.environ.get("LG_TEACHER_API_KEY_ENV", "OPENAI_API_KEY")
+    teacher_device: str = os.environ.get("LG_TEACHER_DEVICE", "cpu")
+    teacher_dtype: str = ""
+    teacher_temperature: float = 0.0
+    teacher_max_tokens: int = 2048
+    teacher_file: str = os.environ.get("LG_TEACHER_FILE", "")
+    keep_disagreeing: bool = True
 
     def settings(self, offline: bool, tokenizer: Any = None) -> Any:
         from lg_pipeline.curation import CurationSettings
@@ -114,6 +132,26 @@ class CurationResource(dg.ConfigurableResource):
             release_dir=self.release_dir,
             cache_dir=str(Path(self.cache_dir, "curation")),
             tokenizer=tokenizer,
+            teacher=self.make_teacher(),
+            keep_disagreeing=self.keep_disagreeing,
+        )
+
+    def make_teacher(self) -> Any:
+        """The configured teacher (None when `teacher` is empty or none); bad options raise an InputError."""
+        from lg_pipeline.curation.teacher import make_teacher
+
+        return make_teacher(
+            self.teacher,
+            model=self.teacher_model,
+            base_url=self.teacher_base_url,
+            api_key_env=self.teacher_api_key_env,
+            device=self.teacher_device,
+            dtype=self.teacher_dtype,
+            temperature=self.teacher_temperature,
+            max_tokens=self.teacher_max_tokens,
+            file=self.teacher_file,
+            cache_dir=Path(self.cache_dir, "curation"),
+            model_cache_dir=self.cache_dir,
         )
 
     def tokenizer(self) -> Any:

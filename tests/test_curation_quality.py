@@ -138,6 +138,56 @@ def test_row_count_passes_on_counted_losses_and_an_exhausted_source(settings, gx
     assert report.passed and report.notes["shortfall"]["source_exhausted"] == 100 - len(table.frame) > 0
 
 
+def _half_wrong_teacher(settings, n=N):
+    """A precomputed teacher whose Detailed CoT reaches the gold answer on every other instruction only."""
+    from lg_pipeline.curation.teacher import PrecomputedTeacher
+
+    simplified, _ = build_variant(
+        "gsm_symbolic__simplified__correct", CurationSettings(n, cache_dir=settings.cache_dir)
+    )
+    written = {
+        q: f"Step 1. Think.\nThe final answer is {a if i % 2 == 0 else int(a) + 1}"
+        for i, (q, a) in enumerate(zip(simplified.instruction, simplified.answer, strict=True))
+    }
+    return PrecomputedTeacher(written, name="half-wrong"), simplified
+
+
+def test_disagreeing_detailed_rows_are_kept_or_dropped_and_counted(settings, gx_context):
+    teacher, simplified = _half_wrong_teacher(settings)
+    key = "gsm_symbolic__detailed__correct"
+    kept = Curated(key, *build_variant(key, CurationSettings(N, cache_dir=settings.cache_dir, teacher=teacher)))
+    assert len(kept.frame) == N and kept.build["row_accounting"]["lost"] == {}
+    assert kept.build["detailed_vs_gold"] | {"disagree_ids": None} == {
+        "agree": N // 2,
+        "disagree": N // 2,
+        "unchecked": 0,
+        "disagree_ids": None,
+        "disagreeing_rows": "kept",
+    }
+    strict = CurationSettings(N, cache_dir=settings.cache_dir, teacher=teacher, keep_disagreeing=False)
+    dropped = Curated(key, *build_variant(key, strict))
+    check = dropped.build["detailed_vs_gold"]
+    assert check["disagree"] == N // 2 and check["disagreeing_rows"] == "dropped"
+    assert list(dropped.frame.instruction) == list(simplified.instruction[::2])
+    assert dropped.build["row_accounting"]["lost"] == {"detailed_disagrees_with_gold": N // 2}
+    assert dropped.build["shortfall"] == N // 2 and set(check["disagree_ids"]).isdisjoint(dropped.frame.example_id)
+    report = check_row_count(dropped, gx_context)
+    assert report.passed and report.notes["shortfall"]["detailed_disagrees_with_gold"] == N // 2
+    wrong_key = "gsm_symbolic__detailed__wrong"
+    wrong = Curated(wrong_key, *build_variant(wrong_key, strict))  # built from the dropped correct set
+    assert list(wrong.frame.example_id) == list(dropped.frame.example_id)
+    assert wrong.build["row_accounting"]["lost"] == {"detailed_disagrees_with_gold": N // 2}
+    simplified_key = "gsm_symbolic__simplified__correct"
+    siblings = {
+        simplified_key: Curated(simplified_key, *build_variant(simplified_key, strict)),
+        wrong_key: wrong,
+        key: dropped,
+    }
+    for table in siblings.values():  # the other levels and the wrong set line up with the counted losses
+        assert check_instructions_aligned(table, siblings, gx_context).passed
+    assert check_no_fixed_point(wrong, siblings, gx_context).passed
+
+
 def test_row_count_fails_on_a_silent_shrink(demo, settings, gx_context, monkeypatch):
     good = demo[f"{DEMO}__none__wrong"]
     assert check_row_count(good, gx_context).passed
@@ -376,3 +426,28 @@ def test_cross_variant_checks_skip_missing_siblings_and_warnings_do_not_block(wo
     order = evaluations(result)["curated_length_order"]
     assert not order.passed and order.severity == dg.AssetCheckSeverity.WARN and not order.blocking
     assert json.loads(store.curated_verdict("commonsense_demo__none__correct").read_text())["passed"]
+
+
+def test_a_teacher_configured_on_the_resource_builds_detailed_cot(world, tmp_path):
+    """The Dagster layer passes the teacher and keep_disagreeing (launchpad config) into the build."""
+    from assets.curation import curated_dataset
+    from assets.resources import CurationResource
+
+    instance, resources = world
+    teacher, _ = _half_wrong_teacher(CurationSettings(cache_dir=str(tmp_path)), n=2)
+    path = tmp_path / "detailed.json"
+    rows = [{"instruction": q, "input": "", "output": r} for q, r in teacher.responses.items()]
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    curation = CurationResource(
+        n_offline_examples=2,
+        cache_dir=str(tmp_path / "cache"),
+        teacher="precomputed",
+        teacher_file=str(path),
+        keep_disagreeing=False,
+    )
+    key = "gsm_symbolic__detailed__correct"
+    result = materialize((instance, {**resources, "curation": curation}), [curated_dataset], key)
+    assert result.success and all(e.passed for e in evaluations(result).values())
+    build = json.loads(resources["store"].curated_build(key).read_text())
+    assert build["teacher"] == "precomputed:detailed.json" and build["n_rows"] == 1
+    assert build["row_accounting"]["lost"] == {"detailed_disagrees_with_gold": 1}

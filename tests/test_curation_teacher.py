@@ -131,3 +131,145 @@ def test_precomputed_teacher_from_study_json(tmp_path):
     teacher = PrecomputedTeacher.from_study_json(path)
     assert teacher.respond("q1") == "long answer" and teacher.respond("q2") is None
     assert teacher.name == "precomputed:detailed.json"
+
+
+# ------------------------------------------------------------------------------------------------ transformers
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    from tests.tiny_models import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("teacher") / "tiny", layers=1)
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("the model was loaded, but every answer is cached")
+
+
+def test_transformers_teacher_generates_greedily_and_caches(tiny_folder, tmp_path, monkeypatch, single_thread):
+    from lg_pipeline.curation.teacher import TransformersTeacher
+
+    teacher = TransformersTeacher(str(tiny_folder), cache_dir=tmp_path / "a", max_new_tokens=12)
+    seen: list[list[int]] = []
+    model, tokenizer = teacher._load()
+    generate = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: seen.append(kw["input_ids"][0].tolist()) or generate(**kw))
+    text = teacher.respond("What is 2+2?")
+    assert isinstance(text, str) and text.strip()
+    prompt = tokenizer.decode(seen[0])
+    assert prompt.startswith("<user>") and prompt.endswith("<assistant>") and "What is 2+2?" in prompt  # chat template
+    assert "step by step" not in text  # only the new tokens are decoded
+    assert PROMPT_VERSION in teacher.name and str(tiny_folder) in teacher.name
+
+    fresh = TransformersTeacher(str(tiny_folder), cache_dir=tmp_path / "b", max_new_tokens=12)
+    assert fresh.respond("What is 2+2?") == text  # greedy: the same answer without the cache
+
+    monkeypatch.setattr(TransformersTeacher, "_load", _no_model)
+    again = TransformersTeacher(str(tiny_folder), cache_dir=tmp_path / "a", max_new_tokens=12)
+    assert again.respond("What is 2+2?") == text  # the second instance answers from the disk cache
+    with pytest.raises(AssertionError, match="was loaded"):  # another generation parameter: a cache miss
+        TransformersTeacher(str(tiny_folder), cache_dir=tmp_path / "a", max_new_tokens=11).respond("What is 2+2?")
+    with pytest.raises(AssertionError, match="was loaded"):
+        TransformersTeacher(str(tiny_folder), cache_dir=tmp_path / "a", max_new_tokens=12, dtype="bfloat16").respond(
+            "What is 2+2?"
+        )
+
+
+def test_transformers_teacher_without_chat_template_and_by_catalog_name(tmp_path, monkeypatch, single_thread):
+    from lg_pipeline.curation.teacher import TransformersTeacher
+    from tests.tiny_models import save_tiny_model, write_catalog
+
+    folder = save_tiny_model(tmp_path / "plain", layers=1, chat=False)
+    monkeypatch.setenv("LG_MODEL_CATALOG", str(write_catalog(tmp_path / "models.yaml", {"tiny": folder}, "base")))
+    teacher = TransformersTeacher("tiny", cache_dir=tmp_path, max_new_tokens=6)
+    _, tokenizer = teacher._load()
+    assert not tokenizer.chat_template
+    assert teacher.respond("q") == TransformersTeacher(str(folder), cache_dir=tmp_path / "b", max_new_tokens=6).respond(
+        "q"
+    )  # plain prompt; the catalog entry and its folder are the same model
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"device": "gpu0"}, "gpu0"),
+        ({"device": "cuda:x"}, "cuda:x"),
+        ({"dtype": "int8"}, "int8"),
+        ({"model": "no-such-teacher"}, "no-such-teacher"),
+    ],
+)
+def test_transformers_teacher_bad_options_are_named(tiny_folder, tmp_path, options, named):
+    from lg_pipeline.curation.teacher import TransformersTeacher
+
+    options = {"model": str(tiny_folder), **options}
+    with pytest.raises(InputError, match=named) as err:
+        TransformersTeacher(cache_dir=tmp_path, **options)
+    assert "teacher model" in str(err.value)
+
+
+def test_cuda_teacher_on_a_machine_without_cuda_fails_clearly(tiny_folder, tmp_path):
+    import torch
+
+    from lg_pipeline.curation.teacher import TransformersTeacher
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(InputError, match=r"'cuda:1'.*CUDA is not available"):
+        TransformersTeacher(str(tiny_folder), cache_dir=tmp_path, device="cuda:1")
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+@pytest.mark.parametrize(
+    ("backend", "options", "named"),
+    [
+        ("gpt", {}, "unknown backend 'gpt'"),
+        ("openai", {"base_url": "http://x/v1"}, "teacher_model"),
+        ("openai", {"model": "m"}, "teacher_base_url"),
+        ("openai", {"model": "m", "base_url": "http://x/v1", "api_key_env": SECRET}, "teacher_api_key_env"),
+        ("transformers", {}, "teacher_model"),
+        ("precomputed", {}, "teacher_file"),
+        ("precomputed", {"file": "/nonexistent/cot.json"}, "cot.json"),
+    ],
+)
+def test_make_teacher_names_the_bad_option(backend, options, named, tmp_path):
+    from lg_pipeline.curation.teacher import make_teacher
+
+    with pytest.raises(InputError, match=named) as err:
+        make_teacher(backend, cache_dir=tmp_path, **options)
+    assert SECRET not in str(err.value)
+
+
+def test_make_teacher_builds_each_backend(tiny_folder, tmp_path):
+    from lg_pipeline.curation.teacher import TransformersTeacher, make_teacher
+
+    assert make_teacher("") is None and make_teacher("none") is None
+    local = make_teacher("transformers", model=str(tiny_folder), max_tokens=7, cache_dir=tmp_path)
+    assert isinstance(local, TransformersTeacher) and local.params == {"temperature": 0.0, "max_new_tokens": 7}
+    assert local._loaded is None  # lazy: nothing loaded until the first cache miss
+    path = tmp_path / "cot.json"
+    path.write_text(json.dumps([{"instruction": "q1", "input": "", "output": "long answer"}]), encoding="utf-8")
+    assert make_teacher("precomputed", file=str(path)).respond("q1") == "long answer"
+
+
+def test_the_key_never_reaches_names_metadata_or_cache(api, tmp_path, monkeypatch):
+    from assets.resources import CurationResource
+
+    monkeypatch.setenv("TEST_TEACHER_KEY", SECRET)
+    resource = CurationResource(
+        teacher="openai",
+        teacher_model="test-model",
+        teacher_base_url=api.url,
+        teacher_api_key_env="TEST_TEACHER_KEY",
+        n_offline_examples=2,
+        cache_dir=str(tmp_path),
+    )
+    settings = resource.settings(offline=True)
+    assert isinstance(settings.teacher, OpenAICompatibleTeacher) and settings.keep_disagreeing
+    frame, meta = build_variant("gsm_symbolic__detailed__correct", settings)
+    assert len(frame) == 2 and api.requests[0]["auth"] == f"Bearer {SECRET}"  # the key is used...
+    assert meta["teacher"] == settings.teacher.name and SECRET not in json.dumps(meta, default=str)  # ...not shown
+    cached = list((tmp_path / "curation" / "teacher").rglob("*.json"))
+    assert len(cached) == 2 and all(SECRET not in p.read_text() for p in cached)
+
+    # a key written into the URL (user info or query) is not shown either
+    leaky = OpenAICompatibleTeacher("m", f"https://user:{SECRET}@api.example.com:8443/v1?key={SECRET}", tmp_path)
+    assert SECRET not in leaky.name and "https://api.example.com:8443/v1" in leaky.name

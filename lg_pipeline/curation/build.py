@@ -37,6 +37,7 @@ COLUMNS = [
     "cut_token_count",
 ]
 MAX_LISTED_IDS = 50
+DISAGREES_WITH_GOLD = "detailed_disagrees_with_gold"  # lost reason when keep_disagreeing is False
 
 
 @dataclass
@@ -121,8 +122,9 @@ def _render(
     return table
 
 
-def _check_detailed(spec: DatasetSpec, chosen: Selection, table: Table) -> None:
-    """Flag Detailed CoT (teacher-written) whose final answer disagrees with the gold answer; kept, not hidden."""
+def _check_detailed(spec: DatasetSpec, chosen: Selection, table: Table, keep: bool) -> None:
+    """Flag Detailed CoT whose final answer disagrees with the gold answer: counted in metadata, and kept (default)
+    or dropped as a counted loss (`CurationSettings.keep_disagreeing`)."""
     forms = {
         eid: [r.answer, *r.extra.get("answer_forms", ())]
         for eid, r in zip(chosen.example_ids, chosen.records, strict=True)
@@ -137,7 +139,11 @@ def _check_detailed(spec: DatasetSpec, chosen: Selection, table: Table) -> None:
         "disagree": len(disagree),
         "unchecked": sum(v is None for v in verdicts.values()),
         "disagree_ids": disagree[:MAX_LISTED_IDS],
+        "disagreeing_rows": "kept" if keep else "dropped",
     }
+    if disagree and not keep:
+        table.keep([i for i, eid in enumerate(table.example_ids) if verdicts[eid] is not False])
+        table.lost[DISAGREES_WITH_GOLD] += len(disagree)
 
 
 def correct_from_source(spec: DatasetSpec, level: str, settings: CurationSettings, key: str) -> Table:
@@ -161,7 +167,7 @@ def correct_from_source(spec: DatasetSpec, level: str, settings: CurationSetting
     if level in spec.cut_tokens:
         table.meta["tokenizer"] = counter.name
     if level == "detailed":
-        _check_detailed(spec, chosen, table)
+        _check_detailed(spec, chosen, table, settings.keep_disagreeing)
     return table
 
 

@@ -15,7 +15,9 @@ class CurationSettings:
     """n_examples: rows per variant (first n in file order for the release; a seeded selection otherwise).
     release_dir: the study's release folder; datasets it holds are read from it.
     tokenizer: a HF tokenizer for the wiki cuts (None: the regex fallback, named in metadata).
-    teacher: writes Detailed CoT for sources that carry none (see lg_pipeline.curation.teacher)."""
+    teacher: writes Detailed CoT for sources that carry none (see lg_pipeline.curation.teacher).
+    keep_disagreeing: keep Detailed CoT rows whose final answer disagrees with the gold answer (flagged and counted
+    in metadata either way); False drops them, counted as lost rows."""
 
     n_examples: int = 500
     seed: int = 0
@@ -23,6 +25,7 @@ class CurationSettings:
     cache_dir: str = ".cache/curation"
     tokenizer: object | None = None
     teacher: object | None = None
+    keep_disagreeing: bool = True
 
     def check(self) -> None:
         """Reject bad settings with one line naming the setting."""
@@ -32,6 +35,8 @@ class CurationSettings:
             raise InputError(f"seed: must be an integer, got {self.seed!r}")
         if self.teacher is not None and not callable(getattr(self.teacher, "respond", None)):
             raise InputError("teacher: must have a respond(instruction) method (see lg_pipeline.curation.teacher)")
+        if not isinstance(self.keep_disagreeing, bool):
+            raise InputError(f"keep_disagreeing: must be true or false, got {self.keep_disagreeing!r}")
 
 
 def derived_seed(seed: int, *parts: str) -> int:
