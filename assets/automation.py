@@ -21,7 +21,7 @@ import dagster as dg
 
 from assets.backlog import FAILED, IN_PROGRESS, MATERIALIZED, Backlog, buildable_variants, plan
 from assets.common import store_pool_limit
-from assets.curation import curated_dataset
+from assets.curation import curated_dataset, curated_gate
 from assets.figures import figures
 from assets.gradients import gradient_stats
 from assets.partitions import (
@@ -94,7 +94,7 @@ refresh_summaries = dg.AutomationConditionSensorDefinition(
 
 
 def current_backlog(instance: dg.DagsterInstance, store: OutputStore | None, retry_failed: bool) -> Backlog:
-    """Plan against the instance's partition statuses (and, nightly, the check verdicts on disk)."""
+    """Plan against the instance's partition statuses and the check verdicts on disk (given a store)."""
     from data_sources.model_catalog import model_catalog
 
     catalog = model_catalog()
@@ -104,7 +104,8 @@ def current_backlog(instance: dg.DagsterInstance, store: OutputStore | None, ret
     keys = [multi_key(m, v) for m in sorted(registered & set(catalog)) for v in variants]
     gradients = {split_key(k): s for k, s in _statuses(instance, gradient_stats.key, keys).items()}
     failed_checks = _failed_checks(store, gradients) if retry_failed and store is not None else ()
-    return plan(catalog, registered, variants, curated, gradients, retry_failed, failed_checks)
+    blocked = [v for v in variants if store is not None and curated_gate(store, v)]
+    return plan(catalog, registered, variants, curated, gradients, retry_failed, failed_checks, blocked)
 
 
 def _statuses(
@@ -150,9 +151,9 @@ def run_requests(backlog: Backlog, source: str, keyed: bool, curate: bool = True
     jobs=[curate_job, gradients_job],
     description="Registers new catalog models as `model` partitions and computes their missing statistics.",
 )
-def model_catalog_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+def model_catalog_sensor(context: dg.SensorEvaluationContext, store: OutputStore) -> dg.SensorResult:
     store_pool_limit(context.instance)
-    backlog = current_backlog(context.instance, None, retry_failed=False)
+    backlog = current_backlog(context.instance, store, retry_failed=False)
     context.log.info(backlog.describe())
     requests = list(run_requests(backlog, "catalog_sensor", keyed=True))
     new = [model_partitions.build_add_request(list(backlog.register))] if backlog.register else []

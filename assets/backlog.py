@@ -25,6 +25,7 @@ class Backlog:
     curate: tuple[str, ...] = ()
     compute: tuple[tuple[str, str], ...] = ()
     waiting: tuple[tuple[str, str], ...] = ()  # need a curated table that is being built (or failed)
+    blocked: tuple[tuple[str, str], ...] = ()  # their curated table failed a blocking check: fix the data first
     unavailable: Mapping[str, str] = field(default_factory=dict)  # model -> why it cannot run here
 
     @property
@@ -37,6 +38,7 @@ class Backlog:
             f"{len(self.curate)} curated table(s) to build" if self.curate else "",
             f"{len(self.compute)} gradient partition(s) to compute" if self.compute else "",
             f"{len(self.waiting)} waiting for their curated table" if self.waiting else "",
+            f"{len(self.blocked)} blocked by a failed curated check" if self.blocked else "",
             *(f"{m} skipped: {why}" for m, why in sorted(self.unavailable.items())),
         ]
         return "; ".join(p for p in parts if p) or "nothing missing"
@@ -78,13 +80,16 @@ def plan(
     gradient_status: Mapping[tuple[str, str], str | None],
     retry_failed: bool = False,
     failed_checks: Iterable[tuple[str, str]] = (),
+    blocked_variants: Iterable[str] = (),
 ) -> Backlog:
     """The work still missing.
 
     retry_failed=False (the catalog sensor): only what was never attempted. True (the nightly schedule): also
     partitions whose last run failed or whose check failed — the engine resumes and retries failed examples.
+    Variants whose curated table failed a blocking check are held back: their runs would fail at once, every night.
     """
     registered, variants, failed_checks = set(registered), list(variants), set(failed_checks)
+    blocked_variants = set(blocked_variants)
     unavailable = {name: why for name, spec in catalog.items() if (why := unavailable_reason(spec))}
     models = [m for m in catalog if m not in unavailable]
     redo = {None, FAILED} if retry_failed else {None}
@@ -99,7 +104,8 @@ def plan(
     return Backlog(
         register=tuple(m for m in catalog if m not in registered),
         curate=curate,
-        compute=tuple(w for w in wanted if w[1] in ready),
+        compute=tuple(w for w in wanted if w[1] in ready - blocked_variants),
         waiting=tuple(w for w in wanted if w[1] not in ready),
+        blocked=tuple(w for w in wanted if w[1] in ready & blocked_variants),
         unavailable=unavailable,
     )

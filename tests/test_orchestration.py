@@ -106,7 +106,8 @@ def world(tmp_path, monkeypatch):
 def tick(world) -> dg.SensorResult:
     from lg_pipeline.definitions import defs
 
-    with dg.build_sensor_context(instance=world.instance, definitions=defs) as context:
+    store = OutputStore(root=str(world.tmp / "out"))
+    with dg.build_sensor_context(instance=world.instance, definitions=defs, resources={"store": store}) as context:
         return automation.model_catalog_sensor(context)
 
 
@@ -128,6 +129,27 @@ def test_sensor_registers_a_new_model_then_requests_its_missing_partitions(world
     assert [(r.partition_key, r.run_key) for r in gradients] == [(multi_key("a", V1), f"gradients:a|{V1}")]
     assert not second.dynamic_partitions_requests
 
+
+
+def test_a_variant_whose_curated_check_failed_is_held_back_by_sensor_and_schedule(world):
+    """Its runs would fail at once (the gate in gradient_stats), every night: the backlog lists them as blocked."""
+    from assets.common import file_version
+
+    store = OutputStore(root=str(world.tmp / "out"))
+    world.instance.add_dynamic_partitions("model", ["a"])
+    for variant in (V1, V2):
+        materialized(world.instance, "curated_dataset", variant)
+        store.curated(variant).parent.mkdir(parents=True, exist_ok=True)
+        store.curated(variant).write_text(variant)  # stands in for the table: the verdict names its version
+    verdict = {"passed": False, "failures": ["curated_ids_unique"], "data_version": file_version(store.curated(V2))}
+    store.curated_verdict(V2).write_text(json.dumps(verdict))
+    requested = [r.partition_key for r in tick(world).run_requests if r.job_name == "gradients"]
+    assert requested == [multi_key("a", V1)]
+    with dg.build_schedule_context(instance=world.instance, resources={"store": store}) as context:
+        nightly = automation.fill_missing_nightly(context)
+    assert [r.partition_key for r in nightly] == [multi_key("a", V1)]
+    backlog = automation.current_backlog(world.instance, store, retry_failed=True)
+    assert backlog.blocked == (("a", V2),) and "1 blocked by a failed curated check" in backlog.describe()
 
 def test_sensor_picks_up_a_model_added_to_the_catalog_and_never_deletes_one(world):
     from data_sources.model_registry import add_model
@@ -262,6 +284,6 @@ def test_sensor_stores_the_gpu_pool_limit_before_requesting_runs(world, tmp_path
     project = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
     with dg.instance_for_test(overrides={"concurrency": project["concurrency"]}) as instance:
         assert GPU_POOL not in instance.event_log_storage.get_concurrency_keys()
-        tick(SimpleNamespace(instance=instance))
+        tick(SimpleNamespace(instance=instance, tmp=tmp_path))
         info = instance.event_log_storage.get_concurrency_info(GPU_POOL)
         assert info.slot_count == project["concurrency"]["pools"]["default_limit"] == 1
