@@ -44,4 +44,4 @@ ui: setup
 	$(BIN)/dagster dev -w workspace.yaml
 
 bench: setup
-	$(BIN)/python bench/bench_engine.py
+	$(BIN)/python bench/bench_engine.py $(ARGS)

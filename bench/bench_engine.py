@@ -35,7 +35,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-RELEASE = ROOT.parent / "shared/layer_gradient_release/cot_500/gsm8k_train_with_cot_gpt4o.json"
+RELEASE = ROOT.parent / "shared/layer_gradient_release/cot_500"
+RELEASE_FILES = {"detailed": "gsm8k_train_with_cot_gpt4o.json", "none": "gsm8k_train_no_cot.json"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,16 +52,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=2, help="time each batch this often, keep the best")
     p.add_argument("--skip-matrix", action="store_true", help="skip the per-matrix comparison (~25 s)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--level", choices=sorted(RELEASE_FILES), default="detailed",
+                   help="the study's GSM8K file: Detailed CoT (the issue's case) or None CoT (short, T << width)")
     return p.parse_args(argv)
 
 
-def load_examples(n: int) -> tuple[list[Any], str]:
-    """The study's Detailed-CoT GSM8K examples if the release is here, else synthetic ones of similar length."""
+def load_examples(n: int, level: str = "detailed") -> tuple[list[Any], str]:
+    """The study's GSM8K examples at `level` if the release is here, else synthetic Detailed-CoT-length ones."""
     from lg_pipeline.examples import Example, example_from_row
 
-    if RELEASE.is_file():
-        rows = json.loads(RELEASE.read_text())[:n]
-        return [example_from_row(r, f"{RELEASE.name} row {i}") for i, r in enumerate(rows)], str(RELEASE)
+    release = RELEASE / RELEASE_FILES[level]
+    if release.is_file():
+        rows = json.loads(release.read_text())[:n]
+        return [example_from_row(r, f"{release.name} row {i}") for i, r in enumerate(rows)], str(release)
+    if level != "detailed":
+        raise SystemExit(f"--level {level} needs the study's release at {release}")
     step = "Next, we multiply the {i} boxes by 12 eggs each, giving {j} eggs, and subtract the {i} broken ones. "
     response = lambda k: "".join(step.format(i=i + k, j=12 * (i + k)) for i in range(18))  # noqa: E731
     examples = [Example(f"synthetic-{k}", f"Question {k}: how many eggs are left?", response(k)) for k in range(n)]
@@ -272,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     load = f"{os.getloadavg()[0]:.2f}"
     model, tokenizer, spec = open_model(args.model, cache_dir=args.cache_dir)
-    examples, source = load_examples(args.n_examples)
+    examples, source = load_examples(args.n_examples, args.level)
     lengths = [encode(tokenizer, e, spec.chat, args.max_length).n_tokens for e in examples]
     warm_up(model, tokenizer, examples[0], args, spec.chat)
     eng = time_engine(model, tokenizer, examples, args, spec.chat)
