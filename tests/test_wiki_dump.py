@@ -1,7 +1,7 @@
 """The offline Wikipedia dump pack (gensim's test data): wikitext -> prose, dump reading, the 500/1000-token cuts.
 
-Tests that need the pack skip when gensim (installed --no-deps by the Makefile), mwparserfromhell or the ovos wiki
-pack (the vital-article titles) is not installed.
+Tests that need the pack skip when gensim (requirements-data.txt, installed --no-deps), mwparserfromhell or the
+ovos wiki pack (the vital-article titles) is not installed.
 """
 
 from __future__ import annotations
