@@ -90,13 +90,13 @@ class _BatchRunner:
         self.model, self.targets, self.method, self.pad_id = model, targets, config.method, pad_id
         self.batch_size = 1 if config.method == "full-svd" else max(1, config.batch_size)
         workers = config.stats_workers
-        self.workers = default_workers(_device(model)) if workers is None and self.method == "core" else workers
+        self.workers = default_workers(_device(model)) if workers is None else workers
 
     def run(self, batch: list[Encoded]) -> list[ExampleResult]:
         try:
             if self.method == "full-svd":
                 return _full_svd_example(self.model, self.targets, batch, self.pad_id)
-            return _core_batch(self.model, self.targets, batch, self.pad_id, self.workers or 0)
+            return _core_batch(self.model, self.targets, batch, self.pad_id, self.workers)
         except Exception as exc:  # recorded per example, never swallowed silently
             _free_memory(self.model)
             if len(batch) == 1:

@@ -73,6 +73,16 @@ def _stat_suite(gx: Any, n_targets: int, n_layers: int) -> Any:
     return suite
 
 
+def gx_context() -> Any:
+    """An ephemeral GX context (suites need one to exist first), without progress bars in the run's logs."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
 def run_suite(context: Any, frame: pd.DataFrame, suite: Any, name: str) -> list[Outcome]:
     """Validate `frame` against `suite` in a GX context: one Outcome per expectation (also used by curation)."""
     batch = (
@@ -97,7 +107,7 @@ def validate_gradient_stats(stats: pd.DataFrame, status: pd.DataFrame | None = N
     """Check one partition's statistics (and its per-example outcome log: no `failed` example)."""
     import great_expectations as gx
 
-    context = gx.get_context(mode="ephemeral")  # suites need a context to exist first
+    context = gx_context()
     frame = _derived(stats)
     n_targets = int(frame.parameter.nunique())
     n_layers = int(frame.layer.max()) + 1 if len(frame) else 0

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from data_sources.catalog import CORRECTNESS, parse_variant_key
 from lg_pipeline.curation.build import ids_digest
 from lg_pipeline.curation.wiki import CUT_TOLERANCE, FALLBACK_TOKENIZER, TokenCounter
-from lg_pipeline.validation import Outcome, run_suite
+from lg_pipeline.validation import Outcome, gx_context, run_suite
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,14 +87,7 @@ def sibling_variants(variant: str) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _context(context: Any) -> Any:
-    if context is not None:
-        return context
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no progress bars in the run's logs
-    return context
+    return context if context is not None else gx_context()
 
 
 def _validate(context: Any, frame: pd.DataFrame, expectations: list[Any], name: str) -> list[Outcome]:

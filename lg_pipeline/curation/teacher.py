@@ -134,9 +134,6 @@ class OpenAICompatibleTeacher(CachedTeacher):
         self.params = {"temperature": temperature, "max_tokens": max_tokens}
         self.max_retries, self.backoff, self.timeout, self.sleep = max_retries, backoff_seconds, timeout_seconds, sleep
 
-    def _generate(self, prompt: str) -> str:
-        return self._complete(prompt)
-
     def _request(self, prompt: str) -> urllib.request.Request:
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], **self.params}
         headers = {"Content-Type": "application/json"}
@@ -147,7 +144,7 @@ class OpenAICompatibleTeacher(CachedTeacher):
             f"{self.base_url}/chat/completions", data=json.dumps(body).encode("utf-8"), headers=headers
         )
 
-    def _complete(self, prompt: str) -> str:
+    def _generate(self, prompt: str) -> str:
         where = f"teacher {self.model} at {self.public_url}"
         last = ""
         for attempt in range(self.max_retries + 1):
