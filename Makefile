@@ -36,8 +36,10 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# ruff, then the layering contract of pyproject.toml ([tool.importlinter]).
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 ui: setup
 	$(BIN)/dagster dev -w workspace.yaml

@@ -1,6 +1,6 @@
 """What is still to compute: catalog models x buildable variants, minus what Dagster already has.
 
-Pure planning (no Dagster calls) so the rules are testable on plain data; `assets.automation` feeds it
+Pure planning (no Dagster calls) so the rules are testable on plain data; `assets.automation.sensors` feeds it
 the instance's partition statuses and turns the plan into run requests.
 """
 
@@ -50,10 +50,10 @@ def buildable_variants(patterns: str | None = None, release_dir: str | None = No
 
     Hub-only variants are never listed: a run for them would fail offline, every night.
     """
-    from data_sources.catalog import buildable_variant_keys
+    from data_sources.datasets.catalog import buildable_variant_keys
 
     release_dir = os.environ.get("LG_RELEASE_DIR") if release_dir is None else release_dir
-    ordered = buildable_variant_keys(release_dir or None)
+    ordered = [str(k) for k in buildable_variant_keys(release_dir or None)]
     globs = [p.strip() for p in (patterns or os.environ.get("LG_AUTO_VARIANTS", "*")).split(",") if p.strip()]
     return [k for k in ordered if any(fnmatch.fnmatchcase(k, g) for g in globs)]
 

@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 
 from assets.resources import current_env
-from lg_pipeline.examples import InputError
+from lg_pipeline.errors import InputError
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 

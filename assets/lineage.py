@@ -6,22 +6,22 @@ are the ones Dagster recorded: the summary's latest materialization, and for eac
 latest materialization *before* that summary's (what the summary actually read). Files written without a
 Dagster record (another DAGSTER_HOME) fall back to the file's own version, marked as such.
 
-Figures are matched to their sources by the report's file layout (`<model>/<dataset>_*`,
-`base_vs_instruct/<base>__<instruct>__<dataset>`, `<model>/<family>_mad`, `cross_model_mad`); anything else is
-attributed to every source, which is still true, only less precise.
+Each figure and table is matched to its sources by the report's record of it (its models and datasets).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from lg_pipeline.vocabulary import StatsKey, VariantKey
+
 SUMMARY, GRADIENTS = dg.AssetKey("layer_summary"), dg.AssetKey("gradient_stats")
-FAMILIES = ("math", "commonsense", "wiki")
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,11 @@ class ModelSource:
     summary_run: str | None
     gradients: dict[str, str | None] = field(default_factory=dict)  # "model|variant" -> data version
 
-    def restricted(self, datasets: set[str] | None) -> dict[str, str | None]:
+    def restricted(self, datasets: Iterable[str] | None) -> dict[str, str | None]:
         if datasets is None:
             return dict(self.gradients)
-        return {k: v for k, v in self.gradients.items() if k.split("|", 1)[1].split("__")[0] in datasets}
+        wanted = set(datasets)
+        return {k: v for k, v in self.gradients.items() if StatsKey.parse(k).variant.dataset in wanted}
 
 
 def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str, before: int | None = None) -> Any:
@@ -54,7 +55,7 @@ def model_sources(
     instance: dg.DagsterInstance, variants: dict[str, list[str]], files: dict[str, Path]
 ) -> dict[str, ModelSource]:
     """{model: its sources}; `variants` = the variant keys each summary used, `files` = stats files by key."""
-    from assets.common import file_version
+    from assets.metadata import file_version
 
     sources = {}
     for model, keys in variants.items():
@@ -62,7 +63,7 @@ def model_sources(
         before = summary.storage_id if summary else None
         gradients = {}
         for variant in keys:
-            key = f"{model}|{variant}"
+            key = str(StatsKey.of(model, variant))
             version = _version(_latest(instance, GRADIENTS, key, before))
             if version is None and key in files and files[key].is_file():
                 version = f"file:{file_version(files[key])}"
@@ -71,35 +72,19 @@ def model_sources(
     return sources
 
 
-def drawn_from(path: Path, out_dir: Path, sources: dict[str, ModelSource], family_of: dict[str, str]) -> dict:
-    """The lineage of one figure or table file (its models, summary partitions, statistics partitions)."""
-    rel = path.relative_to(out_dir)
-    models, datasets = list(sources), None
-    if rel.parts[0] in sources:
-        models, datasets = [rel.parts[0]], _datasets_of(rel.stem, family_of)
-    elif rel.parts[0] == "base_vs_instruct" and rel.stem.count("__") >= 2:
-        base, instruct, dataset = rel.stem.split("__", 2)
-        models, datasets = [m for m in (base, instruct) if m in sources], {dataset}
+def drawn_from(item: Any, sources: dict[str, ModelSource]) -> dict:
+    """The lineage of one figure or table (a report record): its models, summary and statistics partitions."""
+    models = [m for m in item.models if m in sources]
     return {
         "models": models,
         "layer_summary": {m: sources[m].summary_version for m in models},
-        "gradient_stats": {k: v for m in models for k, v in sources[m].restricted(datasets).items()},
+        "gradient_stats": {k: v for m in models for k, v in sources[m].restricted(item.datasets).items()},
     }
 
 
-def _datasets_of(stem: str, family_of: dict[str, str]) -> set[str] | None:
-    """`<family>_mad` -> that family's datasets; `<dataset>_<figure kind>` -> the dataset; else unknown (None)."""
-    family = next((f for f in FAMILIES if stem == f"{f}_mad"), None)
-    if family:
-        return {d for d, f in family_of.items() if f == family}
-    matches = [d for d in family_of if stem.startswith(f"{d}_")]
-    return {max(matches, key=len)} if matches else None
-
-
-def lineage(report: Any, out_dir: Path, sources: dict[str, ModelSource], family_of: dict[str, str]) -> dict[str, dict]:
+def lineage(report: Any, sources: dict[str, ModelSource]) -> dict[str, dict]:
     """{figure or table title: its lineage}."""
-    items = {**report.figures, **getattr(report, "table_files", {})}
-    return {title: drawn_from(files[0], out_dir, sources, family_of) for title, files in items.items() if files}
+    return {item.title: drawn_from(item, sources) for item in report.artifacts}
 
 
 def describe(entry: dict) -> str:
@@ -136,7 +121,7 @@ def _variants_used(folder: Path) -> list[str]:
     table = folder / "variants.parquet"
     frame = pd.read_parquet(table if table.is_file() else folder / "curves.parquet")
     rows = frame[["dataset", "level", "correctness"]].drop_duplicates()
-    return sorted(f"{r.dataset}__{r.level}__{r.correctness}" for r in rows.itertuples())
+    return sorted(str(VariantKey(r.dataset, r.level, r.correctness)) for r in rows.itertuples())
 
 
 def record_lineage(
@@ -145,14 +130,12 @@ def record_lineage(
     """Add the lineage to the figures' `meta`, write `lineage.json` beside their index; the figures' data version."""
     import json
 
-    from data_sources.catalog import dataset_catalog
-    from lg_pipeline.storage import atomic_write_text
+    from lg_pipeline.io.atomic import atomic_write_text
 
     used = {folder.name: _variants_used(folder) for folder in ready}
-    files = {f"{m}|{v}": store.gradients(m, v) for m, keys in used.items() for v in keys}
-    sources = model_sources(instance, used, files)
-    family_of = {name: spec.family for name, spec in dataset_catalog().items()}
-    entries = lineage(report, store.figures(), sources, family_of)
+    keys = [StatsKey.of(m, v) for m, variants in used.items() for v in variants]
+    sources = model_sources(instance, used, {str(k): store.gradients(k) for k in keys})
+    entries = lineage(report, sources)
     add_lineage(meta, entries, sources)
     atomic_write_text(store.figures() / "lineage.json", json.dumps(entries, indent=1, sort_keys=True))
     return combined_version(sources)

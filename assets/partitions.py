@@ -1,7 +1,7 @@
 """Partitions: gradient statistics are keyed by model (dynamic) x dataset-variant (static).
 
-Variant keys are "<dataset>__<level>__<correct|wrong>", e.g. `gsm8k__detailed__wrong`; a
-multi-partition key in the CLI is `model|variant`, e.g.
+Variant keys are `VariantKey`s (`<dataset>__<level>__<correct|wrong>`, e.g. `gsm8k__detailed__wrong`); a
+multi-partition key is a `StatsKey`, `model|variant` on the command line, e.g.
 `dagster asset materialize --select gradient_stats --partition "smollm2-135m-instruct|champ__none__correct"`.
 """
 
@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dagster as dg
 
-from data_sources.catalog import variant_keys
+from data_sources.datasets.catalog import variant_keys
+from lg_pipeline.vocabulary import StatsKey, VariantKey
 
 MODEL = "model"
 VARIANT = "variant"
 
 model_partitions = dg.DynamicPartitionsDefinition(name=MODEL)
-variant_partitions = dg.StaticPartitionsDefinition(variant_keys())
+variant_partitions = dg.StaticPartitionsDefinition([str(k) for k in variant_keys()])
 model_variant_partitions = dg.MultiPartitionsDefinition({MODEL: model_partitions, VARIANT: variant_partitions})
 
 # A model's summary reads every variant of that model; a variant's statistics read its curated table.
@@ -23,15 +24,15 @@ by_model = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=MO
 by_variant = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=VARIANT)
 
 
-def split_key(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
-    """(model, variant) of a gradient-statistics partition key."""
-    keys = (
-        key.keys_by_dimension
-        if isinstance(key, dg.MultiPartitionKey)
-        else dict(zip(sorted((MODEL, VARIANT)), str(key).split("|"), strict=True))
-    )
-    return keys[MODEL], keys[VARIANT]
+def stats_key(key: str | dg.MultiPartitionKey) -> StatsKey:
+    """The `StatsKey` of a gradient-statistics partition key."""
+    if isinstance(key, dg.MultiPartitionKey):
+        dims = key.keys_by_dimension
+        return StatsKey.of(dims[MODEL], dims[VARIANT])
+    return StatsKey.parse(str(key))
 
 
-def multi_key(model: str, variant: str) -> dg.MultiPartitionKey:
-    return dg.MultiPartitionKey({MODEL: model, VARIANT: variant})
+def multi_key(model: str, variant: str | VariantKey) -> dg.MultiPartitionKey:
+    """The Dagster key of the statistics partition (model, variant)."""
+    return dg.MultiPartitionKey({MODEL: model, VARIANT: str(VariantKey.parse(variant))})
+

@@ -12,6 +12,8 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+from lg_pipeline.vocabulary import StatsKey, VariantKey
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _LOADED: dict[tuple[str, str, str], Any] = {}  # one model kept per process: runs in one process reuse it
 
@@ -35,7 +37,7 @@ class OutputStore(dg.ConfigurableResource):
     """Where every table and figure goes: one root, one layout.
 
     The root is a local path, a `file://` URL, or any fsspec URL. With a remote root a run works in a local
-    staging copy (`lg_pipeline.mirror`): what it reads is pulled on first use, and what it wrote is pushed
+    staging copy (`lg_pipeline.io.remote`): what it reads is pulled on first use, and what it wrote is pushed
     back, file by file, when the run ends (also when it fails, so a gradient run resumes from its chunks).
     """
 
@@ -51,7 +53,7 @@ class OutputStore(dg.ConfigurableResource):
         return self._remote_mirror().local("/".join(parts))
 
     def _remote_mirror(self) -> Any:
-        from lg_pipeline.mirror import RemoteMirror, staging_dir
+        from lg_pipeline.io.remote import RemoteMirror, staging_dir
 
         if self._mirror is None:
             self._mirror = RemoteMirror(self.root, staging_dir(self.root, self.staging_dir or None))
@@ -70,26 +72,40 @@ class OutputStore(dg.ConfigurableResource):
                     context.log.info(f"{self.root}: {len(uploaded)} file(s) uploaded, {len(deleted)} deleted")
                 mirror.close()
 
-    def curated(self, variant: str) -> Path:
+    def curated(self, variant: str | VariantKey) -> Path:
         return self.path("curated", f"{variant}.parquet")
 
-    def curated_build(self, variant: str) -> Path:
+    def curated_build(self, variant: str | VariantKey) -> Path:
         """The curated table's build record (row accounting, drops, cut policy): what its checks verify against."""
         return self.path("curated", f"{variant}.build.json")
 
-    def curated_verdict(self, variant: str) -> Path:
-        """The curated checks' last verdict: the gate gradient runs of that variant read (also across runs)."""
+    def curated_verdict(self, variant: str | VariantKey) -> Path:
+        """The curated checks' last verdict (`assets.gates`): gradient runs of that variant read it."""
         return self.path("curated", f"{variant}.check.json")
 
-    def gradients(self, model: str, variant: str) -> Path:
-        return self.path("gradients", model, f"{variant}.parquet")
+    def gradients(self, key: StatsKey) -> Path:
+        return self.path("gradients", key.model, f"{key.variant}.parquet")
 
-    def verdict(self, model: str, variant: str) -> Path:
-        """The gradient check's last verdict: the gate that summaries and figures read."""
-        return self.path("gradients", model, f"{variant}.check.json")
+    def gradient_files(self, model: str) -> dict[VariantKey, Path]:
+        """The statistics tables written for a model, by variant."""
+        folder = self.path("gradients", model)
+        files = sorted(p for p in folder.glob("*.parquet") if not p.name.endswith(".status.parquet"))
+        return {VariantKey.parse(p.stem): p for p in files}
+
+    def stats_verdict(self, key: StatsKey) -> Path:
+        """The gradient check's last verdict (`assets.gates`): what summaries and figures read."""
+        return self.path("gradients", key.model, f"{key.variant}.check.json")
 
     def summary(self, model: str) -> Path:
         return self.path("summaries", model)
+
+    def summary_verdict(self, model: str) -> Path:
+        """The variants that blocked the model's summary, and why (`assets.gates`)."""
+        return self.path("summaries", model, "blocked.json")
+
+    def summary_models(self) -> list[str]:
+        root = self.path("summaries")
+        return sorted(p.name for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
 
     def figures(self) -> Path:
         return self.path("figures")
@@ -124,6 +140,7 @@ class CurationResource(dg.ConfigurableResource):
     keep_disagreeing: bool = True
 
     def settings(self, offline: bool, tokenizer: Any = None) -> Any:
+        from data_sources.datasets.catalog import make_adapter
         from lg_pipeline.curation import CurationSettings
 
         return CurationSettings(
@@ -134,11 +151,12 @@ class CurationResource(dg.ConfigurableResource):
             tokenizer=tokenizer,
             teacher=self.make_teacher(),
             keep_disagreeing=self.keep_disagreeing,
+            open_source=make_adapter,
         )
 
     def make_teacher(self) -> Any:
         """The configured teacher (None when `teacher` is empty or none); bad options raise an InputError."""
-        from lg_pipeline.curation.teacher import make_teacher
+        from data_sources.teachers import make_teacher
 
         return make_teacher(
             self.teacher,
@@ -156,8 +174,8 @@ class CurationResource(dg.ConfigurableResource):
 
     def tokenizer(self) -> Any:
         """The tokenizer the wiki cuts are counted in (the reference model family's)."""
-        from data_sources.model_catalog import get_model_spec, resolve
-        from lg_pipeline.models import load_tokenizer
+        from data_sources.models.catalog import get_model_spec, resolve
+        from data_sources.models.loading import load_tokenizer
 
         return load_tokenizer(resolve(get_model_spec(self.tokenizer_model), self.cache_dir), self.cache_dir)
 
@@ -165,7 +183,7 @@ class CurationResource(dg.ConfigurableResource):
 class ComputeResource(dg.ConfigurableResource):
     """Device, dtype and engine settings for gradient steps (`cpu`, `cuda`, `cuda:N`; dtype empty = catalog's).
 
-    For the length of a run the resource holds a *device lease* (`lg_pipeline.devices`): with `device: cuda`
+    For the length of a run the resource holds a *device lease* (`lg_pipeline.gradients.devices`): with `device: cuda`
     on a machine with several GPUs, concurrent gradient steps (up to the `gpu` pool limit) each get their own
     GPU. `devices` lists the candidates explicitly (`LG_DEVICES=cuda:0,cuda:1`; default: every visible GPU).
     Out-of-memory batch splits in the engine are reported in the run's log.
@@ -187,12 +205,12 @@ class ComputeResource(dg.ConfigurableResource):
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[ComputeResource]:
         """Lease a device for the run and forward engine warnings (OOM splits) to the run log; always release."""
-        from lg_pipeline.devices import DEFAULT_LOCK_DIR, candidate_devices, lease_device
+        from lg_pipeline.gradients.devices import DEFAULT_LOCK_DIR, candidate_devices, lease_device
 
         candidates = candidate_devices(self.device, self.devices)
         self._lease = lease_device(candidates, self.lock_dir or DEFAULT_LOCK_DIR, self.lease_timeout_s)
         forward = _RunLogHandler(context.log)
-        engine_log = logging.getLogger("lg_pipeline.engine")
+        engine_log = logging.getLogger("lg_pipeline.gradients.engine")
         engine_log.addHandler(forward)
         try:
             if context.log and self._lease.device != self.device:
@@ -210,7 +228,7 @@ class ComputeResource(dg.ConfigurableResource):
 
     def load(self, model_name: str) -> tuple[Any, Any, Any]:
         """(model, tokenizer, spec), reused across runs in one process while the catalog entry is unchanged."""
-        from data_sources.model_catalog import get_model_spec, open_model
+        from data_sources.models.catalog import get_model_spec, open_model
 
         device = self.leased_device
         key = (repr(get_model_spec(model_name)), device, self.dtype, self.cache_dir)
@@ -220,8 +238,8 @@ class ComputeResource(dg.ConfigurableResource):
         return _LOADED[key]
 
     def engine_config(self, chat: bool) -> Any:
-        from lg_pipeline.engine import EngineConfig
-        from lg_pipeline.targets import parse_suffixes
+        from lg_pipeline.gradients.engine import EngineConfig
+        from lg_pipeline.gradients.targets import parse_suffixes
 
         return EngineConfig(self.method, parse_suffixes(self.targets), self.batch_size, self.max_length, chat)
 

@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_examples(n: int, level: str = "detailed") -> tuple[list[Any], str]:
     """The study's GSM8K examples at `level` if the release is here, else synthetic Detailed-CoT-length ones."""
-    from lg_pipeline.examples import Example, example_from_row
+    from lg_pipeline.example import Example, example_from_row
 
     release = RELEASE / RELEASE_FILES[level]
     if release.is_file():
@@ -80,7 +80,7 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 def engine_run(model: Any, tokenizer: Any, examples: list[Any], config: Any) -> list[Any]:
-    from lg_pipeline.engine import compute_gradient_stats
+    from lg_pipeline.gradients.engine import compute_gradient_stats
 
     results = list(compute_gradient_stats(model, tokenizer, examples, config))
     bad = [r for r in results if r.status != "ok"]
@@ -91,8 +91,8 @@ def engine_run(model: Any, tokenizer: Any, examples: list[Any], config: Any) -> 
 
 def _batch_tensors(model: Any, tokenizer: Any, examples: list[Any], chat: bool, max_length: int) -> tuple:
     """The engine's own padding, labels and kept logit positions, so every runner sees the same batch."""
-    from lg_pipeline.encoding import encode
-    from lg_pipeline.engine import _pad_id, _positions_with_loss, _tensors
+    from lg_pipeline.gradients.encoding import encode
+    from lg_pipeline.gradients.engine import _pad_id, _positions_with_loss, _tensors
 
     batch = [encode(tokenizer, e, chat, max_length) for e in examples]
     return (*_tensors(batch, _pad_id(tokenizer), next(model.parameters()).device), _positions_with_loss(model, batch))
@@ -111,7 +111,7 @@ def floor_step(model: Any, tensors: tuple) -> None:
     No exact engine can cost less (every target needs its output gradient), so
     full-svd time / this time bounds the throughput ratio `core` can reach.
     """
-    from lg_pipeline.engine import _grad_only_for, per_example_loss
+    from lg_pipeline.gradients.engine import _grad_only_for, per_example_loss
 
     ids, mask, labels, keep = tensors
     hook = model.get_input_embeddings().register_forward_hook(lambda m, a, out: out.requires_grad_(True))
@@ -125,8 +125,8 @@ def floor_step(model: Any, tensors: tuple) -> None:
 
 def runners(model: Any, tokenizer: Any, args: argparse.Namespace, chat: bool) -> dict[str, Callable[[list], list]]:
     """name -> run one batch of examples (returning engine results, or [] for the plain passes)."""
-    from lg_pipeline.engine import EngineConfig
-    from lg_pipeline.targets import parse_suffixes
+    from lg_pipeline.gradients.engine import EngineConfig
+    from lg_pipeline.gradients.targets import parse_suffixes
 
     targets = parse_suffixes(args.targets)
     core = EngineConfig("core", targets, args.batch_size, args.max_length, chat)
@@ -150,8 +150,8 @@ def without_vectors(fn: Callable[[], Any]) -> Any:
     """Run the engine's full-svd with `svdvals` in place of the study's `torch.linalg.svd`."""
     from functools import partial
 
-    from lg_pipeline import engine
-    from lg_pipeline.spectra import matrix_stats
+    from lg_pipeline.gradients import engine
+    from lg_pipeline.gradients.spectra import matrix_stats
 
     engine.matrix_stats = partial(matrix_stats, vectors=False)
     try:
@@ -196,7 +196,7 @@ def time_matrix(size: int, tokens: int) -> dict:
     """
     import torch
 
-    from lg_pipeline.spectra import factor_stats, matrix_stats, r_factor, singular_values
+    from lg_pipeline.gradients.spectra import factor_stats, matrix_stats, r_factor, singular_values
 
     gen = torch.Generator().manual_seed(0)
     x, delta = torch.randn(tokens, size, generator=gen), torch.randn(tokens, size, generator=gen) * 1e-3
@@ -270,8 +270,8 @@ def report(args: argparse.Namespace, info: dict, eng: dict, mat: dict | None) ->
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from data_sources.model_catalog import open_model
-    from lg_pipeline.encoding import encode
+    from data_sources.models.catalog import open_model
+    from lg_pipeline.gradients.encoding import encode
 
     args = parse_args(argv)
     if args.threads:

@@ -1,25 +1,34 @@
 """The Dagster code location: `dagster dev -w workspace.yaml` or `dagster ... -m lg_pipeline.definitions`.
 
-`LG_ENV` (local | gpu | k8s) selects the resources and the executor, once, here.
+A composition root: it only loads definitions. `LG_ENV` (local | gpu | k8s) selects the resources and the
+executor, once, here.
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from assets import automation, curation, figures, gradients, summaries
+from assets.analysis import figures, summaries
+from assets.automation import jobs, schedules, sensors
+from assets.curation import assets as curation_assets
+from assets.curation import checks as curation_checks
 from assets.executors import executor_for
+from assets.gradients import assets as gradient_assets
+from assets.gradients import checks as gradient_checks
 from assets.resources import resources_for
+
+ASSET_MODULES = [curation_assets, gradient_assets, summaries, figures]
+CHECK_MODULES = [curation_checks, gradient_checks]
 
 
 def definitions_for(env: str | None = None) -> dg.Definitions:
     """The code location for one environment (default: `$LG_ENV`, else local)."""
     return dg.Definitions(
-        assets=automation.with_automation(dg.load_assets_from_modules([curation, gradients, summaries, figures])),
-        asset_checks=dg.load_asset_checks_from_modules([curation, gradients]),
-        sensors=[automation.model_catalog_sensor, automation.refresh_summaries],
-        schedules=[automation.curate_missing_nightly, automation.fill_missing_nightly],
-        jobs=[automation.curate_job, automation.gradients_job],
+        assets=dg.load_assets_from_modules(ASSET_MODULES),
+        asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
+        sensors=[sensors.model_catalog_sensor, sensors.refresh_summaries],
+        schedules=[schedules.curate_missing_nightly, schedules.fill_missing_nightly],
+        jobs=[jobs.curate_job, jobs.gradients_job],
         resources=resources_for(env),
         executor=executor_for(env),
     )

@@ -12,11 +12,12 @@ import string
 from collections import Counter
 from dataclasses import dataclass, field
 
-from data_sources.base import RawRecord
-from data_sources.catalog import DatasetSpec, SourceGroup, make_adapter
 from lg_pipeline.curation.settings import CurationSettings, derived_seed
+from lg_pipeline.curation.source import RawRecord
+from lg_pipeline.curation.spec import DatasetSpec, SourceGroup
 from lg_pipeline.curation.wiki import TokenCounter
-from lg_pipeline.examples import InputError, stable_id
+from lg_pipeline.errors import InputError
+from lg_pipeline.example import stable_id
 
 
 @dataclass
@@ -53,7 +54,9 @@ def select_records(
     spec: DatasetSpec, group: SourceGroup, settings: CurationSettings, counter: TokenCounter
 ) -> Selection:
     """The first n usable records, in source order ('first') or in a seeded shuffle of the source ('sample')."""
-    adapter = make_adapter(group, settings.cache_dir)
+    if settings.open_source is None:
+        raise InputError(f"dataset {spec.name!r}: no dataset sources configured (CurationSettings.open_source)")
+    adapter = settings.open_source(group, settings.cache_dir)
     group_index = spec.sources.index(group)
     records = list(adapter.records(settings.n_examples, settings.seed))
     if group.selection == "sample":

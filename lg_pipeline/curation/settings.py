@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from lg_pipeline.examples import InputError
+from lg_pipeline.errors import InputError
+
+if TYPE_CHECKING:
+    from lg_pipeline.curation.source import OpenSource
 
 BUILDER_VERSION = "curation-2"  # 2: cuts within ±5% of the budget, cut_token_count, row accounting
 
@@ -17,7 +21,8 @@ class CurationSettings:
     tokenizer: a HF tokenizer for the wiki cuts (None: the regex fallback, named in metadata).
     teacher: writes Detailed CoT for sources that carry none (see lg_pipeline.curation.teacher).
     keep_disagreeing: keep Detailed CoT rows whose final answer disagrees with the gold answer (flagged and counted
-    in metadata either way); False drops them, counted as lost rows."""
+    in metadata either way); False drops them, counted as lost rows.
+    open_source: (source group, cache_dir) -> its adapter; the dataset catalog's `make_adapter` in practice."""
 
     n_examples: int = 500
     seed: int = 0
@@ -26,6 +31,7 @@ class CurationSettings:
     tokenizer: object | None = None
     teacher: object | None = None
     keep_disagreeing: bool = True
+    open_source: OpenSource | None = None
 
     def check(self) -> None:
         """Reject bad settings with one line naming the setting."""

@@ -1,0 +1,1 @@
+"""Per-layer summaries of every model, and the figures and tables drawn from them."""

@@ -1,0 +1,46 @@
+"""Curated datasets: one table per dataset x level x correctness (the variant partition)."""
+
+import json
+
+import dagster as dg
+
+from assets import gates
+from assets.failures import clear_errors
+from assets.metadata import file_version, md_table
+from assets.partitions import variant_partitions
+from assets.resources import CurationResource, OutputStore
+from lg_pipeline.curation import BUILDER_VERSION
+
+
+@dg.asset(
+    partitions_def=variant_partitions,
+    code_version=BUILDER_VERSION,
+    group_name="curation",
+    kinds={"pandas", "parquet"},
+    description="The study's training variants (None/Simplified/Detailed CoT, wrong-answer sets, wiki cuts).",
+)
+def curated_dataset(context: dg.AssetExecutionContext, store: OutputStore, curation: CurationResource):
+    from data_sources.datasets.catalog import dataset_spec
+    from lg_pipeline.curation import build_variant
+    from lg_pipeline.io.atomic import atomic_write_text, write_parquet
+
+    variant = context.partition_key
+    with clear_errors():
+        spec = dataset_spec(variant)
+        tokenizer = curation.tokenizer() if spec.family == "wiki" else None
+        frame, meta = build_variant(spec, variant, curation.settings(spec.offline, tokenizer))
+    build = json.loads(json.dumps(meta, default=str))
+    gates.forget_curated(store, variant)
+    atomic_write_text(store.curated_build(variant), json.dumps(build, indent=1))
+    path = write_parquet(frame, store.curated(variant))
+    context.log.info(f"{variant}: {len(frame)} rows -> {path}")
+    return dg.MaterializeResult(
+        metadata={
+            "rows": len(frame),
+            "path": dg.MetadataValue.path(str(path)),
+            "build": dg.MetadataValue.json(build),
+            "demo_data": bool(frame.demo.any()) if len(frame) else False,
+            "preview": md_table(frame[["example_id", "instruction", "response"]], 5),
+        },
+        data_version=dg.DataVersion(file_version(path)),
+    )

@@ -1,0 +1,105 @@
+"""Check outcomes ("verdicts"): what a check decided about the data now on disk, and what that blocks.
+
+Dagster records every check evaluation, but a run launched later (by the sensor, a schedule, the UI) must know the
+last outcome on *this* data before it loads a model, and a summary must know it for every statistics partition it
+reads. So each verdict is also a small JSON file beside its data (paths from `OutputStore`), holding the data
+version it judged: a verdict about older data decides nothing. This module is the only reader and writer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from assets.metadata import file_version
+from assets.resources import OutputStore
+from lg_pipeline.io.atomic import atomic_write_text
+from lg_pipeline.vocabulary import StatsKey, VariantKey
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    failures: tuple[str, ...]
+    data_version: str
+
+    def about(self, data: Path) -> bool:
+        """Whether this verdict judged the data now in `data` (hashed only when asked)."""
+        return data.is_file() and self.data_version == file_version(data)
+
+
+def _write(path: Path, data: Path, failures: list[str], passed: bool | None = None) -> Verdict:
+    verdict = Verdict(not failures if passed is None else passed, tuple(failures), file_version(data))
+    payload = {"passed": verdict.passed, "failures": list(verdict.failures), "data_version": verdict.data_version}
+    atomic_write_text(path, json.dumps(payload))
+    return verdict
+
+
+def _read(path: Path) -> Verdict | None:
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text())
+    return Verdict(bool(raw.get("passed")), tuple(raw.get("failures") or ()), str(raw.get("data_version")))
+
+
+# ------------------------------------------------------------------------------------------------ curated tables
+def record_curated(store: OutputStore, variant: str | VariantKey, blocking_failures: list[str]) -> Verdict:
+    """The curated checks' outcome: the blocking checks that failed on the current table."""
+    return _write(store.curated_verdict(variant), store.curated(variant), blocking_failures)
+
+
+def forget_curated(store: OutputStore, variant: str | VariantKey) -> None:
+    """A new table was written: the old verdict no longer holds."""
+    store.curated_verdict(variant).unlink(missing_ok=True)
+
+
+def curated_gate(store: OutputStore, variant: str | VariantKey) -> list[str]:
+    """Blocking curated checks that failed on the variant's current table (empty: none, or no verdict yet)."""
+    verdict = _read(store.curated_verdict(variant))
+    if verdict is None or verdict.passed or not store.curated(variant).is_file():
+        return []
+    # hashed only for a failed verdict: the sensor asks for every variant every 30 s
+    return list(verdict.failures or ["unknown"]) if verdict.about(store.curated(variant)) else []
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def record_stats(store: OutputStore, key: StatsKey, passed: bool, failures: list[str]) -> Verdict:
+    return _write(store.stats_verdict(key), store.gradients(key), failures, passed)
+
+
+def forget_stats(store: OutputStore, key: StatsKey) -> None:
+    store.stats_verdict(key).unlink(missing_ok=True)
+
+
+def stats_check_failed(store: OutputStore, key: StatsKey) -> bool:
+    """The last check of this partition failed (whatever data it judged): the nightly fill retries it."""
+    verdict = _read(store.stats_verdict(key))
+    return verdict is not None and not verdict.passed
+
+
+def stats_gate(store: OutputStore, key: StatsKey) -> str | None:
+    """Why this partition may not enter a summary (None: its check passed on exactly the data on disk)."""
+    verdict = _read(store.stats_verdict(key))
+    if verdict is None:
+        return "not validated yet (run the gradient_stats_valid check)"
+    if not verdict.passed:
+        return "check failed: " + ", ".join(verdict.failures)
+    if not verdict.about(store.gradients(key)):
+        return "statistics changed since the check ran"
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ summaries
+def record_summary_blocked(store: OutputStore, model: str, blocked: dict[str, str]) -> None:
+    """Which variants blocked the model's summary, and why (the figures skip a blocked model)."""
+    atomic_write_text(store.summary_verdict(model), json.dumps(blocked, indent=1))
+
+
+def clear_summary_blocked(store: OutputStore, model: str) -> None:
+    store.summary_verdict(model).unlink(missing_ok=True)
+
+
+def summary_blocked(store: OutputStore, model: str) -> dict[str, str]:
+    path = store.summary_verdict(model)
+    return json.loads(path.read_text()) if path.is_file() else {}

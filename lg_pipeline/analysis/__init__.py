@@ -1,0 +1,1 @@
+"""Per-layer curves, MAD summaries, tables, figures and the report of them (no Dagster here)."""

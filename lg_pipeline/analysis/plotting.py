@@ -1,0 +1,318 @@
+"""Figures in the study's layout: per-layer gradient curves of the Q/K/V/O projections.
+
+Every figure takes the `layer_curves` table, draws with the Agg backend (no display
+needed) and writes PNG and PDF atomically. A module has one colour in every figure
+(`MODULE_COLORS`, the study's red/green/blue/gray for Q/K/V/O) so figures can be read
+side by side. Axis limits come from the data, never from constants tuned to one model.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lg_pipeline.analysis.curves import ordered
+from lg_pipeline.io.atomic import atomic_write_bytes
+from lg_pipeline.vocabulary import LEVEL_LABELS, MODULE_LABELS
+
+MODULE_COLORS: dict[str, str] = {
+    "q_proj": "tab:red",
+    "k_proj": "tab:green",
+    "v_proj": "tab:blue",
+    "o_proj": "tab:gray",
+    "gate_proj": "tab:purple",
+    "up_proj": "tab:orange",
+    "down_proj": "tab:brown",
+}
+MODULE_ORDER: tuple[str, ...] = tuple(MODULE_COLORS)
+STATISTIC_LABELS: dict[str, str] = {
+    "nuclear_norm": "Nuclear norm",
+    "ratio": "Ratio $\\sigma_{max}$ / nuclear norm",
+    "nuclear_per_loss": "Nuclear norm / loss",
+    "frobenius_norm": "Frobenius norm",
+    "sigma_max": "Largest singular value",
+    "sigma_min": "Smallest singular value",
+}
+FORMATS: tuple[str, ...] = ("png", "pdf")
+PANEL_SIZE: tuple[float, float] = (4.5, 3.4)
+
+
+def _pyplot():
+    """pyplot on the Agg backend; imported late so importing this module stays cheap."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def module_color(module: str) -> str:
+    """The module's fixed colour; unknown modules get a stable fallback from their name."""
+    if module in MODULE_COLORS:
+        return MODULE_COLORS[module]
+    return f"C{sum(map(ord, module)) % 10}"
+
+
+def statistic_label(statistic: str) -> str:
+    return STATISTIC_LABELS.get(statistic, statistic.replace("_", " ").capitalize())
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save_figure(fig, out_base: Path, formats: Sequence[str] = FORMATS, dpi: int = 120) -> list[Path]:
+    """Save as `<out_base>.<fmt>` for each format, each written atomically, then close the figure."""
+    out_base = Path(out_base)
+    paths = []
+    try:
+        for fmt in formats:
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight")
+            paths.append(atomic_write_bytes(out_base.with_name(f"{out_base.name}.{fmt}"), buffer.getvalue()))
+    finally:
+        _pyplot().close(fig)
+    return paths
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _select(curves: pd.DataFrame, **where: object) -> pd.DataFrame:
+    for column, value in where.items():
+        if value is not None:
+            curves = curves[curves[column] == value]
+    return curves
+
+
+def _single(curves: pd.DataFrame, column: str, what: str) -> None:
+    values = curves[column].dropna().unique()
+    if len(values) > 1:
+        raise ValueError(f"{what}: curves hold several {column}s ({', '.join(map(str, values))}); filter them first")
+
+
+def _levels(curves: pd.DataFrame, level_labels: Mapping[str, str]) -> list[str]:
+    present = set(curves["level"])
+    levels = [lv for lv in level_labels if lv in present]
+    if not levels:
+        raise ValueError(f"no curves for levels {list(level_labels)} (present: {sorted(map(str, present))})")
+    return levels
+
+
+def _modules(curves: pd.DataFrame, modules: Sequence[str] | None) -> list[str]:
+    return list(modules) if modules else ordered(curves["module"], MODULE_ORDER)
+
+
+def _draw_module(ax, frame: pd.DataFrame, module: str, linestyle: str = "-", label: str | None = None) -> None:
+    """One module's curve with its shaded confidence band."""
+    frame = frame.sort_values("layer")
+    color = module_color(module)
+    ax.plot(
+        frame["layer"],
+        frame["mean"],
+        color=color,
+        linestyle=linestyle,
+        linewidth=1.6,
+        label=label or f"Proj {MODULE_LABELS.get(module, module)}",
+    )
+    if frame["ci_low"].notna().any():
+        ax.fill_between(frame["layer"], frame["ci_low"], frame["ci_high"], color=color, alpha=0.15, linewidth=0)
+
+
+def _limits(frame: pd.DataFrame) -> tuple[float, float]:
+    """y range over means and finite CI bounds, padded 5%; starts at 0 for non-negative data."""
+    values = frame[["mean", "ci_low", "ci_high"]].to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    lo, hi = float(values.min()), float(values.max())
+    pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0
+    return (0.0 if lo >= 0 else lo - pad), hi + pad
+
+
+def _style(ax, title: str, ylabel: str, layers: pd.Series, legend: bool = True) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("Layer")
+    ax.set_ylabel(ylabel)
+    lo, hi = float(layers.min()), float(layers.max())
+    ax.set_xlim(lo, hi if hi > lo else lo + 1.0)
+    ax.grid(True, color="lightgray", linestyle="--", linewidth=0.5)
+    if legend:
+        ax.legend(fontsize=7, loc="best")
+
+
+def _style_legend(ax, modules: Sequence[str], styles: Mapping[str, str]) -> None:
+    """A compact legend: one colour entry per module, one black entry per line style."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=module_color(m), label=f"Proj {MODULE_LABELS.get(m, m)}") for m in modules]
+    handles += [Line2D([], [], color="black", linestyle=ls, label=name) for name, ls in styles.items()]
+    ax.legend(handles=handles, fontsize=7, loc="best")
+
+
+def _module_panel(ax, panel: pd.DataFrame, modules: Sequence[str] | None, title: str, statistic: str, ylim) -> None:
+    """One panel: each module's curve with its band, labelled, on the given y range."""
+    for module in _modules(panel, modules):
+        _draw_module(ax, _select(panel, module=module), module)
+    _style(ax, title, statistic_label(statistic), panel["layer"])
+    ax.set_ylim(*ylim)
+
+
+def _one_source(curves: pd.DataFrame, what: str) -> None:
+    """A figure shows one model on one dataset; mixing them would silently average nothing."""
+    _single(curves, "model", what)
+    _single(curves, "dataset", what)
+
+
+def _grid(n_rows: int, n_cols: int):
+    plt = _pyplot()
+    size = (PANEL_SIZE[0] * n_cols, PANEL_SIZE[1] * n_rows)
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, figsize=size, layout="constrained")
+    return fig, axes
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def plot_level_panels(
+    curves: pd.DataFrame,
+    model_display: str,
+    dataset_display: str,
+    statistic: str,
+    out_base: Path,
+    level_labels: Mapping[str, str] = LEVEL_LABELS,
+    *,
+    correctness: str | None = "correct",
+    include_ratio: bool = False,
+    modules: Sequence[str] | None = None,
+) -> list[Path]:
+    """One panel per level with the modules' curves; optional second row with the ratio.
+
+    `curves` must hold one model and one dataset. Levels are drawn in the order of
+    `level_labels`, and only those present. All panels of a row share the y range so
+    levels compare at a glance.
+    """
+    curves = _select(curves, correctness=correctness)
+    _one_source(curves, "plot_level_panels")
+    levels = _levels(curves, level_labels)
+    rows = [statistic] + (["ratio"] if include_ratio else [])
+    fig, axes = _grid(len(rows), len(levels))
+    for r, stat in enumerate(rows):
+        data = _select(curves, statistic=stat)
+        if data.empty:
+            raise ValueError(f"no curves for statistic '{stat}'")
+        ylim = _limits(data)
+        for c, level in enumerate(levels):
+            title = f"{level_labels[level]} | {statistic_label(stat)}"
+            _module_panel(axes[r][c], _select(data, level=level), modules, title, stat, ylim)
+    fig.suptitle(f"{model_display} on {dataset_display}", fontsize=12)
+    return save_figure(fig, out_base)
+
+
+def plot_correct_vs_wrong(
+    curves: pd.DataFrame,
+    model_display: str,
+    dataset_display: str,
+    statistic: str,
+    out_base: Path,
+    level_labels: Mapping[str, str] = LEVEL_LABELS,
+    *,
+    modules: Sequence[str] | None = None,
+) -> list[Path]:
+    """Per level, correct responses as solid lines and wrong ones dashed, same module colours."""
+    curves = _select(curves, statistic=statistic)
+    _one_source(curves, "plot_correct_vs_wrong")
+    levels = _levels(curves, level_labels)
+    fig, axes = _grid(1, len(levels))
+    ylim = _limits(curves)
+    styles = {"correct": "-", "wrong": "--"}
+    for c, level in enumerate(levels):
+        ax, panel = axes[0][c], _select(curves, level=level)
+        mods = _modules(panel, modules)
+        for module in mods:
+            for correctness, style in styles.items():
+                part = _select(panel, module=module, correctness=correctness)
+                if not part.empty:
+                    _draw_module(ax, part, module, style, f"{MODULE_LABELS.get(module, module)} {correctness}")
+        _style(ax, level_labels[level], statistic_label(statistic), curves["layer"], legend=False)
+        _style_legend(ax, mods, styles)
+        ax.set_ylim(*ylim)
+    fig.suptitle(f"{model_display} on {dataset_display}: correct (solid) vs wrong (dashed) responses", fontsize=12)
+    return save_figure(fig, out_base)
+
+
+def plot_base_vs_instruct(
+    base: pd.DataFrame,
+    instruct: pd.DataFrame,
+    base_display: str,
+    instruct_display: str,
+    dataset_display: str,
+    statistic: str,
+    out_base: Path,
+    level_labels: Mapping[str, str] = LEVEL_LABELS,
+    *,
+    correctness: str | None = "correct",
+    modules: Sequence[str] | None = None,
+) -> list[Path]:
+    """Base model (left column) and its instruct version (right), one row per level, shared y per row."""
+    sides = [
+        (_select(base, statistic=statistic, correctness=correctness), base_display),
+        (_select(instruct, statistic=statistic, correctness=correctness), instruct_display),
+    ]
+    for frame, name in sides:
+        _one_source(frame, f"plot_base_vs_instruct ({name})")
+    levels = _levels(pd.concat([s[0] for s in sides]), level_labels)
+    fig, axes = _grid(len(levels), 2)
+    for r, level in enumerate(levels):
+        ylim = _limits(pd.concat([_select(f, level=level) for f, _ in sides]))
+        for c, (frame, name) in enumerate(sides):
+            title = f"{name} | {level_labels[level]}"
+            _module_panel(axes[r][c], _select(frame, level=level), modules, title, statistic, ylim)
+    fig.suptitle(f"{base_display} vs {instruct_display} on {dataset_display}", fontsize=12)
+    return save_figure(fig, out_base)
+
+
+def plot_heatmap(
+    curves: pd.DataFrame,
+    model_display: str,
+    dataset_display: str,
+    out_base: Path,
+    level_labels: Mapping[str, str] = LEVEL_LABELS,
+    *,
+    statistic: str = "nuclear_norm",
+    correctness: str | None = "correct",
+    modules: Sequence[str] | None = None,
+) -> list[Path]:
+    """Mean statistic over layer (x) x module (y), one panel per level, one shared colour scale."""
+    curves = _select(curves, statistic=statistic, correctness=correctness)
+    _one_source(curves, "plot_heatmap")
+    levels = _levels(curves, level_labels)
+    mods = _modules(curves, modules)
+    layers = sorted(curves["layer"].unique())
+    finite = curves["mean"][np.isfinite(curves["mean"])]
+    vmin, vmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    fig, axes = _grid(len(levels), 1)
+    fig.set_size_inches(max(6.0, 0.25 * len(layers) + 2), 1.2 + 0.45 * len(mods) * len(levels) + 0.6 * len(levels))
+    image = None
+    for r, level in enumerate(levels):
+        grid = _select(curves, level=level).pivot_table(index="module", columns="layer", values="mean")
+        grid = grid.reindex(index=mods, columns=layers)
+        ax = axes[r][0]
+        image = ax.imshow(
+            grid.to_numpy(dtype=float),
+            aspect="auto",
+            cmap="viridis",
+            vmin=vmin,
+            vmax=vmax,
+            extent=(layers[0] - 0.5, layers[-1] + 0.5, len(mods) - 0.5, -0.5),
+        )
+        ax.set_yticks(range(len(mods)), [MODULE_LABELS.get(m, m) for m in mods])
+        ax.set_title(level_labels[level], fontsize=10)
+    axes[-1][0].set_xlabel("Layer")
+    fig.colorbar(image, ax=[row[0] for row in axes], label=statistic_label(statistic))
+    fig.suptitle(f"{model_display} on {dataset_display}: {statistic_label(statistic)}", fontsize=12)
+    return save_figure(fig, out_base)

@@ -1,0 +1,193 @@
+"""Every figure and table of a set of models' summaries, plus an index page (no Dagster here).
+
+Layout under `out_dir`: `<model>/<dataset>_{levels,correct_vs_wrong,heatmap}.{png,pdf}`,
+`<model>/<family>_mad.{csv,md,tex}`, `base_vs_instruct/…`, `cross_model_mad.*`, `index.md`, `index.html`.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lg_pipeline.io.atomic import atomic_write_text
+from lg_pipeline.vocabulary import FAMILIES, LEVEL_LABELS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    display_name: str
+    kind: str  # base | instruct
+    family: str
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    display_name: str
+    family: str  # math | commonsense | wiki
+    demo_levels: frozenset[str] = frozenset()  # levels whose rows are built-in demo data
+
+    def level_labels(self) -> dict[str, str]:
+        return {k: v + (" [demo data]" if k in self.demo_levels else "") for k, v in LEVEL_LABELS.items()}
+
+
+# What a record shows. Figures have a PNG first among their files; tables carry their DataFrame.
+LEVELS, CORRECT_VS_WRONG, HEATMAP, BASE_VS_INSTRUCT = "levels", "correct_vs_wrong", "heatmap", "base_vs_instruct"
+MAD_TABLE, CROSS_MODEL_MAD = "mad_table", "cross_model_mad"
+FIGURE_KINDS = (LEVELS, CORRECT_VS_WRONG, HEATMAP, BASE_VS_INSTRUCT)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One figure or table: what it shows (kind, models, datasets) and the files it was written to.
+
+    `datasets` is None when it draws on every dataset of its models (the cross-model table).
+    """
+
+    kind: str
+    title: str
+    models: tuple[str, ...]
+    datasets: tuple[str, ...] | None
+    files: tuple[Path, ...]
+    table: pd.DataFrame | None = field(default=None, compare=False)
+
+    @property
+    def is_figure(self) -> bool:
+        return self.kind in FIGURE_KINDS
+
+    @property
+    def png(self) -> Path | None:
+        return next((p for p in self.files if p.suffix == ".png"), None)
+
+
+@dataclass
+class Report:
+    artifacts: list[Artifact] = field(default_factory=list)
+    index: Path | None = None
+
+    @property
+    def figures(self) -> list[Artifact]:
+        return [a for a in self.artifacts if a.is_figure]
+
+    @property
+    def tables(self) -> list[Artifact]:
+        return [a for a in self.artifacts if not a.is_figure]
+
+    def add(self, kind: str, title: str, models, datasets, files, table=None) -> None:
+        self.artifacts.append(
+            Artifact(kind, title, tuple(models), None if datasets is None else tuple(datasets), tuple(files), table)
+        )
+
+
+def build_report(
+    curves: pd.DataFrame,
+    mad: pd.DataFrame,
+    models: dict[str, ModelInfo],
+    datasets: dict[str, DatasetInfo],
+    out_dir: Path,
+) -> Report:
+    """Draw the study's figures for every (model, dataset) in `curves`, and its MAD tables."""
+    report = Report()
+    for model in sorted(curves.model.unique()):
+        _model_figures(curves[curves.model == model], models[model], datasets, out_dir / model, report)
+        _model_tables(mad[mad.model == model], models[model], datasets, out_dir / model, report)
+    _base_vs_instruct(curves, models, datasets, out_dir / "base_vs_instruct", report)
+    if len(mad):
+        from lg_pipeline.analysis.tables import cross_model_table
+
+        title = "Cross-model MAD of nuclear norm"
+        table = cross_model_table(mad)
+        files = _write_table(title, table, out_dir / "cross_model_mad")
+        report.add(CROSS_MODEL_MAD, title, sorted(mad.model.unique()), None, files, table)
+    report.index = _write_index(report, out_dir)
+    return report
+
+
+def _label(ds: DatasetInfo) -> str:
+    return ds.display_name + (" [demo data]" if ds.demo_levels else "")
+
+
+def _model_figures(curves, model: ModelInfo, datasets, out: Path, report: Report) -> None:
+    from lg_pipeline.analysis.plotting import plot_correct_vs_wrong, plot_heatmap, plot_level_panels
+
+    for name in sorted(curves.dataset.unique()):
+        ds, one = datasets[name], curves[curves.dataset == name]
+        title = f"{model.display_name} · {_label(ds)}"
+        labels = ds.level_labels()
+        files = plot_level_panels(
+            one, model.display_name, _label(ds), "nuclear_norm", out / f"{name}_levels", labels, include_ratio=True
+        )
+        report.add(LEVELS, f"{title} · nuclear norm per layer", [model.name], [name], files)
+        if one.correctness.nunique() > 1:
+            files = plot_correct_vs_wrong(
+                one, model.display_name, _label(ds), "nuclear_norm", out / f"{name}_correct_vs_wrong", labels
+            )
+            report.add(CORRECT_VS_WRONG, f"{title} · correct vs wrong", [model.name], [name], files)
+        files = plot_heatmap(one, model.display_name, _label(ds), out / f"{name}_heatmap", labels)
+        report.add(HEATMAP, f"{title} · heat map", [model.name], [name], files)
+
+
+def _model_tables(mad, model: ModelInfo, datasets, out: Path, report: Report) -> None:
+    from lg_pipeline.analysis.tables import family_table
+
+    present = set(mad.dataset.unique())
+    for family in FAMILIES:
+        names = [n for n, d in datasets.items() if d.family == family and n in present]
+        if names:
+            table = family_table(mad, model.name, names)
+            title = f"{model.display_name} · {family} · MAD of nuclear norm"
+            files = _write_table(title, table, out / f"{family}_mad")
+            report.add(MAD_TABLE, title, [model.name], names, files, table)
+
+
+def _write_table(title: str, table, out_base: Path) -> list[Path]:
+    from lg_pipeline.analysis.tables import write_table
+
+    return write_table(table, out_base, caption=title)
+
+
+def _base_vs_instruct(curves, models, datasets, out: Path, report: Report) -> None:
+    """Side by side where one family has both a base and an instruct model with results."""
+    from lg_pipeline.analysis.plotting import plot_base_vs_instruct
+
+    present = [models[m] for m in curves.model.unique()]
+    for base in (m for m in present if m.kind == "base"):
+        for inst in (m for m in present if m.kind == "instruct" and m.family == base.family):
+            shared = set(curves[curves.model == base.name].dataset) & set(curves[curves.model == inst.name].dataset)
+            for name in sorted(shared):
+                one = curves[curves.dataset == name]
+                files = plot_base_vs_instruct(
+                    one[one.model == base.name],
+                    one[one.model == inst.name],
+                    base.display_name,
+                    inst.display_name,
+                    _label(datasets[name]),
+                    "nuclear_norm",
+                    out / f"{base.name}__{inst.name}__{name}",
+                    datasets[name].level_labels(),
+                )
+                title = f"{base.display_name} vs {inst.display_name} · {_label(datasets[name])}"
+                report.add(BASE_VS_INSTRUCT, title, [base.name, inst.name], [name], files)
+
+
+def _write_index(report: Report, out_dir: Path) -> Path:
+    """index.md and index.html linking every figure and table of this run."""
+    md = ["# lg-pipeline figures", ""]
+    page = ["<html><head><meta charset='utf-8'><title>lg-pipeline figures</title></head><body>"]
+    for item in report.figures:
+        links = ", ".join(f"[{p.suffix[1:]}]({p.relative_to(out_dir)})" for p in item.files)
+        md.append(f"- {item.title}: {links}")
+        png = item.png.relative_to(out_dir)
+        page.append(f"<h3>{html.escape(item.title)}</h3><img src='{png}' style='max-width:100%'>")
+    md += ["", "## Tables", ""]
+    for item in report.tables:
+        md.append(f"- {item.title}: " + ", ".join(f"[{p.suffix[1:]}]({p.relative_to(out_dir)})" for p in item.files))
+    page.append("</body></html>")
+    atomic_write_text(out_dir / "index.html", "\n".join(page))
+    return atomic_write_text(out_dir / "index.md", "\n".join(md) + "\n")

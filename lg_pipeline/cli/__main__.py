@@ -1,0 +1,7 @@
+"""`python -m lg_pipeline.cli`."""
+
+import sys
+
+from lg_pipeline.cli import main
+
+sys.exit(main())

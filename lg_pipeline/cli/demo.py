@@ -1,0 +1,130 @@
+"""The main job on the offline default: curation -> gradients (+ checks) -> summaries, as Dagster runs.
+
+Runs in one process against the persistent instance ($DAGSTER_HOME), so every step is a
+run with lineage in the UI and the model is loaded once. `make demo` then materializes
+`figures` with the Dagster CLI.
+"""
+
+import os
+import sys
+import time
+
+import dagster as dg
+
+from assets.partitions import MODEL, multi_key
+from assets.pools import store_pool_limit
+from assets.resources import PROJECT_ROOT, resources_for
+from lg_pipeline.errors import InputError
+from lg_pipeline.vocabulary import VariantKey
+
+# One dataset per family keeps the demo within ~15 minutes on 2 CPU cores. The whole-article wiki cuts (~10 more
+# minutes) are left to `--datasets wiki` or to the nightly fill in the UI.
+DEMO_DATASETS = ("champ", "commonsense_demo", "wiki")
+DEMO_LEFT_OUT = (("wiki", "len500"), ("wiki", "len1000"))  # (dataset, level)
+
+
+def _instance() -> dg.DagsterInstance:
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home"))
+    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    instance = dg.DagsterInstance.get()
+    store_pool_limit(instance)
+    return instance
+
+
+def _release_dead_runs(instance: dg.DagsterInstance) -> None:
+    """Mark demo runs whose process died (killed, crashed) as failed and free their `gpu` pool slots.
+
+    An in-process run that is killed never reports its end, so its pool slot would block every later step.
+    """
+    active = dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING], tags={"lg/source": "demo"}
+    )
+    for run in instance.get_runs(active):
+        pid = int(run.tags.get("lg/pid", "0"))
+        if pid and _alive(pid):
+            continue
+        instance.report_run_failed(run)
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        print(f"released run {run.run_id[:8]} of a demo process that is gone", flush=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _materialize(label: str, selection: list, partition_key, instance, resources) -> bool:
+    from lg_pipeline.definitions import defs
+
+    started = time.monotonic()
+    result = dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=selection,
+        partition_key=partition_key,
+        instance=instance,
+        resources=resources,
+        raise_on_error=False,
+        tags={"lg/source": "demo", "lg/pid": str(os.getpid())},
+    )
+    state = "ok" if result.success else "FAILED"
+    print(f"[{state}] {label} ({time.monotonic() - started:.0f}s)", flush=True)
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure:
+                print(f"    {event.step_failure_data.error.message.strip().splitlines()[0]}", file=sys.stderr)
+    return result.success
+
+
+def demo_variants(buildable: list[VariantKey], datasets: list[str] | None) -> list[VariantKey]:
+    """The variants the demo materializes: all buildable ones of the named datasets, or the default selection."""
+    left_out = () if datasets else DEMO_LEFT_OUT
+    chosen = datasets or DEMO_DATASETS
+    return [v for v in buildable if v.dataset in chosen and (v.dataset, v.level) not in left_out]
+
+
+def run_demo(models: list[str] | None = None, datasets: list[str] | None = None, n_examples: int | None = None) -> int:
+    """Materialize curated tables, gradients (+ checks) and summaries; returns a process exit code.
+
+    Defaults: the offline-default models on one dataset per family (wiki without its 500/1000-token
+    cuts; naming `wiki` in `datasets` includes them). With `LG_RELEASE_DIR` set, the
+    study's datasets (e.g. `--datasets gsm8k`) come from its release folder.
+    """
+    from assets.analysis.summaries import layer_summary
+    from assets.curation.assets import curated_dataset
+    from assets.gradients.assets import gradient_stats
+    from data_sources.datasets.catalog import buildable_variant_keys, dataset_catalog
+    from data_sources.models.catalog import get_model_spec, model_catalog
+
+    models = models or [n for n, s in model_catalog().items() if s.offline_default]
+    for name in models:
+        get_model_spec(name)  # unknown names fail here, before any work
+    unknown = set(datasets or ()) - set(dataset_catalog())
+    if unknown:
+        raise InputError(f"unknown dataset(s) {sorted(unknown)} (known: {', '.join(dataset_catalog())})")
+    instance = _instance()
+    _release_dead_runs(instance)
+    instance.add_dynamic_partitions(MODEL, models)
+    resources = resources_for()
+    if n_examples:
+        update = {"n_offline_examples": n_examples, "n_examples": n_examples}
+        curation = resources["curation"]  # rebuilt, not model_copy'd: Dagster reads a resource's own config
+        resources["curation"] = type(curation)(
+            **{**{k: getattr(curation, k) for k in type(curation).model_fields}, **update}
+        )
+    buildable = buildable_variant_keys(resources["curation"].release_dir)
+    variants = demo_variants(buildable, datasets)
+    if not variants:
+        wanted = datasets or DEMO_DATASETS
+        raise InputError(f"none of {wanted} can be built here (offline; set LG_RELEASE_DIR for the study's data)")
+    ok = all([_materialize(f"curated {v}", [curated_dataset], str(v), instance, resources) for v in variants])
+    for model in models:
+        for v in variants:
+            key = multi_key(model, v)
+            ok &= _materialize(f"gradients {model} {v}", [gradient_stats], key, instance, resources)
+        ok &= _materialize(f"summary {model}", [layer_summary], model, instance, resources)
+    return 0 if ok else 1

@@ -1,0 +1,49 @@
+"""`lg-pipeline gradients`: per-example gradient statistics of one model on one study-format JSON file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    g = sub.add_parser("gradients", help="per-example gradient statistics of one model on one JSON file")
+    g.add_argument("--model", required=True, help="catalog name or local transformers folder")
+    g.add_argument("--data", required=True, help="study-format JSON: list of {instruction, input, output}")
+    g.add_argument("--out", required=True, help="output Parquet (resumes if a previous run stopped midway)")
+    g.add_argument("--limit", type=int, default=None)
+    g.add_argument("--chat", dest="chat", action="store_true", default=None, help="wrap in the chat template")
+    g.add_argument("--no-chat", dest="chat", action="store_false")
+    g.add_argument("--max-length", type=int, default=1024)
+    g.add_argument("--batch-size", type=int, default=4)
+    g.add_argument("--method", choices=["core", "full-svd"], default="core")
+    g.add_argument("--targets", default="q,k,v,o", help="module-name suffixes, e.g. q,k,v,o,gate,up,down or fc1")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the catalog's)")
+    g.add_argument("--cache-dir", default=os.environ.get("LG_CACHE_DIR", ".cache"))
+    g.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from data_sources.models.catalog import open_model
+    from lg_pipeline.gradients.engine import EngineConfig
+    from lg_pipeline.gradients.runner import run_to_parquet
+    from lg_pipeline.gradients.targets import find_targets, parse_suffixes
+    from lg_pipeline.io.study_json import load_study_json
+
+    examples = load_study_json(args.data)[: args.limit]
+    model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
+    chat = spec.chat if args.chat is None else args.chat
+    config = EngineConfig(args.method, parse_suffixes(args.targets), args.batch_size, args.max_length, chat)
+    find_targets(model, config.targets)  # a bad --targets fails here, before the progress bar is drawn
+    bar = tqdm(total=len(examples), unit="ex", desc=spec.display_name)
+    summary = run_to_parquet(model, tokenizer, examples, config, args.out, report=bar.write)
+    bar.update(len(examples))
+    bar.close()
+    print(f"wrote {args.out}: {summary.counts} in {summary.seconds:.1f}s (resumed {summary.resumed})")
+    for problem in summary.problems:
+        print(f"  {problem['status']}: {problem['example_id']}: {problem['reason']}", file=sys.stderr)
+    return 0 if summary.counts["ok"] or not examples else 1

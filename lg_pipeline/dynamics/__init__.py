@@ -1,0 +1,1 @@
+"""Training dynamics: what updates do to other answers, layer by layer, and held-out-task loss through training."""

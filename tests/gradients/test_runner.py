@@ -1,0 +1,146 @@
+"""Resumable runs: an interrupted run resumes where it stopped; failures are recorded, counted and retried."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from lg_pipeline.example import Example
+from lg_pipeline.gradients.engine import EngineConfig
+from lg_pipeline.gradients.runner import run_to_parquet, status_path
+from lg_pipeline.schema import GRADIENT_COLUMNS
+from tests.helpers.builders import example, poison_forward, stats_mismatches
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+EXAMPLES = [example(f"ex{i}", 5 + i, 10 + 7 * i) for i in range(6)]
+CONFIG = EngineConfig(batch_size=2, targets=("q_proj", "o_proj", "down_proj"))
+EXTRA = {"model": "tiny", "dataset": "unit"}
+
+
+def count_forwards(model: Any, monkeypatch: Any, interrupt_at: int | None = None) -> list[int]:
+    """Count forward calls; with `interrupt_at`, that call raises KeyboardInterrupt (a killed run)."""
+    calls: list[int] = []
+    original = model.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["input_ids"].shape[0])
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", forward)
+    return calls
+
+
+def run(model, tokenizer, examples: list[Example], out, config: EngineConfig = CONFIG):
+    return run_to_parquet(model, tokenizer, examples, config, out, EXTRA, report=lambda msg: None)
+
+
+def indexed(path) -> pd.DataFrame:
+    return pd.read_parquet(path).set_index(["example_id", "parameter"]).sort_index()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(llama, tokenizer, tmp_path_factory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("whole") / "stats.parquet"
+    summary = run(llama, tokenizer, EXAMPLES, out)
+    assert summary.counts == {"ok": 6, "skipped": 0, "failed": 0} and summary.resumed == 0
+    return indexed(out)
+
+
+def test_interrupted_run_resumes_only_the_rest(llama, tokenizer, tmp_path, monkeypatch, uninterrupted):
+    out = tmp_path / "stats.parquet"
+    with monkeypatch.context() as patch:
+        count_forwards(llama, patch, interrupt_at=3)
+        with pytest.raises(KeyboardInterrupt):
+            run(llama, tokenizer, EXAMPLES, out)
+    assert not out.exists()  # only the chunks of the two finished batches are on disk
+
+    calls = count_forwards(llama, monkeypatch)
+    summary = run(llama, tokenizer, EXAMPLES, out)
+    assert calls == [2], "the rerun must compute only the last batch"
+    assert summary.resumed == 4 and summary.counts == {"ok": 6, "skipped": 0, "failed": 0}
+    resumed = indexed(out)
+    assert not resumed.index.duplicated().any()
+    assert stats_mismatches(resumed, uninterrupted, rel=1e-6) == []
+    assert list(pd.read_parquet(out).columns) == [*GRADIENT_COLUMNS, *EXTRA]
+    status = pd.read_parquet(status_path(out))
+    assert sorted(status.example_id) == sorted(e.example_id for e in EXAMPLES) and set(status.status) == {"ok"}
+    assert not out.with_name(out.name + ".parts").exists()
+
+
+def test_rerunning_a_finished_run_gives_the_same_table(llama, tokenizer, tmp_path, uninterrupted):
+    out = tmp_path / "stats.parquet"
+    run(llama, tokenizer, EXAMPLES, out)
+    run(llama, tokenizer, EXAMPLES, out)
+    again = indexed(out)
+    assert not again.index.duplicated().any() and stats_mismatches(again, uninterrupted, rel=1e-6) == []
+
+
+def test_failed_example_is_recorded_counted_and_retried(llama, tokenizer, tmp_path, monkeypatch, uninterrupted):
+    bad = Example("bad", "prompt", "a ~ response")
+    examples = [*EXAMPLES[:3], bad, *EXAMPLES[3:]]
+    out = tmp_path / "stats.parquet"
+    with monkeypatch.context() as patch:
+        poison_forward(llama, patch)
+        summary = run(llama, tokenizer, examples, out)
+    assert summary.counts == {"ok": 6, "skipped": 0, "failed": 1}
+    assert summary.problems == [{"example_id": "bad", "status": "failed", "reason": "ValueError: poisoned example"}]
+    first = indexed(out)
+    assert "bad" not in first.index.get_level_values("example_id")
+    assert stats_mismatches(first, uninterrupted) == []
+
+    calls = count_forwards(llama, monkeypatch)
+    summary = run(llama, tokenizer, examples, out)
+    assert calls == [1] and summary.resumed == 6
+    assert summary.counts == {"ok": 7, "skipped": 0, "failed": 0} and summary.problems == []
+    status = pd.read_parquet(status_path(out))
+    assert len(status) == 7 and set(status.status) == {"ok"}, "status log must hold each example's latest outcome"
+    assert len(indexed(out).loc["bad"]) == 3 * 2  # 3 targets x 2 layers
+
+
+def test_skipped_examples_are_counted_and_not_retried(llama, tokenizer, tmp_path, monkeypatch):
+    out = tmp_path / "stats.parquet"
+    examples = [Example("too-long", "x" * 50, "answer"), *EXAMPLES[:2]]
+    config = EngineConfig(batch_size=2, targets=("q_proj",), max_length=40)
+    summary = run(llama, tokenizer, examples, out, config)
+    assert summary.counts == {"ok": 2, "skipped": 1, "failed": 0}
+    assert summary.problems[0]["example_id"] == "too-long" and "max_length=40" in summary.problems[0]["reason"]
+    assert set(pd.read_parquet(out).example_id) == {"ex0", "ex1"}
+
+
+def test_subset_then_full_set_computes_only_the_new_examples(llama, tokenizer, tmp_path, monkeypatch, uninterrupted):
+    out = tmp_path / "stats.parquet"
+    run(llama, tokenizer, EXAMPLES[:4], out)  # e.g. `--limit 4`, finished
+    calls = count_forwards(llama, monkeypatch)
+    summary = run(llama, tokenizer, EXAMPLES, out)
+    assert calls == [2] and summary.resumed == 4 and summary.counts["ok"] == 6
+    assert stats_mismatches(indexed(out), uninterrupted, rel=1e-6) == []
+
+
+def test_finished_table_holds_exactly_the_examples_asked_for(llama, tokenizer, tmp_path, monkeypatch):
+    out = tmp_path / "stats.parquet"
+    run(llama, tokenizer, EXAMPLES, out)
+    calls = count_forwards(llama, monkeypatch)
+    summary = run(llama, tokenizer, EXAMPLES[:3], out)
+    assert calls == [] and summary.n_examples == 3 and summary.counts["ok"] == 3
+    assert set(pd.read_parquet(out).example_id) == set(pd.read_parquet(status_path(out)).example_id) == {
+        "ex0", "ex1", "ex2"
+    }
+
+
+def test_work_done_another_way_is_never_mixed_in(llama, tokenizer, tmp_path, monkeypatch):
+    """Other targets (or engine version, model, max_length, chat) invalidate earlier chunks and tables."""
+    out = tmp_path / "stats.parquet"
+    with monkeypatch.context() as patch:
+        count_forwards(llama, patch, interrupt_at=2)
+        with pytest.raises(KeyboardInterrupt):
+            run(llama, tokenizer, EXAMPLES, out)
+    calls = count_forwards(llama, monkeypatch)
+    other = EngineConfig(batch_size=2, targets=("k_proj",))
+    summary = run(llama, tokenizer, EXAMPLES, out, other)
+    assert calls == [2, 2, 2] and summary.resumed == 0
+    assert set(pd.read_parquet(out).module) == {"k_proj"}

@@ -1,0 +1,84 @@
+"""`factor_stats` (statistics from the factors of G = Δᵀ X) against `matrix_stats` (full SVD of G) directly."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from lg_pipeline.gradients.spectra import factor_stats, matrix_stats, r_factor
+from lg_pipeline.schema import MATRIX_STATS
+from tests.helpers.builders import stats_mismatches
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def _factors(tokens: int, n_in: int, n_out: int, rank: int | None = None, seed: int = 0):
+    """X (T×in) and Δ (T×out); with `rank`, X has exactly that rank (so G does too)."""
+    gen = torch.Generator().manual_seed(seed)
+    if rank is None:
+        x = torch.randn(tokens, n_in, generator=gen)
+    else:
+        x = torch.randn(tokens, rank, generator=gen) @ torch.randn(rank, n_in, generator=gen)
+    delta = torch.randn(tokens, n_out, generator=gen) * 1e-3  # gradient-sized entries
+    return x, delta
+
+
+def _compare(x: torch.Tensor, delta: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    got, want = factor_stats(x, delta, **kwargs), matrix_stats(delta.T @ x)
+    frames = [pd.DataFrame([s.tolist()], columns=list(MATRIX_STATS)) for s in (got, want)]
+    index = pd.MultiIndex.from_tuples([("x", "G")], names=["example_id", "parameter"])
+    extra = {"loss": 1.0, "n_tokens": x.shape[0]}
+    assert stats_mismatches(*(f.set_index(index).assign(**extra) for f in frames)) == []
+    return got, want
+
+
+@pytest.mark.parametrize(
+    ("tokens", "n_in", "n_out"),
+    [(7, 48, 32), (20, 32, 48), (31, 32, 48), (32, 32, 48), (33, 48, 32), (200, 48, 32), (300, 64, 64)],
+)
+
+def test_full_rank_matrices_match_the_full_svd(tokens, n_in, n_out):
+    got, want = _compare(*_factors(tokens, n_in, n_out))
+    sigma_min = got[MATRIX_STATS.index("sigma_min")]
+    if tokens < min(n_in, n_out):
+        assert sigma_min == 0  # rank T < min(out, in): exactly zero, not rounding noise
+    else:
+        assert sigma_min > 0 and sigma_min == pytest.approx(float(want[2]), rel=1e-4)
+
+
+@pytest.mark.parametrize(("tokens", "rank"), [(10, 3), (100, 3), (100, 40)])
+def test_low_rank_matrices_match_the_full_svd(tokens, rank):
+    """G of rank 3 or 40 < min(out, in) = 48, with T above and below 48: σ_min ≈ 0 either way."""
+    got, want = _compare(*_factors(tokens, 64, 48, rank=rank))
+    assert float(got[2]) <= 1e-4 * float(got[1]) and float(want[2]) <= 1e-4 * float(want[1])
+
+
+def test_ill_conditioned_spectrum_keeps_its_small_singular_values():
+    """Singular values spread over six decades: the nuclear norm must not lose the tail."""
+    gen = torch.Generator().manual_seed(1)
+    u, _ = torch.linalg.qr(torch.randn(100, 40, generator=gen))
+    v, _ = torch.linalg.qr(torch.randn(64, 40, generator=gen))
+    x = (u * torch.logspace(0, -6, 40)) @ v.T
+    _compare(x, torch.randn(100, 48, generator=gen))
+
+
+def test_a_cached_r_factor_gives_the_same_numbers():
+    x, delta = _factors(10, 64, 48)
+    cached = r_factor(x)
+    assert torch.equal(factor_stats(x, delta, lambda: cached), factor_stats(x, delta))
+
+
+def test_half_precision_inputs_are_computed_in_fp32():
+    x, delta = _factors(12, 64, 48)
+    got = factor_stats(x.bfloat16(), delta.bfloat16())
+    want = matrix_stats(delta.bfloat16().float().T @ x.bfloat16().float())
+    assert got.dtype == torch.float32
+    assert torch.allclose(got[:2], want[:2], rtol=1e-4)
+
+
+def test_zero_gradient_gives_zeros_not_nans():
+    for tokens in (10, 80):
+        x, _ = _factors(tokens, 64, 48)
+        stats = factor_stats(x, torch.zeros(tokens, 48))
+        assert torch.equal(stats, torch.zeros(7))

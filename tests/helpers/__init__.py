@@ -1,0 +1,1 @@
+"""Builders shared by the tests (fixtures live in tests/conftest.py)."""
