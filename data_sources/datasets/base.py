@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from lg_pipeline.errors import InputError
+
+# GSM8K's calculator annotations (`<<48/2=24>>`): the study's Simplified CoT drops them.
+CALCULATOR_ANNOTATION = re.compile(r"<<[^>]*>>")
 
 
 def require_str(row: Mapping[str, Any], key: str, where: str) -> str:

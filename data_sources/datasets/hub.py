@@ -13,11 +13,11 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from data_sources.datasets.base import CALCULATOR_ANNOTATION
 from lg_pipeline.curation.source import RawRecord
 from lg_pipeline.errors import InputError
 
 _FALSE = ("0", "false", "no", "off")
-_CALCULATOR = re.compile(r"<<[^>]*>>")
 
 
 def hub_enabled() -> bool:
@@ -40,7 +40,7 @@ def _split_answer(row: dict, field: str, sep: str, rationale_to: str, answer_to:
 
 
 def _strip_calculator(row: dict, field: str) -> None:
-    row[field] = _CALCULATOR.sub("", str(row[field]))
+    row[field] = CALCULATOR_ANNOTATION.sub("", str(row[field]))
 
 
 def _join_lines(row: dict, field: str, sep: str = " ") -> None:

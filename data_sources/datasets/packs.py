@@ -19,12 +19,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from data_sources.datasets.base import require_str
+from data_sources.datasets.base import CALCULATOR_ANNOTATION, require_str
 from data_sources.datasets.wikitext import dump_pages, wikitext_to_prose
 from lg_pipeline.curation.source import RawRecord
 from lg_pipeline.errors import InputError
-
-_CALCULATOR = re.compile(r"<<[^>]*>>")
 
 
 def _version(dist: str) -> str:
@@ -50,8 +48,8 @@ def gsm8k_rationale(cot: str) -> tuple[str, str]:
     """
     body, sep, final = cot.rpartition("####")
     if not sep:
-        return " ".join(_CALCULATOR.sub("", cot).split()), ""
-    lines = [" ".join(_CALCULATOR.sub("", line).split()) for line in body.strip().splitlines()]
+        return " ".join(CALCULATOR_ANNOTATION.sub("", cot).split()), ""
+    lines = [" ".join(CALCULATOR_ANNOTATION.sub("", line).split()) for line in body.strip().splitlines()]
     # Lines become one paragraph, so a line without closing punctuation gets a period (reasoning-gym omits many).
     return " ".join(line if line[-1] in ".!?:;" else line + "." for line in lines if line), final.strip()
 

@@ -13,10 +13,11 @@ import yaml
 
 from data_sources.models.loading import ModelLocation
 from lg_pipeline.errors import InputError
+from lg_pipeline.vocabulary import MODEL_KINDS
 
 DEFAULT_CATALOG = Path(__file__).with_name("models.yaml")
 SOURCES = ("packaged_gguf", "hub", "local")
-KINDS = ("base", "instruct")
+KINDS = MODEL_KINDS
 
 
 @dataclass(frozen=True)

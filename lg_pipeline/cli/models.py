@@ -36,19 +36,23 @@ def _catalog_in_use() -> Path:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from data_sources.models.catalog import SOURCES
+    from lg_pipeline.gradients.devices import DTYPES
+    from lg_pipeline.vocabulary import MODEL_KINDS
+
     m = sub.add_parser("models", help="manage the model catalog")
     msub = m.add_subparsers(dest="models_command", required=True)
     a = msub.add_parser("add", help="validate a model and append it to the catalog ($LG_MODEL_CATALOG or models.yaml)")
     a.add_argument("name", help="catalog name, also the `model` partition key (lowercase, digits, . _ -)")
-    a.add_argument("--source", required=True, choices=["packaged_gguf", "hub", "local"])
+    a.add_argument("--source", required=True, choices=SOURCES)
     a.add_argument("--path", help="local: a transformers folder (config.json, weights, tokenizer)")
     a.add_argument("--repo-id", help="hub: ORG/NAME")
     a.add_argument("--package", help="packaged_gguf: the import name of the package holding the weights")
     a.add_argument("--file", help="packaged_gguf: the .gguf file inside the package")
     a.add_argument("--assemble", action="store_true", help="packaged_gguf: weights split over packages, joined once")
-    a.add_argument("--kind", choices=["base", "instruct"], help="default: instruct if a local chat template")
+    a.add_argument("--kind", choices=MODEL_KINDS, help="default: instruct if a local chat template")
     a.add_argument("--family", help="models of one family are paired base vs instruct in figures (default: NAME)")
     a.add_argument("--display-name", help="name in figures (default: NAME)")
-    a.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    a.add_argument("--dtype", default="float32", choices=DTYPES)
     a.add_argument("--catalog", default=None, help="catalog file (default: the one in use)")
     a.set_defaults(func=_models_add)

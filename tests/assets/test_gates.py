@@ -1,0 +1,43 @@
+"""Check outcomes: a verdict decides only about the data it judged."""
+
+from __future__ import annotations
+
+from assets import gates
+from assets.resources import OutputStore
+from lg_pipeline.vocabulary import StatsKey
+
+KEY = StatsKey.of("m", "champ__none__correct")
+
+
+def test_a_passed_verdict_on_other_data_blocks_the_summary(tmp_path):
+    store = OutputStore(root=str(tmp_path))
+    assert "not validated" in gates.stats_gate(store, KEY)
+    store.gradients(KEY).parent.mkdir(parents=True)
+    store.gradients(KEY).write_bytes(b"v1")
+    gates.record_stats(store, KEY, True, [])
+    assert gates.stats_gate(store, KEY) is None
+    store.gradients(KEY).write_bytes(b"v2")
+    assert gates.stats_gate(store, KEY) == "statistics changed since the check ran"
+    gates.record_stats(store, KEY, False, ["expect_x(loss)"])
+    assert gates.stats_gate(store, KEY) == "check failed: expect_x(loss)" and gates.stats_check_failed(store, KEY)
+    gates.forget_stats(store, KEY)
+    assert not gates.stats_check_failed(store, KEY)
+
+
+def test_a_curated_failure_blocks_only_the_table_it_judged(tmp_path):
+    store = OutputStore(root=str(tmp_path))
+    variant = KEY.variant
+    store.curated(variant).parent.mkdir(parents=True)
+    store.curated(variant).write_bytes(b"table")
+    gates.record_curated(store, variant, ["curated_ids_unique"])
+    assert gates.curated_gate(store, variant) == ["curated_ids_unique"]
+    store.curated(variant).write_bytes(b"rebuilt")
+    assert gates.curated_gate(store, variant) == []
+
+
+def test_summary_blocks_are_recorded_and_cleared(tmp_path):
+    store = OutputStore(root=str(tmp_path))
+    gates.record_summary_blocked(store, "m", {"champ__none__correct": "check failed: x"})
+    assert gates.summary_blocked(store, "m") == {"champ__none__correct": "check failed: x"}
+    gates.clear_summary_blocked(store, "m")
+    assert gates.summary_blocked(store, "m") == {}
