@@ -61,10 +61,10 @@ def api():
 
 @pytest.fixture
 def teacher(api, tmp_path, monkeypatch):
-    monkeypatch.setenv("TEST_TEACHER_KEY", SECRET)
+    monkeypatch.setenv("TEST_TEACHER_API_KEY", SECRET)
     waits: list[float] = []
     t = OpenAICompatibleTeacher(
-        "test-model", api.url, cache_dir=tmp_path, api_key_env="TEST_TEACHER_KEY", max_retries=3, sleep=waits.append
+        "test-model", api.url, cache_dir=tmp_path, api_key_env="TEST_TEACHER_API_KEY", max_retries=3, sleep=waits.append
     )
     t.waits = waits
     return t
@@ -103,7 +103,7 @@ def test_auth_failure_is_immediate_and_never_shows_the_key(api, teacher):
     with pytest.raises(InputError) as err:
         teacher.respond("q")
     message = str(err.value)
-    assert "HTTP 401" in message and "TEST_TEACHER_KEY" in message
+    assert "HTTP 401" in message and "TEST_TEACHER_API_KEY" in message
     assert SECRET not in message and SECRET not in repr(err.value.__cause__) and err.value.__suppress_context__
     assert len(api.requests) == 1 and teacher.waits == []
 
@@ -254,12 +254,12 @@ def test_make_teacher_builds_each_backend(tiny_folder, tmp_path):
 def test_the_key_never_reaches_names_metadata_or_cache(api, tmp_path, monkeypatch):
     from assets.resources import CurationResource
 
-    monkeypatch.setenv("TEST_TEACHER_KEY", SECRET)
+    monkeypatch.setenv("TEST_TEACHER_API_KEY", SECRET)
     resource = CurationResource(
         teacher="openai",
         teacher_model="test-model",
         teacher_base_url=api.url,
-        teacher_api_key_env="TEST_TEACHER_KEY",
+        teacher_api_key_env="TEST_TEACHER_API_KEY",
         n_offline_examples=2,
         cache_dir=str(tmp_path),
     )
