@@ -162,3 +162,31 @@ def open_model(name_or_path: str, device: str = "cpu", dtype: str | None = None,
     if spec.source == "local" and name_or_path not in catalog and getattr(tokenizer, "chat_template", None):
         spec = ModelSpec(**{**spec.__dict__, "kind": "instruct"})
     return model, tokenizer, spec
+
+
+def studied_matrices(name_or_path: str, suffixes: tuple[str, ...], cache_dir: str | Path = ".cache") -> list[Any]:
+    """The model's studied matrices (`find_targets`) from its config alone, built on the meta device (no weights).
+
+    What the statistics check expects, taken from the model rather than from the table it checks.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from data_sources.models.loading import converted_folder_for
+    from lg_pipeline.gradients.targets import find_targets
+
+    catalog = model_catalog()
+    if name_or_path in catalog:
+        location = resolve(catalog[name_or_path], cache_dir)
+        folder = str(converted_folder_for(location, Path(cache_dir))) if location.gguf_file else location.folder
+    elif Path(name_or_path).is_dir():
+        folder = name_or_path
+    else:
+        raise InputError(f"unknown model '{name_or_path}': not in {catalog_path()} and not a local folder")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except Exception as exc:  # OSError, ValueError: one line naming the folder
+        raise InputError(f"model '{name_or_path}': no readable config in {folder} ({type(exc).__name__})") from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return find_targets(model, suffixes)
