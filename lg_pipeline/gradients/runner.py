@@ -302,6 +302,7 @@ class _Run:
         import pandas as pd
 
         for batch in _batches(results, self.config.batch_size):
+            self._name_non_finite(batch)
             rows = [
                 {**r, **common, "truncated": self._truncated(by_id[res.example_id], r["n_tokens"]), **self.extra}
                 for res in batch
@@ -314,6 +315,18 @@ class _Run:
             self.status.append(pd.DataFrame(outcomes, columns=[*STATUS_COLUMNS, "run_key"]))
             self.finished_examples += len(batch)
             progress.advance(len(batch))
+
+    def _name_non_finite(self, batch: list[ExampleResult]) -> None:
+        """A failure caused by NaN/inf weights says so, not the linear-algebra error it turned into."""
+        failed = [r for r in batch if r.status == "failed" and "not finite" not in r.reason]
+        if not failed:
+            return
+        if not hasattr(self, "_bad_weights"):
+            self._bad_weights = non_finite_parameters(self.model)
+        if self._bad_weights:
+            names = ", ".join(self._bad_weights[:3]) + (" ..." if len(self._bad_weights) > 3 else "")
+            for result in failed:
+                result.reason = f"gradient is not finite: the model has NaN or inf weights ({names})"
 
     def _truncated(self, example: Example, n_tokens: int) -> bool:
         """Whether the response was cut at max_length: only an example that fills it can have been."""
@@ -346,7 +359,18 @@ class _Run:
         described = json.dumps({"run_key": self.key, **self.fields}, indent=1, sort_keys=True)
         atomic_write_text(key_path(self.out), described)
         self.status.drop(status_chunks)
+        self._remove_dead_temp_files()
         return self._summary(status, wanted, resumed, seconds, len(others), prune)
+
+    def _remove_dead_temp_files(self) -> None:
+        """Temp files of writes that never finished (a killed writer): safe to remove while holding the lock."""
+        for table in (self.stats, self.status):
+            folders = [table.path.parent, *table.path.parent.glob(f"{table.path.name}.*.parts")]
+            for folder in folders:
+                prefix = f".{table.path.name}." if folder == table.path.parent else ".chunk-"
+                for tmp in folder.glob(f"{prefix}*.tmp"):
+                    tmp.unlink(missing_ok=True)
+            table.drop([])
 
     def _summary(self, status, wanted, resumed, seconds, others, prune) -> RunSummary:
         import pandas as pd
@@ -369,6 +393,14 @@ class _Run:
             others if prune else 0,
             self.key,
         )
+
+
+def non_finite_parameters(model: Any) -> list[str]:
+    """Names of parameters holding NaN or inf (one pass over the weights, done only after a failure)."""
+    import torch
+
+    with torch.no_grad():
+        return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
 
 
 @contextlib.contextmanager
