@@ -35,7 +35,7 @@ def gradient_stats_valid(context: dg.AssetCheckExecutionContext, store: OutputSt
     return dg.AssetCheckResult(
         passed=report.passed,
         metadata={
-            "failed_rules": dg.MetadataValue.json(failures),
+            "failed_expectations": dg.MetadataValue.json(failures),
             "failing_rows": md_table(report.failing_rows),
             "failed_examples": md_table(status[status.status == "failed"]),
             "expectations_run": len(report.outcomes),
