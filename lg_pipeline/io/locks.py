@@ -69,7 +69,7 @@ def open_private(path: Path, flags: int = os.O_RDWR) -> int:
 
 def lock_file_for(output: str | Path, folder: Path | None = None) -> Path:
     """The lock file of one output: named by a hash of its absolute path (plus its name, for people reading)."""
-    resolved = Path(os.path.abspath(output))
+    resolved = Path(os.path.realpath(output))  # one lock whatever symlinked path names the output
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:16]
     return (folder or lock_dir()) / f"{resolved.name[:60]}.{digest}.lock"
 

@@ -75,8 +75,8 @@ def test_kill_9_at_random_points_resumes_to_the_uninterrupted_table(llama, token
     rng = random.Random(11)
     mid_run = 0
     for _ in range(10):
-        pid = _child(run_to_parquet, llama, tokenizer, EXAMPLES, CONFIG, out, None, lambda m: None, slow_s=0.03)
-        time.sleep(rng.uniform(0.0, 0.5))
+        pid = _child(run_to_parquet, llama, tokenizer, EXAMPLES, CONFIG, out, None, lambda m: None, slow_s=0.05)
+        time.sleep(rng.uniform(0.05, 0.5))
         finished = os.waitpid(pid, os.WNOHANG)[0] == pid
         if not finished:
             os.kill(pid, signal.SIGKILL)
