@@ -244,3 +244,12 @@ def test_the_run_key_names_every_setting_that_changes_a_number(llama, tokenizer,
     assert fields["dtype"] == "float32" and fields["device_type"] == "cpu"
     other_weights = make_model("llama-gqa", seed=1)
     assert runner_module.weights_fingerprint(other_weights) != fields["weights"]
+
+
+def test_rows_computed_in_another_dtype_are_never_reused(tokenizer, tmp_path):
+    model = make_model("llama-gqa")
+    out = tmp_path / "stats.parquet"
+    config = EngineConfig(batch_size=2, targets=("q_proj",))
+    run_to_parquet(model, tokenizer, EXAMPLES[:2], config, out, **QUIET)
+    summary = run_to_parquet(model.to(torch.bfloat16), tokenizer, EXAMPLES[:2], config, out, **QUIET)
+    assert summary.resumed == 0 and set(pd.read_parquet(out).dtype) == {"bfloat16"}
