@@ -69,7 +69,7 @@ class OutputStore(dg.ConfigurableResource):
                 mirror, self._mirror = self._mirror, None
                 uploaded, deleted = mirror.push()
                 if context.log:
-                    context.log.info(f"{self.root}: {len(uploaded)} file(s) uploaded, {len(deleted)} deleted")
+                    context.log.info(f"{mirror.public_url}: {len(uploaded)} file(s) uploaded, {len(deleted)} deleted")
                 mirror.close()
 
     def curated(self, variant: str | VariantKey) -> Path:

@@ -5,7 +5,6 @@ The teacher protocol, the answer cache and the HTTP and precomputed teachers are
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,12 @@ from lg_pipeline.curation.teacher import (
     OpenAICompatibleTeacher,
     PrecomputedTeacher,
     Teacher,
+    check_endpoint,
+    check_key_variable,
 )
 from lg_pipeline.errors import InputError
 
 BACKENDS = ("none", "openai", "transformers", "precomputed")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class TransformersTeacher(CachedTeacher):
@@ -139,6 +139,6 @@ def make_teacher(
         )
     if not base_url:
         raise InputError("teacher_base_url: the openai teacher needs the endpoint's base URL (e.g. .../v1)")
-    if not _ENV_NAME.fullmatch(api_key_env or ""):  # the value is not echoed: it may be the key itself
-        raise InputError("teacher_api_key_env: must be the NAME of an environment variable, not the key")
+    check_key_variable(api_key_env or "")  # the value is not echoed: it may be the key itself
+    check_endpoint(base_url)
     return OpenAICompatibleTeacher(model, base_url, cache_dir, api_key_env, temperature, max_tokens)

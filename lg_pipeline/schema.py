@@ -43,3 +43,16 @@ GRADIENT_COLUMNS: tuple[str, ...] = (
 
 # Per-example outcome log (one row per example attempted), kept beside the statistics.
 STATUS_COLUMNS: tuple[str, ...] = ("example_id", "status", "reason")
+
+# How each statistics row was computed, beside its numbers, so a check can tell rows computed another way.
+# `run_key` is a short hash of everything that changes a number (engine, weights, dtype, device type, settings);
+# `truncated` is per example: its response was cut at `max_length`.
+PROVENANCE_COLUMNS: tuple[str, ...] = (
+    "run_key",
+    "dtype",
+    "device_type",
+    "encoding",
+    "chat",
+    "max_length",
+    "truncated",
+)

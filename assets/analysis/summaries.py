@@ -25,7 +25,7 @@ def _gate(store: OutputStore, model: str) -> tuple[list[Path], dict[str, str]]:
     """(statistics files that passed their check, {variant: why blocked})."""
     passed, blocked = [], {}
     for variant, path in store.gradient_files(model).items():
-        why = gates.stats_gate(store, StatsKey(model, variant))
+        why = gates.stats_gate(store, StatsKey.of(model, variant))
         if why:
             blocked[str(variant)] = why
         else:

@@ -64,13 +64,18 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
             "correctness": variant.correctness,
             "demo": demo,
         }
-        summary = run_to_parquet(model, tokenizer, examples, config, path, extra, report=context.log.info)
+        # The table holds exactly the curated examples (prune); another run of this partition is waited for.
+        summary = run_to_parquet(
+            model, tokenizer, examples, config, path, extra, report=context.log.info, prune=True, wait=True
+        )
     gates.forget_stats(store, key)  # new numbers: the old check verdict no longer holds
     return dg.MaterializeResult(
         metadata={
             "examples": summary.n_examples,
             **{f"examples_{k}": v for k, v in summary.counts.items()},
             "resumed_examples": summary.resumed,
+            "truncated_responses": summary.truncated,
+            "run_key": summary.run_key,
             "seconds": round(summary.seconds, 1),
             "examples_per_second": round((summary.n_examples - summary.resumed) / max(summary.seconds, 1e-9), 3),
             "device": compute.leased_device,

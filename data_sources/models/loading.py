@@ -2,12 +2,17 @@
 
 GGUF weights are dequantized on every load (10-70 s), so the first load converts
 them once into a transformers folder in the cache; later loads take about a second.
+The converted folder is keyed by the package's version (a new version is converted
+again), written beside under a lock and swapped in whole: a concurrent loader sees
+the old folder or the new one, never a half-written or removed one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +20,10 @@ from typing import Any
 
 from lg_pipeline.errors import InputError
 from lg_pipeline.gradients.devices import check_device, torch_dtype
+from lg_pipeline.io.locks import output_lock
+
+WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,7 @@ class ModelLocation:
     gguf_file: str | None
     from_hub: bool = False
     gguf_builder: Callable[[], Any] | None = None
+    version: str = ""  # of the package holding the GGUF: part of the converted folder's name
 
 
 def load_model(
@@ -34,14 +44,73 @@ def load_model(
     """(model, tokenizer), in eval mode on `device` with weights in `dtype`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = _converted_folder(location, Path(cache_dir)) if location.gguf_file else location.folder
+    check_device(device)  # before minutes of loading
+    if location.gguf_file:
+        folder = _converted_folder(location, Path(cache_dir))
+    else:
+        folder = location.folder
+        if not location.from_hub:
+            check_model_folder(location.name, Path(folder))
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype(dtype))
         tokenizer = AutoTokenizer.from_pretrained(folder)
-    except OSError as exc:
+    except InputError:
+        raise
+    except Exception as exc:  # OSError, ValueError, SafetensorError...: one line naming the folder
         where = "the Hugging Face hub (no network here?)" if location.from_hub else folder
-        raise InputError(f"model '{location.name}': cannot load from {where}: {str(exc).splitlines()[0]}") from None
-    return model.to(check_device(device)).eval(), tokenizer
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"model '{location.name}': cannot load from {where}: {first}") from None
+    return model.to(device).eval(), tokenizer
+
+
+def check_model_folder(name: str, folder: Path) -> dict[str, Any]:
+    """A transformers folder of a causal LM with non-empty weights; its config. One line naming what is wrong."""
+    if folder.is_file():
+        raise InputError(f"model '{name}': {folder} is a file, not a transformers folder")
+    if not folder.is_dir():
+        raise InputError(f"model '{name}': folder not found: {folder}")
+    config = read_config(name, folder)
+    model_type = config.get("model_type")
+    if model_type not in causal_lm_types():
+        raise InputError(
+            f"model '{name}': unknown architecture '{model_type}' in {folder / 'config.json'} (not a causal LM "
+            "transformers knows, e.g. llama, qwen2, gemma3)"
+        )
+    weights = sorted({p for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern)})
+    if not weights:
+        raise InputError(f"model '{name}': no weights in {folder} (expected *.safetensors or pytorch_model*.bin)")
+    for path in weights:
+        _check_weights_file(name, path)
+    return config
+
+
+def _check_weights_file(name: str, path: Path) -> None:
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"model '{name}': weights file {path} is empty (0 bytes)")
+    if path.suffix == ".safetensors":  # 8-byte little-endian header length, then the JSON header
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+        if len(head) < 8 or struct.unpack("<Q", head)[0] + 8 > size:
+            raise InputError(f"model '{name}': weights file {path} is not a complete safetensors file")
+
+
+def read_config(name: str, folder: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"model '{name}': no config.json in {folder} (not a transformers folder)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"model '{name}': {folder / 'config.json'} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"model '{name}': {folder / 'config.json'} is not a JSON object")
+    return config
+
+
+def causal_lm_types() -> set[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
 def load_tokenizer(location: ModelLocation, cache_dir: str | Path = ".cache") -> Any:
@@ -52,11 +121,25 @@ def load_tokenizer(location: ModelLocation, cache_dir: str | Path = ".cache") ->
     return AutoTokenizer.from_pretrained(folder)
 
 
+def converted_folder_for(location: ModelLocation, cache_dir: Path) -> Path:
+    """The converted folder of this GGUF and package version (a new version gets a folder of its own)."""
+    version = "".join(c if c.isalnum() or c in "._-" else "_" for c in location.version)
+    return cache_dir / "models" / (f"{location.name}@{version}" if version else location.name)
+
+
 def _converted_folder(location: ModelLocation, cache_dir: Path) -> str:
-    """Dequantize a GGUF once into a transformers folder (written atomically)."""
-    target = cache_dir / "models" / location.name
+    """Dequantize a GGUF once into a transformers folder: under the folder's lock, beside it, then renamed in."""
+    target = converted_folder_for(location, cache_dir)
     if (target / "config.json").is_file():
         return str(target)
+    with output_lock(target, wait=True, report=lambda line: None):
+        if (target / "config.json").is_file():  # converted by the writer we waited for
+            return str(target)
+        _convert(location, target)
+    return str(target)
+
+
+def _convert(location: ModelLocation, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if location.gguf_builder is not None:
@@ -71,6 +154,10 @@ def _converted_folder(location: ModelLocation, cache_dir: Path) -> str:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return str(target)
+    if target.exists():  # an incomplete folder (no config.json) of an older layout: moved aside, then removed
+        aside = target.with_name(target.name + f".old{os.getpid()}")
+        os.replace(target, aside)
+        os.replace(tmp, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(tmp, target)

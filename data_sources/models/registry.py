@@ -10,8 +10,6 @@ as a Dagster partition and computes its statistics.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import importlib.util
 import json
 import os
@@ -23,15 +21,15 @@ from typing import Any
 
 import yaml
 
-from data_sources.models.catalog import KINDS, SOURCES, ModelSpec, catalog_path, model_catalog
+from data_sources.models.catalog import KINDS, SOURCES, ModelSpec, catalog_path, is_safe_name, model_catalog
+from data_sources.models.loading import TOKENIZER_FILES, check_model_folder
 from lg_pipeline.errors import InputError
 from lg_pipeline.gradients.devices import DTYPES
+from lg_pipeline.io.locks import output_lock
 
 # Partition keys travel in URLs, run tags and "model|variant" multi-keys: no '|', ',', spaces or slashes.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 HUB_ID_PATTERN = re.compile(r"^[\w.-]+/[\w.-]+$")
-WEIGHT_PATTERNS = ("*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin")
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 def add_model(
@@ -81,6 +79,8 @@ def _packaged_fields(
 ) -> tuple[dict[str, Any], str]:
     if not package or not file:
         raise InputError(f"model '{name}': packaged_gguf needs --package (import name) and --file (the .gguf)")
+    if not is_safe_name(file) or not file.endswith(".gguf"):
+        raise InputError(f"model '{name}': --file '{file}' must be a plain .gguf file name inside the package")
     found = importlib.util.find_spec(package) if re.match(r"^[A-Za-z_][\w.]*$", package) else None
     if found is None or not found.submodule_search_locations:
         raise InputError(f"model '{name}': package '{package}' is not installed (pip install it first)")
@@ -101,38 +101,10 @@ def _local_fields(name: str, *, path: str | Path | None, **_: Any) -> tuple[dict
     if not path:
         raise InputError(f"model '{name}': local models need --path (a transformers folder)")
     folder = Path(path).expanduser().resolve()
-    if not folder.is_dir():
-        raise InputError(f"model '{name}': folder not found: {folder}")
-    config = _read_config(name, folder)
-    model_type = config.get("model_type")
-    if model_type not in _causal_lm_types():
-        raise InputError(
-            f"model '{name}': unknown architecture '{model_type}' in {folder / 'config.json'} "
-            "(transformers has no causal LM for this model_type)"
-        )
-    if not any(any(folder.glob(p)) for p in WEIGHT_PATTERNS):
-        raise InputError(f"model '{name}': no weights in {folder} (expected *.safetensors or pytorch_model*.bin)")
+    check_model_folder(name, folder)
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
         raise InputError(f"model '{name}': no tokenizer in {folder} (expected one of {', '.join(TOKENIZER_FILES)})")
     return {"path": str(folder)}, "instruct" if _has_chat_template(folder) else "base"
-
-
-def _read_config(name: str, folder: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"model '{name}': no config.json in {folder} (not a transformers folder)") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"model '{name}': {folder / 'config.json'} is not valid JSON ({exc.msg})") from None
-    if not isinstance(config, dict):
-        raise InputError(f"model '{name}': {folder / 'config.json'} is not a JSON object")
-    return config
-
-
-def _causal_lm_types() -> set[str]:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    return set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
 def _has_chat_template(folder: Path) -> bool:
@@ -177,15 +149,8 @@ def _replace_validated(target: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def _locked(target: Path) -> Iterator[None]:
-    """One writer per catalog at a time (the lock lives in the temp dir, not beside the catalog)."""
+    """One writer per catalog at a time (the per-user lock folder of `lg_pipeline.io.locks`), waiting its turn."""
     if not target.is_file():
         raise InputError(f"model catalog not found: {target}")
-    digest = hashlib.sha1(str(target.resolve()).encode()).hexdigest()[:16]
-    lock = Path(tempfile.gettempdir()) / f"lg-pipeline-catalog-{digest}.lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with output_lock(target, wait=True, report=lambda line: None):
         yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)

@@ -14,7 +14,7 @@ from pathlib import Path
 from lg_pipeline.errors import InputError
 
 # Command modules of this package, in the order `--help` lists them.
-COMMANDS = ("gradients", "models")
+COMMANDS = ("gradients", "validate", "models")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except FileNotFoundError as exc:
         print(f"lg-pipeline: error: file not found: {Path(exc.filename or str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only, permission: one line, the file named
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"lg-pipeline: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
 
 

@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--model", required=True, help="catalog name or local transformers folder")
     g.add_argument("--data", required=True, help="study-format JSON: list of {instruction, input, output}")
     g.add_argument("--out", required=True, help="output Parquet (resumes if a previous run stopped midway)")
-    g.add_argument("--limit", type=int, default=None)
+    g.add_argument("--limit", type=int, default=None, help="the first N examples (N >= 1)")
+    g.add_argument("--prune", action="store_true", help="drop examples of earlier runs not asked for this time")
     g.add_argument("--chat", dest="chat", action="store_true", default=None, help="wrap in the chat template")
     g.add_argument("--no-chat", dest="chat", action="store_false")
     g.add_argument("--max-length", type=int, default=1024)
@@ -25,25 +26,48 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.set_defaults(func=run)
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Numbers that would silently compute something else (`--limit -1` drops the last row, ...)."""
+    from lg_pipeline.errors import InputError
+
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    if args.max_length < 2:
+        raise InputError(f"--max-length must be at least 2 tokens, got {args.max_length}")
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from data_sources.models.catalog import open_model
+    from lg_pipeline.gradients.devices import check_device
     from lg_pipeline.gradients.engine import EngineConfig
-    from lg_pipeline.gradients.runner import run_to_parquet
+    from lg_pipeline.gradients.runner import check_output_path, run_to_parquet
     from lg_pipeline.gradients.targets import find_targets, parse_suffixes
+    from lg_pipeline.io.locks import output_lock
     from lg_pipeline.io.study_json import load_study_json
 
+    _check_args(args)
+    out = check_output_path(args.out, [args.data])  # before anything is loaded: nothing is touched on bad input
+    targets = parse_suffixes(args.targets)
+    check_device(args.device)
     examples = load_study_json(args.data)[: args.limit]
-    model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
-    chat = spec.chat if args.chat is None else args.chat
-    config = EngineConfig(args.method, parse_suffixes(args.targets), args.batch_size, args.max_length, chat)
-    find_targets(model, config.targets)  # a bad --targets fails here, before the progress bar is drawn
-    bar = tqdm(total=len(examples), unit="ex", desc=spec.display_name)
-    summary = run_to_parquet(model, tokenizer, examples, config, args.out, report=bar.write)
-    bar.update(len(examples))
-    bar.close()
-    print(f"wrote {args.out}: {summary.counts} in {summary.seconds:.1f}s (resumed {summary.resumed})")
+    with output_lock(out, wait=False):  # a second writer is refused here, naming the holder
+        model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
+        chat = spec.chat if args.chat is None else args.chat
+        config = EngineConfig(args.method, targets, args.batch_size, args.max_length, chat)
+        find_targets(model, config.targets)  # a bad --targets fails here, before the progress bar is drawn
+        bar = tqdm(total=len(examples), unit="ex", desc=spec.display_name)
+        summary = run_to_parquet(
+            model, tokenizer, examples, config, out, report=bar.write, prune=args.prune, wait=False, inputs=[args.data]
+        )
+        bar.update(len(examples))
+        bar.close()
+    print(f"wrote {out}: {summary.counts} in {summary.seconds:.1f}s (resumed {summary.resumed})")
+    if summary.truncated:
+        print(f"  {summary.truncated} responses cut at --max-length {args.max_length} (rows flagged `truncated`)")
     for problem in summary.problems:
         print(f"  {problem['status']}: {problem['example_id']}: {problem['reason']}", file=sys.stderr)
-    return 0 if summary.counts["ok"] or not examples else 1
+    return 0 if summary.counts["ok"] else 1

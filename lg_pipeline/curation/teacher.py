@@ -109,6 +109,36 @@ def _public_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def check_key_variable(name: str) -> str:
+    """Only a variable meant to hold an API key may be read: `*_API_KEY`, or one listed in `LG_TEACHER_KEY_VARS`.
+
+    Otherwise a launchpad setting could send any secret of the run's environment (a database password, an
+    HF token) to any endpoint as a bearer token.
+    """
+    allowed = {v.strip() for v in os.environ.get("LG_TEACHER_KEY_VARS", "").split(",") if v.strip()}
+    if not name or not (name.isidentifier() and name.isascii()):
+        raise InputError("teacher_api_key_env: must be the NAME of an environment variable, not the key")
+    if not name.endswith("_API_KEY") and name not in allowed:
+        raise InputError(
+            f"teacher_api_key_env: {name} is not a key variable (use a name ending in _API_KEY, "
+            "or list it in LG_TEACHER_KEY_VARS)"
+        )
+    return name
+
+
+def check_endpoint(base_url: str) -> str:
+    """https only, except on this machine (a local server over plain http never leaves it)."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"teacher_base_url: {_public_url(base_url)} is not an http(s) URL")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        raise InputError(f"teacher_base_url: {_public_url(base_url)} must use https (plain http only for localhost)")
+    return base_url
+
+
 class OpenAICompatibleTeacher(CachedTeacher):
     """Chat completions at `base_url` (e.g. https://api.openai.com/v1); the key is read from `api_key_env`."""
 
@@ -125,12 +155,12 @@ class OpenAICompatibleTeacher(CachedTeacher):
         timeout_seconds: float = 120.0,
         sleep: Callable[[float], None] = time.sleep,
     ):
-        self.model, self.base_url = model, base_url.rstrip("/")
+        self.model, self.base_url = model, check_endpoint(base_url).rstrip("/")
         self.public_url = _public_url(self.base_url)
         self.name = f"{model} via {self.public_url} (prompt {PROMPT_VERSION})"
         self.identity = [self.model, self.base_url]  # hashed only, never shown
         self.cache_dir = Path(cache_dir) / "teacher"
-        self.api_key_env = api_key_env
+        self.api_key_env = check_key_variable(api_key_env)
         self.params = {"temperature": temperature, "max_tokens": max_tokens}
         self.max_retries, self.backoff, self.timeout, self.sleep = max_retries, backoff_seconds, timeout_seconds, sleep
 

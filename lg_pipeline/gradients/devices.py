@@ -6,8 +6,10 @@ an exclusive, non-blocking `flock` on `<lock_dir>/<device>.lock`: the first free
 kernel drops the lock when its holder exits, so a step that raises, crashes or is killed never
 leaves a device reserved (no stale-lock clean-up, no PID files to trust).
 
-Only one machine's processes coordinate this way; across machines (Kubernetes) each pod is given
-its own GPU by the scheduler and the lease is trivially uncontended.
+The lock folder is this user's own (created 0o700 and checked, `lg_pipeline.io.locks.private_dir`); lock files
+are opened with `O_NOFOLLOW`, mode 0o600, and one owned by another user is refused, so a planted symlink or file
+can never make a run write elsewhere. Only one machine's processes coordinate this way; across machines
+(Kubernetes) each pod is given its own GPU by the scheduler and the lease is trivially uncontended.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from types import TracebackType
 from typing import Any
 
 from lg_pipeline.errors import InputError
+from lg_pipeline.io.locks import open_private, private_dir
 
-DEFAULT_LOCK_DIR = Path(tempfile.gettempdir()) / "lg-pipeline-devices"
+DEFAULT_LOCK_DIR = Path(tempfile.gettempdir()) / f"lg-pipeline-{os.getuid()}" / "devices"
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -110,8 +113,7 @@ def lease_device(
         raise InputError("no device to lease: the candidate list is empty")
     if list(candidates) == ["cpu"]:
         return DeviceLease("cpu")
-    folder = Path(lock_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = private_dir(Path(lock_dir))
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         for device in candidates:
@@ -128,13 +130,14 @@ def lease_device(
 
 def _try_lock(device: str, folder: Path) -> DeviceLease | None:
     path = folder / (device.replace(":", "_").replace("/", "_") + ".lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = open_private(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
-    # Who holds it, for a person looking at the lock folder (the lock itself is the flock, not this text).
+    # Who holds it, for a person looking at the lock folder (the lock itself is the flock, not this text);
+    # written only once held, into a file `open_private` has shown to be this user's own.
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()} {device}\n".encode())
     return DeviceLease(device, fd, path)

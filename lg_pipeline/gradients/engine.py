@@ -99,20 +99,24 @@ class _BatchRunner:
                 return _full_svd_example(self.model, self.targets, batch, self.pad_id)
             return _core_batch(self.model, self.targets, batch, self.pad_id, self.workers)
         except Exception as exc:  # recorded per example, never swallowed silently
-            _free_memory(self.model)
-            if len(batch) == 1:
-                return [ExampleResult(batch[0].example_id, "failed", f"{type(exc).__name__}: {exc}"[:500])]
-            half = len(batch) // 2
-            if is_out_of_memory(exc):
-                self.batch_size = min(self.batch_size, half)
-                log.warning(
-                    "out of memory on a batch of %d: retrying as %d + %d, later batches at most %d",
-                    len(batch),
-                    half,
-                    len(batch) - half,
-                    self.batch_size,
-                )
-            return self.run(batch[:half]) + self.run(batch[half:])
+            reason, out_of_memory = f"{type(exc).__name__}: {exc}"[:500], is_out_of_memory(exc)
+        # Recover here, outside the `except` block: the exception's traceback holds the failed batch's frames
+        # (its activations and autograd graph); Python drops it at the end of the block, so the memory is free
+        # before the halves are tried.
+        _free_memory(self.model)
+        if len(batch) == 1:
+            return [ExampleResult(batch[0].example_id, "failed", reason)]
+        half = len(batch) // 2
+        if out_of_memory:
+            self.batch_size = min(self.batch_size, half)
+            log.warning(
+                "out of memory on a batch of %d: retrying as %d + %d, later batches at most %d",
+                len(batch),
+                half,
+                len(batch) - half,
+                self.batch_size,
+            )
+        return self.run(batch[:half]) + self.run(batch[half:])
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

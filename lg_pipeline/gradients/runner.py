@@ -1,27 +1,45 @@
 """Run the engine over a dataset into a resumable Parquet table, with progress and counted outcomes.
 
-Used by the CLI and the Dagster assets alike. Results go to disk batch by batch; a
-rerun, after a crash or a finished run, skips every example already recorded as `ok`
-or `skipped` (keyed by example id) and retries the ones that failed. Earlier work is
-reused only if it was computed the same way (engine version, model, targets,
-max_length, chat, extra columns: `<out>.run.json`); otherwise the run starts afresh.
-The finished table holds exactly the examples of the current call.
+Used by the CLI and the Dagster assets alike. What it promises:
+- **One writer per output** (`lg_pipeline.io.locks`): a second writer is refused at once (`wait=False`, the CLI)
+  or waits its turn (`wait=True`, a Dagster run).
+- **Resume**: results go to disk batch by batch, in chunks named per writer; a rerun skips every example
+  recorded as `ok` (with its rows) or `skipped`, and retries the failed ones.
+- **Reuse only what was computed the same way**: the run key hashes the engine version, a fingerprint of the
+  weights, their dtype, the device type, every `EngineConfig` field that changes a number, and the extra
+  columns; every row carries it (with the readable provenance of `schema.PROVENANCE_COLUMNS`).
+- **Finished work is never deleted before its replacement is complete**: a run with another key computes
+  beside the old table (chunks under the key's own name) and swaps the new one in when it finishes; an
+  unreadable (truncated) table is recomputed the same way. Earlier examples not asked for this time are kept
+  unless `prune=True`, and the run says which it did.
+- **A write that fails** (disk full, read-only) is one line; the finished chunks stay for the next run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
+import hashlib
 import json
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
+from lg_pipeline.gradients.encoding import encode
 from lg_pipeline.gradients.engine import ENGINE_VERSION, EngineConfig, ExampleResult, compute_gradient_stats
-from lg_pipeline.io.atomic import ChunkedTable, atomic_write_bytes, atomic_write_text
-from lg_pipeline.schema import GRADIENT_COLUMNS, STATUS_COLUMNS
+from lg_pipeline.io.atomic import ChunkedTable, atomic_write_text, write_parquet
+from lg_pipeline.io.locks import output_lock
+from lg_pipeline.schema import GRADIENT_COLUMNS, PROVENANCE_COLUMNS, STATUS_COLUMNS
+
+# EngineConfig fields that never change a number (the two methods agree; batching and threads are scheduling).
+SCHEDULING_FIELDS = ("method", "batch_size", "stats_workers")
+WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG)
+PARQUET_MAGIC = b"PAR1"
 
 
 def status_path(stats_path: str | Path) -> Path:
@@ -29,15 +47,25 @@ def status_path(stats_path: str | Path) -> Path:
     return stats_path.with_name(stats_path.stem + ".status.parquet")
 
 
+def key_path(stats_path: str | Path) -> Path:
+    """The readable run key of the finished table (what it was computed with)."""
+    stats_path = Path(stats_path)
+    return stats_path.with_name(stats_path.stem + ".run.json")
+
+
 @dataclass
 class RunSummary:
-    """What a run did: counts by outcome, and the reasons of those not `ok`."""
+    """What a run did: counts by outcome (this call's examples), and the reasons of those not `ok`."""
 
     n_examples: int
     counts: dict[str, int]
     resumed: int
     problems: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    truncated: int = 0
+    kept_earlier: int = 0
+    pruned: int = 0
+    run_key: str = ""
 
 
 class Progress:
@@ -57,6 +85,60 @@ class Progress:
             self.report(f"{self.done}/{self.total} examples, {rate:.2f} ex/s, ETA {eta:.0f}s")
 
 
+def check_config(config: EngineConfig) -> None:
+    """Settings that would silently compute something else (`--batch-size 0` as 1, `--max-length -1`)."""
+    if not isinstance(config.batch_size, int) or config.batch_size < 1:
+        raise InputError(f"batch size must be a positive integer, got {config.batch_size}")
+    if not isinstance(config.max_length, int) or config.max_length < 2:
+        raise InputError(f"max length must be at least 2 tokens (prompt and response), got {config.max_length}")
+
+
+def check_output_path(out: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
+    """`out` must be a new file or an existing statistics table: never an input, a folder, a device or other data.
+
+    An existing file that starts like Parquet but cannot be read (a truncated table) passes: it is recomputed.
+    """
+    out = Path(out)
+    if out.suffix != ".parquet":
+        raise InputError(f"--out {out}: must be a .parquet statistics table")
+    for path in (out, status_path(out)):
+        _check_replaceable(path, inputs)
+    if out.parent.exists() and not out.parent.is_dir():
+        raise InputError(f"--out {out}: {out.parent} is not a folder")
+    return out
+
+
+def _check_replaceable(path: Path, inputs: Sequence[str | Path]) -> None:
+    import os
+
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise InputError(f"--out {path}: is a directory, not a statistics table")
+    if not path.is_file():
+        raise InputError(f"--out {path}: is not a regular file (a device?); refusing to replace it")
+    for source in inputs:
+        if Path(source).exists() and os.path.samefile(path, source):
+            raise InputError(f"--out {path}: is the input file {source}")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head and head != PARQUET_MAGIC:
+        raise InputError(f"--out {path}: exists and is not a Parquet table; refusing to overwrite it")
+    columns = _parquet_columns(path)
+    if columns is not None and not {"example_id", "status"} <= columns and not {"example_id", "parameter"} <= columns:
+        raise InputError(f"--out {path}: is a Parquet file but not a statistics table; refusing to overwrite it")
+
+
+def _parquet_columns(path: Path) -> set[str] | None:
+    """Column names, or None when the file cannot be read as Parquet (truncated)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return set(pq.read_schema(path).names)
+    except Exception:  # pyarrow raises ArrowInvalid/OSError for a torn file: it is recomputed
+        return None
+
+
 def run_to_parquet(
     model: Any,
     tokenizer: Any,
@@ -65,74 +147,303 @@ def run_to_parquet(
     out_path: str | Path,
     extra_columns: dict[str, Any] | None = None,
     report: Callable[[str], None] = print,
+    *,
+    prune: bool = False,
+    wait: bool = True,
+    inputs: Sequence[str | Path] = (),
 ) -> RunSummary:
-    """Compute statistics for `examples` into `out_path` (+ a `.status.parquet` outcome log)."""
-    import pandas as pd
+    """Compute statistics for `examples` into `out_path` (+ `.status.parquet` outcomes, `.run.json` key).
 
-    stats_table, status_table = ChunkedTable(out_path), ChunkedTable(status_path(out_path))
-    _prepare(stats_table, status_table, _run_key(model, config, extra_columns))
-    wanted = {e.example_id for e in examples}
-    done = _done_ids(stats_table, status_table) & wanted
-    todo = [e for e in examples if e.example_id not in done]
-    if done:
-        report(f"resuming: {len(done)} examples already done, {len(todo)} to go")
-    progress = Progress(len(todo), report)
-    started = time.monotonic()
-    for batch in _batches(compute_gradient_stats(model, tokenizer, todo, config), config.batch_size):
-        rows = [r for res in batch for r in res.rows]
-        if rows:
-            stats_table.append(pd.DataFrame(rows, columns=list(GRADIENT_COLUMNS)).assign(**(extra_columns or {})))
-        status_table.append(
-            pd.DataFrame([(r.example_id, r.status, r.reason) for r in batch], columns=list(STATUS_COLUMNS))
-        )
-        progress.advance(len(batch))
-    # Latest outcome per example (failed, then ok on a rerun, is ok), for this call's examples only.
-    status = _latest_status(status_table.read_chunks(), wanted)
-    ok_ids = set(status.loc[status.status == "ok", "example_id"])
-    _finish(stats_table, ok_ids, extra_columns)
-    status_table.finish(keep=lambda f: _latest_status(f, wanted))  # last: a crash before this leaves the chunks
-    return _summary(status, len(examples), len(done), time.monotonic() - started)
+    `prune`: the finished table holds exactly these examples (else earlier ones of the same key are kept).
+    `wait`: wait for another writer of `out_path` (a Dagster run) instead of failing at once (the CLI).
+    """
+    out = check_output_path(out_path, inputs)
+    check_config(config)
+    if not examples:
+        raise InputError(f"{out}: no examples to compute")
+    fields = run_key_fields(model, config, extra_columns)
+    key = run_key(fields)
+    with output_lock(out, wait=wait, report=report):
+        run = _Run(out, key, fields, model, tokenizer, examples, config, extra_columns or {}, report)
+        try:
+            return run.execute(prune)
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRORS:
+                raise
+            raise InputError(
+                f"{out}: cannot write ({exc.strerror}); {run.finished_examples} finished examples are kept, "
+                "rerun to resume"
+            ) from None
 
 
-def _run_key(model: Any, config: EngineConfig, extra_columns: dict[str, Any] | None) -> str:
-    """What makes earlier numbers reusable (batch size and method change nothing: the methods agree)."""
-    key = {
+def weights_fingerprint(model: Any) -> str:
+    """A cheap fingerprint of the weights: every parameter's name, shape, dtype and 64 evenly spaced values.
+
+    Hashing all of a 7B model's bytes would take minutes; another checkpoint of the same architecture differs
+    in (nearly) every value, so a sample tells them apart.
+    """
+    import torch
+
+    digest = hashlib.sha1()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            flat = param.detach().reshape(-1)
+            sample = flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy()
+            digest.update(f"{name}|{tuple(param.shape)}|{param.dtype}|".encode())
+            digest.update(sample.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run_key_fields(model: Any, config: EngineConfig, extra_columns: dict[str, Any] | None) -> dict[str, Any]:
+    """Everything that changes a number: engine, weights, dtype, device type, settings (by name), extras."""
+    param = next(model.parameters())
+    settings = {
+        f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in SCHEDULING_FIELDS
+    }
+    return {
         "engine": ENGINE_VERSION,
         "model": f"{type(model).__name__}:{getattr(model, 'name_or_path', '')}",
-        "targets": list(config.targets),
-        "max_length": config.max_length,
-        "chat": config.chat,
-        "extra": {k: str(v) for k, v in (extra_columns or {}).items()},
+        "weights": weights_fingerprint(model),
+        "dtype": str(param.dtype).removeprefix("torch."),
+        "device_type": param.device.type,
+        **settings,
+        "extra": {k: str(v) for k, v in sorted((extra_columns or {}).items())},
     }
-    return json.dumps(key, sort_keys=True)
 
 
-def _prepare(stats_table: ChunkedTable, status_table: ChunkedTable, key: str) -> None:
-    """Reopen earlier work done the same way; drop any done another way so it is never mixed in."""
-    key_file = stats_table.path.with_name(stats_table.path.stem + ".run.json")
-    same = key_file.is_file() and key_file.read_text() == key
-    for table in (stats_table, status_table):  # statistics first: status alone never vouches for missing rows
-        if same:
-            _reopen(table)
-        else:
-            shutil.rmtree(table.parts, ignore_errors=True)
-            table.path.unlink(missing_ok=True)
-    atomic_write_text(key_file, key)
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    return value if isinstance(value, (int, float, bool, str)) else str(value)
 
 
-def _reopen(table: ChunkedTable) -> None:
-    """Copy a finished table in as chunk 0, so a rerun resumes from it (the file stays readable meanwhile)."""
-    if table.path.is_file() and not table.chunks():
-        atomic_write_bytes(table.parts / "chunk-000000.parquet", table.path.read_bytes())
+def run_key(fields: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _done_ids(stats_table: ChunkedTable, status_table: ChunkedTable) -> set[str]:
+def provenance(fields: dict[str, Any], key: str) -> dict[str, Any]:
+    """The per-run provenance columns of every row (`truncated` is per example, set later)."""
+    return {
+        "run_key": key,
+        "dtype": fields["dtype"],
+        "device_type": fields["device_type"],
+        "encoding": str(fields.get("encoding", "pair")),
+        "chat": bool(fields["chat"]),
+        "max_length": int(fields["max_length"]),
+    }
+
+
+def describe_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    if old is None:
+        return "no run key recorded"
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed) or "same settings"
+
+
+class _Run:
+    """One call of `run_to_parquet`, holding the output's lock."""
+
+    def __init__(self, out, key, fields, model, tokenizer, examples, config, extra, report):
+        self.out, self.key, self.fields = out, key, fields
+        self.model, self.tokenizer, self.examples, self.config = model, tokenizer, examples, config
+        self.extra, self.report = extra, report
+        # Chunks under the key's own name: work done another way is never joined, and the old table stays.
+        self.stats = ChunkedTable(out, out.with_name(f"{out.name}.{key}.parts"))
+        self.status = ChunkedTable(status_path(out), status_path(out).with_name(f"{status_path(out).name}.{key}.parts"))
+        self.finished_examples = 0
+
+    def execute(self, prune: bool) -> RunSummary:
+        started = time.monotonic()
+        base_stats, base_status = self._finished_table()
+        earlier_status = _concat(base_status, self.status.read_chunks())
+        earlier_stats = _concat(base_stats, self.stats.read_chunks())
+        wanted = {e.example_id for e in self.examples}
+        done = _done_ids(earlier_stats, earlier_status) & wanted
+        self.finished_examples = len(done)
+        todo = [e for e in self.examples if e.example_id not in done]
+        if done:
+            self.report(f"resuming: {len(done)} examples already done, {len(todo)} to go")
+        self._compute(todo)
+        return self._finish(base_stats, base_status, wanted, len(done), prune, time.monotonic() - started)
+
+    def _finished_table(self) -> tuple[Any, Any]:
+        """The finished table and outcomes, if readable and computed with this key; else (None, None), said why."""
+        import pandas as pd
+
+        if not self.out.exists() and not status_path(self.out).exists():
+            return None, None
+        try:
+            stats, status = pd.read_parquet(self.out), pd.read_parquet(status_path(self.out))
+        except Exception as exc:  # a torn or missing file: recomputed, never fatal
+            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            self.report(f"{self.out}: cannot read the finished table ({reason}); recomputing it")
+            return None, None
+        keys = set(stats.get("run_key", pd.Series([None]))) | set(status.get("run_key", pd.Series([None])))
+        if keys <= {self.key}:
+            return stats, status
+        change = describe_change(_read_key(key_path(self.out)), self.fields)
+        self.report(
+            f"{self.out} was computed another way ({change}): computing beside it; it is replaced when this run "
+            "finishes"
+        )
+        return None, None
+
+    def _compute(self, todo: list[Example]) -> None:
+        by_id = {e.example_id: e for e in todo}
+        common = provenance(self.fields, self.key)
+        progress = Progress(len(todo), self.report)
+        results = compute_gradient_stats(self.model, self.tokenizer, todo, self.config)
+        with finite_logits(self.model):
+            self._write(results, by_id, common, progress)
+
+    def _write(
+        self, results: Iterator[ExampleResult], by_id: dict[str, Example], common: dict, progress: Progress
+    ) -> None:
+        import pandas as pd
+
+        for batch in _batches(results, self.config.batch_size):
+            self._name_non_finite(batch)
+            rows = [
+                {**r, **common, "truncated": self._truncated(by_id[res.example_id], r["n_tokens"]), **self.extra}
+                for res in batch
+                for r in res.rows
+            ]
+            if rows:
+                columns = [*GRADIENT_COLUMNS, *PROVENANCE_COLUMNS, *self.extra]
+                self.stats.append(pd.DataFrame(rows, columns=columns))
+            outcomes = [(r.example_id, r.status, r.reason, self.key) for r in batch]
+            self.status.append(pd.DataFrame(outcomes, columns=[*STATUS_COLUMNS, "run_key"]))
+            self.finished_examples += len(batch)
+            progress.advance(len(batch))
+
+    def _name_non_finite(self, batch: list[ExampleResult]) -> None:
+        """A failure caused by NaN/inf weights says so, not the linear-algebra error it turned into."""
+        failed = [r for r in batch if r.status == "failed" and "not finite" not in r.reason]
+        if not failed:
+            return
+        if not hasattr(self, "_bad_weights"):
+            self._bad_weights = non_finite_parameters(self.model)
+        if self._bad_weights:
+            names = ", ".join(self._bad_weights[:3]) + (" ..." if len(self._bad_weights) > 3 else "")
+            for result in failed:
+                result.reason = f"gradient is not finite: the model has NaN or inf weights ({names})"
+
+    def _truncated(self, example: Example, n_tokens: int) -> bool:
+        """Whether the response was cut at max_length: only an example that fills it can have been."""
+        if n_tokens < self.config.max_length:
+            return False
+        longer = encode(self.tokenizer, example, self.config.chat, self.config.max_length + 1)
+        return longer is not None and longer.n_tokens > self.config.max_length
+
+    def _finish(self, base_stats, base_status, wanted, resumed, prune, seconds) -> RunSummary:
+        import pandas as pd
+
+        status = _latest_status(_concat(base_status, self.status.read_chunks()))
+        others = set(status.example_id) - wanted
+        if prune:
+            status = status[status.example_id.isin(wanted)]
+            if others:
+                self.report(f"pruned {len(others)} earlier examples not asked for this time")
+        elif others:
+            self.report(f"kept {len(others)} earlier examples not asked for this time (prune to drop them)")
+        ok_ids = set(status.loc[status.status == "ok", "example_id"])
+        empty = pd.DataFrame(columns=[*GRADIENT_COLUMNS, *PROVENANCE_COLUMNS, *self.extra])
+        # Statistics first, outcomes next, the readable key last; the chunks go only once their file is in place.
+        self.stats.finish(
+            keep=lambda f: f[f.example_id.isin(ok_ids)].drop_duplicates(["example_id", "parameter"], keep="last"),
+            empty=empty,
+            base=base_stats,
+        )
+        status_chunks = self.status.chunks()
+        write_parquet(status.reset_index(drop=True), status_path(self.out))
+        described = json.dumps({"run_key": self.key, **self.fields}, indent=1, sort_keys=True)
+        atomic_write_text(key_path(self.out), described)
+        self.status.drop(status_chunks)
+        self._remove_dead_temp_files()
+        return self._summary(status, wanted, resumed, seconds, len(others), prune)
+
+    def _remove_dead_temp_files(self) -> None:
+        """Temp files of writes that never finished (a killed writer): safe to remove while holding the lock."""
+        for table in (self.stats, self.status):
+            folders = [table.path.parent, *table.path.parent.glob(f"{table.path.name}.*.parts")]
+            for folder in folders:
+                prefix = f".{table.path.name}." if folder == table.path.parent else ".chunk-"
+                for tmp in folder.glob(f"{prefix}*.tmp"):
+                    tmp.unlink(missing_ok=True)
+            table.drop([])
+
+    def _summary(self, status, wanted, resumed, seconds, others, prune) -> RunSummary:
+        import pandas as pd
+
+        mine = status[status.example_id.isin(wanted)]
+        counts = {s: int((mine.status == s).sum()) for s in ("ok", "skipped", "failed")}
+        problems = mine[mine.status != "ok"][["example_id", "status", "reason"]].to_dict("records")
+        stats = pd.read_parquet(self.out, columns=["example_id", "truncated"])
+        truncated = stats[stats.truncated.astype(bool) & stats.example_id.isin(wanted)].example_id.nunique()
+        if truncated:
+            self.report(f"{truncated} responses were cut at max_length={self.config.max_length} (flagged `truncated`)")
+        return RunSummary(
+            len(self.examples),
+            counts,
+            resumed,
+            problems,
+            seconds,
+            int(truncated),
+            0 if prune else others,
+            others if prune else 0,
+            self.key,
+        )
+
+
+def non_finite_parameters(model: Any) -> list[str]:
+    """Names of parameters holding NaN or inf (one pass over the weights, done only after a failure)."""
+    import torch
+
+    with torch.no_grad():
+        return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+
+
+@contextlib.contextmanager
+def finite_logits(model: Any) -> Iterator[None]:
+    """Fail a batch whose logits hold NaN or inf as "loss is not finite", before the spectra turn it into a
+    linear-algebra error (a NaN weight, an fp16 overflow). The engine splits the batch to find the example."""
+
+    def check(_module: Any, _inputs: Any, output: Any) -> None:
+        import torch
+
+        logits = getattr(output, "logits", None)
+        if logits is not None and not bool(torch.isfinite(logits).all()):
+            raise FloatingPointError("loss is not finite (NaN or inf in the model's logits)")
+
+    handle = model.register_forward_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _read_key(path: Path) -> dict[str, Any] | None:
+    try:
+        fields = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    fields.pop("run_key", None)
+    return fields if isinstance(fields, dict) else None
+
+
+def _concat(*frames: Any) -> Any:
+    import pandas as pd
+
+    present = [f for f in frames if f is not None]
+    return pd.concat(present, ignore_index=True) if present else None
+
+
+def _done_ids(stats: Any, status: Any) -> set[str]:
     """Examples finished earlier: `skipped`, or `ok` with their rows on disk."""
-    status = _latest_status(status_table.read_chunks())
-    stats = stats_table.read_chunks()
+    latest = _latest_status(status)
     with_rows = set(stats.example_id) if stats is not None else set()
-    ok = set(status.loc[status.status == "ok", "example_id"]) & with_rows
-    return ok | set(status.loc[status.status == "skipped", "example_id"])
+    ok = set(latest.loc[latest.status == "ok", "example_id"]) & with_rows
+    return ok | set(latest.loc[latest.status == "skipped", "example_id"])
 
 
 def _batches(results: Iterator[ExampleResult], size: int) -> Iterator[list[ExampleResult]]:
@@ -146,30 +457,10 @@ def _batches(results: Iterator[ExampleResult], size: int) -> Iterator[list[Examp
         yield batch
 
 
-def _latest_status(status: Any, wanted: set[str] | None = None) -> Any:
-    """Each example's last outcome (optionally only the `wanted` examples)."""
+def _latest_status(status: Any) -> Any:
+    """Each example's last outcome (chunks sort in the order they were written)."""
     import pandas as pd
 
     if status is None:
-        return pd.DataFrame(columns=list(STATUS_COLUMNS))
-    latest = status.drop_duplicates("example_id", keep="last")
-    if wanted is not None:
-        latest = latest[latest.example_id.isin(wanted)]
-    return latest.reset_index(drop=True)
-
-
-def _finish(stats_table: ChunkedTable, ok_ids: set[str], extra_columns: dict[str, Any] | None) -> None:
-    """Join chunks, keeping one copy of each `ok` example's rows (a crash may have left a duplicate)."""
-    import pandas as pd
-
-    empty = pd.DataFrame(columns=list(GRADIENT_COLUMNS)).assign(**(extra_columns or {}))
-    stats_table.finish(
-        keep=lambda f: f[f.example_id.isin(ok_ids)].drop_duplicates(["example_id", "parameter"], keep="last"),
-        empty=empty,
-    )
-
-
-def _summary(status: Any, n_examples: int, resumed: int, seconds: float) -> RunSummary:
-    counts = {s: int((status.status == s).sum()) for s in ("ok", "skipped", "failed")}
-    problems = status[status.status != "ok"][["example_id", "status", "reason"]].to_dict("records")
-    return RunSummary(n_examples, counts, resumed, problems, seconds)
+        return pd.DataFrame(columns=[*STATUS_COLUMNS, "run_key"])
+    return status.drop_duplicates("example_id", keep="last").reset_index(drop=True)

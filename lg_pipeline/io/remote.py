@@ -26,11 +26,12 @@ class RemoteMirror:
 
         from lg_pipeline.errors import InputError
 
+        self.public_url = public_url(url)  # what logs, errors and metadata show
         try:
             remote = UPath(url)
             self.fs: Any = remote.fs
         except (ImportError, ValueError) as exc:  # e.g. s3:// without s3fs installed
-            raise InputError(f"output root {url}: {exc}") from None
+            raise InputError(f"output root {self.public_url}: {str(exc).replace(url, self.public_url)}") from None
         self.url = url
         self.base = remote.path.rstrip("/")
         self.staging = Path(staging)
@@ -113,11 +114,30 @@ def _stat(path: Path) -> tuple[int, int]:
     return stat.st_mtime_ns, stat.st_size
 
 
+def public_url(url: str) -> str:
+    """`url` without user, password, query or fragment: a credential can hide in any of them."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def staging_dir(url: str, root: str | Path | None = None) -> Path:
-    """A fresh staging folder for one run against `url` (under `LG_STAGING_DIR` or the temp dir)."""
+    """A fresh staging folder for one run against `url`, under `LG_STAGING_DIR` or this user's own temp folder.
+
+    The default is `<temp dir>/lg-pipeline-<uid>/staging`, created 0o700 and checked (never another user's or a
+    symlink), so nobody else can read the staged outputs or plant files for the run to push.
+    """
     import hashlib
     import tempfile
 
-    base = Path(root or os.environ.get("LG_STAGING_DIR") or Path(tempfile.gettempdir()) / "lg-pipeline-staging")
+    from lg_pipeline.io.locks import private_dir
+
+    explicit = root or os.environ.get("LG_STAGING_DIR")
+    base = Path(explicit) if explicit else Path(tempfile.gettempdir()) / f"lg-pipeline-{os.getuid()}" / "staging"
     digest = hashlib.sha1(url.encode()).hexdigest()[:12]
-    return base / digest / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return private_dir(base) / digest / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"

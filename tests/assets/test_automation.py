@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -161,8 +162,8 @@ def test_sensor_picks_up_a_model_added_to_the_catalog_and_never_deletes_one(worl
         materialized(world.instance, "gradient_stats", multi_key("a", v))
     assert tick(world).skip_reason  # nothing missing
     folder = fake_model(world.tmp / "b")
-    for name in ("model.safetensors", "tokenizer.json"):
-        (folder / name).write_text("x")
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", 2) + b"{}")  # whole (empty): add_model checks it
+    (folder / "tokenizer.json").write_text("x")
     add_model("b", "local", path=folder)
     result = tick(world)
     assert [r.partition_keys for r in result.dynamic_partitions_requests] == [["b"]]

@@ -13,7 +13,7 @@ import pytest
 from lg_pipeline.cli import main
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.encoding import encode
-from lg_pipeline.schema import GRADIENT_COLUMNS
+from lg_pipeline.schema import GRADIENT_COLUMNS, PROVENANCE_COLUMNS
 from tests.helpers.builders import make_model, make_tokenizer
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -106,7 +106,7 @@ def test_happy_path_writes_the_documented_columns(tmp_path, capsys, model_dir):
     assert main(args) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     frame = pd.read_parquet(out)
-    assert list(frame.columns) == list(GRADIENT_COLUMNS)
+    assert list(frame.columns) == [*GRADIENT_COLUMNS, *PROVENANCE_COLUMNS]
     assert len(frame) == 2 * 7 * 2 and frame.groupby("example_id").size().eq(14).all()
     assert set(pd.read_parquet(out.with_name("stats.status.parquet")).status) == {"ok"}
     # A folder whose tokenizer has a chat template is run as an instruct model: prompts are chat-formatted.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -61,10 +62,10 @@ def api():
 
 @pytest.fixture
 def teacher(api, tmp_path, monkeypatch):
-    monkeypatch.setenv("TEST_TEACHER_KEY", SECRET)
+    monkeypatch.setenv("TEST_TEACHER_API_KEY", SECRET)
     waits: list[float] = []
     t = OpenAICompatibleTeacher(
-        "test-model", api.url, cache_dir=tmp_path, api_key_env="TEST_TEACHER_KEY", max_retries=3, sleep=waits.append
+        "test-model", api.url, cache_dir=tmp_path, api_key_env="TEST_TEACHER_API_KEY", max_retries=3, sleep=waits.append
     )
     t.waits = waits
     return t
@@ -103,7 +104,7 @@ def test_auth_failure_is_immediate_and_never_shows_the_key(api, teacher):
     with pytest.raises(InputError) as err:
         teacher.respond("q")
     message = str(err.value)
-    assert "HTTP 401" in message and "TEST_TEACHER_KEY" in message
+    assert "HTTP 401" in message and "TEST_TEACHER_API_KEY" in message
     assert SECRET not in message and SECRET not in repr(err.value.__cause__) and err.value.__suppress_context__
     assert len(api.requests) == 1 and teacher.waits == []
 
@@ -254,12 +255,12 @@ def test_make_teacher_builds_each_backend(tiny_folder, tmp_path):
 def test_the_key_never_reaches_names_metadata_or_cache(api, tmp_path, monkeypatch):
     from assets.resources import CurationResource
 
-    monkeypatch.setenv("TEST_TEACHER_KEY", SECRET)
+    monkeypatch.setenv("TEST_TEACHER_API_KEY", SECRET)
     resource = CurationResource(
         teacher="openai",
         teacher_model="test-model",
         teacher_base_url=api.url,
-        teacher_api_key_env="TEST_TEACHER_KEY",
+        teacher_api_key_env="TEST_TEACHER_API_KEY",
         n_offline_examples=2,
         cache_dir=str(tmp_path),
     )
@@ -274,3 +275,33 @@ def test_the_key_never_reaches_names_metadata_or_cache(api, tmp_path, monkeypatc
     # a key written into the URL (user info or query) is not shown either
     leaky = OpenAICompatibleTeacher("m", f"https://user:{SECRET}@api.example.com:8443/v1?key={SECRET}", tmp_path)
     assert SECRET not in leaky.name and "https://api.example.com:8443/v1" in leaky.name
+
+
+# ------------------------------------------------------------------------------------------------ security
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"api_key_env": "DATABASE_PASSWORD"}, "is not a key variable"),
+        ({"api_key_env": "HF_TOKEN"}, "is not a key variable"),
+        ({"base_url": "http://api.example.com/v1"}, "must use https"),
+        ({"base_url": "ftp://api.example.com/v1"}, "not an http(s) URL"),
+        ({"base_url": "https://user:pw@api.example.com/v1", "api_key_env": "PGPASSWORD"}, "is not a key variable"),
+    ],
+)
+def test_the_openai_teacher_reads_only_key_variables_and_talks_https(options, named, tmp_path, monkeypatch):
+    from data_sources.teachers import make_teacher
+
+    monkeypatch.delenv("LG_TEACHER_KEY_VARS", raising=False)
+    settings = {"model": "m", "base_url": "https://api.example.com/v1", **options}
+    with pytest.raises(InputError, match=re.escape(named)) as err:
+        make_teacher("openai", cache_dir=tmp_path, **settings)
+    assert "pw@" not in str(err.value)
+
+
+def test_a_deployment_may_list_other_key_variables_and_loopback_may_use_http(tmp_path, monkeypatch):
+    from data_sources.teachers import make_teacher
+
+    monkeypatch.setenv("LG_TEACHER_KEY_VARS", "AZURE_OPENAI_KEY, OTHER")
+    teacher = make_teacher("openai", model="m", base_url="http://127.0.0.1:8000/v1", api_key_env="AZURE_OPENAI_KEY",
+                           cache_dir=tmp_path)
+    assert teacher.api_key_env == "AZURE_OPENAI_KEY"

@@ -10,7 +10,7 @@ import pytest
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.engine import EngineConfig
 from lg_pipeline.gradients.runner import run_to_parquet, status_path
-from lg_pipeline.schema import GRADIENT_COLUMNS
+from lg_pipeline.schema import GRADIENT_COLUMNS, PROVENANCE_COLUMNS
 from tests.helpers.builders import example, poison_forward, stats_mismatches
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -35,8 +35,9 @@ def count_forwards(model: Any, monkeypatch: Any, interrupt_at: int | None = None
     return calls
 
 
-def run(model, tokenizer, examples: list[Example], out, config: EngineConfig = CONFIG):
-    return run_to_parquet(model, tokenizer, examples, config, out, EXTRA, report=lambda msg: None)
+def run(model, tokenizer, examples: list[Example], out, config: EngineConfig = CONFIG, **options: Any):
+    return run_to_parquet(model, tokenizer, examples, config, out, EXTRA, report=options.pop("report", None)
+                          or (lambda msg: None), **options)
 
 
 def indexed(path) -> pd.DataFrame:
@@ -66,10 +67,10 @@ def test_interrupted_run_resumes_only_the_rest(llama, tokenizer, tmp_path, monke
     resumed = indexed(out)
     assert not resumed.index.duplicated().any()
     assert stats_mismatches(resumed, uninterrupted, rel=1e-6) == []
-    assert list(pd.read_parquet(out).columns) == [*GRADIENT_COLUMNS, *EXTRA]
+    assert list(pd.read_parquet(out).columns) == [*GRADIENT_COLUMNS, *PROVENANCE_COLUMNS, *EXTRA]
     status = pd.read_parquet(status_path(out))
     assert sorted(status.example_id) == sorted(e.example_id for e in EXAMPLES) and set(status.status) == {"ok"}
-    assert not out.with_name(out.name + ".parts").exists()
+    assert not list(tmp_path.glob("*.parts")), "the chunks go once the table is in place"
 
 
 def test_rerunning_a_finished_run_gives_the_same_table(llama, tokenizer, tmp_path, uninterrupted):
@@ -121,12 +122,22 @@ def test_subset_then_full_set_computes_only_the_new_examples(llama, tokenizer, t
     assert stats_mismatches(indexed(out), uninterrupted, rel=1e-6) == []
 
 
-def test_finished_table_holds_exactly_the_examples_asked_for(llama, tokenizer, tmp_path, monkeypatch):
+def test_a_smaller_limit_keeps_earlier_examples_and_says_so(llama, tokenizer, tmp_path, monkeypatch):
+    out = tmp_path / "stats.parquet"
+    run(llama, tokenizer, EXAMPLES, out)
+    calls, said = count_forwards(llama, monkeypatch), []
+    summary = run(llama, tokenizer, EXAMPLES[:1], out, report=said.append)
+    assert calls == [] and summary.counts["ok"] == 1 and summary.kept_earlier == 5
+    assert set(pd.read_parquet(out).example_id) == {e.example_id for e in EXAMPLES}
+    assert any("kept 5 earlier examples" in line for line in said)
+
+
+def test_prune_leaves_exactly_the_examples_asked_for(llama, tokenizer, tmp_path, monkeypatch):
     out = tmp_path / "stats.parquet"
     run(llama, tokenizer, EXAMPLES, out)
     calls = count_forwards(llama, monkeypatch)
-    summary = run(llama, tokenizer, EXAMPLES[:3], out)
-    assert calls == [] and summary.n_examples == 3 and summary.counts["ok"] == 3
+    summary = run(llama, tokenizer, EXAMPLES[:3], out, prune=True)
+    assert calls == [] and summary.n_examples == 3 and summary.counts["ok"] == 3 and summary.pruned == 3
     assert set(pd.read_parquet(out).example_id) == set(pd.read_parquet(status_path(out)).example_id) == {
         "ex0", "ex1", "ex2"
     }

@@ -1,0 +1,77 @@
+"""Model folders and the GGUF-conversion cache: bad folders in one line; one converter at a time, keyed by version."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from data_sources.models import loading
+from data_sources.models.catalog import is_safe_name, model_catalog
+from data_sources.models.loading import ModelLocation, converted_folder_for
+from lg_pipeline.errors import InputError
+
+
+@pytest.fixture(autouse=True)
+def own_lock_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("LG_LOCK_DIR", str(tmp_path / "locks"))
+
+
+def test_a_new_package_version_gets_a_converted_folder_of_its_own(tmp_path):
+    old = ModelLocation("m", "/pkg", "m.gguf", version="0.1.2")
+    new = ModelLocation("m", "/pkg", "m.gguf", version="0.1.3")
+    assert converted_folder_for(old, tmp_path) != converted_folder_for(new, tmp_path)
+    odd = ModelLocation("m", "/p", "m.gguf", version="../x")
+    assert converted_folder_for(odd, tmp_path).parent == tmp_path / "models"
+
+
+def test_concurrent_loaders_convert_once_and_never_see_a_half_written_folder(tmp_path, monkeypatch):
+    converted: list[int] = []
+
+    def slow_convert(location, target: Path) -> None:
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        tmp.mkdir(parents=True)
+        time.sleep(0.5)
+        (tmp / "config.json").write_text("{}")
+        os.replace(tmp, target)
+        converted.append(os.getpid())
+        with open(tmp_path / "conversions", "a") as fh:
+            fh.write(f"{os.getpid()}\n")
+
+    monkeypatch.setattr(loading, "_convert", slow_convert)
+    location = ModelLocation("m", "/pkg", "m.gguf", version="1")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            loading._converted_folder(location, tmp_path)
+        finally:
+            os._exit(0)
+    time.sleep(0.1)
+    folder = loading._converted_folder(location, tmp_path)
+    os.waitpid(pid, 0)
+    assert (Path(folder) / "config.json").is_file()
+    assert len((tmp_path / "conversions").read_text().split()) == 1
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "a/b.gguf", "..", ".hidden", "", "x\x00y", "a\\b"])
+def test_unsafe_path_components_are_refused(name):
+    assert not is_safe_name(name)
+
+
+def test_a_catalog_entry_with_an_unsafe_file_name_names_the_catalog(tmp_path):
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text("models:\n  m:\n    source: packaged_gguf\n    kind: base\n    package: p\n"
+                       "    file: ../../../../etc/passwd\n")
+    with pytest.raises(InputError, match=f"{catalog}: model 'm': file '../../../../etc/passwd' must be a plain"):
+        model_catalog(catalog)
+
+
+@pytest.mark.parametrize("text", ["models: [unclosed\n", "models:\n  - a\n  - b\n", "models:\n  m: 3\n"])
+def test_a_malformed_catalog_is_one_line_naming_the_file(tmp_path, text):
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text(text)
+    with pytest.raises(InputError) as err:
+        model_catalog(catalog)
+    assert str(catalog) in str(err.value) and "\n" not in str(err.value)
