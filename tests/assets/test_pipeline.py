@@ -68,8 +68,16 @@ def test_graph_end_to_end(world):
     result = run(world, [figures])
     assert result.success, failure_message(result)
     meta = result.asset_materializations_for_node("figures")[0].metadata
-    inline = [k for k in meta if k.startswith("figure:")]
-    assert inline and "data:image/png;base64," in meta[inline[0]].value
+    groups = [k for k in meta if k.startswith("figures: ")]
+    inline = sum(meta[k].value.count("](data:image/png;base64,") for k in groups)
+    pngs = sorted(store.figures().rglob("*.png"))
+    assert inline == len(pngs) == meta["n_figures"].value  # every figure drawn is inline, none chosen by title
+    assert any("correct_vs_wrong" in p.name for p in pngs) and any("heatmap" in p.name for p in pngs)
+    assert {"figures: tiny · champ", "figures: tiny · commonsense_demo"} <= set(groups)
+    tables = [k for k in meta if k.startswith("table: ")]
+    assert tables and all(isinstance(meta[k], dg.TableMetadataValue) for k in tables)
+    assert any("relative difference" in k for k in tables)
+    assert meta["index"].value.endswith("index.html")
     assert (store.figures() / "tiny" / "champ_levels.png").stat().st_size > 10_000
     index = (store.figures() / "index.md").read_text()
     assert "champ_levels.png" in index
