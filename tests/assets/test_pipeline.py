@@ -124,4 +124,6 @@ def test_unknown_model_partition_fails_clearly(world):
     instance.add_dynamic_partitions("model", ["no-such-model"])
     result = run(world, [gradient_stats], multi_key("no-such-model", VARIANTS[0]))
     assert not result.success
-    assert "unknown model 'no-such-model'" in failure_message(result)
+    message = failure_message(result)
+    assert "model partition 'no-such-model' is in no model catalog" in message
+    assert "lg-pipeline models add no-such-model" in message
