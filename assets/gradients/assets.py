@@ -75,6 +75,7 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
             "seconds": round(summary.seconds, 1),
             "examples_per_second": round((summary.n_examples - summary.resumed) / max(summary.seconds, 1e-9), 3),
             "device": compute.leased_device,
+            **compute.run_metadata(),  # peak memory (process RSS; CUDA peak on a GPU)
             "method": config.method,
             "path": dg.MetadataValue.path(str(path)),
             "problems": md_table(_problems(summary.problems)),

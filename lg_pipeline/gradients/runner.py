@@ -41,20 +41,31 @@ class RunSummary:
 
 
 class Progress:
-    """Examples/s and ETA, reported through any callable (print, tqdm.write, context.log.info)."""
+    """One line per finished example (k/N, id, tokens, outcome, examples/s, ETA), through any callable (print,
+    tqdm.write, context.log.info). The engine finishes a batch's examples together, so lines come per batch;
+    `start` says beforehand how many examples and batches there are, so a long first batch is not silent.
+    """
 
-    def __init__(self, total: int, report: Callable[[str], None], every_s: float = 5.0):
-        self.total, self.report, self.every_s = total, report, every_s
-        self.done, self.start, self.last = 0, time.monotonic(), 0.0
+    def __init__(self, total: int, report: Callable[[str], None]):
+        self.total, self.report = total, report
+        self.done, self.start_time = 0, time.monotonic()
 
-    def advance(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= self.every_s or self.done >= self.total:
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate else float("inf")
-            self.report(f"{self.done}/{self.total} examples, {rate:.2f} ex/s, ETA {eta:.0f}s")
+    def start(self, batch_size: int) -> None:
+        batches = -(-self.total // max(batch_size, 1))
+        self.report(f"computing {self.total} examples in {batches} batch(es) of up to {batch_size}")
+
+    def advance(self, results: list[ExampleResult]) -> None:
+        for res in results:
+            self.done += 1
+            elapsed = max(time.monotonic() - self.start_time, 1e-9)
+            rate = self.done / elapsed
+            eta = (self.total - self.done) / rate
+            tokens = f"{res.rows[0]['n_tokens']} tokens" if res.rows and "n_tokens" in res.rows[0] else "no tokens"
+            outcome = "" if res.status == "ok" else f", {res.status}"
+            self.report(
+                f"example {self.done}/{self.total} ({res.example_id}): {tokens}{outcome}, "
+                f"{rate:.3f} ex/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+            )
 
 
 def run_to_parquet(
@@ -77,6 +88,7 @@ def run_to_parquet(
     if done:
         report(f"resuming: {len(done)} examples already done, {len(todo)} to go")
     progress = Progress(len(todo), report)
+    progress.start(config.batch_size)
     started = time.monotonic()
     for batch in _batches(compute_gradient_stats(model, tokenizer, todo, config), config.batch_size):
         rows = [r for res in batch for r in res.rows]
@@ -85,7 +97,7 @@ def run_to_parquet(
         status_table.append(
             pd.DataFrame([(r.example_id, r.status, r.reason) for r in batch], columns=list(STATUS_COLUMNS))
         )
-        progress.advance(len(batch))
+        progress.advance(batch)
     # Latest outcome per example (failed, then ok on a rerun, is ok), for this call's examples only.
     status = _latest_status(status_table.read_chunks(), wanted)
     ok_ids = set(status.loc[status.status == "ok", "example_id"])

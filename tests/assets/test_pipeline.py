@@ -56,6 +56,11 @@ def test_graph_end_to_end(world):
         assert result.success, failure_message(result)
         checks = result.get_asset_check_evaluations()
         assert [c.passed for c in checks] == [True]
+        meta = result.asset_materializations_for_node("gradient_stats")[0].metadata
+        assert meta["peak_rss_mib"].value > 0 and "examples_per_second" in meta
+        logs = [e.user_message for e in world[0].all_logs(result.run_id)]
+        assert any(m.startswith("example 1/") and "tokens" in m and "ETA" in m for m in logs)
+        assert any("loaded model tiny in " in m or "model tiny already loaded" in m for m in logs)
         stats = pd.read_parquet(store.gradients(StatsKey.of("tiny", variant)))
         assert len(stats) == N_EXAMPLES * N_LAYERS * 4
         assert set(stats.module) == {"q_proj", "k_proj", "v_proj", "o_proj"}
