@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import io
 import math
 import re
 from pathlib import Path
@@ -76,7 +77,19 @@ def _record_value(value: Any) -> Any:
     return value if isinstance(value, (int, bool)) or value is None else str(value)
 
 
-def inline_png(path: Path, title: str | None = None) -> str:
-    """Markdown with the PNG inlined, so the UI shows the figure without opening files."""
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f"![{escape_md(title or path.stem)}](data:image/png;base64,{data})"
+INLINE_WIDTH = 1080  # px: the UI's metadata dialog shows an image at its own size, and no wider than this fits
+
+
+def inline_png(path: Path, title: str | None = None, max_width: int = INLINE_WIDTH) -> str:
+    """Markdown with the PNG inlined, so the UI shows the figure without opening files; wider figures are scaled
+    down to `max_width` for the UI (the file on disk keeps its full resolution)."""
+    data = path.read_bytes()
+    from PIL import Image  # matplotlib's own dependency
+
+    with Image.open(io.BytesIO(data)) as image:
+        if image.width > max_width:
+            scaled = image.resize((max_width, round(image.height * max_width / image.width)), Image.LANCZOS)
+            buffer = io.BytesIO()
+            scaled.save(buffer, format="PNG", optimize=True)
+            data = buffer.getvalue()
+    return f"![{escape_md(title or path.stem)}](data:image/png;base64,{base64.b64encode(data).decode()})"

@@ -67,10 +67,11 @@ def figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.Materia
         models.setdefault(name, ModelInfo(name, name, "base", name))
     report = build_report(curves, mad, models, datasets, store.figures())
     context.log.info(f"{len(report.figures)} figures, {len(report.tables)} tables, index at {report.index}")
-    meta = _overview(report, ready, skipped)
+    overview = _overview(report, ready, skipped)
     # Lineage: the exact summary and statistics partitions (and their data versions) behind every figure/table.
-    version = record_lineage(meta, context.instance, ready, report, store)
-    meta.update(_artifacts(report, meta["lineage"].value))
+    version = record_lineage(overview, context.instance, ready, report, store)
+    index = {"index": overview.pop("index")}
+    meta = {**index, **_artifacts(report, overview["lineage"].value), **overview}  # the UI lists them in this order
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 

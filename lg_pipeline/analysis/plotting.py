@@ -180,6 +180,10 @@ def _style(ax, title: str, ylabel: str, layers: pd.Series, legend: bool = True) 
     ax.set_ylabel(ylabel)
     lo, hi = float(layers.min()), float(layers.max())
     ax.set_xlim(lo, hi if hi > lo else lo + 1.0)
+    if hi > 1.0:  # layer numbers (depth 0-1 in the cross-model figure keeps its fractions)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, color="lightgray", linestyle="--", linewidth=0.5)
     if legend:
         ax.legend(fontsize=7, loc="best")

@@ -128,9 +128,10 @@ def _model_figures(curves, model: ModelInfo, datasets, out: Path, report: Report
         files = plot_level_panels(one, *args, out / f"{name}_levels", labels, include_ratio=True)
         report.add(LEVELS, f"{title} · nuclear norm and ratio per layer, by level", [model.name], [name], files)
         correct = one[(one.correctness == "correct") & (one.statistic == "nuclear_norm")]
-        if spans_decades(correct):
+        if spans_decades(correct) or spans_decades(correct, "module"):  # levels or projections tenfold apart
             files = plot_level_panels(one, *args, out / f"{name}_levels_log", labels, include_ratio=True, log_y=True)
-            report.add(LEVELS_LOG, f"{title} · nuclear norm per layer, by level (log y)", [model.name], [name], files)
+            log_title = f"{title} · nuclear norm and ratio per layer, by level (log y)"
+            report.add(LEVELS_LOG, log_title, [model.name], [name], files)
         if one.correctness.nunique() > 1:
             files = plot_correct_vs_wrong(one, *args, out / f"{name}_correct_vs_wrong", labels)
             report.add(CORRECT_VS_WRONG, f"{title} · correct vs wrong, nuclear norm", [model.name], [name], files)

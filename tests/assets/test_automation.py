@@ -382,7 +382,7 @@ def test_sensor_stores_the_gpu_pool_limit_before_requesting_runs(world, tmp_path
     """On a fresh instance Dagster's run queue lets every queued run through on its first pass over a pool."""
     from assets.pools import GPU_POOL
 
-    project = yaml.safe_load((Path(__file__).resolve().parents[2] / "dagster.yaml").read_text())
+    project = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "local" / "dagster.yaml").read_text())
     with dg.instance_for_test(overrides={"concurrency": project["concurrency"]}) as instance:
         assert GPU_POOL not in instance.event_log_storage.get_concurrency_keys()
         tick(SimpleNamespace(instance=instance, tmp=tmp_path))

@@ -34,3 +34,21 @@ def test_table_value_keeps_every_column_and_types():
     assert isinstance(value, dg.TableMetadataValue)
     assert [c.name for c in value.schema.columns] == list(wide.columns)
     assert value.records[1].data["q all"] is None and value.records[0].data["level"] == "none"
+
+
+def test_inline_png_scales_a_wide_figure_for_the_ui_and_keeps_the_file(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from assets.metadata import INLINE_WIDTH, inline_png
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (2000, 500), "white").save(path)
+    before = path.read_bytes()
+    md = inline_png(path, "A [wide] figure")
+    assert md.startswith("![A \\[wide\\] figure](data:image/png;base64,")
+    shown = Image.open(io.BytesIO(base64.b64decode(md.split("base64,")[1].rstrip(")"))))
+    assert shown.size == (INLINE_WIDTH, 270)
+    assert path.read_bytes() == before

@@ -145,7 +145,7 @@ def world(tmp_path_factory) -> Iterator[dict[str, Any]]:
     catalog.write_text("# test catalog\n" + yaml.safe_dump({"models": {"tiny-a": entry}}))
     home = tmp / "home"
     home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
