@@ -102,6 +102,17 @@ class Browser:
             time.sleep(0.5)
         raise TimeoutError(f"page never satisfied: {expression[:120]}")
 
+    def press(self, key: str) -> None:
+        """A real key press (down and up), as a person's keyboard sends it."""
+        for kind in ("keyDown", "keyUp"):
+            self.send(
+                "Input.dispatchKeyEvent",
+                type=kind,
+                key=key,
+                code=key,
+                windowsVirtualKeyCode=27 if key == "Escape" else 0,
+            )
+
     def screenshot(self, path: Path, full_page: bool = False) -> Path:
         params: dict[str, Any] = {"format": "png"}
         if full_page:
