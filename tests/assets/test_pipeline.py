@@ -59,7 +59,9 @@ def test_graph_end_to_end(world):
         meta = result.asset_materializations_for_node("gradient_stats")[0].metadata
         assert meta["peak_rss_mib"].value > 0 and "examples_per_second" in meta
         logs = [e.user_message for e in world[0].all_logs(result.run_id)]
-        assert any(m.startswith("example 1/") and "tokens" in m and "ETA" in m for m in logs)
+        progress = [m for m in logs if m.startswith("example ")]  # Detailed CoT included: a line per example
+        assert [m.split()[1] for m in progress] == [f"{k}/{N_EXAMPLES}" for k in range(1, N_EXAMPLES + 1)]
+        assert all("tokens" in m and "ex/s" in m and "ETA" in m for m in progress)
         assert any("loaded model tiny in " in m or "model tiny already loaded" in m for m in logs)
         stats = pd.read_parquet(store.gradients(StatsKey.of("tiny", variant)))
         assert len(stats) == N_EXAMPLES * N_LAYERS * 4
@@ -132,3 +134,22 @@ def test_unknown_model_partition_fails_clearly(world):
     message = failure_message(result)
     assert "model partition 'no-such-model' is in no model catalog" in message
     assert "lg-pipeline models add no-such-model" in message
+
+
+def test_a_variant_that_cannot_be_built_here_is_refused_before_any_run(world):
+    """No run, so no planned check that would turn red: the UI stays green when the data is good."""
+    from assets.curation.assets import curated_dataset
+    from assets.gradients.assets import gradient_stats
+    from assets.partitions import AVAILABILITY, multi_key
+
+    instance, _ = world
+    hub_only = next(v for v, why in AVAILABILITY.reasons.items() if "hub" in why)
+    runs_before = len(instance.get_runs())
+    with pytest.raises(dg.DagsterUnknownPartitionError):
+        run(world, [curated_dataset], hub_only)
+    with pytest.raises(dg.DagsterUnknownPartitionError):
+        run(world, [gradient_stats], multi_key("tiny", hub_only))
+    assert len(instance.get_runs()) == runs_before
+    check = dg.AssetCheckKey(dg.AssetKey("gradient_stats"), "gradient_stats_valid")
+    history = instance.event_log_storage.get_asset_check_execution_history(check, limit=100)
+    assert not [r for r in history if hub_only in (r.partition or "")]
