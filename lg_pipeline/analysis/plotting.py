@@ -382,7 +382,8 @@ def plot_heatmap(
     mods = _modules(curves, modules)
     layers = sorted(curves["layer"].unique())
     finite = curves["mean"][np.isfinite(curves["mean"])]
-    log = spans_decades(curves) and bool((finite > 0).all())  # levels tenfold apart: a log colour scale
+    tenfold = spans_decades(curves) or spans_decades(curves, "module")
+    log = tenfold and bool((finite > 0).all())  # levels or projections tenfold apart: a log colour scale
     vmin, vmax = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
     from matplotlib.colors import LogNorm, Normalize
 
@@ -402,6 +403,9 @@ def plot_heatmap(
             extent=(layers[0] - 0.5, layers[-1] + 0.5, len(mods) - 0.5, -0.5),
         )
         ax.set_yticks(range(len(mods)), [MODULE_LABELS.get(m, m) for m in mods])
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(level_labels[level], fontsize=10)
     axes[-1][0].set_xlabel("Layer")
     fig.colorbar(image, ax=[row[0] for row in axes], label=statistic_label(statistic))
