@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lg_pipeline.vocabulary import VariantKey
 
 # Partition states as the planner sees them (from Dagster's AssetPartitionStatus, None = never materialized).
 MATERIALIZED, FAILED, IN_PROGRESS = "materialized", "failed", "in_progress"
@@ -32,28 +35,88 @@ class Backlog:
     def empty(self) -> bool:
         return not (self.register or self.curate or self.compute)
 
-    def describe(self) -> str:
+    def describe(self, skipped: bool = True) -> str:
+        """One line; `skipped=False` leaves out the models that cannot run (the sensor says those once)."""
         parts = [
             f"{len(self.register)} new model(s)" if self.register else "",
             f"{len(self.curate)} curated table(s) to build" if self.curate else "",
             f"{len(self.compute)} gradient partition(s) to compute" if self.compute else "",
             f"{len(self.waiting)} waiting for their curated table" if self.waiting else "",
             f"{len(self.blocked)} blocked by a failed curated check" if self.blocked else "",
-            *(f"{m} skipped: {why}" for m, why in sorted(self.unavailable.items())),
+            *(f"{m} skipped: {why}" for m, why in sorted(self.unavailable.items()) if skipped),
         ]
         return "; ".join(p for p in parts if p) or "nothing missing"
 
 
+@dataclass(frozen=True)
+class Availability:
+    """The variants that can be built here, and why each other one cannot."""
+
+    buildable: tuple[str, ...]
+    reasons: dict[str, str] = field(default_factory=dict)  # variant -> why it cannot be built here
+
+    def note(self) -> str:
+        """One line per reason, naming the datasets (Markdown, for descriptions and the sensor's log)."""
+        if not self.reasons:
+            return ""
+        by_reason: dict[str, set[str]] = defaultdict(set)
+        for variant, why in self.reasons.items():
+            by_reason[why].add(VariantKey.parse(variant).dataset)
+        lines = [
+            f"- {sum(1 for w in self.reasons.values() if w == why)} variant(s) of {', '.join(sorted(names))}: {why}"
+            for why, names in sorted(by_reason.items())
+        ]
+        return f"Not partitioned here ({len(self.reasons)} variants that cannot be built in this environment):\n" + (
+            "\n".join(lines)
+        )
+
+
+def _teacher_set() -> bool:
+    return os.environ.get("LG_TEACHER", "").strip().lower() not in ("", "none")
+
+
+def _reason(spec, key: VariantKey, release_dir: str | None, hub: bool) -> str | None:
+    """Why the variant cannot be built here (None: it can)."""
+    group = spec.group_for(key.level)
+    released = spec.release_file(key.level, key.correctness)
+    if release_dir and released and os.path.isfile(os.path.join(release_dir, released)):
+        return None
+    if group is None:
+        where = f"not in {release_dir}" if release_dir else "set LG_RELEASE_DIR to the release folder"
+        return f"only in the study's release ({where})"
+    if group.adapter == "hub" and not (group.offline or hub):
+        return "a hub dataset and HF_HUB_OFFLINE/HF_DATASETS_OFFLINE keep the hub off (set both 0, or LG_RELEASE_DIR)"
+    if not (group.offline or hub):
+        return f"its source ({group.adapter}) is not available offline"
+    if key.level in group.teacher_levels and not _teacher_set():
+        return "Detailed CoT comes from a teacher: set LG_TEACHER (resources.curation.config.teacher)"
+    return None
+
+
+def variant_availability(release_dir: str | None = None) -> Availability:
+    """Which catalog variants can be built here (`LG_RELEASE_DIR` unless `release_dir` is given)."""
+    from data_sources.datasets.catalog import dataset_spec, variant_keys
+    from data_sources.datasets.hub import hub_enabled
+
+    release_dir = os.environ.get("LG_RELEASE_DIR") or None if release_dir is None else release_dir
+    hub = hub_enabled()
+    buildable, reasons = [], {}
+    for key in variant_keys():
+        why = _reason(dataset_spec(key), key, release_dir, hub)
+        if why:
+            reasons[str(key)] = why
+        else:
+            buildable.append(str(key))
+    return Availability(tuple(buildable), reasons)
+
+
 def buildable_variants(patterns: str | None = None, release_dir: str | None = None) -> list[str]:
-    """Variants this environment can build: the offline ones, plus the study's release files when
-    `LG_RELEASE_DIR` is set; `LG_AUTO_VARIANTS` (comma-separated globs) narrows what is filled in.
+    """Variants this environment can build (`variant_availability`, the variant partitions); `LG_AUTO_VARIANTS`
+    (comma-separated globs) narrows what is filled in.
 
-    Hub-only variants are never listed: a run for them would fail offline, every night.
+    Unbuildable variants are never listed: a run for them would fail, every night.
     """
-    from data_sources.datasets.catalog import buildable_variant_keys
-
-    release_dir = os.environ.get("LG_RELEASE_DIR") if release_dir is None else release_dir
-    ordered = [str(k) for k in buildable_variant_keys(release_dir or None)]
+    ordered = list(variant_availability(release_dir).buildable)
     globs = [p.strip() for p in (patterns or os.environ.get("LG_AUTO_VARIANTS", "*")).split(",") if p.strip()]
     return [k for k in ordered if any(fnmatch.fnmatchcase(k, g) for g in globs)]
 
@@ -102,7 +165,7 @@ def plan(
     ]
     curate = tuple(v for v in variants if curated_status.get(v) in redo and any(w[1] == v for w in wanted))
     return Backlog(
-        register=tuple(m for m in catalog if m not in registered),
+        register=tuple(m for m in models if m not in registered),  # a model that cannot run here is no partition
         curate=curate,
         compute=tuple(w for w in wanted if w[1] in ready - blocked_variants),
         waiting=tuple(w for w in wanted if w[1] not in ready),

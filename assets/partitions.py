@@ -1,5 +1,12 @@
 """Partitions: gradient statistics are keyed by model (dynamic) x dataset-variant (static).
 
+Only what can run here is a partition: the variants this environment can build (`backlog.variant_availability`: offline
+sources, the study's release files when `LG_RELEASE_DIR` is set, hub sources when the hub is enabled, teacher
+levels when `LG_TEACHER` is set) and the catalog models that can be loaded here (registered by the catalog
+sensor, `assets.backlog.plan`). The rest is listed once, with the reason, in the sensor's first tick and in the
+assets' descriptions (`not_partitioned_note`), instead of hundreds of "missing" cells that can never fill.
+The variant partitions are fixed when the code location loads: after changing those variables, reload it.
+
 Variant keys are `VariantKey`s (`<dataset>__<level>__<correct|wrong>`, e.g. `gsm8k__detailed__wrong`); a
 multi-partition key is a `StatsKey`, `model|variant` on the command line, e.g.
 `dagster asset materialize --select gradient_stats --partition "smollm2-135m-instruct|champ__none__correct"`.
@@ -9,19 +16,27 @@ from __future__ import annotations
 
 import dagster as dg
 
-from data_sources.datasets.catalog import variant_keys
+from assets.backlog import variant_availability
+from lg_pipeline.errors import InputError
 from lg_pipeline.vocabulary import StatsKey, VariantKey
 
 MODEL = "model"
 VARIANT = "variant"
 
+
+AVAILABILITY = variant_availability()
 model_partitions = dg.DynamicPartitionsDefinition(name=MODEL)
-variant_partitions = dg.StaticPartitionsDefinition([str(k) for k in variant_keys()])
+variant_partitions = dg.StaticPartitionsDefinition(list(AVAILABILITY.buildable))
 model_variant_partitions = dg.MultiPartitionsDefinition({MODEL: model_partitions, VARIANT: variant_partitions})
 
 # A model's summary reads every variant of that model; a variant's statistics read its curated table.
 by_model = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=MODEL)
 by_variant = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=VARIANT)
+
+
+def not_partitioned_note() -> str:
+    """What the asset descriptions say about the variants left out here."""
+    return AVAILABILITY.note()
 
 
 def stats_key(key: str | dg.MultiPartitionKey) -> StatsKey:
@@ -32,7 +47,21 @@ def stats_key(key: str | dg.MultiPartitionKey) -> StatsKey:
     return StatsKey.parse(str(key))
 
 
+def runnable_stats_key(key: str | dg.MultiPartitionKey) -> StatsKey:
+    """`stats_key`, refusing a model partition that no catalog knows (one added by hand in the launch dialog)."""
+    from data_sources.models.catalog import model_catalog
+
+    parsed = stats_key(key)
+    catalog = model_catalog()
+    if parsed.model not in catalog:
+        raise InputError(
+            f"model partition '{parsed.model}' is in no model catalog (known: {', '.join(sorted(catalog))}); "
+            f"add the model with `lg-pipeline models add {parsed.model} --source ...` and the catalog sensor "
+            "registers it — partitions added by hand in the launch dialog are not models"
+        )
+    return parsed
+
+
 def multi_key(model: str, variant: str | VariantKey) -> dg.MultiPartitionKey:
     """The Dagster key of the statistics partition (model, variant)."""
     return dg.MultiPartitionKey({MODEL: model, VARIANT: str(VariantKey.parse(variant))})
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 _LOADED: dict[tuple[str, str, str], Any] = {}  # one model kept per process: runs in one process reuse it
 
 
-def _default_root(env: str, folder: str) -> str:
-    return os.environ.get(env, str(PROJECT_ROOT / folder))
+DEFAULT_OUTPUT_ROOT = str(PROJECT_ROOT / "outputs")
+DEFAULT_CACHE_DIR = str(PROJECT_ROOT / ".cache")
 
 
 LOCAL_PROTOCOLS = ("", "file", "local")
@@ -41,8 +41,8 @@ class OutputStore(dg.ConfigurableResource):
     back, file by file, when the run ends (also when it fails, so a gradient run resumes from its chunks).
     """
 
-    root: str = _default_root("LG_OUTPUT_ROOT", "outputs")
-    staging_dir: str = os.environ.get("LG_STAGING_DIR", "")
+    root: str = DEFAULT_OUTPUT_ROOT
+    staging_dir: str = ""
 
     _mirror: Any = PrivateAttr(default=None)
 
@@ -123,20 +123,20 @@ class CurationResource(dg.ConfigurableResource):
     """
 
     n_examples: int = 500  # study and hub sources
-    n_offline_examples: int = int(os.environ.get("LG_N_OFFLINE_EXAMPLES", "4"))  # offline packs, CPU-sized
+    n_offline_examples: int = 4  # offline packs, CPU-sized
     seed: int = 0
-    release_dir: str | None = os.environ.get("LG_RELEASE_DIR")
+    release_dir: str | None = None
     tokenizer_model: str = "smollm2-135m-instruct"
-    cache_dir: str = _default_root("LG_CACHE_DIR", ".cache")
-    teacher: str = os.environ.get("LG_TEACHER", "")
-    teacher_model: str = os.environ.get("LG_TEACHER_MODEL", "")
-    teacher_base_url: str = os.environ.get("LG_TEACHER_BASE_URL", "")
-    teacher_api_key_env: str = os.environ.get("LG_TEACHER_API_KEY_ENV", "OPENAI_API_KEY")
-    teacher_device: str = os.environ.get("LG_TEACHER_DEVICE", "cpu")
+    cache_dir: str = DEFAULT_CACHE_DIR
+    teacher: str = ""
+    teacher_model: str = ""
+    teacher_base_url: str = ""
+    teacher_api_key_env: str = "OPENAI_API_KEY"
+    teacher_device: str = "cpu"
     teacher_dtype: str = ""
     teacher_temperature: float = 0.0
     teacher_max_tokens: int = 2048
-    teacher_file: str = os.environ.get("LG_TEACHER_FILE", "")
+    teacher_file: str = ""
     keep_disagreeing: bool = True
 
     def settings(self, offline: bool, tokenizer: Any = None) -> Any:
@@ -189,18 +189,19 @@ class ComputeResource(dg.ConfigurableResource):
     Out-of-memory batch splits in the engine are reported in the run's log.
     """
 
-    device: str = os.environ.get("LG_DEVICE", "cpu")
-    devices: str = os.environ.get("LG_DEVICES", "")
-    lock_dir: str = os.environ.get("LG_DEVICE_LOCK_DIR", "")
+    device: str = "cpu"
+    devices: str = ""
+    lock_dir: str = ""
     lease_timeout_s: float = 3600.0
-    dtype: str = os.environ.get("LG_DTYPE", "")
+    dtype: str = ""
     batch_size: int = 4
     max_length: int = 1024
     method: str = "core"
     targets: str = "q,k,v,o"
-    cache_dir: str = _default_root("LG_CACHE_DIR", ".cache")
+    cache_dir: str = DEFAULT_CACHE_DIR
 
     _lease: Any = PrivateAttr(default=None)
+    _log: Any = PrivateAttr(default=None)
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[ComputeResource]:
@@ -212,6 +213,8 @@ class ComputeResource(dg.ConfigurableResource):
         forward = _RunLogHandler(context.log)
         engine_log = logging.getLogger("lg_pipeline.gradients.engine")
         engine_log.addHandler(forward)
+        self._log = context.log
+        _reset_peak_memory(self._lease.device)
         try:
             if context.log and self._lease.device != self.device:
                 context.log.info(f"device lease: {self._lease.device} (of {', '.join(candidates)})")
@@ -219,7 +222,7 @@ class ComputeResource(dg.ConfigurableResource):
         finally:
             engine_log.removeHandler(forward)
             self._lease.release()
-            self._lease = None
+            self._lease, self._log = None, None
 
     @property
     def leased_device(self) -> str:
@@ -228,20 +231,59 @@ class ComputeResource(dg.ConfigurableResource):
 
     def load(self, model_name: str) -> tuple[Any, Any, Any]:
         """(model, tokenizer, spec), reused across runs in one process while the catalog entry is unchanged."""
+        import time
+
         from data_sources.models.catalog import get_model_spec, open_model
 
         device = self.leased_device
         key = (repr(get_model_spec(model_name)), device, self.dtype, self.cache_dir)
-        if key not in _LOADED:
-            _LOADED.clear()
-            _LOADED[key] = open_model(model_name, device, self.dtype or None, self.cache_dir)
+        if key in _LOADED:
+            self._info(f"model {model_name} already loaded on {device} (reused in this process)")
+            return _LOADED[key]
+        _LOADED.clear()
+        self._info(f"loading model {model_name} on {device} ({self.dtype or 'catalog dtype'}) …")
+        started = time.monotonic()
+        _LOADED[key] = open_model(model_name, device, self.dtype or None, self.cache_dir)
+        self._info(f"loaded model {model_name} in {time.monotonic() - started:.1f}s")
         return _LOADED[key]
+
+    def _info(self, message: str) -> None:
+        if self._log is not None:
+            self._log.info(message)
+
+    def run_metadata(self) -> dict[str, Any]:
+        """Peak memory of this run so far, for the materialization's metadata: the process's peak resident set
+        (the whole process: in-process runs share it) and, on CUDA, the device's peak allocation since the lease."""
+        return peak_memory(self.leased_device)
 
     def engine_config(self, chat: bool) -> Any:
         from lg_pipeline.gradients.engine import EngineConfig
         from lg_pipeline.gradients.targets import parse_suffixes
 
         return EngineConfig(self.method, parse_suffixes(self.targets), self.batch_size, self.max_length, chat)
+
+
+def _reset_peak_memory(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory(device: str) -> dict[str, float]:
+    """{"peak_rss_mib": process peak resident memory, "peak_cuda_mib": device peak (CUDA only)}, MiB."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    out = {"peak_rss_mib": round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)}
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out
 
 
 class _RunLogHandler(logging.Handler):
@@ -267,12 +309,64 @@ def current_env(env: str | None = None) -> str:
     return env
 
 
+# Every documented variable, read when the code location loads (`resources_for`), never at import time:
+# resource field -> environment variable. Unset variables leave the field's default.
+ENV_SETTINGS: dict[str, dict[str, str]] = {
+    "store": {"root": "LG_OUTPUT_ROOT", "staging_dir": "LG_STAGING_DIR"},
+    "curation": {
+        "n_offline_examples": "LG_N_OFFLINE_EXAMPLES",
+        "release_dir": "LG_RELEASE_DIR",
+        "cache_dir": "LG_CACHE_DIR",
+        "teacher": "LG_TEACHER",
+        "teacher_model": "LG_TEACHER_MODEL",
+        "teacher_base_url": "LG_TEACHER_BASE_URL",
+        "teacher_api_key_env": "LG_TEACHER_API_KEY_ENV",
+        "teacher_device": "LG_TEACHER_DEVICE",
+        "teacher_file": "LG_TEACHER_FILE",
+    },
+    "compute": {
+        "device": "LG_DEVICE",
+        "devices": "LG_DEVICES",
+        "lock_dir": "LG_DEVICE_LOCK_DIR",
+        "dtype": "LG_DTYPE",
+        "cache_dir": "LG_CACHE_DIR",
+    },
+}
+
+
+def env_settings(resource: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The fields of one resource that the environment sets (ints parsed; a bad value names its variable)."""
+    from lg_pipeline.errors import InputError
+
+    environ = os.environ if environ is None else environ
+    fields = {"store": OutputStore, "curation": CurationResource, "compute": ComputeResource}[resource].model_fields
+    out: dict[str, Any] = {}
+    for field, variable in ENV_SETTINGS[resource].items():
+        if environ.get(variable) in (None, ""):
+            continue
+        value: Any = environ[variable]
+        if fields[field].annotation is int:
+            try:
+                value = int(value)
+            except ValueError:
+                raise InputError(f"{variable}={value!r}: not a whole number") from None
+        out[field] = value
+    return out
+
+
 def resources_for(env: str | None = None) -> dict[str, Any]:
     """Resources per environment (`LG_ENV`): local CPU by default, `gpu` for a CUDA machine, `k8s` for a cluster.
 
-    On Kubernetes every gradient step is a pod with one GPU of its own (`cuda` = that GPU); outputs go to a
-    shared volume mounted at `LG_OUTPUT_ROOT`.
+    The `LG_*` variables of `ENV_SETTINGS` are read here, when the code location loads; the launchpad's
+    `resources.<name>.config.<field>` overrides any of them per run. On Kubernetes every gradient step is a pod
+    with one GPU of its own (`cuda` = that GPU); outputs go to a shared volume mounted at `LG_OUTPUT_ROOT`.
     """
-    gpu = ComputeResource(device="cuda", dtype="bfloat16", batch_size=8)
-    compute = {"local": ComputeResource(), "gpu": gpu, "k8s": gpu}[current_env(env)]
-    return {"store": OutputStore(), "curation": CurationResource(), "compute": compute}
+    env = current_env(env)
+    compute = env_settings("compute")
+    if env in ("gpu", "k8s"):
+        compute.update(device="cuda", dtype="bfloat16", batch_size=8)
+    return {
+        "store": OutputStore(**env_settings("store")),
+        "curation": CurationResource(**env_settings("curation")),
+        "compute": ComputeResource(**compute),
+    }

@@ -7,11 +7,11 @@ import dagster as dg
 from assets import gates
 from assets.analysis.summaries import ANALYSIS_VERSION, layer_summary
 from assets.automation.conditions import refresh_when_upstream_settles
-from assets.lineage import record_lineage
-from assets.metadata import inline_png, md_table
+from assets.lineage import describe, record_lineage
+from assets.metadata import escape_md, inline_png, table_value
 from assets.resources import OutputStore
 
-FIGURES_VERSION = "figures-1"
+FIGURES_VERSION = "figures-2"
 SUMMARY_TABLES = ("curves", "mad", "variants")  # what layer_summary writes per model
 
 
@@ -36,7 +36,12 @@ def _infos(variants: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     group_name="figures",
     kinds={"matplotlib"},
     automation_condition=refresh_when_upstream_settles(),
-    description="Per-layer curves per CoT level, correct vs wrong, heat maps, base vs instruct; MAD tables.",
+    description=(
+        "Per model and dataset: nuclear norm and ratio per layer by level (and a log-y variant where levels differ "
+        "tenfold), correct vs wrong with the per-layer relative difference, heat maps; every model on one depth "
+        "axis; base vs instruct where siblings exist; MAD and relative-difference tables. Every figure is inline "
+        "in the metadata (one entry per model and dataset), every table as table metadata; `index` is the HTML page."
+    ),
 )
 def figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.MaterializeResult:
     import pandas as pd
@@ -62,22 +67,45 @@ def figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.Materia
         models.setdefault(name, ModelInfo(name, name, "base", name))
     report = build_report(curves, mad, models, datasets, store.figures())
     context.log.info(f"{len(report.figures)} figures, {len(report.tables)} tables, index at {report.index}")
-    meta = _metadata(report, ready, skipped)
+    overview = _overview(report, ready, skipped)
     # Lineage: the exact summary and statistics partitions (and their data versions) behind every figure/table.
-    version = record_lineage(meta, context.instance, ready, report, store)
+    version = record_lineage(overview, context.instance, ready, report, store)
+    index = {"index": overview.pop("index")}
+    meta = {**index, **_artifacts(report, overview["lineage"].value), **overview}  # the UI lists them in this order
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))
 
 
-def _metadata(report: Any, ready: list[Any], skipped: dict[str, str]) -> dict[str, Any]:
-    meta: dict[str, Any] = {
+def _overview(report: Any, ready: list[Any], skipped: dict[str, str]) -> dict[str, Any]:
+    return {
         "index": dg.MetadataValue.path(str(report.index)),
+        "n_figures": len(report.figures),
+        "n_tables": len(report.tables),
         "models": dg.MetadataValue.json([f.name for f in ready]),
         "skipped_models": dg.MetadataValue.json(skipped),
     }
-    for item in report.figures:
-        meta[f"figure: {item.title}"] = dg.MetadataValue.md(f"**{item.title}**\n\n{inline_png(item.png)}")
-    for item in report.tables:
-        flat = item.table.copy()
-        flat.columns = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in flat.columns]
-        meta[f"table: {item.title}"] = md_table(flat.reset_index(), 40)
+
+
+def _artifacts(report: Any, lineage: dict[str, dict]) -> dict[str, Any]:
+    """Every figure inline (one Markdown entry per model and dataset, with its files and lineage) and every table
+    as table metadata, all chosen from the report's records (`Report.artifacts`), none by title.
+
+    Dagster 1.13 draws Markdown metadata over 1,000 characters behind a "[Show Markdown]" button (a figure is
+    ~50 kB of base64), so grouping keeps that to one click per model and dataset.
+    """
+    from lg_pipeline.analysis.report import grouped
+
+    meta: dict[str, Any] = {}
+    for group, items in grouped(report.artifacts).items():
+        figures = [i for i in items if i.is_figure]
+        if figures:
+            meta[f"figures: {group}"] = dg.MetadataValue.md("\n\n".join(_figure_md(i, lineage) for i in figures))
+        for item in items:
+            if item.table is not None:
+                meta[f"table: {item.title}"] = table_value(item.table.reset_index())
     return meta
+
+
+def _figure_md(item: Any, lineage: dict[str, dict]) -> str:
+    files = " · ".join(f"{p.suffix[1:].upper()} `{p}`" for p in item.files)
+    drawn = describe(lineage[item.title]) if item.title in lineage else ""
+    return f"### {escape_md(item.title)}\n\n{inline_png(item.png, item.title)}\n\n{files}\n\n{drawn}"

@@ -13,12 +13,12 @@ import dagster as dg
 from assets import gates
 from assets.automation.conditions import refresh_when_upstream_settles
 from assets.gradients.assets import gradient_stats
-from assets.metadata import file_version, md_table
+from assets.metadata import file_version, table_value
 from assets.partitions import by_model, model_partitions
 from assets.resources import OutputStore
 from lg_pipeline.vocabulary import StatsKey
 
-ANALYSIS_VERSION = "analysis-1"
+ANALYSIS_VERSION = "analysis-2"  # 2: norm intervals in log space
 
 
 def _gate(store: OutputStore, model: str) -> tuple[list[Path], dict[str, str]]:
@@ -40,7 +40,7 @@ def _gate(store: OutputStore, model: str) -> tuple[list[Path], dict[str, str]]:
     group_name="analysis",
     kinds={"pandas"},
     automation_condition=refresh_when_upstream_settles(),
-    description="Mean per layer with 95% t intervals, and MAD over all layers and early/middle/late thirds.",
+    description="Mean per layer with 95% intervals (t in log space for norms), MAD over all layers and each third.",
 )
 def layer_summary(context: dg.AssetExecutionContext, store: OutputStore):
     import pandas as pd
@@ -69,7 +69,7 @@ def layer_summary(context: dg.AssetExecutionContext, store: OutputStore):
             "variants": dg.MetadataValue.json([p.stem for p in passed]),
             "examples": int(stats.groupby(["dataset", "level", "correctness"]).example_id.nunique().sum()),
             "layers": int(stats.layer.max()) + 1,
-            "mad_nuclear_norm": md_table(_mad_preview(mad), 30),
+            "mad_nuclear_norm": table_value(_mad_preview(mad), 60),
             "path": dg.MetadataValue.path(str(out)),
         },
         data_version=dg.DataVersion(_version(passed)),

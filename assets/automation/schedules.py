@@ -39,6 +39,6 @@ def curate_missing_nightly(context: dg.ScheduleEvaluationContext) -> Any:
 def fill_missing_nightly(context: dg.ScheduleEvaluationContext, store: OutputStore) -> Any:
     store_pool_limit(context.instance)
     backlog = current_backlog(context.instance, store, retry_failed=True)
-    context.log.info(backlog.describe())
+    context.log.info(backlog.describe(skipped=False))  # the catalog sensor says once what is skipped, and why
     requests = list(run_requests(backlog, "nightly", keyed=False, curate=False))
     return requests or dg.SkipReason(backlog.describe())

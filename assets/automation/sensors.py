@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +15,14 @@ from assets.automation.jobs import curate_job, gradients_job
 from assets.backlog import FAILED, IN_PROGRESS, MATERIALIZED, Backlog, buildable_variants, plan
 from assets.curation.assets import curated_dataset
 from assets.gradients.assets import gradient_stats
-from assets.partitions import MODEL, model_partitions, model_variant_partitions, multi_key, stats_key
+from assets.partitions import (
+    MODEL,
+    model_partitions,
+    model_variant_partitions,
+    multi_key,
+    not_partitioned_note,
+    stats_key,
+)
 from assets.pools import store_pool_limit
 from assets.resources import OutputStore
 from lg_pipeline.vocabulary import StatsKey
@@ -93,9 +102,25 @@ def run_requests(backlog: Backlog, source: str, keyed: bool, curate: bool = True
 def model_catalog_sensor(context: dg.SensorEvaluationContext, store: OutputStore) -> dg.SensorResult:
     store_pool_limit(context.instance)
     backlog = current_backlog(context.instance, store, retry_failed=False)
-    context.log.info(backlog.describe())
+    cursor = _skipped_fingerprint(backlog)
+    if cursor != context.cursor:  # the first tick, or what cannot run here changed: say it once, in full
+        for line in _skipped_lines(backlog):
+            context.log.info(line)
+    context.log.info(backlog.describe(skipped=False))
     requests = list(run_requests(backlog, "catalog_sensor", keyed=True))
     new = [model_partitions.build_add_request(list(backlog.register))] if backlog.register else []
     if not requests and not new:
-        return dg.SensorResult(skip_reason=backlog.describe())
-    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=new)
+        return dg.SensorResult(skip_reason=backlog.describe(skipped=False), cursor=cursor)
+    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=new, cursor=cursor)
+
+
+def _skipped_lines(backlog: Backlog) -> list[str]:
+    """What cannot run here and why: the catalog models left out, and the variants that are no partitions."""
+    models = [f"model {m} is not registered: {why}" for m, why in sorted(backlog.unavailable.items())]
+    return models + ([note] if (note := not_partitioned_note()) else [])
+
+
+def _skipped_fingerprint(backlog: Backlog) -> str:
+    """The sensor's cursor: changes exactly when the skipped models or the unbuildable variants change."""
+    text = json.dumps([sorted(backlog.unavailable.items()), not_partitioned_note()])
+    return hashlib.sha1(text.encode()).hexdigest()[:16]

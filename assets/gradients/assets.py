@@ -8,7 +8,7 @@ from assets import gates
 from assets.curation.assets import curated_dataset
 from assets.failures import clear_errors
 from assets.metadata import file_version, md_table
-from assets.partitions import by_variant, model_variant_partitions, stats_key
+from assets.partitions import by_variant, model_variant_partitions, runnable_stats_key, stats_key
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, OutputStore
 from lg_pipeline.gradients.engine import ENGINE_VERSION
@@ -52,6 +52,7 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
     key = stats_key(context.partition_key)
     variant = key.variant
     with clear_errors():
+        runnable_stats_key(context.partition_key)  # a model partition no catalog knows: the `models add` hint
         dataset_spec(variant)
         examples, demo = _examples(store, variant)
         model, tokenizer, spec = compute.load(key.model)
@@ -79,6 +80,7 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
             "seconds": round(summary.seconds, 1),
             "examples_per_second": round((summary.n_examples - summary.resumed) / max(summary.seconds, 1e-9), 3),
             "device": compute.leased_device,
+            **compute.run_metadata(),  # peak memory (process RSS; CUDA peak on a GPU)
             "method": config.method,
             "path": dg.MetadataValue.path(str(path)),
             "problems": md_table(_problems(summary.problems)),

@@ -144,9 +144,11 @@ class HubSource:
         local = self._local_dir()
         if local is None and not hub_enabled():
             _force_offline()
+            flags = [f"{n}={os.environ.get(n)}" for n in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if os.environ.get(n)]
             raise InputError(
-                f"hub dataset {self.path!r} is not available offline (HF_DATASETS_OFFLINE=1); "
-                "use the release folder, an offline variant, or set HF_DATASETS_OFFLINE=0 with network"
+                f"hub dataset {self.path!r} is not available offline ({', '.join(flags) or 'the hub is opt-in'}); "
+                "use the release folder (LG_RELEASE_DIR), an offline variant, or set HF_DATASETS_OFFLINE=0 and "
+                "HF_HUB_OFFLINE=0 with network"
             )
         try:
             import datasets

@@ -75,19 +75,58 @@ def t_quantile(confidence: float, dof: np.ndarray) -> np.ndarray:
     return out
 
 
+# Statistics that cannot be negative: their interval is computed in log space and never crosses 0.
+NON_NEGATIVE: frozenset[str] = frozenset(
+    {"nuclear_norm", "sigma_max", "sigma_min", "frobenius_norm", "ratio", "nuclear_per_loss", "loss"}
+)
+
+
+def _t_interval(out: pd.DataFrame, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    half = t_quantile(confidence, out["n"].to_numpy() - 1) * out["sd"] / np.sqrt(out["n"])
+    return (out["mean"] - half).to_numpy(), (out["mean"] + half).to_numpy()
+
+
+def _log_interval(out: pd.DataFrame, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """The modified Cox interval for the mean of a positive quantity (Olsson 2005): a t interval in log space.
+
+    log E[x] = mu + s^2/2 under log-normality, with standard error sqrt(s^2/n + s^4/(2(n-1))); the bounds are
+    exp(.) of that, so they stay above 0 and are asymmetric as a norm's spread is. Where a group holds a 0 (no
+    log), the plain t interval is used with its lower bound clipped at 0.
+    """
+    n, s2 = out["n"].to_numpy(dtype=float), out["log_sd"].to_numpy(dtype=float) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se = np.sqrt(s2 / n + s2**2 / (2 * (n - 1)))
+        centre = out["log_mean"].to_numpy(dtype=float) + s2 / 2
+        half = t_quantile(confidence, n - 1) * se
+    low, high = np.exp(centre - half), np.exp(centre + half)
+    t_low, t_high = _t_interval(out, confidence)
+    positive = out["all_positive"].to_numpy(dtype=bool)
+    return np.where(positive, low, np.maximum(t_low, 0.0)), np.where(positive, high, t_high)
+
+
 def _one_statistic(stats: pd.DataFrame, statistic: str, confidence: float) -> pd.DataFrame:
     values = statistic_values(stats, statistic).to_numpy()
     finite = np.isfinite(values)
     frame = stats[[*CURVE_KEYS, "layer"]].copy()
     frame["value"] = np.where(finite, values, np.nan)
     frame["dropped"] = ~finite
+    positive = frame["value"] > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frame["log_value"] = np.where(positive, np.log(frame["value"].where(positive)), np.nan)
+    frame["not_positive"] = frame["value"].notna() & ~positive
     grouped = frame.groupby([*CURVE_KEYS, "layer"], dropna=False, sort=True)
     out = grouped.agg(
-        mean=("value", "mean"), sd=("value", "std"), n=("value", "count"), n_dropped=("dropped", "sum")
+        mean=("value", "mean"),
+        sd=("value", "std"),
+        n=("value", "count"),
+        n_dropped=("dropped", "sum"),
+        log_mean=("log_value", "mean"),
+        log_sd=("log_value", "std"),
+        n_not_positive=("not_positive", "sum"),
     ).reset_index()
-    half = t_quantile(confidence, out["n"].to_numpy() - 1) * out["sd"] / np.sqrt(out["n"])
-    out["ci_low"] = out["mean"] - half
-    out["ci_high"] = out["mean"] + half
+    out["all_positive"] = out["n_not_positive"] == 0
+    interval = _log_interval if statistic in NON_NEGATIVE else _t_interval
+    out["ci_low"], out["ci_high"] = interval(out, confidence)
     out["statistic"] = statistic
     return out
 
@@ -97,13 +136,15 @@ def layer_curves(
     statistics: Sequence[str] = DEFAULT_STATISTICS,
     confidence: float = 0.95,
 ) -> pd.DataFrame:
-    """Mean over examples per (variant, module, layer) with a Student-t confidence interval.
+    """Mean over examples per (variant, module, layer) with a confidence interval that respects the quantity.
 
     Non-finite values (NaN, +-inf, e.g. a ratio over a zero norm) are left out of the mean
     and counted in `n_dropped`, per layer. This differs from the study, which drops an
     example's whole curve when any layer is NaN and turns a division by zero into 0; we
-    keep every finite value and say how many were not. The interval is
-    mean +- t(conf, n-1) * sd / sqrt(n); it is NaN when fewer than two values remain.
+    keep every finite value and say how many were not. The interval of a non-negative
+    statistic (`NON_NEGATIVE`: norms, ratios) is a t interval in log space (`_log_interval`), so it
+    never crosses 0; any other statistic gets mean +- t(conf, n-1) * sd / sqrt(n). It is NaN when fewer
+    than two values remain.
     """
     missing = [c for c in (*CURVE_KEYS, "layer") if c not in stats.columns]
     if missing:

@@ -1,7 +1,9 @@
 """Every figure and table of a set of models' summaries, plus an index page (no Dagster here).
 
 Layout under `out_dir`: `<model>/<dataset>_{levels,correct_vs_wrong,heatmap}.{png,pdf}`,
-`<model>/<family>_mad.{csv,md,tex}`, `base_vs_instruct/…`, `cross_model_mad.*`, `index.md`, `index.html`.
+`<model>/<dataset>_{levels_log,relative_difference}.*` (where they apply), `<model>/<family>_mad.{csv,md,tex}`,
+`base_vs_instruct/…`, `cross_model/<dataset>.*`, `cross_model_mad.*`, `index.md`, `index.html` (grouped per model
+and dataset; `Report.index`).
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ class DatasetInfo:
 
 
 # What a record shows. Figures have a PNG first among their files; tables carry their DataFrame.
-LEVELS, CORRECT_VS_WRONG, HEATMAP, BASE_VS_INSTRUCT = "levels", "correct_vs_wrong", "heatmap", "base_vs_instruct"
-MAD_TABLE, CROSS_MODEL_MAD = "mad_table", "cross_model_mad"
-FIGURE_KINDS = (LEVELS, CORRECT_VS_WRONG, HEATMAP, BASE_VS_INSTRUCT)
+LEVELS, LEVELS_LOG, CORRECT_VS_WRONG, HEATMAP = "levels", "levels_log", "correct_vs_wrong", "heatmap"
+BASE_VS_INSTRUCT, CROSS_MODEL = "base_vs_instruct", "cross_model"
+MAD_TABLE, CROSS_MODEL_MAD, RELATIVE_DIFFERENCE = "mad_table", "cross_model_mad", "relative_difference"
+FIGURE_KINDS = (LEVELS, LEVELS_LOG, CORRECT_VS_WRONG, HEATMAP, BASE_VS_INSTRUCT, CROSS_MODEL)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ def build_report(
         _model_figures(curves[curves.model == model], models[model], datasets, out_dir / model, report)
         _model_tables(mad[mad.model == model], models[model], datasets, out_dir / model, report)
     _base_vs_instruct(curves, models, datasets, out_dir / "base_vs_instruct", report)
+    _cross_model(curves, models, datasets, out_dir / "cross_model", report)
     if len(mad):
         from lg_pipeline.analysis.tables import cross_model_table
 
@@ -114,23 +118,45 @@ def _label(ds: DatasetInfo) -> str:
 
 
 def _model_figures(curves, model: ModelInfo, datasets, out: Path, report: Report) -> None:
-    from lg_pipeline.analysis.plotting import plot_correct_vs_wrong, plot_heatmap, plot_level_panels
+    from lg_pipeline.analysis.plotting import plot_correct_vs_wrong, plot_heatmap, plot_level_panels, spans_decades
+    from lg_pipeline.analysis.tables import relative_difference_table
 
     for name in sorted(curves.dataset.unique()):
         ds, one = datasets[name], curves[curves.dataset == name]
         title = f"{model.display_name} · {_label(ds)}"
-        labels = ds.level_labels()
-        files = plot_level_panels(
-            one, model.display_name, _label(ds), "nuclear_norm", out / f"{name}_levels", labels, include_ratio=True
-        )
-        report.add(LEVELS, f"{title} · nuclear norm per layer", [model.name], [name], files)
+        labels, args = ds.level_labels(), (model.display_name, _label(ds), "nuclear_norm")
+        files = plot_level_panels(one, *args, out / f"{name}_levels", labels, include_ratio=True)
+        report.add(LEVELS, f"{title} · nuclear norm and ratio per layer, by level", [model.name], [name], files)
+        correct = one[(one.correctness == "correct") & (one.statistic == "nuclear_norm")]
+        if spans_decades(correct) or spans_decades(correct, "module"):  # levels or projections tenfold apart
+            files = plot_level_panels(one, *args, out / f"{name}_levels_log", labels, include_ratio=True, log_y=True)
+            log_title = f"{title} · nuclear norm and ratio per layer, by level (log y)"
+            report.add(LEVELS_LOG, log_title, [model.name], [name], files)
         if one.correctness.nunique() > 1:
-            files = plot_correct_vs_wrong(
-                one, model.display_name, _label(ds), "nuclear_norm", out / f"{name}_correct_vs_wrong", labels
-            )
-            report.add(CORRECT_VS_WRONG, f"{title} · correct vs wrong", [model.name], [name], files)
+            files = plot_correct_vs_wrong(one, *args, out / f"{name}_correct_vs_wrong", labels)
+            report.add(CORRECT_VS_WRONG, f"{title} · correct vs wrong, nuclear norm", [model.name], [name], files)
+            table = relative_difference_table(one)
+            table_title = f"{title} · relative difference correct vs wrong (%), nuclear norm"
+            files = _write_table(table_title, table, out / f"{name}_relative_difference")
+            report.add(RELATIVE_DIFFERENCE, table_title, [model.name], [name], files, table)
         files = plot_heatmap(one, model.display_name, _label(ds), out / f"{name}_heatmap", labels)
-        report.add(HEATMAP, f"{title} · heat map", [model.name], [name], files)
+        report.add(HEATMAP, f"{title} · heat map of nuclear norm, layer x projection", [model.name], [name], files)
+
+
+def _cross_model(curves, models: dict[str, ModelInfo], datasets, out: Path, report: Report) -> None:
+    """Every model with results on a dataset, on one axis (where two or more share it)."""
+    from lg_pipeline.analysis.plotting import plot_cross_model
+
+    for name in sorted(curves.dataset.unique()):
+        one = curves[curves.dataset == name]
+        names = sorted(one.model.unique())
+        if len(names) < 2:
+            continue
+        displays = {m: models[m].display_name for m in names}
+        files = plot_cross_model(one, displays, _label(datasets[name]), "nuclear_norm", out / name,
+                                 datasets[name].level_labels())  # fmt: skip
+        title = f"Every model · {_label(datasets[name])} · nuclear norm per depth"
+        report.add(CROSS_MODEL, title, names, [name], files)
 
 
 def _model_tables(mad, model: ModelInfo, datasets, out: Path, report: Report) -> None:
@@ -176,18 +202,46 @@ def _base_vs_instruct(curves, models, datasets, out: Path, report: Report) -> No
                 report.add(BASE_VS_INSTRUCT, title, [base.name, inst.name], [name], files)
 
 
+def group_of(item: Artifact) -> str:
+    """The heading a figure or table is listed under: its model(s), then its dataset(s)."""
+    models = " vs ".join(item.models) if len(item.models) <= 3 else "every model"
+    datasets = ", ".join(item.datasets) if item.datasets else "all datasets"
+    return f"{models} · {datasets}"
+
+
+def grouped(items: list[Artifact]) -> dict[str, list[Artifact]]:
+    """Artifacts by `group_of`, single-model groups first, in a stable order."""
+    out: dict[str, list[Artifact]] = {}
+    for item in sorted(items, key=lambda a: (len(a.models) > 1, a.models, a.datasets or ())):
+        out.setdefault(group_of(item), []).append(item)
+    return out
+
+
 def _write_index(report: Report, out_dir: Path) -> Path:
-    """index.md and index.html linking every figure and table of this run."""
+    """index.md and index.html linking every figure and table of this run, grouped per model and dataset;
+    returns the HTML page (what a person opens)."""
     md = ["# lg-pipeline figures", ""]
     page = ["<html><head><meta charset='utf-8'><title>lg-pipeline figures</title></head><body>"]
-    for item in report.figures:
-        links = ", ".join(f"[{p.suffix[1:]}]({p.relative_to(out_dir)})" for p in item.files)
-        md.append(f"- {item.title}: {links}")
-        png = item.png.relative_to(out_dir)
-        page.append(f"<h3>{html.escape(item.title)}</h3><img src='{png}' style='max-width:100%'>")
-    md += ["", "## Tables", ""]
-    for item in report.tables:
-        md.append(f"- {item.title}: " + ", ".join(f"[{p.suffix[1:]}]({p.relative_to(out_dir)})" for p in item.files))
+    page.append("<h1>lg-pipeline figures</h1>")
+    for group, items in grouped(report.artifacts).items():
+        md += [f"## {group}", ""]
+        page.append(f"<h2>{html.escape(group)}</h2>")
+        for item in items:
+            rel = [p.relative_to(out_dir) for p in item.files]
+            md.append(f"- {item.title}: " + ", ".join(f"[{p.suffix[1:]}]({p})" for p in rel))
+            links = " ".join(f"<a href='{html.escape(str(p))}'>{p.suffix[1:]}</a>" for p in rel)
+            page.append(f"<h3>{html.escape(item.title)}</h3><p>{links}</p>")
+            if item.png is not None:
+                page.append(f"<img src='{html.escape(str(item.png.relative_to(out_dir)))}' style='max-width:100%'>")
+            elif item.table is not None:
+                page.append(_html_table(item.table))
+        md.append("")
     page.append("</body></html>")
-    atomic_write_text(out_dir / "index.html", "\n".join(page))
-    return atomic_write_text(out_dir / "index.md", "\n".join(md) + "\n")
+    atomic_write_text(out_dir / "index.md", "\n".join(md))
+    return atomic_write_text(out_dir / "index.html", "\n".join(page))
+
+
+def _html_table(table) -> str:
+    flat = table.copy()
+    flat.columns = [" ".join(map(str, c)) if isinstance(c, tuple) else str(c) for c in flat.columns]
+    return flat.reset_index().to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0)

@@ -77,6 +77,32 @@ def cross_model_table(
     return mad_table(summary, ("model", "level", "correctness"), statistic, modules, where)
 
 
+def relative_difference_table(
+    curves: pd.DataFrame, statistic: str = "nuclear_norm", modules: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Correct vs wrong of one model on one dataset: rows = level, cells = the mean over layers of the study's
+    relative difference |correct - wrong| / |correct| (in %), per module over all layers and each third.
+    """
+    from lg_pipeline.analysis.curves import compare_curves, thirds
+
+    data = curves[curves["statistic"] == statistic]
+    per_layer = compare_curves(data, "correctness", "correct", "wrong")
+    if per_layer.empty:
+        raise ValueError(f"no level has both correct and wrong curves for statistic '{statistic}'")
+    mods = list(modules) if modules else [m for m in ATTENTION if m in set(per_layer["module"])]
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    for (level, module), group in per_layer[per_layer["module"].isin(mods)].groupby(["level", "module"]):
+        values = group.sort_values("layer")["rel_diff"].to_numpy() * 100
+        split = thirds(len(values)).items() if len(values) >= 3 else ()
+        parts = {"all": values, **{t: values[idx] for t, idx in split}}
+        for third, part in parts.items():
+            cells.setdefault((module, third), {})[level] = float(part.mean()) if len(part) else float("nan")
+    table = pd.DataFrame(cells)
+    table.index.name = "level"
+    table = table.reindex(columns=pd.MultiIndex.from_product([mods, list(TABLE_THIRDS)], names=["module", "third"]))
+    return table.reindex(_row_order(table.index, ["level"]))
+
+
 def _filter(frame: pd.DataFrame, where: Mapping[str, object]) -> pd.DataFrame:
     for column, value in where.items():
         values = value if isinstance(value, (list, tuple, set)) else [value]

@@ -20,8 +20,9 @@ DISAGREES_WITH_GOLD = "detailed_disagrees_with_gold"  # lost reason when keep_di
 def _teacher_response(settings: CurationSettings, key: str, instruction: str) -> str | None:
     if settings.teacher is None:
         raise InputError(
-            f"variant {key!r}: Detailed CoT for this dataset needs a teacher (CurationSettings.teacher); "
-            "none is configured, and the source carries no detailed responses"
+            f"variant {key!r}: Detailed CoT for this dataset needs a teacher and none is configured (the source "
+            "carries no detailed responses): set `resources.curation.config.teacher` in the launchpad, or LG_TEACHER "
+            "(openai | transformers | precomputed)"
         )
     return settings.teacher.respond(instruction)
 

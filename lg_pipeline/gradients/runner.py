@@ -69,20 +69,31 @@ class RunSummary:
 
 
 class Progress:
-    """Examples/s and ETA, reported through any callable (print, tqdm.write, context.log.info)."""
+    """One line per finished example (k/N, id, tokens, outcome, examples/s, ETA), through any callable (print,
+    tqdm.write, context.log.info). The engine finishes a batch's examples together, so lines come per batch;
+    `start` says beforehand how many examples and batches there are, so a long first batch is not silent.
+    """
 
-    def __init__(self, total: int, report: Callable[[str], None], every_s: float = 5.0):
-        self.total, self.report, self.every_s = total, report, every_s
-        self.done, self.start, self.last = 0, time.monotonic(), 0.0
+    def __init__(self, total: int, report: Callable[[str], None]):
+        self.total, self.report = total, report
+        self.done, self.start_time = 0, time.monotonic()
 
-    def advance(self, n: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= self.every_s or self.done >= self.total:
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate else float("inf")
-            self.report(f"{self.done}/{self.total} examples, {rate:.2f} ex/s, ETA {eta:.0f}s")
+    def start(self, batch_size: int) -> None:
+        batches = -(-self.total // max(batch_size, 1))
+        self.report(f"computing {self.total} examples in {batches} batch(es) of up to {batch_size}")
+
+    def advance(self, results: list[ExampleResult]) -> None:
+        for res in results:
+            self.done += 1
+            elapsed = max(time.monotonic() - self.start_time, 1e-9)
+            rate = self.done / elapsed
+            eta = (self.total - self.done) / rate
+            tokens = f"{res.rows[0]['n_tokens']} tokens" if res.rows and "n_tokens" in res.rows[0] else "no tokens"
+            outcome = "" if res.status == "ok" else f", {res.status}"
+            self.report(
+                f"example {self.done}/{self.total} ({res.example_id}): {tokens}{outcome}, "
+                f"{rate:.3f} ex/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+            )
 
 
 def check_config(config: EngineConfig) -> None:
@@ -292,6 +303,7 @@ class _Run:
         by_id = {e.example_id: e for e in todo}
         common = provenance(self.fields, self.key)
         progress = Progress(len(todo), self.report)
+        progress.start(self.config.batch_size)
         results = compute_gradient_stats(self.model, self.tokenizer, todo, self.config)
         with finite_logits(self.model):
             self._write(results, by_id, common, progress)
@@ -314,7 +326,7 @@ class _Run:
             outcomes = [(r.example_id, r.status, r.reason, self.key) for r in batch]
             self.status.append(pd.DataFrame(outcomes, columns=[*STATUS_COLUMNS, "run_key"]))
             self.finished_examples += len(batch)
-            progress.advance(len(batch))
+            progress.advance(batch)
 
     def _name_non_finite(self, batch: list[ExampleResult]) -> None:
         """A failure caused by NaN/inf weights says so, not the linear-algebra error it turned into."""

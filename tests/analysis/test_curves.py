@@ -126,15 +126,41 @@ def test_relative_difference_does_not_modify_input_and_checks_length():
 # --------------------------------------------------------------------------- curves
 
 
-def test_layer_curves_mean_and_t_interval():
-    stats = pd.DataFrame([row(f"e{i}", 0, nuclear_norm=v) for i, v in enumerate([1.0, 2.0, 3.0])])
-    out = layer_curves(stats, statistics=["nuclear_norm"])
+def test_layer_curves_mean_and_t_interval_for_a_signed_statistic():
+    stats = pd.DataFrame([row(f"e{i}", 0, grad_mean=v) for i, v in enumerate([1.0, 2.0, 3.0])])
+    out = layer_curves(stats, statistics=["grad_mean"])
     assert list(out.columns) == list(CURVE_COLUMNS)
     (r,) = out.itertuples()
     half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
     assert (r.mean, r.n, r.n_dropped) == (2.0, 3, 0)
     assert r.ci_low == pytest.approx(2.0 - half)
     assert r.ci_high == pytest.approx(2.0 + half)
+
+
+def test_a_norm_gets_the_log_space_interval_hand_computed():
+    stats = pd.DataFrame([row(f"e{i}", 0, nuclear_norm=v) for i, v in enumerate([1.0, 2.0, 3.0])])
+    (r,) = layer_curves(stats, statistics=["nuclear_norm"]).itertuples()
+    logs = np.log([1.0, 2.0, 3.0])
+    s2 = logs.var(ddof=1)
+    centre, se = logs.mean() + s2 / 2, math.sqrt(s2 / 3 + s2**2 / (2 * 2))  # modified Cox, n = 3
+    assert r.mean == 2.0
+    assert r.ci_low == pytest.approx(math.exp(centre - 4.302652729911275 * se))
+    assert r.ci_high == pytest.approx(math.exp(centre + 4.302652729911275 * se))
+
+
+def test_a_norm_interval_never_crosses_zero_where_the_t_interval_does():
+    values = [0.01, 0.02, 5.0, 0.03]  # n = 4, one large value: mean - t*sd/sqrt(n) < 0
+    stats = pd.DataFrame([row(f"e{i}", 0, nuclear_norm=v, grad_mean=v) for i, v in enumerate(values)])
+    out = layer_curves(stats, statistics=["nuclear_norm", "grad_mean"]).set_index("statistic")
+    assert out.loc["grad_mean", "ci_low"] < 0  # the plain t interval would cross 0 here
+    assert 0 < out.loc["nuclear_norm", "ci_low"] < out.loc["nuclear_norm", "ci_high"]
+
+
+def test_a_norm_with_a_zero_value_falls_back_to_t_clipped_at_zero():
+    stats = pd.DataFrame([row(f"e{i}", 0, nuclear_norm=v) for i, v in enumerate([0.0, 0.0, 9.0])])
+    (r,) = layer_curves(stats, statistics=["nuclear_norm"]).itertuples()
+    assert r.ci_low == 0.0
+    assert r.ci_high == pytest.approx(3.0 + 4.302652729911275 * math.sqrt(27) / math.sqrt(3))
 
 
 def test_layer_curves_drops_and_counts_non_finite():

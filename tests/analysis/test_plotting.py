@@ -84,6 +84,59 @@ def test_correct_vs_wrong_uses_same_colour_two_styles(tmp_path, captured):
     assert lines["Q correct"].get_linestyle() != lines["Q wrong"].get_linestyle()
 
 
+def orders_apart() -> pd.DataFrame:
+    """None CoT 1000x larger than Detailed CoT, wrong 20% above correct from layer 6 on (as the study finds)."""
+    data = curves()
+    factor = data.level.map({"none": 1000.0, "simplified": 30.0, "detailed": 1.0})
+    wrong_late = (data.correctness == "wrong") & (data.layer >= 6)
+    correct = data.assign(correctness="correct")
+    base = correct["mean"].where(data.correctness == "correct")
+    data = data.assign(mean=base.groupby([data.level, data.module, data.statistic, data.layer]).transform("max"))
+    data["mean"] = data["mean"] * factor * np.where(wrong_late, 1.2, 1.0)
+    return data.assign(ci_low=data["mean"] * 0.9, ci_high=data["mean"] * 1.1)
+
+
+def test_correct_vs_wrong_detailed_panel_has_its_own_scale_and_a_relative_difference_row(tmp_path, captured):
+    data = orders_apart()
+    plotting.plot_correct_vs_wrong(data, "M", "GSM8K", "nuclear_norm", tmp_path / "cw", REASONING)
+    axes = captured[0]
+    assert len(axes) == 6  # 2 rows x 3 levels
+    detailed = data[(data.level == "detailed") & (data.statistic == "nuclear_norm")]
+    low, high = axes[2][0]  # top row, third level: Detailed CoT
+    assert low == 0.0 and detailed.ci_high.max() <= high <= detailed.ci_high.max() * 1.1
+    none_high = axes[0][0][1]
+    assert none_high > 100 * high  # on a shared axis Detailed CoT would be flat at the bottom
+    rel_lines = {line.get_label(): line for line in axes[5][1]}  # bottom row, Detailed CoT
+    q = rel_lines["Proj Q"].get_ydata()
+    np.testing.assert_allclose(q[:6], 0.0, atol=1e-9)
+    np.testing.assert_allclose(q[6:], 20.0)  # |correct - wrong| / |correct| in %
+
+
+def test_a_log_y_variant_where_levels_differ_by_orders_of_magnitude(tmp_path, captured):
+    data = orders_apart()
+    assert plotting.spans_decades(data[(data.statistic == "nuclear_norm") & (data.correctness == "correct")])
+    assert not plotting.spans_decades(curves())
+    plotting.plot_level_panels(data, "M", "GSM8K", "nuclear_norm", tmp_path / "log", REASONING, log_y=True)
+    (low, high), _ = captured[0][0]
+    top = data[(data.statistic == "nuclear_norm") & (data.correctness == "correct")]
+    assert 0 < low <= top["ci_low"].min() and high >= top["ci_high"].max()
+
+
+def test_cross_model_puts_every_model_on_one_depth_axis(tmp_path, captured):
+    deep, shallow = curves("deep", n_layers=30), curves("shallow", n_layers=18, scale=50.0)
+    paths = plotting.plot_cross_model(
+        pd.concat([deep, shallow]), {"deep": "Deep", "shallow": "Shallow"}, "GSM8K", "nuclear_norm",
+        tmp_path / "x", REASONING,
+    )  # fmt: skip
+    assert_image_ok(paths[0])
+    assert len(captured[0]) == 3 * 4  # levels x modules
+    lines = {line.get_label(): line.get_xdata() for line in captured[0][0][1]}
+    assert set(lines) == {"Deep", "Shallow"}
+    assert lines["Deep"][0] == lines["Shallow"][0] == 0.0 and lines["Deep"][-1] == lines["Shallow"][-1] == 1.0
+    with pytest.raises(ValueError, match="several datasets"):
+        plotting.plot_cross_model(pd.concat([deep, deep.assign(dataset="x")]), {}, "D", "nuclear_norm", tmp_path / "y")
+
+
 def test_base_vs_instruct_and_heatmap(tmp_path):
     base, instruct = curves("base"), curves("instruct", scale=2.0)
     paths = plotting.plot_base_vs_instruct(base, instruct, "Base", "Instruct", "GSM8K", "nuclear_norm", tmp_path / "bi")

@@ -12,6 +12,7 @@ from lg_pipeline.analysis.tables import (
     family_table,
     latex_escape,
     mad_table,
+    relative_difference_table,
     to_csv_text,
     to_latex,
     to_markdown,
@@ -117,3 +118,21 @@ def test_write_table_writes_three_files_atomically(tmp_path, summary):
 
 def test_latex_escape():
     assert latex_escape("a_b & 50% #1") == r"a\_b \& 50\% \#1"
+
+
+def test_relative_difference_table_per_level_and_third_hand_computed():
+    from lg_pipeline.analysis.curves import CURVE_COLUMNS
+
+    rows = []
+    for level, factor in (("detailed", 1.5), ("none", 1.1)):
+        for correctness in ("correct", "wrong"):
+            for layer in range(6):
+                mean = 10.0 * (factor if correctness == "wrong" and layer >= 3 else 1.0)
+                rows.append(("m", "gsm8k", level, correctness, "q_proj", layer, "nuclear_norm", mean, mean, mean, 4, 0))
+    table = relative_difference_table(pd.DataFrame(rows, columns=list(CURVE_COLUMNS)))
+    assert list(table.index) == ["none", "detailed"]  # the study's order
+    assert table.loc["detailed", ("q_proj", "all")] == pytest.approx(25.0)  # 3 layers at 0%, 3 at 50%
+    assert table.loc["detailed", ("q_proj", "early")] == pytest.approx(0.0)
+    assert table.loc["detailed", ("q_proj", "late")] == pytest.approx(50.0)
+    assert table.loc["none", ("q_proj", "late")] == pytest.approx(10.0)
+    assert "Detailed CoT" in to_markdown(table)

@@ -56,6 +56,13 @@ def test_graph_end_to_end(world):
         assert result.success, failure_message(result)
         checks = result.get_asset_check_evaluations()
         assert [c.passed for c in checks] == [True]
+        meta = result.asset_materializations_for_node("gradient_stats")[0].metadata
+        assert meta["peak_rss_mib"].value > 0 and "examples_per_second" in meta
+        logs = [e.user_message for e in world[0].all_logs(result.run_id)]
+        progress = [m for m in logs if m.startswith("example ")]  # Detailed CoT included: a line per example
+        assert [m.split()[1] for m in progress] == [f"{k}/{N_EXAMPLES}" for k in range(1, N_EXAMPLES + 1)]
+        assert all("tokens" in m and "ex/s" in m and "ETA" in m for m in progress)
+        assert any("loaded model tiny in " in m or "model tiny already loaded" in m for m in logs)
         stats = pd.read_parquet(store.gradients(StatsKey.of("tiny", variant)))
         assert len(stats) == N_EXAMPLES * N_LAYERS * 4
         assert set(stats.module) == {"q_proj", "k_proj", "v_proj", "o_proj"}
@@ -68,8 +75,16 @@ def test_graph_end_to_end(world):
     result = run(world, [figures])
     assert result.success, failure_message(result)
     meta = result.asset_materializations_for_node("figures")[0].metadata
-    inline = [k for k in meta if k.startswith("figure:")]
-    assert inline and "data:image/png;base64," in meta[inline[0]].value
+    groups = [k for k in meta if k.startswith("figures: ")]
+    inline = sum(meta[k].value.count("](data:image/png;base64,") for k in groups)
+    pngs = sorted(store.figures().rglob("*.png"))
+    assert inline == len(pngs) == meta["n_figures"].value  # every figure drawn is inline, none chosen by title
+    assert any("correct_vs_wrong" in p.name for p in pngs) and any("heatmap" in p.name for p in pngs)
+    assert {"figures: tiny · champ", "figures: tiny · commonsense_demo"} <= set(groups)
+    tables = [k for k in meta if k.startswith("table: ")]
+    assert tables and all(isinstance(meta[k], dg.TableMetadataValue) for k in tables)
+    assert any("relative difference" in k for k in tables)
+    assert meta["index"].value.endswith("index.html")
     assert (store.figures() / "tiny" / "champ_levels.png").stat().st_size > 10_000
     index = (store.figures() / "index.md").read_text()
     assert "champ_levels.png" in index
@@ -116,4 +131,25 @@ def test_unknown_model_partition_fails_clearly(world):
     instance.add_dynamic_partitions("model", ["no-such-model"])
     result = run(world, [gradient_stats], multi_key("no-such-model", VARIANTS[0]))
     assert not result.success
-    assert "unknown model 'no-such-model'" in failure_message(result)
+    message = failure_message(result)
+    assert "model partition 'no-such-model' is in no model catalog" in message
+    assert "lg-pipeline models add no-such-model" in message
+
+
+def test_a_variant_that_cannot_be_built_here_is_refused_before_any_run(world):
+    """No run, so no planned check that would turn red: the UI stays green when the data is good."""
+    from assets.curation.assets import curated_dataset
+    from assets.gradients.assets import gradient_stats
+    from assets.partitions import AVAILABILITY, multi_key
+
+    instance, _ = world
+    hub_only = next(v for v, why in AVAILABILITY.reasons.items() if "hub" in why)
+    runs_before = len(instance.get_runs())
+    with pytest.raises(dg.DagsterUnknownPartitionError):
+        run(world, [curated_dataset], hub_only)
+    with pytest.raises(dg.DagsterUnknownPartitionError):
+        run(world, [gradient_stats], multi_key("tiny", hub_only))
+    assert len(instance.get_runs()) == runs_before
+    check = dg.AssetCheckKey(dg.AssetKey("gradient_stats"), "gradient_stats_valid")
+    history = instance.event_log_storage.get_asset_check_execution_history(check, limit=100)
+    assert not [r for r in history if hub_only in (r.partition or "")]

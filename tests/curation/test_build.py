@@ -141,6 +141,7 @@ def test_detailed_without_teacher_fails_clearly(settings):
     with pytest.raises(InputError, match="needs a teacher") as err:
         build_variant("gsm_symbolic__detailed__correct", settings)
     assert "gsm_symbolic__detailed__correct" in str(err.value)
+    assert "resources.curation.config.teacher" in str(err.value) and "LG_TEACHER" in str(err.value)  # what to set
 
 
 def test_detailed_from_a_precomputed_teacher(settings):

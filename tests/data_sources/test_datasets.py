@@ -148,6 +148,7 @@ def _gsm8k_group():
 
 def test_hub_fails_at_once_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("LG_HUB_MIRROR", raising=False)
     start = time.monotonic()
     with pytest.raises(InputError) as err:
@@ -155,6 +156,7 @@ def test_hub_fails_at_once_offline(monkeypatch, tmp_path):
     assert time.monotonic() - start < 5
     message = str(err.value)
     assert "openai/gsm8k" in message and "HF_DATASETS_OFFLINE" in message and "\n" not in message
+    assert "HF_HUB_OFFLINE=1" in message  # names the setting that is on, and what to change
 
 
 def _mirror_gsm8k(root):

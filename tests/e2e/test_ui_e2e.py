@@ -9,7 +9,11 @@
 3. Two gradient runs launched together share the `gpu` pool: with the shipped limit of 1 (dagster.yaml) the second
    waits in the queue until the first has finished; with the limit raised to 2 (`dagster instance concurrency set`,
    as the README says) they run side by side, which shows the timing measurement can see an overlap.
-4. If Chromium is installed, a headless screenshot of the asset graph must show our asset names.
+4. If Chromium is installed, a headless screenshot of the asset graph must show our asset names, and a real
+   browser (DevTools protocol, `browser.py`) must find every figure of the run inline in the `figures` asset's
+   metadata (each group opened with its "[Show Markdown]" click), and no partition this environment cannot build.
+5. `dagster dev`, started as `make ui` starts it, prints no Beta/Preview/"will not be used" warning, and the catalog
+   sensor says once (not every tick) that the hub-only model of the catalog is not registered.
 
 Everything lives in a tmp dir: DAGSTER_HOME, the catalog (tiny random Llamas with SmolLM2's real tokenizer,
 as `local` models), outputs and cache. Takes about three minutes on 2 cores.
@@ -40,6 +44,7 @@ BIN = Path(sys.executable).parent
 V_UI = "commonsense_demo__simplified__correct"  # launched through GraphQL as the UI does
 V_AUTO = "commonsense_demo__none__correct"  # filled in by the catalog sensor (LG_AUTO_VARIANTS)
 DEADLINE_S = 150
+HUB_MODEL = "hub-only"  # in the catalog, but HF_HUB_OFFLINE=1: never a partition
 
 
 def real_tokenizer(cache: Path) -> Any:
@@ -90,7 +95,9 @@ class Dagit:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "dagster-dev.log"
-        cmd = [str(BIN / "dagster"), "dev", "-m", "lg_pipeline.definitions", "-h", "127.0.0.1", "-p", str(self.port)]
+        # As `make ui` runs it (the Makefile's ui target): the workspace file, and its one PYTHONWARNINGS line.
+        cmd = [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)]
+        env = {**env, "PYTHONWARNINGS": "ignore:Function `dev_command` is superseded"}
         with self.log.open("wb") as out:
             # start_new_session: own process group, so SIGTERM reaches the webserver, daemon and code server.
             self.proc = subprocess.Popen(
@@ -142,12 +149,14 @@ def world(tmp_path_factory) -> Iterator[dict[str, Any]]:
     }
     catalog = tmp / "models.yaml"
     entry = {"source": "local", "path": str(models["tiny-a"]), "kind": "instruct", "family": "tiny"}
-    catalog.write_text("# test catalog\n" + yaml.safe_dump({"models": {"tiny-a": entry}}))
+    hub_only = {"source": "hub", "repo_id": "org/hub-only", "kind": "base", "family": "hub"}  # cannot run offline
+    catalog.write_text("# test catalog\n" + yaml.safe_dump({"models": {"tiny-a": entry, HUB_MODEL: hub_only}}))
     home = tmp / "home"
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    (home / ".nux").mkdir(parents=True)
+    shutil.copy(ROOT / "deploy" / "local" / "dagster.yaml", home / "dagster.yaml")
+    (home / ".nux" / "nux.yaml").write_text("seen: 1\n")  # as `make setup` does: no community dialog
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k not in ("LG_RELEASE_DIR", "LG_TEACHER")},
         "DAGSTER_HOME": str(home),
         "LG_MODEL_CATALOG": str(catalog),
         "LG_OUTPUT_ROOT": str(tmp / "out"),
@@ -427,3 +436,127 @@ def test_asset_graph_page_renders_our_assets(world, tmp_path):
     assert shot.is_file() and shot.stat().st_size > 10_000
     for name in ("curated_dataset", "gradient_stats", "layer_summary", "figures"):
         assert name in html, f"{name} not rendered on {page}"
+
+
+# ------------------------------------------------------------------------------------------------ the researcher's view
+FIGURES_META = """
+query { assetOrError(assetKey: {path: ["figures"]}) { ... on Asset { assetMaterializations(limit: 1) {
+  runId metadataEntries { label __typename ... on MarkdownMetadataEntry { mdStr } ... on IntMetadataEntry { intValue }
+  ... on TableMetadataEntry { table { records } } } } } } }"""
+PARTITIONS = """
+query($path: [String!]!) { assetNodes(assetKeys: [{path: $path}]) { partitionKeys description } }"""
+OPEN_GROUPS = """
+(() => Array.from(document.querySelectorAll('tr'))
+  .filter(tr => tr.cells.length && tr.cells[0].innerText.trim().startsWith('figures: '))
+  .map(tr => tr.cells[0].innerText.trim()))()"""
+CLICK_GROUP = """
+((label) => {
+  const row = Array.from(document.querySelectorAll('tr'))
+    .find(tr => tr.cells.length && tr.cells[0].innerText.trim() === label);
+  const button = Array.from(row.querySelectorAll('*'))
+    .find(e => e.childElementCount === 0 && e.textContent === '[Show Markdown]');
+  button.click();
+  return true;
+})"""
+DIALOG_IMAGES = """
+(() => { const d = document.querySelector('[role=dialog]'); if (!d) return null;
+  const imgs = Array.from(d.querySelectorAll('img[src^="data:image/png"]'));
+  return imgs.length && imgs.every(i => i.complete && i.naturalWidth > 0) ? imgs.map(i => i.alt) : null; })()"""
+CLOSE_DIALOG = """
+(() => { const d = document.querySelector('[role=dialog]');
+  const close = Array.from(d.querySelectorAll('button')).find(b => /^(Close|Done)$/.test(b.innerText.trim()));
+  if (close) { close.click(); return true; } return false; })()"""
+
+
+def _chromium_or_skip() -> None:
+    from tests.e2e.browser import chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+
+
+def _figures_with_both_models(world: dict[str, Any]) -> dict[str, Any]:
+    """The latest figures materialization, once it is drawn from tiny-a and tiny-b (the test above adds tiny-b)."""
+    dagit = world["dagit"]
+
+    def latest() -> dict[str, Any] | None:
+        found = dagit.gql(FIGURES_META)["assetOrError"]["assetMaterializations"]
+        if not found:
+            return None
+        entries = {e["label"]: e for e in found[0]["metadataEntries"]}
+        groups = [label for label in entries if label.startswith("figures: ")]
+        return entries if any("tiny-b" in g for g in groups) and any("tiny-a" in g for g in groups) else None
+
+    return wait_for("figures drawn from tiny-a and tiny-b", latest, dagit)
+
+
+def test_every_figure_is_inline_in_the_figures_metadata(world, tmp_path):
+    """Through GraphQL and in a real browser: each group's "[Show Markdown]" click shows all its figures."""
+    _chromium_or_skip()
+    from tests.e2e.browser import Browser
+
+    entries = _figures_with_both_models(world)
+    groups = {label: e["mdStr"] for label, e in entries.items() if label.startswith("figures: ")}
+    n_figures = entries["n_figures"]["intValue"]
+    assert sum(md.count("](data:image/png;base64,") for md in groups.values()) == n_figures
+    lines = [line for md in groups.values() for line in md.splitlines() if "PNG `" in line]
+    drawn = {line.split("PNG `")[1].split("`")[0] for line in lines}
+    assert len(drawn) == n_figures and all(Path(p).is_file() for p in drawn)
+    kinds = {Path(p).name.rsplit("_", 1)[-1] for p in drawn}
+    assert {"levels.png", "heatmap.png"} <= kinds and any("cross_model" in p for p in drawn)  # two models: one axis
+    tables = [label for label, e in entries.items() if e["__typename"] == "TableMetadataEntry"]
+    assert any("MAD" in t for t in tables)
+    shots = Path(os.environ.get("LG_E2E_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with Browser(1600, 1100) as browser:
+        browser.goto(f"{world['dagit'].url}/assets/figures")
+        labels = browser.wait_for(OPEN_GROUPS, timeout_s=90)
+        browser.screenshot(shots / "figures-asset.png")
+        assert set(labels) == set(groups)  # every group has its row in the UI's metadata table
+        seen = 0
+        for i, label in enumerate(labels):
+            browser.eval(f"{CLICK_GROUP}({json.dumps(label)})")
+            shown = browser.wait_for(DIALOG_IMAGES, timeout_s=30)
+            if i == 0:
+                time.sleep(1)  # the dialog fades in
+                browser.screenshot(shots / "figures-dialog.png")
+            seen += len(shown)
+            if not browser.eval(CLOSE_DIALOG):
+                browser.press("Escape")
+            browser.wait_for("!document.querySelector('[role=dialog]')", timeout_s=15)
+        assert seen == n_figures
+
+
+def test_only_partitions_this_environment_can_build(world, tmp_path):
+    from assets.backlog import variant_availability
+
+    dagit = world["dagit"]
+    availability = variant_availability("")
+    (curated,) = dagit.gql(PARTITIONS, path=["curated_dataset"])["assetNodes"]
+    assert set(curated["partitionKeys"]) == set(availability.buildable)
+    assert "Not partitioned here" in curated["description"]
+    (stats,) = dagit.gql(PARTITIONS, path=["gradient_stats"])["assetNodes"]
+    models = {key.split("|")[0] for key in stats["partitionKeys"]}
+    assert HUB_MODEL not in models and "tiny-a" in models
+    assert {key.split("|")[1] for key in stats["partitionKeys"]} <= set(availability.buildable)
+    _chromium_or_skip()
+    from tests.e2e.browser import Browser
+
+    shots = Path(os.environ.get("LG_E2E_SCREENSHOTS", tmp_path))
+    with Browser(1600, 1100) as browser:
+        browser.goto(f"{dagit.url}/assets/gradient_stats?view=partitions")
+        text = browser.wait_for(
+            f"document.body.innerText.includes({json.dumps(V_AUTO)}) && document.body.innerText", timeout_s=90
+        )
+        browser.screenshot(shots / "gradient-partitions.png")
+    assert HUB_MODEL not in text
+    assert not [v for v in availability.reasons if v in text]
+
+
+def test_dagster_dev_is_quiet_and_says_skipped_models_once(world):
+    log = world["dagit"].log.read_text(errors="replace")
+    for noise in ("BetaWarning", "PreviewWarning", "will not be used", "SupersessionWarning"):
+        assert noise not in log, f"{noise} in the dagster dev output"
+    ticks = log.count("Checking for new runs for sensor: model_catalog_sensor")
+    assert ticks >= 3
+    assert log.count(f"model {HUB_MODEL} is not registered") == 1  # once, not every tick

@@ -155,3 +155,16 @@ def test_work_done_another_way_is_never_mixed_in(llama, tokenizer, tmp_path, mon
     summary = run(llama, tokenizer, EXAMPLES, out, other)
     assert calls == [2, 2, 2] and summary.resumed == 0
     assert set(pd.read_parquet(out).module) == {"k_proj"}
+
+
+def test_progress_reports_every_example_with_its_tokens_rate_and_eta(llama, tokenizer, tmp_path):
+    lines: list[str] = []
+    run_to_parquet(llama, tokenizer, EXAMPLES[:5], CONFIG, tmp_path / "p.parquet", EXTRA, report=lines.append)
+    assert lines[0] == "computing 5 examples in 3 batch(es) of up to 2"
+    per_example = [line for line in lines if line.startswith("example ")]
+    assert [line.split()[1] for line in per_example] == [f"{k}/5" for k in range(1, 6)]
+    stats = pd.read_parquet(tmp_path / "p.parquet").groupby("example_id").n_tokens.first()
+    for line, ex in zip(per_example, EXAMPLES[:5], strict=True):
+        assert f"({ex.example_id}): {stats[ex.example_id]} tokens" in line
+        assert " ex/s, " in line and "ETA " in line
+    assert per_example[-1].endswith("ETA 0s")

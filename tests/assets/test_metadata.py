@@ -1,0 +1,54 @@
+"""Metadata helpers: curated text is shown literally, tables keep every column."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from assets.metadata import escape_md, md_table, table_value
+
+HOSTILE = "![pixel](http://evil.example/p.png) <img src=x onerror=alert(1)> [link](http://x) | # head\n* item"
+
+
+def test_curated_text_cannot_become_a_link_image_tag_or_table_break():
+    text = escape_md(HOSTILE)
+    assert "<img" not in text and "&lt;img" in text
+    assert "![" not in text and "](" not in text  # no image or link syntax survives
+    assert "\n" not in text and "| " not in text.replace("\\|", "")
+    assert text.startswith("\\!\\[pixel\\]\\(http://evil\\.example/p\\.png\\)")
+
+
+def test_md_table_escapes_every_cell_and_cuts_before_escaping():
+    frame = pd.DataFrame({"example_id": ["a|b"], "response": [HOSTILE + "x" * 200], "loss": [1.23456]})
+    md = md_table(frame).value
+    header, rule, row = md.split("\n")
+    assert row.count(" | ") == 2  # three cells: the pipes inside the text are escaped
+    assert "1.235" in row and "<img" not in row and "](" not in row
+    assert "… | 1.235 |" in row  # cut at 80 characters, then escaped
+
+
+def test_table_value_keeps_every_column_and_types():
+    wide = pd.DataFrame({f"q {t}": [1.5, float("nan")] for t in ("early", "middle", "late", "all")})
+    wide.insert(0, "level", ["none", "detailed"])
+    value = table_value(wide)
+    assert isinstance(value, dg.TableMetadataValue)
+    assert [c.name for c in value.schema.columns] == list(wide.columns)
+    assert value.records[1].data["q all"] is None and value.records[0].data["level"] == "none"
+
+
+def test_inline_png_scales_a_wide_figure_for_the_ui_and_keeps_the_file(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from assets.metadata import INLINE_WIDTH, inline_png
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (2000, 500), "white").save(path)
+    before = path.read_bytes()
+    md = inline_png(path, "A [wide] figure")
+    assert md.startswith("![A \\[wide\\] figure](data:image/png;base64,")
+    shown = Image.open(io.BytesIO(base64.b64decode(md.split("base64,")[1].rstrip(")"))))
+    assert shown.size == (INLINE_WIDTH, 270)
+    assert path.read_bytes() == before
