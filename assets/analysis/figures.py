@@ -47,6 +47,7 @@ def figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.Materia
     import pandas as pd
 
     from lg_pipeline.analysis.report import ModelInfo, build_report
+    from lg_pipeline.io.locks import output_lock
 
     ready, skipped = [], {}
     for model in store.summary_models():
@@ -65,11 +66,12 @@ def figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.Materia
     models, datasets = _infos(variants)
     for name in curves.model.unique():  # a model removed from the catalog keeps its results
         models.setdefault(name, ModelInfo(name, name, "base", name))
-    report = build_report(curves, mad, models, datasets, store.figures())
-    context.log.info(f"{len(report.figures)} figures, {len(report.tables)} tables, index at {report.index}")
-    overview = _overview(report, ready, skipped)
-    # Lineage: the exact summary and statistics partitions (and their data versions) behind every figure/table.
-    version = record_lineage(overview, context.instance, ready, report, store)
+    with output_lock(store.figures(), wait=True, report=context.log.info):  # one writer of the figures folder
+        report = build_report(curves, mad, models, datasets, store.figures())
+        context.log.info(f"{len(report.figures)} figures, {len(report.tables)} tables, index at {report.index}")
+        overview = _overview(report, ready, skipped)
+        # Lineage: the exact summary and statistics partitions (and their data versions) behind every figure/table.
+        version = record_lineage(overview, context.instance, ready, report, store)
     index = {"index": overview.pop("index")}
     meta = {**index, **_artifacts(report, overview["lineage"].value), **overview}  # the UI lists them in this order
     return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(version))

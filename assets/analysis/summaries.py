@@ -47,6 +47,7 @@ def layer_summary(context: dg.AssetExecutionContext, store: OutputStore):
 
     from lg_pipeline.analysis.curves import layer_curves, mad_summary
     from lg_pipeline.io.atomic import write_parquet
+    from lg_pipeline.io.locks import output_lock
 
     model = context.partition_key
     out = store.summary(model)
@@ -60,10 +61,11 @@ def layer_summary(context: dg.AssetExecutionContext, store: OutputStore):
     stats = pd.concat([pd.read_parquet(p) for p in passed], ignore_index=True)
     curves = layer_curves(stats)
     mad = mad_summary(curves)
-    write_parquet(curves, out / "curves.parquet")
-    write_parquet(mad, out / "mad.parquet")
-    write_parquet(_variants(stats), out / "variants.parquet")
-    gates.clear_summary_blocked(store, model)
+    with output_lock(out, wait=True, report=context.log.info):  # one writer per summary
+        write_parquet(curves, out / "curves.parquet")
+        write_parquet(mad, out / "mad.parquet")
+        write_parquet(_variants(stats), out / "variants.parquet")
+        gates.clear_summary_blocked(store, model)
     return dg.MaterializeResult(
         metadata={
             "variants": dg.MetadataValue.json([p.stem for p in passed]),

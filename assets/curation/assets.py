@@ -23,6 +23,7 @@ def curated_dataset(context: dg.AssetExecutionContext, store: OutputStore, curat
     from data_sources.datasets.catalog import dataset_spec
     from lg_pipeline.curation import build_variant
     from lg_pipeline.io.atomic import atomic_write_text, write_parquet
+    from lg_pipeline.io.locks import output_lock
 
     variant = context.partition_key
     with clear_errors():
@@ -30,9 +31,10 @@ def curated_dataset(context: dg.AssetExecutionContext, store: OutputStore, curat
         tokenizer = curation.tokenizer() if spec.family == "wiki" else None
         frame, meta = build_variant(spec, variant, curation.settings(spec.offline, tokenizer))
     build = json.loads(json.dumps(meta, default=str))
-    gates.forget_curated(store, variant)
-    atomic_write_text(store.curated_build(variant), json.dumps(build, indent=1))
-    path = write_parquet(frame, store.curated(variant))
+    with output_lock(store.curated(variant), wait=True, report=context.log.info):  # one writer per table
+        gates.forget_curated(store, variant)
+        atomic_write_text(store.curated_build(variant), json.dumps(build, indent=1))
+        path = write_parquet(frame, store.curated(variant))
     context.log.info(f"{variant}: {len(frame)} rows -> {path}")
     return dg.MaterializeResult(
         metadata={
