@@ -100,21 +100,15 @@ class ChunkedLinearCrossEntropy(torch.autograd.Function):
 
 
 def _chunk(hidden: Any, weight: Any, bias: Any, targets: Any, softcap: float | None) -> tuple[Any, Any]:
-    """(CE per row, d CE / d hidden) of one chunk; the logits in the head's dtype, the softmax in fp32."""
-    logits = hidden @ weight.T
-    if bias is not None:
-        logits = logits + bias
-    logits = logits.float()
-    slope = None
-    if softcap is not None:
-        capped = torch.tanh(logits / softcap)
-        slope = 1 - capped * capped  # d softcap(z) / dz
-        logits = capped.mul_(softcap)
-    rows = torch.arange(len(targets), device=targets.device)
-    lse = torch.logsumexp(logits, dim=-1)
-    losses = lse - logits[rows, targets]
-    probs = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-    probs[rows, targets] -= 1
-    if slope is not None:
-        probs.mul_(slope)
-    return losses, (probs.to(weight.dtype) @ weight).float()
+    """(CE per row, d CE / d hidden) of one chunk, by autograd on the chunk alone: the same operations,
+    in the same order, as the model's own head and loss (logits in the head's dtype, CE in fp32)."""
+    import torch.nn.functional as F
+
+    with torch.enable_grad():
+        rows = hidden.detach().requires_grad_(True)
+        logits = F.linear(rows, weight.detach(), None if bias is None else bias.detach())
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
+        losses = F.cross_entropy(logits.float(), targets, reduction="none")
+        (grad,) = torch.autograd.grad(losses.sum(), rows)
+    return losses.detach(), grad.float()

@@ -34,18 +34,24 @@ def matrix_stats(grad: torch.Tensor, vectors: bool = True) -> torch.Tensor:
     g = grad.float()
     svals = torch.linalg.svd(g).S if vectors else torch.linalg.svdvals(g)
     frobenius = torch.linalg.vector_norm(g, dtype=torch.float64).float()
-    ranks = spectrum_ranks(svals, frobenius)
+    ranks = spectrum_ranks(svals, frobenius, max(g.shape))
     return torch.stack([svals.sum(), svals.max(), svals.min(), frobenius, g.mean(), g.max(), g.min(), *ranks])
 
 
-def spectrum_ranks(svals: torch.Tensor, frobenius: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def spectrum_ranks(
+    svals: torch.Tensor, frobenius: torch.Tensor, longest_side: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(effective rank, stable rank) of a matrix with singular values `svals`; both 0 for a zero matrix.
 
     Effective rank exp(-Σ p log p), p = σ/Σσ, in float64 (0 log 0 = 0); stable rank ‖G‖_F²/σ_max².
+    Singular values at or below fp32 rounding of G (`longest_side`·ε·σ_max, numpy's `matrix_rank`
+    tolerance) count as 0 in the effective rank: an SVD of a materialised rank-T gradient returns
+    min(out, in) − T of them as noise, which would otherwise add to the entropy.
     """
     import torch
 
     s = svals.double()
+    s = torch.where(s > longest_side * torch.finfo(torch.float32).eps * s.max(), s, 0.0)
     total, top = s.sum(), s.max()
     nonzero = total > 0
     p = s / torch.where(nonzero, total, torch.ones_like(total))
@@ -101,5 +107,5 @@ def factor_stats(
     mean = torch.dot(delta.sum(1), x.sum(1)) / grad.numel()
     frobenius = torch.sqrt((svals * svals).sum())
     low, high = torch.aminmax(grad)  # one pass over G
-    ranks = spectrum_ranks(svals, frobenius)
+    ranks = spectrum_ranks(svals, frobenius, max(grad.shape))
     return torch.stack([svals.sum(), svals[0], sigma_min, frobenius, mean, high, low, *ranks])
