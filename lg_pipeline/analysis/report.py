@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lg_pipeline.analysis.study_overlay import STUDY_OVERLAY, add_study_overlays
 from lg_pipeline.io.atomic import atomic_write_text
 from lg_pipeline.vocabulary import FAMILIES, LEVEL_LABELS
 
@@ -40,7 +41,6 @@ class DatasetInfo:
 # What a record shows. Figures have a PNG first among their files; tables carry their DataFrame.
 LEVELS, CORRECT_VS_WRONG, HEATMAP, BASE_VS_INSTRUCT = "levels", "correct_vs_wrong", "heatmap", "base_vs_instruct"
 MAD_TABLE, CROSS_MODEL_MAD = "mad_table", "cross_model_mad"
-STUDY_OVERLAY = "study_overlay"  # ours beside the study's released curves (lg_pipeline.analysis.study_overlay)
 FIGURE_KINDS = (LEVELS, CORRECT_VS_WRONG, HEATMAP, BASE_VS_INSTRUCT, STUDY_OVERLAY)
 
 
@@ -99,8 +99,6 @@ def build_report(
         _model_figures(curves[curves.model == model], models[model], datasets, out_dir / model, report)
         _model_tables(mad[mad.model == model], models[model], datasets, out_dir / model, report)
     _base_vs_instruct(curves, models, datasets, out_dir / "base_vs_instruct", report)
-    from lg_pipeline.analysis.study_overlay import add_study_overlays  # only with LG_STUDY_STATS_DIR set
-
     add_study_overlays(curves, models, datasets, out_dir / "study_overlay", report)
     if len(mad):
         from lg_pipeline.analysis.tables import cross_model_table

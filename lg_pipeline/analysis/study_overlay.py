@@ -17,11 +17,11 @@ import pandas as pd
 
 from lg_pipeline.analysis.curves import VARIANT_KEYS, layer_curves, ordered
 from lg_pipeline.analysis.plotting import module_color, save_figure, statistic_label
-from lg_pipeline.analysis.report import STUDY_OVERLAY
 from lg_pipeline.vocabulary import MODULE_LABELS
 
 STUDY_STATS_ENV = "LG_STUDY_STATS_DIR"
 OVERLAY_STATISTIC = "nuclear_norm"
+STUDY_OVERLAY = "study_overlay"  # the report record's kind (a figure)
 
 
 def study_stats_dir() -> Path | None:
