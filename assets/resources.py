@@ -198,6 +198,7 @@ class ComputeResource(dg.ConfigurableResource):
     max_length: int = 1024
     method: str = "core"
     targets: str = "q,k,v,o"
+    encoding: str = "pair"  # pair | study (lg_pipeline.gradients.encoding)
     cache_dir: str = DEFAULT_CACHE_DIR
 
     _lease: Any = PrivateAttr(default=None)
@@ -260,7 +261,9 @@ class ComputeResource(dg.ConfigurableResource):
         from lg_pipeline.gradients.engine import EngineConfig
         from lg_pipeline.gradients.targets import parse_suffixes
 
-        return EngineConfig(self.method, parse_suffixes(self.targets), self.batch_size, self.max_length, chat)
+        return EngineConfig(
+            self.method, parse_suffixes(self.targets), self.batch_size, self.max_length, chat, encoding=self.encoding
+        )
 
 
 def _reset_peak_memory(device: str) -> None:

@@ -3,7 +3,8 @@
 Three ratios, each from timings taken side by side in this one run (never compared
 with numbers from another machine or run):
 1. throughput of `core` (batched) over `full-svd` on Detailed-CoT-length examples;
-2. overhead of `core` over a bare forward+backward of the same batches;
+2. overhead of `core` over its floor, `core / floor − 1` (the floor: the same forward and
+   backward with the same chunked loss, no weight gradients, no statistics);
 3. one 4096×4096 gradient from T=512 tokens: `factor_stats(X, Δ)` vs `matrix_stats(Δᵀ X)`.
 
 `full-svd` is the study's call, `torch.linalg.svd(grad)`, which also computes the
@@ -106,25 +107,27 @@ def bare_step(model: Any, tensors: tuple) -> None:
 
 
 def floor_step(model: Any, tensors: tuple) -> None:
-    """`core` without its statistics: no weight gradient, the graph starting at the embeddings.
+    """`core` without its statistics: no weight gradient, the graph starting at the embeddings, the same loss.
 
     No exact engine can cost less (every target needs its output gradient), so
     full-svd time / this time bounds the throughput ratio `core` can reach.
     """
-    from lg_pipeline.gradients.engine import _grad_only_for, per_example_loss
+    from lg_pipeline.gradients.engine import _grad_only_for
+    from lg_pipeline.gradients.loss import response_losses
 
     ids, mask, labels, keep = tensors
     hook = model.get_input_embeddings().register_forward_hook(lambda m, a, out: out.requires_grad_(True))
     try:
         with _grad_only_for(model, set()):
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **keep).logits
-            per_example_loss(logits, labels[:, labels.shape[1] - logits.shape[1] :]).sum().backward()
+            response_losses(model, ids, mask, labels, keep).sum().backward()
     finally:
         hook.remove()
 
 
-def runners(model: Any, tokenizer: Any, args: argparse.Namespace, chat: bool) -> dict[str, Callable[[list], list]]:
-    """name -> run one batch of examples (returning engine results, or [] for the plain passes)."""
+def runners(
+    model: Any, tokenizer: Any, args: argparse.Namespace, chat: bool, only: tuple[str, ...] | None = None
+) -> dict[str, Callable[[list], list]]:
+    """name -> run one batch of examples (returning engine results, or [] for the plain passes); `only` picks some."""
     from lg_pipeline.gradients.engine import EngineConfig
     from lg_pipeline.gradients.targets import parse_suffixes
 
@@ -136,7 +139,7 @@ def runners(model: Any, tokenizer: Any, args: argparse.Namespace, chat: bool) ->
     def plain(step: Callable[[Any, tuple], None]) -> Callable[[list], list]:
         return lambda batch: step(model, _batch_tensors(model, tokenizer, batch, chat, args.max_length)) or []
 
-    return {
+    every = {
         "core": lambda batch: engine_run(model, tokenizer, batch, core),
         "core-in-hook": lambda batch: engine_run(model, tokenizer, batch, in_hook),
         "full-svd": lambda batch: engine_run(model, tokenizer, batch, full),
@@ -144,6 +147,7 @@ def runners(model: Any, tokenizer: Any, args: argparse.Namespace, chat: bool) ->
         "bare": plain(bare_step),
         "floor": plain(floor_step),
     }
+    return {name: fn for name, fn in every.items() if only is None or name in only}
 
 
 def without_vectors(fn: Callable[[], Any]) -> Any:
@@ -160,9 +164,12 @@ def without_vectors(fn: Callable[[], Any]) -> Any:
         engine.matrix_stats = matrix_stats
 
 
-def time_engine(model: Any, tokenizer: Any, examples: list[Any], args: argparse.Namespace, chat: bool) -> dict:
+def time_engine(
+    model: Any, tokenizer: Any, examples: list[Any], args: argparse.Namespace, chat: bool,
+    only: tuple[str, ...] | None = None,
+) -> dict:
     """Seconds per runner over the same batches: best of `repeats`, runners alternating batch by batch."""
-    run = runners(model, tokenizer, args, chat)
+    run = runners(model, tokenizer, args, chat, only)
     seconds = dict.fromkeys(run, 0.0)
     rows: dict[str, list] = {name: [] for name in run}
     for start in range(0, len(examples), args.batch_size):
@@ -176,7 +183,8 @@ def time_engine(model: Any, tokenizer: Any, examples: list[Any], args: argparse.
                 rows[name] += out if repeat == 0 else []
         for name in run:
             seconds[name] += best[name]
-    seconds["agreement"] = max_relative_difference(rows["core"], rows["full-svd"])
+    if "core" in rows and "full-svd" in rows:
+        seconds["agreement"] = max_relative_difference(rows["core"], rows["full-svd"])
     return seconds
 
 
@@ -221,13 +229,15 @@ def time_matrix(size: int, tokens: int) -> dict:
     return times
 
 
-def warm_up(model: Any, tokenizer: Any, example: Any, args: argparse.Namespace, chat: bool) -> None:
+def warm_up(
+    model: Any, tokenizer: Any, example: Any, args: argparse.Namespace, chat: bool, only: tuple[str, ...] | None = None
+) -> None:
     """First calls pay one-off costs (allocator growth, kernel selection): keep them out of the timings."""
     from dataclasses import replace
 
     short = replace(example, response=example.response[:400])
     warm = argparse.Namespace(**{**vars(args), "batch_size": 2, "repeats": 1})
-    time_engine(model, tokenizer, [short, short], warm, chat)
+    time_engine(model, tokenizer, [short, short], warm, chat, only)
 
 
 def report(args: argparse.Namespace, info: dict, eng: dict, mat: dict | None) -> None:
@@ -255,10 +265,12 @@ def report(args: argparse.Namespace, info: dict, eng: dict, mat: dict | None) ->
                            ("matrix_stats(Δᵀ X)  (svdvals)", "svdvals")):
             print(f"{label:<52}{mat[key]:>10.3f}")
     print(f"\n{'ratio':<52}{'measured':>10}{'target':>12}")
-    print(f"{'core throughput / full-svd throughput':<52}{eng['full-svd'] / eng['core']:>9.2f}x{'>= 2.5x':>12}")
+    print(f"{'core throughput / full-svd throughput':<52}{eng['full-svd'] / eng['core']:>9.2f}x{'>= 1.4x':>12}")
     print(f"{'  (against svdvals)':<52}{eng['full-svdvals'] / eng['core']:>9.2f}x")
     print(f"{'  (ceiling: full-svd / core floor)':<52}{eng['full-svd'] / eng['floor']:>9.2f}x")
-    print(f"{'core time / bare forward+backward - 1':<52}{eng['core'] / eng['bare'] - 1:>9.1%} {'<= 25%':>11}")
+    print(f"{'core / floor - 1 (the overhead of the statistics)':<52}{eng['core'] / eng['floor'] - 1:>9.1%}"
+          f"{'<= 20%':>12}")
+    print(f"{'  (core / bare forward+backward - 1, all .grad)':<52}{eng['core'] / eng['bare'] - 1:>9.1%}")
     if mat:
         print(f"{'matrix_stats time / factor_stats time':<52}{mat['full'] / mat['factor']:>9.0f}x{'>= 100x':>12}")
         print(f"{'  (against svdvals)':<52}{mat['svdvals'] / mat['factor']:>9.0f}x")

@@ -16,9 +16,12 @@ MATRIX_STATS: tuple[str, ...] = (
     "grad_mean",
     "grad_max",
     "grad_min",
+    "effective_rank",  # exp of the entropy of σ/Σσ (Roy & Vetterli 2007); 0 for an all-zero gradient
+    "stable_rank",  # ‖G‖_F² / σ_max²; 0 for an all-zero gradient
 )
 
-# Our name -> the study's name (its `grads_*.jsonl` keys).
+# Our name -> the study's name (its `grads_*.jsonl` keys). The study has no names for our
+# additions (`STUDY_EXTRAS`): the exporter leaves them out and the importer leaves them NaN.
 STUDY_NAMES: dict[str, str] = {
     "nuclear_norm": "S_sum",
     "sigma_max": "S_max",
@@ -28,6 +31,7 @@ STUDY_NAMES: dict[str, str] = {
     "grad_max": "M_max",
     "grad_min": "M_min",
 }
+STUDY_EXTRAS: tuple[str, ...] = tuple(s for s in MATRIX_STATS if s not in STUDY_NAMES)
 
 # One row per example x parameter.
 GRADIENT_COLUMNS: tuple[str, ...] = (

@@ -30,7 +30,9 @@ CURVE_COLUMNS: tuple[str, ...] = (
     "n_dropped",
 )
 THIRDS: tuple[str, ...] = ("early", "middle", "late")
-DEFAULT_STATISTICS: tuple[str, ...] = ("nuclear_norm", "ratio", "nuclear_per_loss", "frobenius_norm")
+DEFAULT_STATISTICS: tuple[str, ...] = (
+    "nuclear_norm", "ratio", "nuclear_per_loss", "frobenius_norm", "effective_rank", "stable_rank"
+)
 
 # Derived statistics: name -> (numerator column, denominator column).
 DERIVED: dict[str, tuple[str, str]] = {

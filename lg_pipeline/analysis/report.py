@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lg_pipeline.analysis.study_overlay import STUDY_OVERLAY, add_study_overlays
 from lg_pipeline.io.atomic import atomic_write_text
 from lg_pipeline.vocabulary import FAMILIES, LEVEL_LABELS
 
@@ -43,7 +44,7 @@ class DatasetInfo:
 LEVELS, LEVELS_LOG, CORRECT_VS_WRONG, HEATMAP = "levels", "levels_log", "correct_vs_wrong", "heatmap"
 BASE_VS_INSTRUCT, CROSS_MODEL = "base_vs_instruct", "cross_model"
 MAD_TABLE, CROSS_MODEL_MAD, RELATIVE_DIFFERENCE = "mad_table", "cross_model_mad", "relative_difference"
-FIGURE_KINDS = (LEVELS, LEVELS_LOG, CORRECT_VS_WRONG, HEATMAP, BASE_VS_INSTRUCT, CROSS_MODEL)
+FIGURE_KINDS = (LEVELS, LEVELS_LOG, CORRECT_VS_WRONG, HEATMAP, BASE_VS_INSTRUCT, CROSS_MODEL, STUDY_OVERLAY)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def build_report(
         _model_tables(mad[mad.model == model], models[model], datasets, out_dir / model, report)
     _base_vs_instruct(curves, models, datasets, out_dir / "base_vs_instruct", report)
     _cross_model(curves, models, datasets, out_dir / "cross_model", report)
+    add_study_overlays(curves, models, datasets, out_dir / "study_overlay", report)
     if len(mad):
         from lg_pipeline.analysis.tables import cross_model_table
 

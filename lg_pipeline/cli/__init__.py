@@ -14,7 +14,7 @@ from pathlib import Path
 from lg_pipeline.errors import InputError
 
 # Command modules of this package, in the order `--help` lists them.
-COMMANDS = ("gradients", "validate", "models")
+COMMANDS = ("gradients", "validate", "models", "export-study", "import-study")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lg-pipeline", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
-        importlib.import_module(f"lg_pipeline.cli.{name}").register(sub)
+        importlib.import_module(f"lg_pipeline.cli.{name.replace('-', '_')}").register(sub)
     d = sub.add_parser("demo", help="the whole pipeline on the offline default, recorded in $DAGSTER_HOME")
     d.add_argument("--models", nargs="*", default=None, help="catalog names (default: the offline-default models)")
     d.add_argument("--datasets", nargs="*", default=None, help="dataset names (default: one per family, offline)")

@@ -19,6 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-length", type=int, default=1024)
     g.add_argument("--batch-size", type=int, default=4)
     g.add_argument("--method", choices=["core", "full-svd"], default="core")
+    g.add_argument("--encoding", choices=["pair", "study"], default="pair",
+                   help="pair: prompt and response tokenized apart (default); study: the study's whole-text rules")
     g.add_argument("--targets", default="q,k,v,o", help="module-name suffixes, e.g. q,k,v,o,gate,up,down or fc1")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the catalog's)")
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     with output_lock(out, wait=False):  # a second writer is refused here, naming the holder
         model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
         chat = spec.chat if args.chat is None else args.chat
-        config = EngineConfig(args.method, targets, args.batch_size, args.max_length, chat)
+        config = EngineConfig(args.method, targets, args.batch_size, args.max_length, chat, encoding=args.encoding)
         find_targets(model, config.targets)  # a bad --targets fails here, before the progress bar is drawn
         bar = tqdm(total=len(examples), unit="ex", desc=spec.display_name)
         summary = run_to_parquet(

@@ -9,6 +9,9 @@ Two schedules, same numbers:
   small QRs and eigensolves (a few hundred rows) scale badly across threads, so one per
   core beats every core on one: the LAPACK calls stop waiting on each other.
 Layers fed the same input tensor (q/k/v, gate/up) share one QR of it in both schedules.
+An example's last position predicts nothing and no position attends to it, so its Δ is
+exactly 0: it is left out, which changes no entry of G and makes the rank rule exact
+(σ_min = 0 whenever the T−1 positions with a gradient are fewer than min(out, in)).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class FactorCapture:
 
     def __init__(self, model: Any, targets: list[Target], lengths: list[int], workers: int = 0):
         self.lengths = lengths
+        self.rows = [n - 1 for n in lengths]  # positions whose Δ can be non-zero (all but the last)
         self.workers = workers
         self.stats: dict[tuple[int, int], Any] = {}  # (target index, example) -> stat vector
         self._jobs: dict[tuple[int, int, int], Job] = {}  # (input id, input version, example) -> job
@@ -61,7 +65,7 @@ class FactorCapture:
         import torch
 
         grad = self._per_example(grad)
-        for b, n in enumerate(self.lengths):
+        for b, n in enumerate(self.rows):
             if self.workers:
                 self._jobs.setdefault((*key, b), (x[b, :n], []))[1].append((index, b, grad[b, :n]))
                 continue

@@ -5,7 +5,8 @@ Two methods, same numbers:
   each target layer's input X and output gradient Δ; statistics come from the
   factors (see `spectra.factor_stats`, scheduled by `capture`). No parameter needs a
   gradient, so the backward skips every weight-gradient GEMM, which pays for forming
-  G per example; the vocabulary projection runs only where a label follows.
+  G per example; the vocabulary projection runs only where a label follows, in chunks of
+  positions (`lg_pipeline.gradients.loss`), so its memory does not grow with the batch.
 - `full-svd`: the study's method, one example per backward and a full SVD of each
   materialised `param.grad`. Kept as the reference for tests and the benchmark.
 """
@@ -18,9 +19,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.capture import FactorCapture, default_workers
-from lg_pipeline.gradients.encoding import IGNORE_INDEX, Encoded, encode
+from lg_pipeline.gradients.encoding import ENCODINGS, IGNORE_INDEX, Encoded, encode, study_drops_system
 from lg_pipeline.gradients.spectra import matrix_stats
 from lg_pipeline.gradients.targets import Target, find_targets
 from lg_pipeline.schema import MATRIX_STATS
@@ -29,7 +31,8 @@ from lg_pipeline.vocabulary import ATTENTION
 log = logging.getLogger(__name__)  # OOM splits; the Dagster compute resource forwards these to the run log
 Method = Literal["core", "full-svd"]
 # Bump when the numbers the engine produces could change: the UI then marks statistics stale.
-ENGINE_VERSION = "engine-2"
+# engine-3: the last position (Δ = 0) leaves the factors (exact σ_min = 0), effective and stable rank.
+ENGINE_VERSION = "engine-3"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class EngineConfig:
     # Threads for the statistics after each backward (see lg_pipeline.gradients.capture); 0: in the hook,
     # as each gradient arrives (bounded memory); None: per device (CPU: torch's threads, CUDA: 0).
     stats_workers: int | None = None
+    # How text becomes tokens: `pair` (prompt and response apart) or `study` (the study's whole-text
+    # rules); see lg_pipeline.gradients.encoding.
+    encoding: str = "pair"
 
 
 @dataclass
@@ -63,11 +69,13 @@ def compute_gradient_stats(
     config: EngineConfig = EngineConfig(),
 ) -> Iterator[ExampleResult]:
     """Yield one result per example, in input order within each batch."""
+    check_config(model, config)
     runner = _BatchRunner(model, find_targets(model, config.targets), config, _pad_id(tokenizer))
     model.eval()
+    drop_system = study_drops_system(str(getattr(model.config, "model_type", "")))
     batch: list[Encoded] = []
     for example in examples:
-        enc = encode(tokenizer, example, config.chat, config.max_length)
+        enc = encode(tokenizer, example, config.chat, config.max_length, config.encoding, drop_system)
         if enc is None:
             yield ExampleResult(
                 example.example_id, "skipped", f"no response token left within max_length={config.max_length}"
@@ -79,6 +87,20 @@ def compute_gradient_stats(
             batch = []
     if batch:
         yield from runner.run(batch)
+
+
+def check_config(model: Any, config: EngineConfig) -> None:
+    """Refuse what would give wrong numbers: an unknown encoding, or fp16 weights.
+
+    fp16 runs the backward without loss scaling, so small output gradients underflow to 0
+    and the statistics come out wrong without any error; bf16 has fp32's range.
+    """
+    import torch
+
+    if config.encoding not in ENCODINGS:
+        raise InputError(f"encoding '{config.encoding}' is not one of {', '.join(ENCODINGS)}")
+    if next(model.parameters()).dtype == torch.float16:
+        raise InputError("dtype float16: gradients underflow without loss scaling; use bfloat16 or float32")
 
 
 class _BatchRunner:
@@ -159,21 +181,6 @@ def _tensors(batch: list[Encoded], pad_id: int, device) -> tuple[Any, Any, Any]:
     return ids.to(device), mask.to(device), labels.to(device)
 
 
-def per_example_loss(logits: Any, labels: Any) -> Any:
-    """Mean next-token cross-entropy over each example's response tokens (as `model(...).loss`).
-
-    Computed on (tokens, vocab) rows like the model's own loss: on CPU the (batch, vocab, T)
-    layout reduces over the vocabulary less accurately (~1e-4 relative with a 49k vocabulary).
-    Labels are shifted rather than logits, so the (batch·T, vocab) rows are a view, not a copy.
-    """
-    import torch.nn.functional as F
-
-    shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # the last position predicts nothing
-    flat = logits.float().reshape(-1, logits.shape[-1])
-    ce = F.cross_entropy(flat, shifted.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none")
-    return ce.view(shifted.shape).sum(1) / (shifted != IGNORE_INDEX).sum(1)
-
-
 @contextlib.contextmanager
 def _grad_only_for(model: Any, names: set[str]):
     """Temporarily let exactly the named parameters require a gradient."""
@@ -193,14 +200,14 @@ def _core_batch(
 ) -> list[ExampleResult]:
     import torch
 
+    from lg_pipeline.gradients.loss import response_losses
+
     ids, mask, labels = _tensors(batch, pad_id, _device(model))
     keep = _positions_with_loss(model, batch)
     capture = FactorCapture(model, targets, [e.n_tokens for e in batch], workers)
     try:
         with _grad_only_for(model, set()):
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **keep).logits
-            losses = per_example_loss(logits, labels[:, labels.shape[1] - logits.shape[1] :])
-            del logits
+            losses = response_losses(model, ids, mask, labels, keep)
             losses.sum().backward()
         capture.finish()
     finally:

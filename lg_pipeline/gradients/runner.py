@@ -30,7 +30,7 @@ from typing import Any
 
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
-from lg_pipeline.gradients.encoding import encode
+from lg_pipeline.gradients.encoding import encode, study_drops_system
 from lg_pipeline.gradients.engine import ENGINE_VERSION, EngineConfig, ExampleResult, compute_gradient_stats
 from lg_pipeline.io.atomic import ChunkedTable, atomic_write_text, write_parquet
 from lg_pipeline.io.locks import output_lock
@@ -344,7 +344,10 @@ class _Run:
         """Whether the response was cut at max_length: only an example that fills it can have been."""
         if n_tokens < self.config.max_length:
             return False
-        longer = encode(self.tokenizer, example, self.config.chat, self.config.max_length + 1)
+        drop_system = study_drops_system(str(getattr(self.model.config, "model_type", "")))
+        longer = encode(
+            self.tokenizer, example, self.config.chat, self.config.max_length + 1, self.config.encoding, drop_system
+        )
         return longer is not None and longer.n_tokens > self.config.max_length
 
     def _finish(self, base_stats, base_status, wanted, resumed, prune, seconds) -> RunSummary:

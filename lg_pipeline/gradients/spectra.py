@@ -6,6 +6,8 @@ QR factorisations Xᵀ = Q_x R_x and Δᵀ = Q_d R_d, G = Q_d (R_d R_xᵀ) Q_x�
 orthonormal Q's drop out: G's singular values are those of the small core
 C = R_d R_xᵀ (at most T×T). G itself is formed only for its max and min entries.
 Inputs are cast to fp32 whatever the model's dtype; eigenvalues are taken in fp64.
+Effective rank (exp of the entropy of σ/Σσ) and stable rank (‖G‖_F²/σ_max²) come from
+the same singular values: no tool computes them per example without an SVD of G.
 """
 
 from __future__ import annotations
@@ -32,7 +34,30 @@ def matrix_stats(grad: torch.Tensor, vectors: bool = True) -> torch.Tensor:
     g = grad.float()
     svals = torch.linalg.svd(g).S if vectors else torch.linalg.svdvals(g)
     frobenius = torch.linalg.vector_norm(g, dtype=torch.float64).float()
-    return torch.stack([svals.sum(), svals.max(), svals.min(), frobenius, g.mean(), g.max(), g.min()])
+    ranks = spectrum_ranks(svals, frobenius, max(g.shape))
+    return torch.stack([svals.sum(), svals.max(), svals.min(), frobenius, g.mean(), g.max(), g.min(), *ranks])
+
+
+def spectrum_ranks(
+    svals: torch.Tensor, frobenius: torch.Tensor, longest_side: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(effective rank, stable rank) of a matrix with singular values `svals`; both 0 for a zero matrix.
+
+    Effective rank exp(-Σ p log p), p = σ/Σσ, in float64 (0 log 0 = 0); stable rank ‖G‖_F²/σ_max².
+    Singular values at or below fp32 rounding of G (`longest_side`·ε·σ_max, numpy's `matrix_rank`
+    tolerance) count as 0 in the effective rank: an SVD of a materialised rank-T gradient returns
+    min(out, in) − T of them as noise, which would otherwise add to the entropy.
+    """
+    import torch
+
+    s = svals.double()
+    s = torch.where(s > longest_side * torch.finfo(torch.float32).eps * s.max(), s, 0.0)
+    total, top = s.sum(), s.max()
+    nonzero = total > 0
+    p = s / torch.where(nonzero, total, torch.ones_like(total))
+    effective = torch.where(nonzero, torch.exp(-torch.special.xlogy(p, p).sum()), torch.zeros_like(total))
+    stable = torch.where(nonzero, frobenius.double().square() / torch.where(nonzero, top, 1.0).square(), 0.0)
+    return effective.float(), stable.float()
 
 
 def r_factor(m: torch.Tensor) -> torch.Tensor:
@@ -61,7 +86,9 @@ def factor_stats(
     """Exact statistics of G = deltaᵀ x without an SVD of G.
 
     x: T×in layer inputs, delta: T×out output gradients (one row per token of one
-    example). `r_x` may give a cached R factor of x when several layers share it.
+    example whose Δ may be non-zero: the caller drops the last position, which
+    predicts nothing and is attended by nothing, so its Δ is exactly 0).
+    `r_x` may give a cached R factor of x when several layers share it.
     With T < min(out, in) the spectrum comes from the T×T core and the smallest
     singular value is exactly 0; otherwise G (formed for max/min anyway) is no larger
     than the core and its own Gram is used.
@@ -80,4 +107,5 @@ def factor_stats(
     mean = torch.dot(delta.sum(1), x.sum(1)) / grad.numel()
     frobenius = torch.sqrt((svals * svals).sum())
     low, high = torch.aminmax(grad)  # one pass over G
-    return torch.stack([svals.sum(), svals[0], sigma_min, frobenius, mean, high, low])
+    ranks = spectrum_ranks(svals, frobenius, max(grad.shape))
+    return torch.stack([svals.sum(), svals[0], sigma_min, frobenius, mean, high, low, *ranks])

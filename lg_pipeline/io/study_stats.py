@@ -16,6 +16,8 @@ Name mapping (ours <-> study's):
   `long_tail_wikipedia` in task `wiki_popularity`, dataset `wiki`;
 - model folders: the study's short names map to our model keys (`STUDY_MODELS`), others pass through.
 Extra keys we write (`example_id`, `n_tokens`, `n_response_tokens`) are ignored by the study's scripts.
+Per matrix exactly the study's seven keys are written; our statistics it has no name for
+(`schema.STUDY_EXTRAS`: effective and stable rank) are left out and read back as NaN.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from typing import Any
 
 import pandas as pd
 
+from lg_pipeline.errors import InputError
 from lg_pipeline.example import number_repeats, stable_id
-from lg_pipeline.io.atomic import atomic_write_text
+from lg_pipeline.io.atomic import atomic_write_text, write_parquet
 from lg_pipeline.schema import GRADIENT_COLUMNS, MATRIX_STATS, STUDY_NAMES
 from lg_pipeline.vocabulary import layer_index
 
@@ -233,3 +236,33 @@ def export_study_tree(stats: pd.DataFrame, root: str | Path) -> list[Path]:
         written[target] = file
         write_study_jsonl(part, target)
     return list(written)
+
+
+# --------------------------------------------------------------------------- user paths (the CLI)
+
+
+def export_stats_tables(paths: Iterable[str | Path], root: str | Path) -> list[Path]:
+    """`export-study`: our Parquet tables (with variant columns) into the study's layout under `root`."""
+    frames = []
+    for path in paths:
+        frame = pd.read_parquet(path)
+        missing = [c for c in LONG_COLUMNS if c not in frame.columns]
+        if missing:
+            raise InputError(f"{path}: lacks column(s) {', '.join(missing)} (the pipeline's gradient tables have them)")
+        frames.append(frame[list(LONG_COLUMNS)])
+    try:
+        return export_study_tree(pd.concat(frames, ignore_index=True), root)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def import_study_table(root: str | Path, out: str | Path) -> pd.DataFrame:
+    """`import-study`: every study file under `root` as one long table, written atomically to `out`."""
+    if not Path(root).is_dir():
+        raise InputError(f"{root}: not a folder")
+    try:
+        frame = import_study_tree(root)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    write_parquet(frame, out)
+    return frame

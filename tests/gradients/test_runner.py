@@ -21,17 +21,19 @@ EXTRA = {"model": "tiny", "dataset": "unit"}
 
 
 def count_forwards(model: Any, monkeypatch: Any, interrupt_at: int | None = None) -> list[int]:
-    """Count forward calls; with `interrupt_at`, that call raises KeyboardInterrupt (a killed run)."""
+    """Count forward passes (at the embedding, which every path calls once per batch); with `interrupt_at`,
+    that call raises KeyboardInterrupt (a killed run)."""
     calls: list[int] = []
-    original = model.forward
+    embeddings = model.get_input_embeddings()
+    original = embeddings.forward
 
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        calls.append(kwargs["input_ids"].shape[0])
+    def forward(input_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(input_ids.shape[0])
         if len(calls) == interrupt_at:
             raise KeyboardInterrupt
-        return original(*args, **kwargs)
+        return original(input_ids, *args, **kwargs)
 
-    monkeypatch.setattr(model, "forward", forward)
+    monkeypatch.setattr(embeddings, "forward", forward)
     return calls
 
 

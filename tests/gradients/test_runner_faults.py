@@ -158,7 +158,8 @@ def test_a_changed_key_computes_beside_the_finished_table_and_swaps_on_success(
     before = out.read_bytes(), status_path(out).read_bytes()
     other = EngineConfig(batch_size=1, targets=("k_proj",))
     calls = []
-    original = llama.forward
+    embeddings = llama.get_input_embeddings()  # every forward path starts here (the chunked loss skips model.forward)
+    original = embeddings.forward
 
     def forward(*args, **kwargs):
         calls.append(1)
@@ -167,7 +168,7 @@ def test_a_changed_key_computes_beside_the_finished_table_and_swaps_on_success(
         return original(*args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(llama, "forward", forward)
+        patch.setattr(embeddings, "forward", forward)
         with pytest.raises(KeyboardInterrupt):
             run_to_parquet(llama, tokenizer, EXAMPLES[:4], other, out, **QUIET)
     assert (out.read_bytes(), status_path(out).read_bytes()) == before, "finished table deleted before replaced"

@@ -127,7 +127,7 @@ def stats_mismatches(actual: pd.DataFrame, reference: pd.DataFrame, rel: float =
     assert list(actual.index) == list(reference.index), "different (example, parameter) rows"
     assert (reference.nuclear_norm > 0).all(), "reference has all-zero gradients: the comparison would be vacuous"
     scale = reference[["grad_max", "grad_min"]].abs().max(axis=1)
-    relative = ("nuclear_norm", "sigma_max", "frobenius_norm", "grad_max", "grad_min")
+    relative = ("nuclear_norm", "sigma_max", "frobenius_norm", "grad_max", "grad_min", "effective_rank", "stable_rank")
     bounds = {c: rel * reference[c].abs() for c in relative}
     bounds["grad_mean"] = rel * scale
     bounds["sigma_min"] = rel * reference.sigma_max
@@ -151,12 +151,13 @@ POISON = VOCAB["~"]
 
 
 def poison_forward(model: Any, monkeypatch: Any) -> None:
-    """Make the model raise on any batch that contains the token `~`."""
-    original = model.forward
+    """Make the model raise on any batch that contains the token `~` (at its embedding: every path passes there)."""
+    embeddings = model.get_input_embeddings()
+    original = embeddings.forward
 
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        if (kwargs["input_ids"] == POISON).any():
+    def forward(input_ids: Any, *args: Any, **kwargs: Any) -> Any:
+        if (input_ids == POISON).any():
             raise ValueError("poisoned example")
-        return original(*args, **kwargs)
+        return original(input_ids, *args, **kwargs)
 
-    monkeypatch.setattr(model, "forward", forward)
+    monkeypatch.setattr(embeddings, "forward", forward)

@@ -19,7 +19,7 @@ from lg_pipeline.io.study_stats import (
     read_study_jsonl,
     write_study_jsonl,
 )
-from lg_pipeline.schema import MATRIX_STATS
+from lg_pipeline.schema import MATRIX_STATS, STUDY_EXTRAS, STUDY_NAMES
 
 STUDY_KEYS = ("M_mean", "M_max", "M_min", "frobenius_norm", "S_sum", "S_max", "S_min")
 
@@ -137,9 +137,21 @@ def test_our_table_round_trips_through_the_study_layout(tmp_path):
     ]
     back = import_study_tree(tmp_path / "grads_exp")
     order = ["model", "dataset", "level", "correctness", "example_id", "layer", "module"]
-    expected = stats.sort_values(order).reset_index(drop=True)
+    expected = stats.assign(**dict.fromkeys(STUDY_EXTRAS, float("nan"))).sort_values(order).reset_index(drop=True)
     got = back.sort_values(order).reset_index(drop=True)
-    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False, check_exact=True)
+
+
+def test_every_statistic_has_a_study_name_or_is_a_named_extra():
+    assert set(STUDY_NAMES) | set(STUDY_EXTRAS) == set(MATRIX_STATS) and not set(STUDY_NAMES) & set(STUDY_EXTRAS)
+    assert set(STUDY_EXTRAS) == {"effective_rank", "stable_rank"}
+
+
+def test_export_writes_exactly_the_studys_keys_per_matrix(tmp_path):
+    (path, *_) = export_study_tree(our_stats(), tmp_path)
+    record = json.loads(path.read_text().splitlines()[0])
+    matrices = [v for v in record.values() if isinstance(v, dict)]
+    assert matrices and all(list(m) == list(STUDY_KEYS) for m in matrices)
 
 
 def test_export_refuses_two_variants_in_one_file(tmp_path):
