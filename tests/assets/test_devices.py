@@ -194,8 +194,15 @@ def _run_examples(monkeypatch, n: int = 4, sizes: list[int] | None = None) -> li
 
     monkeypatch.setattr(engine, "_core_batch", partial(_oom_on_batches_over_one, sizes=sizes))
     monkeypatch.setattr(engine, "find_targets", lambda model, suffixes: [])
-    monkeypatch.setattr(engine, "encode", lambda tok, example, chat, max_length: example)
-    model = SimpleNamespace(zero_grad=lambda set_to_none: None, eval=lambda: None)
+    import torch
+
+    monkeypatch.setattr(engine, "encode", lambda tok, example, *settings: example)
+    model = SimpleNamespace(
+        zero_grad=lambda set_to_none: None,
+        eval=lambda: None,
+        parameters=lambda: iter([torch.zeros(1)]),  # fp32: the dtype check passes
+        config=SimpleNamespace(model_type="fake"),
+    )
     examples = [SimpleNamespace(example_id=f"e{i}") for i in range(n)]
     config = engine.EngineConfig(batch_size=4, stats_workers=0)
     return list(engine.compute_gradient_stats(model, SimpleNamespace(pad_token_id=0, eos_token_id=0), examples, config))
