@@ -222,7 +222,14 @@ def _sft_trainer(model, tokenizer, examples, config, callbacks, out):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             from lg_pipeline.gradients.engine import per_example_loss
 
-            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            # `labels` go in so callbacks that record the batch (DynamicsCallback) see them; the model's own
+            # token-mean loss is computed alongside and not used.
+            outputs = model(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                labels=inputs["labels"],
+                use_cache=False,
+            )
             loss = per_example_loss(outputs.logits, inputs["labels"]).mean()
             return (loss, outputs) if return_outputs else loss
 
