@@ -14,7 +14,7 @@ from pathlib import Path
 from lg_pipeline.errors import InputError
 
 # Command modules of this package, in the order `--help` lists them.
-COMMANDS = ("gradients", "models")
+COMMANDS = ("gradients", "models", "zero_shot")
 
 
 def _demo(args: argparse.Namespace) -> int:
