@@ -110,6 +110,23 @@ class OutputStore(dg.ConfigurableResource):
     def figures(self) -> Path:
         return self.path("figures")
 
+    def dynamics(self, key: StatsKey, objective: str) -> Path:
+        """A learning-dynamics run's folder (tables per eval step, `lg_pipeline.dynamics.run`)."""
+        return self.path("dynamics", key.model, str(key.variant), objective)
+
+    def dynamics_verdict(self, key: StatsKey, objective: str) -> Path:
+        """The completeness check's last verdict on that run (`assets.gates`)."""
+        return self.dynamics(key, objective) / "check.json"
+
+    def dynamics_runs(self) -> list[tuple[StatsKey, str]]:
+        """(model|variant, objective) of every run folder with a summary."""
+        root = self.path("dynamics")
+        found = sorted(root.glob("*/*/*/summary.json")) if root.is_dir() else []
+        return [(StatsKey.of(p.parts[-4], p.parts[-3]), p.parts[-2]) for p in found]
+
+    def dynamics_figures(self) -> Path:
+        return self.path("figures", "dynamics")
+
 
 class CurationResource(dg.ConfigurableResource):
     """How curated tables are sampled; `release_dir` switches the study's datasets to its release folder.

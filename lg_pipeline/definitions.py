@@ -12,13 +12,16 @@ from assets.analysis import figures, summaries
 from assets.automation import jobs, schedules, sensors
 from assets.curation import assets as curation_assets
 from assets.curation import checks as curation_checks
+from assets.dynamics import assets as dynamics_assets
+from assets.dynamics import checks as dynamics_checks
+from assets.dynamics import figures as dynamics_figures
 from assets.executors import executor_for
 from assets.gradients import assets as gradient_assets
 from assets.gradients import checks as gradient_checks
 from assets.resources import resources_for
 
-ASSET_MODULES = [curation_assets, gradient_assets, summaries, figures]
-CHECK_MODULES = [curation_checks, gradient_checks]
+ASSET_MODULES = [curation_assets, gradient_assets, summaries, figures, dynamics_assets, dynamics_figures]
+CHECK_MODULES = [curation_checks, gradient_checks, dynamics_checks]
 
 
 def definitions_for(env: str | None = None) -> dg.Definitions:

@@ -17,6 +17,7 @@ Works in a plain user `Trainer` as long as the batch is fed as `input_ids`/`atte
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
@@ -71,18 +72,22 @@ class DynamicsCallback(TrainerCallback):
         sink: Sink | None = None,
         done_steps: Collection[int] = (),
         example_ids: Mapping[tuple[int, ...], str] | None = None,
-        probe_batch_size: int = 8,
+        probe_batch_size: int = 4,
         progress: Callable[[int, int], None] | None = None,
+        time_logprobs_only: bool = False,
     ):
         self.tokenizer, self.probes, self.eval_every = tokenizer, list(probes), max(1, eval_every)
         self.chat, self.max_length, self.probe_batch_size = chat, max_length, max(1, probe_batch_size)
         self.done_steps, self.example_ids, self.progress = set(done_steps), dict(example_ids or {}), progress
+        self.time_logprobs_only = time_logprobs_only
         self._frames: dict[str, list[Any]] = defaultdict(list)
         self.sink = sink or (lambda table, frame: self._frames[table].append(frame))
         self.skipped_probes: dict[str, str] = {}
         self._hook = None
         self._recorded: list[dict[str, Any]] = []
         self._pending: dict[int, dict[str, Any]] = {}
+        # Wall-clock seconds of each measurement phase per eval step (the benchmark reads them).
+        self.seconds: dict[int, dict[str, float]] = defaultdict(dict)
 
     # --- results -------------------------------------------------------------------------------
 
@@ -101,7 +106,8 @@ class DynamicsCallback(TrainerCallback):
         self.rest_names = [n for n, p in model.named_parameters() if p.requires_grad and n not in target_params]
         self.trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.pad_id = _pad_id(self.tokenizer)
-        self._encoded = self._encode_probes()
+        # Probes of similar length share a batch: less padding in every probe pass.
+        self._encoded = sorted(self._encode_probes(), key=lambda pe: pe[1].n_tokens)
         self._hook = model.register_forward_pre_hook(self._record, with_kwargs=True)
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -119,7 +125,9 @@ class DynamicsCallback(TrainerCallback):
         if self._measure and self._recorded:
             self._train_batch = batch_from_inputs(self._recorded[-1])
             if self._train_batch is not None:
+                started = time.perf_counter()
                 self._train = train_pass(self.model, self.targets, self._train_batch)
+                self.seconds[self._step]["train_pass"] = time.perf_counter() - started
 
     def on_step_end(self, args, state, control, **kwargs):
         import torch
@@ -181,13 +189,21 @@ class DynamicsCallback(TrainerCallback):
         with torch.no_grad():
             for n, p in self.trained.items():
                 p.copy_(self._before[n])  # back to θ_s for the probes' gradients
+        if self.time_logprobs_only:  # what a probe-log-probability-only tracker would do at θ_s (benchmark)
+            started = time.perf_counter()
+            [logprobs(self.model, b) for b in batches]
+            self.seconds[step]["logprobs_before"] = time.perf_counter() - started
+        started = time.perf_counter()
         try:
             effects = [probe_pass(self.model, self.targets, b, updates, self._train, rest) for b in batches]
         finally:
             with torch.no_grad():
                 for n, p in self.trained.items():
                     p.copy_(after[n])
+        middle = time.perf_counter()
         measured = [v for b in batches for v in logprobs(self.model, b)]
+        self.seconds[step]["probe_pass"] = middle - started
+        self.seconds[step]["logprobs_after"] = time.perf_counter() - middle
         self._emit_step(step, effects, measured, batches)
 
     def _emit_step(self, step, effects, logp_after, batches) -> None:

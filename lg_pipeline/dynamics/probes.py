@@ -88,7 +88,8 @@ def _trained_probes(train, i, trained_pool, rng, other_levels, wrong, irrelevant
         out.append(_probe(row, "other_prompt", train[rng.choice(others)].response))
     words = row.response.split()
     rng.shuffle(words)
-    out.append(_probe(row, "shuffled_words", " ".join(words)))
+    if " ".join(words) != " ".join(row.response.split()):  # a one-word answer has no permutation
+        out.append(_probe(row, "shuffled_words", " ".join(words)))
     out.append(_probe(row, "irrelevant", irrelevant))
     return out
 
