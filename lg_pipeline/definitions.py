@@ -15,13 +15,14 @@ from assets.curation import checks as curation_checks
 from assets.dynamics import assets as dynamics_assets
 from assets.dynamics import checks as dynamics_checks
 from assets.dynamics import figures as dynamics_figures
+from assets.dynamics import zero_shot
 from assets.executors import executor_for
 from assets.gradients import assets as gradient_assets
 from assets.gradients import checks as gradient_checks
 from assets.resources import resources_for
 
-ASSET_MODULES = [curation_assets, gradient_assets, summaries, figures, dynamics_assets, dynamics_figures]
-CHECK_MODULES = [curation_checks, gradient_checks, dynamics_checks]
+ASSET_MODULES = [curation_assets, gradient_assets, summaries, figures, dynamics_assets, dynamics_figures, zero_shot]
+CHECK_MODULES = [curation_checks, gradient_checks, dynamics_checks, zero_shot]
 
 
 def definitions_for(env: str | None = None) -> dg.Definitions:

@@ -231,6 +231,19 @@ def run_zero_shot(
     return ZeroShotResult(out, done, resumed, run.seconds)
 
 
+def comparable_runs_key(out: str | Path) -> str:
+    """Runs with equal keys differ only in ordering and training level: same tasks, test items, hyper-parameters."""
+    from lg_pipeline.example import stable_id
+
+    settings = json.loads((Path(out) / "run.json").read_text())
+    tasks = settings["tasks"]
+    rows = list(zip(tasks["example_id"], tasks["split"], tasks["response"], strict=True))
+    test = [(i, r) for i, s, r in rows if s == "test"]
+    train = [i for i, s in zip(tasks["example_id"], tasks["split"], strict=True) if s == "train"]
+    fixed = {k: v for k, v in settings.items() if k not in ("tasks", "level", "extra", "cache_dir")}
+    return stable_id(json.dumps([fixed, train, test], sort_keys=True))
+
+
 def _join(out: Path) -> None:
     """The per-ordering parts of every finished ordering as the four output tables."""
     import pandas as pd
