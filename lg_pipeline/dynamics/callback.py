@@ -12,6 +12,7 @@ Every step adds a `train_log` row (loss, learning rate, update norm). Tables go 
 
 Works in a plain user `Trainer` as long as the batch is fed as `input_ids`/`attention_mask`/
 `labels` (right-padded); without labels (DPO) the kernel and batch statistics are skipped.
+`train_examples` (the training rows) lets the kernel and statistics name each batch row by its example id.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from transformers import TrainerCallback
@@ -34,6 +35,7 @@ from lg_pipeline.dynamics.measure import (
     train_pass,
 )
 from lg_pipeline.dynamics.probes import Probe
+from lg_pipeline.example import Example
 from lg_pipeline.gradients.encoding import Encoded, encode
 from lg_pipeline.gradients.targets import Target
 from lg_pipeline.schema import MATRIX_STATS
@@ -71,15 +73,20 @@ class DynamicsCallback(TrainerCallback):
         max_length: int = 1024,
         sink: Sink | None = None,
         done_steps: Collection[int] = (),
-        example_ids: Mapping[tuple[int, ...], str] | None = None,
+        train_examples: Sequence[Example] = (),
         probe_batch_size: int = 4,
         progress: Callable[[int, int], None] | None = None,
         time_logprobs_only: bool = False,
+        batch_measurements: bool = True,
     ):
         self.tokenizer, self.probes, self.eval_every = tokenizer, list(probes), max(1, eval_every)
         self.chat, self.max_length, self.probe_batch_size = chat, max_length, max(1, probe_batch_size)
-        self.done_steps, self.example_ids, self.progress = set(done_steps), dict(example_ids or {}), progress
+        self.done_steps, self.progress = set(done_steps), progress
+        self.train_examples = list(train_examples)  # names the recorded batches' rows (else step<s>:row<b>)
         self.time_logprobs_only = time_logprobs_only
+        # Kernel and gradient statistics of the batch, with the engine's SFT loss per row: off for DPO, whose
+        # batch rows are chosen and rejected responses under another loss.
+        self.batch_measurements = batch_measurements
         self._frames: dict[str, list[Any]] = defaultdict(list)
         self.sink = sink or (lambda table, frame: self._frames[table].append(frame))
         self.skipped_probes: dict[str, str] = {}
@@ -108,6 +115,11 @@ class DynamicsCallback(TrainerCallback):
         self.pad_id = _pad_id(self.tokenizer)
         # Probes of similar length share a batch: less padding in every probe pass.
         self._encoded = sorted(self._encode_probes(), key=lambda pe: pe[1].n_tokens)
+        self.example_ids = {}
+        for example in self.train_examples:
+            enc = encode(self.tokenizer, example, self.chat, self.max_length)
+            if enc is not None:
+                self.example_ids.setdefault(tuple(enc.input_ids), example.example_id)
         self._hook = model.register_forward_pre_hook(self._record, with_kwargs=True)
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -122,7 +134,7 @@ class DynamicsCallback(TrainerCallback):
         self._lr = _learning_rate(optimizer)
         self._train: TrainFactors | None = None
         self._train_batch: Batch | None = None
-        if self._measure and self._recorded:
+        if self._measure and self._recorded and self.batch_measurements:
             self._train_batch = batch_from_inputs(self._recorded[-1])
             if self._train_batch is not None:
                 started = time.perf_counter()

@@ -19,7 +19,7 @@ from typing import Any
 from lg_pipeline.dynamics.callback import TABLES, DynamicsCallback
 from lg_pipeline.dynamics.influence import r_squared
 from lg_pipeline.dynamics.probes import PROBE_COLUMNS, Probe
-from lg_pipeline.dynamics.training import TrainConfig, encode_examples, fine_tune
+from lg_pipeline.dynamics.training import TrainConfig, fine_tune
 from lg_pipeline.example import Example
 from lg_pipeline.io.atomic import ChunkedTable, atomic_write_text, write_parquet
 
@@ -106,7 +106,6 @@ def run_dynamics(
     store.start(_fingerprint(config, eval_every, probes, train, rejected))
     write_probes(probes, out_dir)
     done = store.done_steps()
-    encoded, _ = encode_examples(tokenizer, train, config)
     callback = DynamicsCallback(
         tokenizer,
         probes,
@@ -115,7 +114,8 @@ def run_dynamics(
         max_length=config.max_length,
         sink=store.append,
         done_steps=done,
-        example_ids={tuple(e.input_ids): e.example_id for e in encoded},
+        train_examples=train,
+        batch_measurements=config.objective == "sft",
         progress=progress,
     )
     result = fine_tune(model, tokenizer, train, config, callbacks=[callback], rejected=rejected)
