@@ -11,9 +11,7 @@ import pytest
 from lg_pipeline.dynamics import orderings as od
 
 # Six training items of three tasks, three test items, in 3-D: easy to reason about by hand.
-TRAIN = np.array(
-    [[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.1, 0.8, 0.3], [0.0, 0.0, 1.0], [0.5, 0.5, 0.5]]
-)
+TRAIN = np.array([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.1, 0.8, 0.3], [0.0, 0.0, 1.0], [0.5, 0.5, 0.5]])
 TASKS = ["a", "a", "b", "b", "c", "c"]
 TEST = np.array([[1.0, 0.2, 0.0], [0.0, 0.3, 1.0], [0.2, 1.0, 0.1]])
 

@@ -59,8 +59,9 @@ def test_runs_per_ordering_and_level_are_checked_and_drawn(world, single_thread)
     tasks = {lvl: pd.read_parquet(store.zero_shot("tiny", lvl, "rt") / "tasks.parquet") for lvl in ("none", "detailed")}
     trained = {lvl: t[t.task == "commonsense_demo"].response.str.len().mean() for lvl, t in tasks.items()}
     assert trained["detailed"] > 2 * trained["none"]  # the level chose the training responses
-    pd.testing.assert_frame_equal(tasks["none"][tasks["none"].split == "test"],
-                                  tasks["detailed"][tasks["detailed"].split == "test"])  # test items fixed
+    pd.testing.assert_frame_equal(
+        tasks["none"][tasks["none"].split == "test"], tasks["detailed"][tasks["detailed"].split == "test"]
+    )  # test items fixed
     result = run(world, [zero_shot_figures])
     assert result.success, failure(result)
     meta = result.asset_materializations_for_node("zero_shot_figures")[0].metadata
