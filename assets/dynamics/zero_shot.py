@@ -31,6 +31,7 @@ DEMO_TRAIN_TASKS = [
 ]
 DEMO_TEST_TASKS = ["chain_sum", "count_primes", "word_sequence_reversal"]
 DEMO_ORDERINGS = ("rt", "nft", "fft")
+DEMO_MODEL = "smollm2-135m-instruct"
 
 
 class ZeroShotConfig(dg.Config):
