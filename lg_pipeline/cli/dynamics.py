@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from data_sources.models.catalog import open_model
     from lg_pipeline.dynamics.probes import build_probes, check_aligned, trained_rows
     from lg_pipeline.dynamics.run import run_dynamics
-    from lg_pipeline.dynamics.training import TrainConfig
+    from lg_pipeline.dynamics.training import TrainConfig, trainable_parameters
     from lg_pipeline.io.study_json import load_study_json
 
     train = load_study_json(args.data)
@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         chat=chat,
         max_length=args.max_length,
     )
+    trainable_parameters(model, config.trainable)  # a model without q/k/v/o fails here, before the progress bar
     bar = tqdm(total=args.steps, unit="step", desc=spec.display_name)
 
     def progress(step: int, total: int) -> None:

@@ -65,7 +65,8 @@ def build_probes(
     rng = random.Random(seed)
     trained_pool = list(range(n_trained_rows))
     held_pool = list(range(n_trained_rows, len(train)))
-    n_held = min(len(held_pool), n_probes // 2)
+    # About half held out, more when the run trains on fewer rows than the other half needs.
+    n_held = max(n_probes - len(trained_pool), min(len(held_pool), n_probes // 2))
     chosen = sorted(rng.sample(trained_pool, n_probes - n_held)) if n_probes > n_held else []
     held = sorted(rng.sample(held_pool, n_held))
     probes: list[Probe] = []

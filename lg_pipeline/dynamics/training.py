@@ -86,7 +86,10 @@ def trainable_parameters(model: Any, trainable: Trainable) -> list[str]:
     """Names of the parameters that train: the q/k/v/o weights (`attention`) or every parameter."""
     if trainable == "all":
         return [n for n, _ in model.named_parameters()]
-    return [t.parameter for t in find_targets(model, ATTENTION)]  # InputError when none matches
+    try:
+        return [t.parameter for t in find_targets(model, ATTENTION)]
+    except InputError as exc:  # named for this command's option, not the engine's --targets
+        raise InputError(f"--trainable attention: {str(exc).removeprefix('--targets: ')}") from None
 
 
 @contextlib.contextmanager

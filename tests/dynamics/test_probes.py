@@ -45,3 +45,9 @@ def test_more_probes_than_rows_and_unaligned_files_name_the_input():
 
 def test_trained_rows_counts_the_rows_an_in_order_run_sees():
     assert trained_rows(10, 3, 2) == 6 and trained_rows(4, 3, 2) == 4
+
+
+def test_a_short_run_holds_out_more_prompts():
+    probes = build_probes(rows(), 6, 2)
+    assert sum(p.probe_type == "trained" for p in probes) == 2
+    assert sum(p.probe_type == "held_out" for p in probes) == 4
