@@ -62,7 +62,31 @@ def run(args: argparse.Namespace) -> int:
     result = run_zero_shot(model, tokenizer, split, config, args.out, report=lambda m: print(m, flush=True))
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     print(f"wrote {args.out}: orderings {', '.join(result.orderings_done)} (resumed {result.resumed}); {timing}")
+    _figures(result.out, spec.display_name, args.level)
+    _summary(result.out)
     return 0
+
+
+def _figures(out, model: str, level: str) -> None:
+    import pandas as pd
+
+    from lg_pipeline.dynamics.zero_shot_figures import loss_figure, seen_distance_figure
+
+    name = f"{model}, {level} CoT training"
+    loss_figure(pd.read_parquet(out / "zero_shot.parquet"), out / "zero_shot.png", f"Held-out loss, {name}")
+    seen = pd.read_parquet(out / "seen_distance.parquet")
+    seen_distance_figure(seen, out / "seen_distance.png", f"Seen-data distance, {name}")
+    print(f"figures: {out / 'zero_shot.png'}, {out / 'seen_distance.png'}")
+
+
+def _summary(out) -> None:
+    """Held-out loss (all test items) per ordering at every eval step, as the run measured it."""
+    import pandas as pd
+
+    losses = pd.read_parquet(out / "zero_shot.parquet")
+    table = losses[losses.task == "__all__"].pivot(index="step", columns="ordering", values="loss")
+    print("held-out loss, all test items:")
+    print(table.round(4).to_string())
 
 
 def _prepare(args: argparse.Namespace, provider):

@@ -75,7 +75,7 @@ def loss_figure(losses: pd.DataFrame, path: Path, title: str) -> Path:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("held-out loss")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.03)
     return _save(fig, path)
 
 
@@ -99,7 +99,7 @@ def seen_distance_figure(seen: pd.DataFrame, path: Path, title: str) -> Path:
                 ax.set_xlabel("training step")
             ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=6)
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.03)
     return _save(fig, path)
 
 
@@ -119,5 +119,5 @@ def level_figure(losses: pd.DataFrame, path: Path, title: str) -> Path:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("held-out loss (all tasks)")
-    fig.suptitle(title)
+    fig.suptitle(title, y=1.03)
     return _save(fig, path)

@@ -62,7 +62,9 @@ def test_a_task_with_fewer_items_than_asked_is_named(model_dir, tmp_path, capsys
 def test_a_tiny_model_runs_every_table(model_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(args(model_dir, out, **{"--orderings": "rt,nft,tma,gradient"})) == 0
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "held-out loss, all test items:" in printed
+    assert (out / "zero_shot.png").stat().st_size > 10_000 and (out / "seen_distance.png").stat().st_size > 10_000
     orders = pd.read_parquet(out / "orderings.parquet")
     assert list(orders.columns) == ["ordering", "position", "example_id", "task", "score"]
     assert set(orders.ordering) == {"rt", "nft", "tma", "gradient"}
