@@ -17,19 +17,26 @@ from lg_pipeline.vocabulary import REASONING_LEVELS, StatsKey, VariantKey
 DYNAMICS_VERSION = "dynamics-1"
 
 
+# The offline default `make demo` runs: SmolLM2-135M-Instruct on CHAMP, None vs Detailed CoT, SFT.
+DEMO_MODEL = "smollm2-135m-instruct"
+DEMO_VARIANTS = ("champ__none__correct", "champ__detailed__correct")
+
+
 class DynamicsConfig(dg.Config):
-    """Run settings (the launchpad's config); defaults are the offline demo's: 10 SGD steps, 2 eval steps."""
+    """Run settings (the launchpad's config). Defaults are the offline default's, sized for 2 CPU cores:
+    10 SGD steps of one example, eval steps 0 and 5, 2 probe prompts (one trained prompt's 5-7 responses
+    and one held-out answer), sequences cut at 256 tokens."""
 
     objective: str = "sft"
     steps: int = 10
     eval_every: int = 5
     learning_rate: float = 1e-4
     optimizer: str = "sgd"
-    batch_size: int = 2
-    n_probes: int = 6
+    batch_size: int = 1
+    n_probes: int = 2
     trainable: str = "attention"
     seed: int = 0
-    max_length: int = 0  # 0: the compute resource's (the engine's) max_length
+    max_length: int = 256  # 0: the compute resource's (the engine's) max_length
 
 
 def _table(store: OutputStore, variant: VariantKey) -> list[Any] | None:

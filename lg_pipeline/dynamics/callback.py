@@ -201,7 +201,7 @@ class DynamicsCallback(TrainerCallback):
         with torch.no_grad():
             for n, p in self.trained.items():
                 p.copy_(self._before[n])  # back to θ_s for the probes' gradients
-        if self.time_logprobs_only:  # what a probe-log-probability-only tracker would do at θ_s (benchmark)
+        if self.time_logprobs_only:  # what a probe-log-probability-only tracker does at θ_s (benchmark)
             started = time.perf_counter()
             [logprobs(self.model, b) for b in batches]
             self.seconds[step]["logprobs_before"] = time.perf_counter() - started
