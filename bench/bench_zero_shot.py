@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from assets.dynamics.zero_shot import DEMO_TEST_TASKS, DEMO_TRAIN_TASKS
+    from lg_pipeline.dynamics.tasks import DEMO_TEST_TASKS, DEMO_TRAIN_TASKS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m-instruct", help="catalog name or local transformers folder")

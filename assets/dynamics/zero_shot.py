@@ -17,19 +17,13 @@ from assets.partitions import MODEL, model_partitions
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, CurationResource, OutputStore
 from lg_pipeline.dynamics.orderings import ORDERINGS
+from lg_pipeline.dynamics.tasks import DEMO_TEST_TASKS, DEMO_TRAIN_TASKS
 from lg_pipeline.dynamics.zero_shot import ZERO_SHOT_VERSION
 
 ORDERING = "ordering"
 model_ordering_partitions = dg.MultiPartitionsDefinition(
     {MODEL: model_partitions, ORDERING: dg.StaticPartitionsDefinition(list(ORDERINGS))}
 )
-# The offline default: 12 training and 3 held-out reasoning-gym tasks with short items (CPU-sized); each
-# held-out task has relatives among the training tasks (sums, primes, reversing words).
-DEMO_TRAIN_TASKS = [
-    "basic_arithmetic", "gcd", "lcm", "prime_factorization", "count_bits", "spell_backward", "letter_counting",
-    "caesar_cipher", "family_relationships", "syllogism", "simple_equations", "coin_flip",
-]
-DEMO_TEST_TASKS = ["chain_sum", "count_primes", "word_sequence_reversal"]
 DEMO_ORDERINGS = ("rt", "nft", "fft")
 DEMO_MODEL = "smollm2-135m-instruct"
 
@@ -37,8 +31,8 @@ DEMO_MODEL = "smollm2-135m-instruct"
 class ZeroShotConfig(dg.Config):
     """The task split, the CoT level of the training responses, and the training settings (the paper: AdamW)."""
 
-    train_tasks: list[str] = DEMO_TRAIN_TASKS
-    test_tasks: list[str] = DEMO_TEST_TASKS
+    train_tasks: list[str] = list(DEMO_TRAIN_TASKS)
+    test_tasks: list[str] = list(DEMO_TEST_TASKS)
     level: str = "none"
     per_task: int = 4
     per_test_task: int = 4

@@ -20,6 +20,13 @@ from lg_pipeline.io.study_json import load_study_json
 from lg_pipeline.vocabulary import REASONING_LEVELS
 
 TRAIN, TEST = "train", "test"
+# The offline default: 12 training and 3 held-out reasoning-gym tasks with short items (CPU-sized); each held-out
+# task has relatives among the training tasks (sums, primes, reversing words).
+DEMO_TRAIN_TASKS: tuple[str, ...] = (
+    "basic_arithmetic", "gcd", "lcm", "prime_factorization", "count_bits", "spell_backward", "letter_counting",
+    "caesar_cipher", "family_relationships", "syllogism", "simple_equations", "coin_flip",
+)
+DEMO_TEST_TASKS: tuple[str, ...] = ("chain_sum", "count_primes", "word_sequence_reversal")
 
 
 @dataclass(frozen=True)
