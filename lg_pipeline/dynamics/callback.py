@@ -13,6 +13,8 @@ Every step adds a `train_log` row (loss, learning rate, update norm). Tables go 
 Works in a plain user `Trainer` as long as the batch is fed as `input_ids`/`attention_mask`/
 `labels` (right-padded); without labels (DPO) the kernel and batch statistics are skipped.
 `train_examples` (the training rows) lets the kernel and statistics name each batch row by its example id.
+The kernel and statistics are those of the engine's per-example loss (mean response-token CE) whatever loss the
+trainer optimises; the predicted change always uses the update the optimizer actually made.
 """
 
 from __future__ import annotations
