@@ -22,7 +22,7 @@ import numpy as np
 
 from lg_pipeline.dynamics.alignment import AlignmentConfig, alignments, total_alignment
 from lg_pipeline.dynamics.embeddings import EMBEDDERS, make_embedder
-from lg_pipeline.dynamics.orderings import EMBEDDING_ORDERINGS, ORDERINGS, make_ordering
+from lg_pipeline.dynamics.orderings import EMBEDDING_ORDERINGS, ORDERINGS, distances, make_ordering, wsd
 from lg_pipeline.dynamics.seen_distance import SEEN_COLUMNS, seen_distance_rows
 from lg_pipeline.dynamics.tasks import TaskSplit, split_frame
 from lg_pipeline.dynamics.training import TrainConfig, fine_tune
@@ -33,7 +33,8 @@ from lg_pipeline.io.atomic import atomic_write_text, write_parquet
 from lg_pipeline.vocabulary import ATTENTION
 
 ORDERING_COLUMNS = ("ordering", "position", "example_id", "task", "score")
-ZERO_SHOT_VERSION = "zero-shot-1"  # bump when the numbers a run produces could change
+# Bump when the numbers a run produces could change (2: orderings without a score of their own carry the WSD).
+ZERO_SHOT_VERSION = "zero-shot-2"
 OPTIMIZERS = ("adamw", "sgd")
 
 
@@ -173,9 +174,14 @@ class _Run:
         return self._align
 
     def ordering(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(order, score); orderings without a score of their own (rt, round_robin, cluster) get each item's WSD,
+        so the WSD profile of every ordering can be compared."""
         needs_embeddings = name in EMBEDDING_ORDERINGS
         train_emb, test_emb = self.embeddings() if needs_embeddings else (None, None)
-        return make_ordering(name, self.train_tasks, self.config.seed, train_emb, test_emb, self.alignment)
+        order, score = make_ordering(name, self.train_tasks, self.config.seed, train_emb, test_emb, self.alignment)
+        if np.isnan(score).all():
+            score = wsd(distances(*self.embeddings()))[order]
+        return order, score
 
     def run_ordering(self, name: str) -> None:
         import pandas as pd

@@ -84,6 +84,10 @@ def test_every_ordering_trains_a_permutation_of_the_same_items(tokenizer, single
     assert sorted(align.example_id.unique()) == train_ids
     gradient = orders[orders.ordering == "gradient"]
     assert gradient.score.is_monotonic_decreasing
+    wsd = orders[orders.ordering == "nft"].set_index("example_id").score
+    for name in ("rt", "round_robin", "cluster", "tma"):  # scored by each item's WSD, like NFT
+        other = orders[orders.ordering == name].set_index("example_id").score
+        assert other.reindex(wsd.index).to_numpy() == pytest.approx(wsd.to_numpy())
 
 
 def test_a_stopped_run_resumes_and_other_settings_are_refused(tokenizer, single_thread, tmp_path):
