@@ -94,6 +94,7 @@ def zero_shot_dynamics(
     losses = pd.read_parquet(out / "zero_shot.parquet")
     overall = losses[losses.task == "__all__"].sort_values("step")
     figure = _figure(store, losses, model_name, config.level, ordering)
+    extra = _alignment_metadata(store, out, model_name, config.level)
     return dg.MaterializeResult(
         metadata={
             "level": config.level,
@@ -108,9 +109,24 @@ def zero_shot_dynamics(
             "path": dg.MetadataValue.path(str(out)),
             "held_out_loss": md_table(overall[["step", "loss", "n_examples"]]),
             "figure: held-out loss": dg.MetadataValue.md(inline_png(figure)),
+            **extra,
         },
         data_version=dg.DataVersion(file_version(out / "zero_shot.parquet")),
     )
+
+
+def _alignment_metadata(store: OutputStore, out: Any, model: str, level: str) -> dict[str, Any]:
+    """The gradient ordering's per-layer alignments, when this run computed them."""
+    import pandas as pd
+
+    from lg_pipeline.dynamics.zero_shot_figures import alignment_figure
+
+    path = out / "alignment.parquet"
+    if not path.is_file():
+        return {}
+    figure = store.zero_shot_figures() / "runs" / f"{model}__{level}__alignment.png"
+    alignment_figure(pd.read_parquet(path), figure, f"{model}, {level} CoT: ⟨∇L_u, ∇L_test⟩ per layer at step 0")
+    return {"figure: alignment per layer": dg.MetadataValue.md(inline_png(figure))}
 
 
 def _figure(store: OutputStore, losses: Any, model: str, level: str, ordering: str) -> Any:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lg_pipeline.analysis.plotting import module_color
 from lg_pipeline.dynamics.orderings import ORDERINGS
 from lg_pipeline.dynamics.zero_shot_eval import ALL_TASKS
 from lg_pipeline.io.atomic import atomic_write_bytes
@@ -119,5 +120,22 @@ def level_figure(losses: pd.DataFrame, path: Path, title: str) -> Path:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("held-out loss (all tasks)")
+    fig.suptitle(title, y=1.03)
+    return _save(fig, path)
+
+
+def alignment_figure(alignment: pd.DataFrame, path: Path, title: str) -> Path:
+    """Σ over training items of ⟨∇_W L_u, ∇_W L_test⟩ per layer, one line per studied module: where the gradient
+    ordering's score comes from."""
+    fig, axes = _panels(1, size=(6.0, 3.4))
+    ax = axes[0][0]
+    per_layer = alignment.groupby(["module", "layer"], sort=True).alignment.sum().reset_index()
+    for module, rows in per_layer.groupby("module", sort=False):
+        ax.plot(rows.layer, rows.alignment, marker="o", ms=3, color=module_color(module), label=module)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("Σ_u ⟨∇L_u, ∇L_test⟩")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     fig.suptitle(title, y=1.03)
     return _save(fig, path)

@@ -62,6 +62,10 @@ def test_runs_per_ordering_and_level_are_checked_and_drawn(world, single_thread)
     pd.testing.assert_frame_equal(
         tasks["none"][tasks["none"].split == "test"], tasks["detailed"][tasks["detailed"].split == "test"]
     )  # test items fixed
+    key = dg.MultiPartitionKey({"model": "tiny", "ordering": "gradient"})
+    result = run(world, [zero_shot_dynamics], key, {**SPLIT, "level": "none"})
+    assert result.success, failure(result)
+    assert "figure: alignment per layer" in result.asset_materializations_for_node("zero_shot_dynamics")[0].metadata
     result = run(world, [zero_shot_figures])
     assert result.success, failure(result)
     meta = result.asset_materializations_for_node("zero_shot_figures")[0].metadata
