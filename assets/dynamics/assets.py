@@ -103,7 +103,7 @@ def _companions(store: OutputStore, variant: VariantKey, train: list[Any], log: 
 def training_dynamics(
     context: dg.AssetExecutionContext, config: DynamicsConfig, store: OutputStore, compute: ComputeResource
 ) -> dg.MaterializeResult:
-    from lg_pipeline.dynamics.probes import build_probes, trained_rows
+    from lg_pipeline.dynamics.probes import build_probes, rows_to_train
     from lg_pipeline.dynamics.run import run_dynamics
     from lg_pipeline.dynamics.training import TrainConfig
     from lg_pipeline.errors import InputError
@@ -127,8 +127,9 @@ def training_dynamics(
             chat=spec.chat,
             max_length=config.max_length or compute.max_length,
         )
-        n_trained = trained_rows(len(train), config.steps, config.batch_size)
+        n_trained = rows_to_train(len(train), config.n_probes, config.steps, config.batch_size)
         probes = build_probes(train, config.n_probes, n_trained, config.seed, also, wrong)
+        rejected = wrong[:n_trained] if config.objective == "dpo" else None
         out = store.dynamics(key, config.objective)
         gates.forget_dynamics(store, key, config.objective)
 
@@ -138,12 +139,12 @@ def training_dynamics(
         summary = run_dynamics(
             model,
             tokenizer,
-            train,
+            train[:n_trained],  # the rows after these are the held-out probes' prompts
             probes,
             train_config,
             out,
             config.eval_every,
-            wrong if config.objective == "dpo" else None,
+            rejected,
             progress,
         )
         del model

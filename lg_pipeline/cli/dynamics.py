@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from data_sources.models.catalog import open_model
-    from lg_pipeline.dynamics.probes import build_probes, check_aligned, trained_rows
+    from lg_pipeline.dynamics.probes import build_probes, check_aligned, rows_to_train
     from lg_pipeline.dynamics.run import run_dynamics
     from lg_pipeline.dynamics.training import TrainConfig, trainable_parameters
     from lg_pipeline.io.study_json import load_study_json
@@ -62,9 +62,8 @@ def run(args: argparse.Namespace) -> int:
         check_aligned(train, wrong, "--wrong")
     if args.objective == "dpo" and wrong is None:
         raise InputError("--objective dpo needs --wrong (the rejected responses of the same rows)")
-    probes = build_probes(
-        train, args.n_probes, trained_rows(len(train), args.steps, args.batch_size), args.seed, also, wrong
-    )
+    n_trained = rows_to_train(len(train), args.n_probes, args.steps, args.batch_size)
+    probes = build_probes(train, args.n_probes, n_trained, args.seed, also, wrong)
     model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
     chat = spec.chat if args.chat is None else args.chat
     config = TrainConfig(
@@ -87,12 +86,12 @@ def run(args: argparse.Namespace) -> int:
     summary = run_dynamics(
         model,
         tokenizer,
-        train,
+        train[:n_trained],  # rows after these are only the held-out probes' prompts
         probes,
         config,
         args.out,
         args.eval_every,
-        wrong if args.objective == "dpo" else None,
+        wrong[:n_trained] if args.objective == "dpo" else None,
         progress,
     )
     bar.close()

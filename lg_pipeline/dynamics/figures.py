@@ -88,7 +88,9 @@ def plot_layer_share(shares: pd.DataFrame, title: str, out_base: Path) -> Path:
     for k, probe_type in enumerate(types):
         ax = axes[k // n_cols][k % n_cols]
         grid = shares[shares.probe_type == probe_type].pivot(index="layer", columns="step", values="share")
-        image = ax.imshow(grid.values, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-1, vmax=1)
+        limit = float(np.nanmax(np.abs(grid.values))) if grid.size and np.isfinite(grid.values).any() else 1.0
+        limit = limit or 1.0  # the colour scale follows the data: one layer's share is about 1 / n_layers
+        image = ax.imshow(grid.values, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_xticks(range(grid.shape[1]), [str(s) for s in grid.columns])
         for name, layers in thirds(n_layers):
             third = grid.loc[grid.index.isin(layers)].sum().mean()

@@ -48,6 +48,16 @@ def trained_rows(n_rows: int, steps: int, batch_size: int) -> int:
     return min(n_rows, steps * batch_size)
 
 
+def rows_to_train(n_rows: int, n_probes: int, steps: int, batch_size: int) -> int:
+    """How many leading rows a run trains on: all it reaches, less enough to hold out about half the probe prompts.
+
+    A small table (the offline demo curates a handful of rows) would otherwise be trained on entirely and leave
+    no `held_out` probe.
+    """
+    n_held = min(n_probes // 2, n_rows - 1)
+    return min(trained_rows(n_rows, steps, batch_size), n_rows - n_held)
+
+
 def build_probes(
     train: Sequence[Example],
     n_probes: int,

@@ -51,3 +51,12 @@ def test_a_short_run_holds_out_more_prompts():
     probes = build_probes(rows(), 6, 2)
     assert sum(p.probe_type == "trained" for p in probes) == 2
     assert sum(p.probe_type == "held_out" for p in probes) == 4
+
+
+def test_a_small_table_keeps_rows_back_for_held_out_probes():
+    from lg_pipeline.dynamics.probes import rows_to_train
+
+    assert rows_to_train(4, 2, 10, 1) == 3  # the demo's 4 curated rows: 3 trained, 1 held out
+    assert rows_to_train(500, 6, 10, 2) == 20
+    probes = build_probes(rows(4), 2, rows_to_train(4, 2, 10, 1))
+    assert {p.probe_type for p in probes} >= {"trained", "held_out"}
