@@ -103,3 +103,29 @@ def clear_summary_blocked(store: OutputStore, model: str) -> None:
 def summary_blocked(store: OutputStore, model: str) -> dict[str, str]:
     path = store.summary_verdict(model)
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+# ------------------------------------------------------------------------------------------------ learning dynamics
+def _dynamics_data(store: OutputStore, key: StatsKey, objective: str) -> Path:
+    return store.dynamics(key, objective) / "influence_summary.parquet"
+
+
+def record_dynamics(store: OutputStore, key: StatsKey, objective: str, failures: list[str]) -> Verdict:
+    """The completeness check's outcome on a learning-dynamics run (the figures leave failed runs out)."""
+    return _write(store.dynamics_verdict(key, objective), _dynamics_data(store, key, objective), failures)
+
+
+def forget_dynamics(store: OutputStore, key: StatsKey, objective: str) -> None:
+    store.dynamics_verdict(key, objective).unlink(missing_ok=True)
+
+
+def dynamics_gate(store: OutputStore, key: StatsKey, objective: str) -> str | None:
+    """Why a run may not enter the figures (None: its completeness check passed on exactly these tables)."""
+    verdict = _read(store.dynamics_verdict(key, objective))
+    if verdict is None:
+        return "not validated yet (run the training_dynamics_complete check)"
+    if not verdict.passed:
+        return "check failed: " + "; ".join(verdict.failures)
+    if not verdict.about(_dynamics_data(store, key, objective)):
+        return "tables changed since the check ran"
+    return None

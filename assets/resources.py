@@ -110,6 +110,36 @@ class OutputStore(dg.ConfigurableResource):
     def figures(self) -> Path:
         return self.path("figures")
 
+    def zero_shot(self, model: str, level: str, ordering: str) -> Path:
+        """A zero-shot dynamics run's folder (`lg_pipeline.dynamics.zero_shot`): one per model, level and ordering."""
+        return self.path("zero_shot", model, level, ordering)
+
+    def zero_shot_runs(self) -> list[tuple[str, str, str]]:
+        """(model, level, ordering) of every zero-shot run folder that has its settings."""
+        root = self.path("zero_shot")
+        found = sorted(root.glob("*/*/*/run.json")) if root.is_dir() else []
+        return [(p.parts[-4], p.parts[-3], p.parts[-2]) for p in found]
+
+    def zero_shot_figures(self) -> Path:
+        return self.path("figures", "zero_shot")
+
+    def dynamics(self, key: StatsKey, objective: str) -> Path:
+        """A learning-dynamics run's folder (tables per eval step, `lg_pipeline.dynamics.run`)."""
+        return self.path("dynamics", key.model, str(key.variant), objective)
+
+    def dynamics_verdict(self, key: StatsKey, objective: str) -> Path:
+        """The completeness check's last verdict on that run (`assets.gates`)."""
+        return self.dynamics(key, objective) / "check.json"
+
+    def dynamics_runs(self) -> list[tuple[StatsKey, str]]:
+        """(model|variant, objective) of every run folder with a summary."""
+        root = self.path("dynamics")
+        found = sorted(root.glob("*/*/*/summary.json")) if root.is_dir() else []
+        return [(StatsKey.of(p.parts[-4], p.parts[-3]), p.parts[-2]) for p in found]
+
+    def dynamics_figures(self) -> Path:
+        return self.path("figures", "dynamics")
+
 
 class CurationResource(dg.ConfigurableResource):
     """How curated tables are sampled; `release_dir` switches the study's datasets to its release folder.

@@ -14,7 +14,7 @@ from pathlib import Path
 from lg_pipeline.errors import InputError
 
 # Command modules of this package, in the order `--help` lists them.
-COMMANDS = ("gradients", "validate", "models", "export-study", "import-study")
+COMMANDS = ("gradients", "validate", "models", "export-study", "import-study", "dynamics", "zero-shot")
 
 
 def _demo(args: argparse.Namespace) -> int:

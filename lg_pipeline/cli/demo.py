@@ -127,4 +127,36 @@ def run_demo(models: list[str] | None = None, datasets: list[str] | None = None,
             key = multi_key(model, v)
             ok &= _materialize(f"gradients {model} {v}", [gradient_stats], key, instance, resources)
         ok &= _materialize(f"summary {model}", [layer_summary], model, instance, resources)
+    ok &= _dynamics_demo(models, variants, instance, resources)
+    ok &= _zero_shot_demo(models, instance, resources)
     return 0 if ok else 1
+
+
+def _dynamics_demo(models: list[str], variants: list[VariantKey], instance, resources) -> bool:
+    """Learning dynamics of the offline-default instruct model on None vs Detailed CoT (SFT, the asset's default
+    config), then its figures; DPO, other levels and longer runs are left to the UI."""
+    from assets.dynamics.assets import DEMO_MODEL, DEMO_VARIANTS, training_dynamics
+    from assets.dynamics.figures import dynamics_figures
+
+    chosen = [v for v in variants if v in DEMO_VARIANTS]
+    if DEMO_MODEL not in models or not chosen:
+        return True
+    ok = True
+    for v in chosen:
+        key = multi_key(DEMO_MODEL, v)
+        ok &= _materialize(f"dynamics {DEMO_MODEL} {v}", [training_dynamics], key, instance, resources)
+    return _materialize("dynamics figures", [dynamics_figures], None, instance, resources) and ok
+
+
+def _zero_shot_demo(models: list[str], instance, resources) -> bool:
+    """Zero-shot dynamics of the offline-default instruct model (rt, nft, fft on the default split), then its
+    figures; the other orderings and levels are left to the UI."""
+    from assets.dynamics.zero_shot import DEMO_MODEL, DEMO_ORDERINGS, ORDERING, zero_shot_dynamics, zero_shot_figures
+
+    if DEMO_MODEL not in models:
+        return True
+    ok = True
+    for ordering in DEMO_ORDERINGS:
+        key = dg.MultiPartitionKey({MODEL: DEMO_MODEL, ORDERING: ordering})
+        ok &= _materialize(f"zero-shot {DEMO_MODEL} {ordering}", [zero_shot_dynamics], key, instance, resources)
+    return _materialize("zero-shot figures", [zero_shot_figures], None, instance, resources) and ok

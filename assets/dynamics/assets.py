@@ -1,0 +1,174 @@
+"""Learning dynamics of one model fine-tuned on one curated variant: probes followed through a real SFT/DPO run."""
+
+import copy
+from typing import Any
+
+import dagster as dg
+
+from assets import gates
+from assets.curation.assets import curated_dataset
+from assets.failures import clear_errors
+from assets.metadata import file_version, md_table
+from assets.partitions import by_variant, model_variant_partitions, stats_key
+from assets.pools import GPU_POOL
+from assets.resources import ComputeResource, OutputStore
+from lg_pipeline.vocabulary import REASONING_LEVELS, StatsKey, VariantKey
+
+DYNAMICS_VERSION = "dynamics-1"
+
+
+# The offline default `make demo` runs: SmolLM2-135M-Instruct on CHAMP, None vs Detailed CoT, SFT.
+DEMO_MODEL = "smollm2-135m-instruct"
+DEMO_VARIANTS = ("champ__none__correct", "champ__detailed__correct")
+
+
+class DynamicsConfig(dg.Config):
+    """Run settings (the launchpad's config). Defaults are the offline default's, sized for 2 CPU cores:
+    10 SGD steps of one example, eval steps 0 and 5, 2 probe prompts (one trained prompt's 5-7 responses
+    and one held-out answer), sequences cut at 256 tokens."""
+
+    objective: str = "sft"
+    steps: int = 10
+    eval_every: int = 5
+    learning_rate: float = 1e-4
+    optimizer: str = "sgd"
+    batch_size: int = 1
+    n_probes: int = 2
+    trainable: str = "attention"
+    seed: int = 0
+    max_length: int = 256  # 0: the compute resource's (the engine's) max_length
+
+
+def _table(store: OutputStore, variant: VariantKey) -> list[Any] | None:
+    import pandas as pd
+
+    from lg_pipeline.example import Example
+
+    path = store.curated(variant)
+    if not path.is_file():
+        return None
+    frame = pd.read_parquet(path)
+    return [Example(r.example_id, r.instruction, r.response) for r in frame.itertuples()]
+
+
+def _training_rows(store: OutputStore, variant: VariantKey) -> list[Any]:
+    from lg_pipeline.errors import InputError
+
+    blocked = gates.curated_gate(store, variant)
+    if blocked:
+        raise InputError(f"curated table for '{variant}' failed its blocking check(s) {', '.join(blocked)}")
+    rows = _table(store, variant)
+    if rows is None:
+        raise InputError(f"curated table for '{variant}' not found: materialize curated_dataset first")
+    return rows
+
+
+def aligned_with(train: list[Any], other: list[Any] | None) -> list[Any] | None:
+    """`other`'s rows in the order of `train`'s instructions, or None when some instruction is missing there."""
+    if other is None:
+        return None
+    by_instruction = {e.instruction: e for e in other}
+    found = [by_instruction.get(e.instruction) for e in train]
+    return None if any(e is None for e in found) else found
+
+
+def _companions(store: OutputStore, variant: VariantKey, train: list[Any], log: Any) -> tuple[dict, Any]:
+    """Other CoT levels (same dataset and correctness) and the wrong set, where curated and aligned."""
+    also = {}
+    for level in REASONING_LEVELS:
+        if level == variant.level:
+            continue
+        rows = aligned_with(train, _table(store, VariantKey(variant.dataset, level, variant.correctness)))
+        if rows is not None:
+            also[level] = rows
+    wrong = None
+    if variant.correctness == "correct":
+        wrong = aligned_with(train, _table(store, VariantKey(variant.dataset, variant.level, "wrong")))
+    log.info(f"probe responses from other levels: {sorted(also) or 'none'}; wrong set: {wrong is not None}")
+    return also, wrong
+
+
+@dg.asset(
+    partitions_def=model_variant_partitions,
+    deps=[dg.AssetDep(curated_dataset, partition_mapping=by_variant)],
+    code_version=DYNAMICS_VERSION,
+    group_name="dynamics",
+    kinds={"pytorch", "parquet"},
+    pool=GPU_POOL,
+    description=(
+        "Fine-tunes a copy of the model on the variant (TRL SFT or DPO) and follows probe log-probabilities: "
+        "measured change per eval step, predicted change per matrix, per-layer NTK, gradient statistics."
+    ),
+)
+def training_dynamics(
+    context: dg.AssetExecutionContext, config: DynamicsConfig, store: OutputStore, compute: ComputeResource
+) -> dg.MaterializeResult:
+    from lg_pipeline.dynamics.probes import build_probes, rows_to_train
+    from lg_pipeline.dynamics.run import run_dynamics
+    from lg_pipeline.dynamics.training import TrainConfig
+    from lg_pipeline.errors import InputError
+
+    key = stats_key(context.partition_key)
+    with clear_errors():
+        train = _training_rows(store, key.variant)
+        also, wrong = _companions(store, key.variant, train, context.log)
+        if config.objective == "dpo" and wrong is None:
+            raise InputError(f"objective dpo needs the aligned wrong set of '{key.variant}' (curate it first)")
+        loaded, tokenizer, spec = compute.load(key.model)
+        model = copy.deepcopy(loaded)  # training changes weights: the process-wide loaded model stays as loaded
+        train_config = TrainConfig(
+            learning_rate=config.learning_rate,
+            optimizer=config.optimizer,
+            steps=config.steps,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            trainable=config.trainable,
+            objective=config.objective,
+            chat=spec.chat,
+            max_length=config.max_length or compute.max_length,
+        )
+        n_trained = rows_to_train(len(train), config.n_probes, config.steps, config.batch_size)
+        probes = build_probes(train, config.n_probes, n_trained, config.seed, also, wrong)
+        rejected = wrong[:n_trained] if config.objective == "dpo" else None
+        out = store.dynamics(key, config.objective)
+        gates.forget_dynamics(store, key, config.objective)
+
+        def progress(step: int, total: int) -> None:
+            context.log.info(f"step {step}/{total} done")
+
+        summary = run_dynamics(
+            model,
+            tokenizer,
+            train[:n_trained],  # the rows after these are the held-out probes' prompts
+            probes,
+            train_config,
+            out,
+            config.eval_every,
+            rejected,
+            progress,
+        )
+        del model
+    return dg.MaterializeResult(metadata=_metadata(key, config, summary, out), data_version=_version(out))
+
+
+def _version(out) -> dg.DataVersion:
+    return dg.DataVersion(file_version(out / "influence_summary.parquet"))
+
+
+def _metadata(key: StatsKey, config: DynamicsConfig, summary: Any, out) -> dict[str, Any]:
+    import pandas as pd
+
+    frame = pd.read_parquet(out / "influence_summary.parquet")
+    by_type = frame.groupby("probe_type", as_index=False)[["predicted_delta", "measured_delta"]].mean()
+    return {
+        "model": key.model,
+        "variant": str(key.variant),
+        "objective": config.objective,
+        "steps": summary.steps,
+        "eval_steps": dg.MetadataValue.json(summary.eval_steps),
+        "probes": summary.n_probes,
+        "r2_predicted_vs_measured": float("nan") if summary.r2 != summary.r2 else round(summary.r2, 6),
+        "resumed_eval_steps": dg.MetadataValue.json(summary.resumed_steps),
+        "mean_change_by_probe_type": md_table(by_type),
+        "path": dg.MetadataValue.path(str(out)),
+    }

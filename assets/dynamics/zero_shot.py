@@ -1,0 +1,216 @@
+"""Zero-shot dynamics: held-out-task loss through fine-tuning of one model on one ordering of the training items.
+
+`zero_shot_dynamics[model|ordering]` trains in the `gpu` pool; the task split and the CoT level are run config
+(the launchpad's), and each (model, level, ordering) has its own folder, so None and Detailed CoT runs of the
+same orderings sit side by side. `zero_shot_complete` checks the folder; `zero_shot_figures` draws every
+model's orderings and levels inline in the UI.
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from assets.automation.conditions import refresh_when_upstream_settles
+from assets.failures import clear_errors
+from assets.metadata import file_version, inline_png, md_table
+from assets.partitions import MODEL, model_partitions
+from assets.pools import GPU_POOL
+from assets.resources import ComputeResource, CurationResource, OutputStore
+from lg_pipeline.dynamics.orderings import ORDERINGS
+from lg_pipeline.dynamics.tasks import DEMO_TEST_TASKS, DEMO_TRAIN_TASKS
+from lg_pipeline.dynamics.zero_shot import ZERO_SHOT_VERSION
+
+ORDERING = "ordering"
+model_ordering_partitions = dg.MultiPartitionsDefinition(
+    {MODEL: model_partitions, ORDERING: dg.StaticPartitionsDefinition(list(ORDERINGS))}
+)
+DEMO_ORDERINGS = ("rt", "nft", "fft")
+DEMO_MODEL = "smollm2-135m-instruct"
+
+
+class ZeroShotConfig(dg.Config):
+    """The task split, the CoT level of the training responses, and the training settings (the paper: AdamW)."""
+
+    train_tasks: list[str] = list(DEMO_TRAIN_TASKS)
+    test_tasks: list[str] = list(DEMO_TEST_TASKS)
+    level: str = "none"
+    per_task: int = 4
+    per_test_task: int = 4
+    eval_every: int = 4
+    learning_rate: float = 1e-5
+    optimizer: str = "adamw"
+    batch_size: int = 4
+    embedder: str = "minilm"
+    trainable: str = "all"
+    seed: int = 0
+
+
+def _keys(context: Any) -> tuple[str, str]:
+    dims = context.partition_key.keys_by_dimension
+    return dims[MODEL], dims[ORDERING]
+
+
+@dg.asset(
+    partitions_def=model_ordering_partitions,
+    code_version=ZERO_SHOT_VERSION,
+    group_name="dynamics",
+    kinds={"pytorch", "parquet"},
+    pool=GPU_POOL,
+    description="Held-out-task loss at step 0 and every K steps of one epoch, seen-data distance (arXiv 2406.11721).",
+)
+def zero_shot_dynamics(
+    context: dg.AssetExecutionContext,
+    config: ZeroShotConfig,
+    store: OutputStore,
+    compute: ComputeResource,
+    curation: CurationResource,
+) -> dg.MaterializeResult:
+    import dataclasses
+
+    import pandas as pd
+
+    from data_sources.datasets.zero_shot_tasks import OfflineTasks
+    from lg_pipeline.dynamics import zero_shot as core
+    from lg_pipeline.dynamics.tasks import build_split
+    from lg_pipeline.gradients.targets import parse_suffixes
+
+    model_name, ordering = _keys(context)
+    out = store.zero_shot(model_name, config.level, ordering)
+    with clear_errors():
+        provider = OfflineTasks(curation.release_dir, compute.cache_dir)
+        split = build_split(config.train_tasks, config.test_tasks, provider, config.level, config.per_task,
+                            config.per_test_task, config.seed)
+        settings = core.ZeroShotConfig(
+            orderings=(ordering,), eval_every=config.eval_every, learning_rate=config.learning_rate,
+            optimizer=config.optimizer, batch_size=config.batch_size, embedder=config.embedder, seed=config.seed,
+            max_length=compute.max_length, trainable=config.trainable, targets=parse_suffixes(compute.targets),
+            cache_dir=compute.cache_dir,
+        )
+        settings.check()
+        model, tokenizer, spec = compute.load(model_name)
+        settings = dataclasses.replace(settings, chat=spec.chat, extra={"model": model_name})
+        # Another split or setting in this folder is replaced: the launchpad's config is what the user asked for.
+        result = core.run_zero_shot(model, tokenizer, split, settings, out, report=context.log.info, replace=True)
+    losses = pd.read_parquet(out / "zero_shot.parquet")
+    overall = losses[losses.task == "__all__"].sort_values("step")
+    figure = _figure(store, losses, model_name, config.level, ordering)
+    extra = _alignment_metadata(store, out, model_name, config.level)
+    return dg.MaterializeResult(
+        metadata={
+            "level": config.level,
+            "train_tasks": dg.MetadataValue.json(config.train_tasks),
+            "test_tasks": dg.MetadataValue.json(config.test_tasks),
+            "held_out_loss_step_0": float(overall.loss.iloc[0]),
+            "held_out_loss_last": float(overall.loss.iloc[-1]),
+            "steps": int(overall.step.iloc[-1]),
+            "resumed": bool(result.resumed),
+            "seconds": dg.MetadataValue.json({k: round(v, 1) for k, v in result.seconds.items()}),
+            "device": compute.leased_device,
+            "path": dg.MetadataValue.path(str(out)),
+            "held_out_loss": md_table(overall[["step", "loss", "n_examples"]]),
+            "figure: held-out loss": dg.MetadataValue.md(inline_png(figure)),
+            **extra,
+        },
+        data_version=dg.DataVersion(file_version(out / "zero_shot.parquet")),
+    )
+
+
+def _alignment_metadata(store: OutputStore, out: Any, model: str, level: str) -> dict[str, Any]:
+    """The gradient ordering's per-layer alignments, when this run computed them."""
+    import pandas as pd
+
+    from lg_pipeline.dynamics.zero_shot_figures import alignment_figure
+
+    path = out / "alignment.parquet"
+    if not path.is_file():
+        return {}
+    figure = store.zero_shot_figures() / "runs" / f"{model}__{level}__alignment.png"
+    alignment_figure(pd.read_parquet(path), figure, f"{model}, {level} CoT: ⟨∇L_u, ∇L_test⟩ per layer at step 0")
+    return {"figure: alignment per layer": dg.MetadataValue.md(inline_png(figure))}
+
+
+def _figure(store: OutputStore, losses: Any, model: str, level: str, ordering: str) -> Any:
+    from lg_pipeline.dynamics.zero_shot_figures import loss_figure
+
+    path = store.zero_shot_figures() / "runs" / f"{model}__{level}__{ordering}.png"
+    return loss_figure(losses, path, f"{model}, {level} CoT training, {ordering}")
+
+
+@dg.asset_check(
+    asset=zero_shot_dynamics,
+    partitions_def=model_ordering_partitions,
+    blocking=True,
+    description="All tables written, the ordering a permutation of the training items, finite losses at eval steps.",
+)
+def zero_shot_complete(context: dg.AssetCheckExecutionContext, store: OutputStore) -> dg.AssetCheckResult:
+    from lg_pipeline.dynamics.zero_shot_checks import run_problems
+
+    model, ordering = _keys(context)
+    runs = [level for m, level, o in store.zero_shot_runs() if (m, o) == (model, ordering)]
+    problems = {level: run_problems(store.zero_shot(model, level, ordering), [ordering]) for level in runs}
+    failed = {level: p for level, p in problems.items() if p}
+    return dg.AssetCheckResult(
+        passed=bool(runs) and not failed,
+        metadata={"levels": dg.MetadataValue.json(runs), "problems": dg.MetadataValue.json(failed or {})},
+    )
+
+
+@dg.asset(
+    deps=[zero_shot_dynamics],
+    code_version=ZERO_SHOT_VERSION,
+    group_name="figures",
+    kinds={"matplotlib"},
+    automation_condition=refresh_when_upstream_settles(),
+    description="Held-out loss vs step per ordering (all tasks, per task), seen-data distance, None vs Detailed CoT.",
+)
+def zero_shot_figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.MaterializeResult:
+    from lg_pipeline.dynamics.zero_shot_figures import level_figure, loss_figure, seen_distance_figure
+
+    tables = _complete_runs(store)
+    if tables is None:
+        raise dg.Failure(description="no complete zero-shot run yet: materialize zero_shot_dynamics first")
+    losses, seen = tables
+    folder = store.zero_shot_figures()
+    meta: dict[str, Any] = {}
+    for (model, level), part in losses.groupby(["model", "level"], sort=True):
+        name = f"{model}, {level} CoT training"
+        path = loss_figure(part, folder / f"{model}__{level}__loss.png", f"Held-out loss, {name}")
+        meta[f"figure: held-out loss, {name}"] = dg.MetadataValue.md(inline_png(path))
+        s = seen[(seen.model == model) & (seen.level == level)]
+        path = seen_distance_figure(s, folder / f"{model}__{level}__seen.png", f"Seen-data distance, {name}")
+        meta[f"figure: seen-data distance, {name}"] = dg.MetadataValue.md(inline_png(path))
+    for model, part in losses.groupby("model"):
+        if part.level.nunique() > 1:
+            path = level_figure(part, folder / f"{model}__levels.png", f"{model}: training level, same orderings")
+            meta[f"figure: None vs Detailed CoT, {model}"] = dg.MetadataValue.md(inline_png(path))
+    meta["runs"] = md_table(losses[["model", "level", "ordering"]].drop_duplicates(), 60)
+    context.log.info(f"{sum(k.startswith('figure') for k in meta)} zero-shot figures in {folder}")
+    return dg.MaterializeResult(metadata=meta)
+
+
+def _complete_runs(store: OutputStore) -> tuple[Any, Any] | None:
+    """Losses and seen distances (with model and level columns) of every complete run folder whose split and
+    settings are those of the model's newest run: only runs that differ in ordering and level are compared."""
+    import pandas as pd
+
+    from lg_pipeline.dynamics.zero_shot import comparable_runs_key
+    from lg_pipeline.dynamics.zero_shot_checks import run_problems
+
+    complete = [
+        (model, level, ordering, store.zero_shot(model, level, ordering))
+        for model, level, ordering in store.zero_shot_runs()
+        if not run_problems(store.zero_shot(model, level, ordering), [ordering])
+    ]
+    newest: dict[str, tuple[float, str]] = {}
+    for model, _, _, out in complete:
+        stamp = ((out / "zero_shot.parquet").stat().st_mtime, comparable_runs_key(out))
+        newest[model] = max(newest.get(model, stamp), stamp)
+    losses, seen = [], []
+    for model, level, _, out in complete:
+        if comparable_runs_key(out) != newest[model][1]:
+            continue
+        losses.append(pd.read_parquet(out / "zero_shot.parquet").assign(model=model, level=level))
+        seen.append(pd.read_parquet(out / "seen_distance.parquet").assign(model=model, level=level))
+    if not losses:
+        return None
+    return pd.concat(losses, ignore_index=True), pd.concat(seen, ignore_index=True)

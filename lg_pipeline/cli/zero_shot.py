@@ -1,0 +1,121 @@
+"""`lg-pipeline zero-shot`: held-out-task loss through fine-tuning, per ordering of the training items."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from lg_pipeline.vocabulary import REASONING_LEVELS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    z = sub.add_parser("zero-shot", help="held-out-task loss through training, per data ordering (arXiv 2406.11721)")
+    z.add_argument("--list-tasks", action="store_true", help="list the tasks available offline and exit")
+    z.add_argument("--model", help="catalog name or local transformers folder")
+    z.add_argument("--train-tasks", help="T1,T2,... (catalog or reasoning-gym names, or name=FILE.json)")
+    z.add_argument("--test-tasks", help="U1,U2,... held-out tasks, disjoint from the training tasks")
+    z.add_argument("--level", default="none", choices=REASONING_LEVELS, help="CoT level of the training responses")
+    z.add_argument("--per-task", type=int, default=5, help="items per training task")
+    z.add_argument("--per-test-task", type=int, default=4, help="items per test task")
+    z.add_argument("--orderings", default="rt,nft,fft", help="rt,nft,fft,round_robin,cluster,coarse,tma,gradient")
+    z.add_argument("--eval-every", type=int, default=4, help="held-out loss every K steps (and at step 0)")
+    z.add_argument("--lr", type=float, default=1e-5)
+    z.add_argument("--optimizer", default="adamw", help="adamw (the paper's) or sgd")
+    z.add_argument("--batch-size", type=int, default=4)
+    z.add_argument("--embedder", default="minilm", help="minilm (all-MiniLM-L6-v2) or model (its hidden states)")
+    z.add_argument("--trainable", default="all", choices=["all", "attention"], help="parameters that train")
+    z.add_argument("--targets", default="q,k,v,o", help="matrices the gradient ordering sums over")
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--max-length", type=int, default=1024)
+    z.add_argument("--chat", dest="chat", action="store_true", default=None, help="wrap in the chat template")
+    z.add_argument("--no-chat", dest="chat", action="store_false")
+    z.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    z.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the catalog's)")
+    z.add_argument("--cache-dir", default=os.environ.get("LG_CACHE_DIR", ".cache"))
+    z.add_argument("--release-dir", default=os.environ.get("LG_RELEASE_DIR"), help="the study's release folder")
+    z.add_argument("--out", help="output folder (resumes a run that stopped)")
+    z.set_defaults(func=run)
+
+
+def _list_tasks(provider) -> int:
+    for name in provider.names():
+        print(f"{name}\t{provider.describe(name)}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from data_sources.datasets.zero_shot_tasks import OfflineTasks
+    from lg_pipeline.errors import InputError
+
+    provider = OfflineTasks(args.release_dir, args.cache_dir)
+    if args.list_tasks:
+        return _list_tasks(provider)
+    for flag in ("model", "train_tasks", "test_tasks", "out"):
+        if not getattr(args, flag):
+            raise InputError(f"--{flag.replace('_', '-')} is required (or --list-tasks)")
+    config, split = _prepare(args, provider)
+    from data_sources.models.catalog import open_model
+    from lg_pipeline.dynamics.zero_shot import run_zero_shot
+
+    model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
+    config = _with_chat(config, spec.chat if args.chat is None else args.chat, spec.name)
+    result = run_zero_shot(model, tokenizer, split, config, args.out, report=lambda m: print(m, flush=True))
+    timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
+    print(f"wrote {args.out}: orderings {', '.join(result.orderings_done)} (resumed {result.resumed}); {timing}")
+    _figures(result.out, spec.display_name, args.level)
+    _summary(result.out)
+    return 0
+
+
+def _figures(out, model: str, level: str) -> None:
+    import pandas as pd
+
+    from lg_pipeline.dynamics.zero_shot_figures import loss_figure, seen_distance_figure
+
+    name = f"{model}, {level} CoT training"
+    loss_figure(pd.read_parquet(out / "zero_shot.parquet"), out / "zero_shot.png", f"Held-out loss, {name}")
+    seen = pd.read_parquet(out / "seen_distance.parquet")
+    seen_distance_figure(seen, out / "seen_distance.png", f"Seen-data distance, {name}")
+    print(f"figures: {out / 'zero_shot.png'}, {out / 'seen_distance.png'}")
+
+
+def _summary(out) -> None:
+    """Held-out loss (all test items) per ordering at every eval step, as the run measured it."""
+    import pandas as pd
+
+    losses = pd.read_parquet(out / "zero_shot.parquet")
+    table = losses[losses.task == "__all__"].pivot(index="step", columns="ordering", values="loss")
+    print("held-out loss, all test items:")
+    print(table.round(4).to_string())
+
+
+def _prepare(args: argparse.Namespace, provider):
+    """Settings and the task split, checked before the model is loaded (bad input fails fast)."""
+    from lg_pipeline.dynamics.tasks import build_split, parse_task_list
+    from lg_pipeline.dynamics.zero_shot import ZeroShotConfig
+    from lg_pipeline.gradients.targets import parse_suffixes
+
+    config = ZeroShotConfig(
+        orderings=tuple(s.strip() for s in args.orderings.split(",") if s.strip()),
+        eval_every=args.eval_every,
+        learning_rate=args.lr,
+        optimizer=args.optimizer,
+        batch_size=args.batch_size,
+        embedder=args.embedder,
+        seed=args.seed,
+        max_length=args.max_length,
+        trainable=args.trainable,
+        targets=parse_suffixes(args.targets),
+        cache_dir=args.cache_dir,
+    )
+    config.check()
+    train = parse_task_list(args.train_tasks, "--train-tasks")
+    test = parse_task_list(args.test_tasks, "--test-tasks")
+    split = build_split(train, test, provider, args.level, args.per_task, args.per_test_task, args.seed)
+    return config, split
+
+
+def _with_chat(config, chat: bool, model_name: str):
+    import dataclasses
+
+    return dataclasses.replace(config, chat=chat, extra={**config.extra, "model": model_name})

@@ -1,0 +1,362 @@
+"""`DynamicsCallback`: learning-dynamics measurements inside any transformers `Trainer` / TRL run.
+
+At every eval step s (step 0 and every `eval_every` steps):
+1. the trainer's forward on step s's batch is recorded (a forward pre-hook, inputs only);
+2. before the optimizer steps (θ_s): the engine's per-example gradient statistics of that
+   batch and the factors of its examples' gradients (for the NTK); the trained weights are kept;
+3. after the step (θ_{s+1}): the weights go back to θ_s for one probe pass (logp_sum at θ_s,
+   predicted change per matrix ⟨∇_W logp_sum, W_{s+1} − W_s⟩, NTK per layer), then forward to
+   θ_{s+1} for the measured logp_sum.
+Every step adds a `train_log` row (loss, learning rate, update norm). Tables go to a sink,
+`sink(table, frame)`; the default keeps them in memory (`callback.tables()`).
+
+Works in a plain user `Trainer` as long as the batch is fed as `input_ids`/`attention_mask`/
+`labels` (right-padded); without labels (DPO) the kernel and batch statistics are skipped.
+`train_examples` (the training rows) lets the kernel and statistics name each batch row by its example id.
+The kernel and statistics are those of the engine's per-example loss (mean response-token CE) whatever loss the
+trainer optimises; the predicted change always uses the update the optimizer actually made.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from transformers import TrainerCallback
+
+from lg_pipeline.dynamics.measure import (
+    Batch,
+    TrainFactors,
+    batch_from_inputs,
+    logprobs,
+    probe_pass,
+    to_batch,
+    train_pass,
+)
+from lg_pipeline.dynamics.probes import Probe
+from lg_pipeline.example import Example
+from lg_pipeline.gradients.encoding import Encoded, encode
+from lg_pipeline.gradients.targets import Target
+from lg_pipeline.schema import MATRIX_STATS
+from lg_pipeline.vocabulary import layer_index
+
+Sink = Callable[[str, Any], None]
+TABLES = ("logprobs", "influence", "influence_summary", "kernel", "train_log", "train_gradient_stats")
+
+
+def is_eval_step(step: int, eval_every: int) -> bool:
+    return step % max(1, eval_every) == 0
+
+
+def trained_linear_targets(model: Any) -> list[Target]:
+    """Every linear layer with a layer index whose weight trains: the matrices the change is split over."""
+    import torch
+
+    found = []
+    for path, module in model.named_modules():
+        layer = layer_index(path)
+        if isinstance(module, torch.nn.Linear) and layer is not None and module.weight.requires_grad:
+            found.append(Target(path + ".weight", path, layer, path.rsplit(".", 1)[-1]))
+    return found
+
+
+class DynamicsCallback(TrainerCallback):
+    """Measure what each eval step's update does to the probes' log-probabilities, layer by layer."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        probes: Sequence[Probe],
+        eval_every: int = 5,
+        chat: bool = False,
+        max_length: int = 1024,
+        sink: Sink | None = None,
+        done_steps: Collection[int] = (),
+        train_examples: Sequence[Example] = (),
+        probe_batch_size: int = 4,
+        progress: Callable[[int, int], None] | None = None,
+        time_logprobs_only: bool = False,
+        batch_measurements: bool = True,
+    ):
+        self.tokenizer, self.probes, self.eval_every = tokenizer, list(probes), max(1, eval_every)
+        self.chat, self.max_length, self.probe_batch_size = chat, max_length, max(1, probe_batch_size)
+        self.done_steps, self.progress = set(done_steps), progress
+        self.train_examples = list(train_examples)  # names the recorded batches' rows (else step<s>:row<b>)
+        self.time_logprobs_only = time_logprobs_only
+        # Kernel and gradient statistics of the batch, with the engine's SFT loss per row: off for DPO, whose
+        # batch rows are chosen and rejected responses under another loss.
+        self.batch_measurements = batch_measurements
+        self._frames: dict[str, list[Any]] = defaultdict(list)
+        self.sink = sink or (lambda table, frame: self._frames[table].append(frame))
+        self.skipped_probes: dict[str, str] = {}
+        self._hook = None
+        self._recorded: list[dict[str, Any]] = []
+        self._pending: dict[int, dict[str, Any]] = {}
+        # Wall-clock seconds of each measurement phase per eval step (the benchmark reads them).
+        self.seconds: dict[int, dict[str, float]] = defaultdict(dict)
+
+    # --- results -------------------------------------------------------------------------------
+
+    def tables(self) -> dict[str, Any]:
+        """The in-memory tables (default sink): one DataFrame per name in TABLES."""
+        import pandas as pd
+
+        return {t: pd.concat(self._frames[t], ignore_index=True) if self._frames[t] else pd.DataFrame() for t in TABLES}
+
+    # --- trainer events ------------------------------------------------------------------------
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.model = model
+        self.targets = trained_linear_targets(model)
+        target_params = {t.parameter for t in self.targets}
+        self.rest_names = [n for n, p in model.named_parameters() if p.requires_grad and n not in target_params]
+        self.trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.pad_id = _pad_id(self.tokenizer)
+        # Probes of similar length share a batch: less padding in every probe pass.
+        self._encoded = sorted(self._encode_probes(), key=lambda pe: pe[1].n_tokens)
+        self.example_ids = {}
+        for example in self.train_examples:
+            enc = encode(self.tokenizer, example, self.chat, self.max_length)
+            if enc is not None:
+                self.example_ids.setdefault(tuple(enc.input_ids), example.example_id)
+        self._hook = model.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step = state.global_step
+        self._recorded = []
+        self._measure = is_eval_step(self._step, self.eval_every) and self._step not in self.done_steps
+        self._recording = self._measure
+
+    def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+        self._recording = False
+        self._before = {n: p.detach().clone() for n, p in self.trained.items()}
+        self._lr = _learning_rate(optimizer)
+        self._train: TrainFactors | None = None
+        self._train_batch: Batch | None = None
+        if self._measure and self._recorded and self.batch_measurements:
+            self._train_batch = batch_from_inputs(self._recorded[-1])
+            if self._train_batch is not None:
+                started = time.perf_counter()
+                self._train = train_pass(self.model, self.targets, self._train_batch)
+                self.seconds[self._step]["train_pass"] = time.perf_counter() - started
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import torch
+
+        step = self._step
+        with torch.no_grad():
+            squares = (float((p.detach() - self._before[n]).double().pow(2).sum()) for n, p in self.trained.items())
+            norm = math.sqrt(sum(squares))
+        self._pending[step] = {"step": step, "loss": math.nan, "learning_rate": self._lr, "update_norm": norm}
+        if self._measure:
+            self._measure_step(step)
+        self._before, self._train, self._recorded = {}, None, []
+        if self.progress:
+            self.progress(step + 1, state.max_steps)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        step = state.global_step - 1
+        if logs and "loss" in logs and step in self._pending:
+            row = self._pending.pop(step)
+            self._emit_train_log({**row, "loss": float(logs["loss"])})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for step in sorted(self._pending):
+            self._emit_train_log(self._pending.pop(step))
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    # --- measurement ---------------------------------------------------------------------------
+
+    def _record(self, module, args, kwargs):
+        if self._recording_now():
+            self._recorded.append(dict(kwargs))
+
+    def _recording_now(self) -> bool:
+        return getattr(self, "_recording", False) and self.model.training
+
+    def _encode_probes(self) -> list[tuple[Probe, Encoded]]:
+        out = []
+        for probe in self.probes:
+            enc = encode(self.tokenizer, probe.as_example(), self.chat, self.max_length)
+            if enc is None:
+                self.skipped_probes[probe.probe_id] = f"no response token left within max_length={self.max_length}"
+            else:
+                out.append((probe, enc))
+        return out
+
+    def _measure_step(self, step: int) -> None:
+        import torch
+
+        after = {n: p.detach().clone() for n, p in self.trained.items()}
+        params = dict(self.model.named_parameters())
+        updates = [after[t.parameter] - self._before[t.parameter] for t in self.targets]
+        rest = {n: (params[n], after[n] - self._before[n]) for n in self.rest_names}
+        size = self.probe_batch_size
+        chunks = [self._encoded[i : i + size] for i in range(0, len(self._encoded), size)]
+        device = next(self.model.parameters()).device
+        batches = [to_batch([e for _, e in chunk], self.pad_id, device) for chunk in chunks]
+        with torch.no_grad():
+            for n, p in self.trained.items():
+                p.copy_(self._before[n])  # back to θ_s for the probes' gradients
+        if self.time_logprobs_only:  # what a probe-log-probability-only tracker does at θ_s (benchmark)
+            started = time.perf_counter()
+            [logprobs(self.model, b) for b in batches]
+            self.seconds[step]["logprobs_before"] = time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            effects = [probe_pass(self.model, self.targets, b, updates, self._train, rest) for b in batches]
+        finally:
+            with torch.no_grad():
+                for n, p in self.trained.items():
+                    p.copy_(after[n])
+        middle = time.perf_counter()
+        measured = [v for b in batches for v in logprobs(self.model, b)]
+        self.seconds[step]["probe_pass"] = middle - started
+        self.seconds[step]["logprobs_after"] = time.perf_counter() - middle
+        self._emit_step(step, effects, measured, batches)
+
+    def _emit_step(self, step, effects, logp_after, batches) -> None:
+        import pandas as pd
+
+        probes = [p for p, _ in self._encoded]
+        n_resp = [n for b in batches for n in b.n_response_tokens]
+        logp_before = [v for e in effects for v in e.logp_sum]
+        predicted = _cat([e.predicted for e in effects])
+        rest = {n: [v for e in effects for v in e.rest[n]] for n in self.rest_names}
+        rows_lp, rows_inf, rows_sum = [], [], []
+        for k, probe in enumerate(probes):
+            for s, lp in ((step, logp_before[k]), (step + 1, logp_after[k])):
+                rows_lp.append(_logprob_row(s, probe, lp, n_resp[k]))
+            for i, t in enumerate(self.targets):
+                rows_inf.append(_influence_row(step, probe, t.layer, t.module, t.parameter, float(predicted[k, i])))
+            for n in self.rest_names:
+                rows_inf.append(_influence_row(step, probe, _layer_or(n), _module_of(n), n, rest[n][k]))
+            total = float(predicted[k].sum()) + sum(rest[n][k] for n in self.rest_names)
+            rows_sum.append(
+                {
+                    "step": step,
+                    "probe_id": probe.probe_id,
+                    "probe_type": probe.probe_type,
+                    "predicted_delta": total,
+                    "measured_delta": logp_after[k] - logp_before[k],
+                }
+            )
+        self.sink("logprobs", pd.DataFrame(rows_lp))
+        self.sink("influence", pd.DataFrame(rows_inf))
+        self.sink("influence_summary", pd.DataFrame(rows_sum))
+        if self._train is not None:
+            ids = self._train_example_ids(step)
+            self.sink("kernel", self._kernel_frame(step, probes, effects, ids))
+            self.sink("train_gradient_stats", self._stats_frame(step, ids))
+
+    def _train_example_ids(self, step: int) -> list[str]:
+        batch = self._train_batch
+        out = []
+        for b, n in enumerate(batch.lengths):
+            key = tuple(int(i) for i in batch.ids[b, :n].tolist())
+            out.append(self.example_ids.get(key, f"step{step}:row{b}"))
+        return out
+
+    def _kernel_frame(self, step, probes, effects, ids):
+        import pandas as pd
+
+        kernel = _cat([e.kernel for e in effects])
+        rows = [
+            {
+                "step": step,
+                "probe_id": probe.probe_id,
+                "example_id": ids[u],
+                "layer": t.layer,
+                "module": t.module,
+                "ntk": float(kernel[k, u, i]),
+            }
+            for k, probe in enumerate(probes)
+            for u in range(len(ids))
+            for i, t in enumerate(self.targets)
+        ]
+        return pd.DataFrame(rows)
+
+    def _stats_frame(self, step, ids):
+        import pandas as pd
+
+        train = self._train
+        rows = [
+            {
+                "step": step,
+                "example_id": ids[b],
+                "layer": t.layer,
+                "module": t.module,
+                "parameter": t.parameter,
+                "loss": train.losses[b],
+                "n_tokens": train.lengths[b],
+                "n_response_tokens": train.n_response_tokens[b],
+                **dict(zip(MATRIX_STATS, train.stats[i, b], strict=True)),
+            }
+            for b in range(len(ids))
+            for i, t in enumerate(self.targets)
+        ]
+        return pd.DataFrame(rows)
+
+    def _emit_train_log(self, row: dict[str, Any]) -> None:
+        import pandas as pd
+
+        self.sink("train_log", pd.DataFrame([row]))
+
+
+def _cat(parts):
+    import torch
+
+    return torch.cat(parts) if parts else torch.zeros(0)
+
+
+def _logprob_row(step, probe, logp_sum, n_response_tokens):
+    return {
+        "step": step,
+        "probe_id": probe.probe_id,
+        "probe_type": probe.probe_type,
+        "logp_sum": logp_sum,
+        "logp_mean": logp_sum / max(1, n_response_tokens),
+        "n_response_tokens": n_response_tokens,
+    }
+
+
+def _influence_row(step, probe, layer, module, parameter, value):
+    return {
+        "step": step,
+        "probe_id": probe.probe_id,
+        "layer": layer,
+        "module": module,
+        "parameter": parameter,
+        "predicted_delta": value,
+    }
+
+
+def _layer_or(name: str) -> int:
+    """Layer index of a parameter name, -1 outside the layers (embeddings, final norm)."""
+    layer = layer_index(name)
+    return -1 if layer is None else layer
+
+
+def _module_of(parameter: str) -> str:
+    """`model.layers.0.input_layernorm.weight` -> `input_layernorm`; `model.embed_tokens.weight` -> `embed_tokens`."""
+    parts = parameter.split(".")
+    return parts[-2] if len(parts) > 1 else parts[0]
+
+
+def _learning_rate(optimizer: Any) -> float:
+    try:
+        return float(optimizer.param_groups[0]["lr"])
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return math.nan
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for candidate in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None), 0):
+        if candidate is not None:
+            return int(candidate)
+    return 0

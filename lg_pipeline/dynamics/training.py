@@ -1,0 +1,326 @@
+"""Fine-tune a causal LM on examples, in the given order, through TRL's trainers: the one training path.
+
+SHARED API: issue 14 (learning dynamics) and issue 13 (zero-shot dynamics) both train through
+`fine_tune(model, tokenizer, examples, config, callbacks=(), rejected=None) -> TrainResult`
+with a frozen `TrainConfig`. Keep both backward compatible: add fields with defaults, never
+rename or reorder arguments.
+
+- SFT: a `trl.SFTTrainer` whose loss is the gradient engine's (mean cross-entropy over each
+  example's response tokens, averaged over the batch), on the engine's encoding and chat
+  template (`lg_pipeline.gradients.encoding`), so a training example's gradient is the one the
+  engine measures.
+- DPO: a `trl.DPOTrainer` with a frozen reference copy of the model; prompt and responses
+  encoded the same way.
+- Order: batches are the examples in the given order (a sequential sampler, no shuffling);
+  orderings are part of what the zero-shot study varies. More steps than one pass wraps around.
+- Trainable: `attention` (q/k/v/o weights of every layer, the study's scope) or `all`.
+- Plain SGD (no momentum, no weight decay, no clipping) or AdamW, constant learning rate:
+  updates are then exactly what the configuration says.
+- Device and dtype are the model's own; evaluation hooks are `TrainerCallback`s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lg_pipeline.errors import InputError
+from lg_pipeline.example import Example
+from lg_pipeline.gradients.encoding import IGNORE_INDEX, Encoded, encode, prompt_ids
+from lg_pipeline.gradients.targets import find_targets
+from lg_pipeline.vocabulary import ATTENTION
+
+log = logging.getLogger(__name__)
+Optimizer = Literal["sgd", "adamw"]
+Trainable = Literal["attention", "all"]
+Objective = Literal["sft", "dpo"]
+_OPTIM = {"sgd": "sgd", "adamw": "adamw_torch"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. `steps` wins over `epochs` when both are set; one of them must be."""
+
+    learning_rate: float = 1e-4
+    optimizer: Optimizer = "sgd"
+    steps: int | None = 20
+    epochs: float | None = None
+    batch_size: int = 2
+    seed: int = 0
+    trainable: Trainable = "attention"
+    objective: Objective = "sft"
+    chat: bool = False
+    max_length: int = 1024
+    dpo_beta: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in _OPTIM:
+            raise InputError(f"--optimizer: '{self.optimizer}' is not one of {', '.join(_OPTIM)}")
+        if self.trainable not in ("attention", "all"):
+            raise InputError(f"--trainable: '{self.trainable}' is not attention or all")
+        if self.objective not in ("sft", "dpo"):
+            raise InputError(f"--objective: '{self.objective}' is not sft or dpo")
+        if (self.steps is None or self.steps < 1) and (self.epochs is None or self.epochs <= 0):
+            raise InputError("--steps: give a positive number of steps (or epochs)")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size: {self.batch_size} is not positive")
+        if not self.learning_rate > 0:
+            raise InputError(f"--lr: {self.learning_rate} is not positive")
+
+
+@dataclass
+class TrainResult:
+    """What a run did: optimizer steps taken, the trainer's log, and examples left out (with why)."""
+
+    steps: int
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def trainable_parameters(model: Any, trainable: Trainable) -> list[str]:
+    """Names of the parameters that train: the q/k/v/o weights (`attention`) or every parameter."""
+    if trainable == "all":
+        return [n for n, _ in model.named_parameters()]
+    try:
+        return [t.parameter for t in find_targets(model, ATTENTION)]
+    except InputError as exc:  # named for this command's option, not the engine's --targets
+        raise InputError(f"--trainable attention: {str(exc).removeprefix('--targets: ')}") from None
+
+
+@contextlib.contextmanager
+def only_trainable(model: Any, names: Sequence[str]) -> Iterator[None]:
+    """Let exactly `names` require a gradient for the run; the caller's flags come back afterwards."""
+    saved = {n: p.requires_grad for n, p in model.named_parameters()}
+    keep = set(names)
+    try:
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in keep)
+        yield
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(saved[n])
+
+
+def fine_tune(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    config: TrainConfig = TrainConfig(),
+    callbacks: Sequence[Any] = (),
+    rejected: Sequence[Example] | None = None,
+) -> TrainResult:
+    """Train `model` in place on `examples` in their order; `rejected` (same rows) for DPO."""
+    if config.objective == "dpo" and rejected is None:
+        raise InputError("--objective dpo needs --wrong (the rejected responses of the same rows)")
+    names = trainable_parameters(model, config.trainable)
+    if not names:
+        raise InputError(f"--trainable {config.trainable}: no parameter of {type(model).__name__} matched")
+    _ensure_pad_token(tokenizer)
+    with tempfile.TemporaryDirectory(prefix="lg-train-") as out, only_trainable(model, names):
+        if config.objective == "dpo":
+            trainer, skipped = _dpo_trainer(model, tokenizer, examples, rejected, config, list(callbacks), out)
+        else:
+            trainer, skipped = _sft_trainer(model, tokenizer, examples, config, list(callbacks), out)
+        _quiet(trainer)
+        for example_id, reason in skipped.items():
+            log.warning("left out %s: %s", example_id, reason)
+        output = trainer.train()
+        history = list(trainer.state.log_history)
+    model.eval()
+    return TrainResult(int(output.global_step), history, skipped)
+
+
+def _quiet(trainer: Any) -> None:
+    """No console printing of each log line: progress goes through the caller's callbacks and logger."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def _ensure_pad_token(tokenizer: Any) -> None:
+    if getattr(tokenizer, "pad_token_id", None) is None and getattr(tokenizer, "eos_token", None) is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def _schedule(config: TrainConfig) -> dict[str, Any]:
+    """Arguments common to both trainers: steps, optimizer, seed, device; nothing saved or reported."""
+    return {
+        "learning_rate": config.learning_rate,
+        "optim": _OPTIM[config.optimizer],
+        "weight_decay": 0.0,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "max_grad_norm": 0.0,  # no clipping: the update is the optimizer's own
+        "per_device_train_batch_size": config.batch_size,
+        "gradient_accumulation_steps": 1,
+        "max_steps": config.steps if config.steps else -1,
+        "num_train_epochs": config.epochs or 1.0,
+        "seed": config.seed,
+        "data_seed": config.seed,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        "bf16": False,
+        "fp16": False,
+    }
+
+
+def _device_of_model(model: Any) -> Any:
+    return next(model.parameters()).device
+
+
+def _arguments(config_cls: type, model: Any, config: TrainConfig, out: str, **extra: Any) -> Any:
+    """A TRL config that keeps the model where it is: `use_cpu` when it lives on the CPU."""
+    common = _schedule(config)
+    use_cpu = _device_of_model(model).type == "cpu"
+    return config_cls(output_dir=out, use_cpu=use_cpu, **common, **extra)
+
+
+class _InOrder:
+    """Mixin: batches in dataset order. Trainer shuffles by default; the study's orderings must hold."""
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        import torch
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        return torch.utils.data.SequentialSampler(dataset)
+
+
+def encode_examples(
+    tokenizer: Any, examples: Sequence[Example], config: TrainConfig
+) -> tuple[list[Encoded], dict[str, str]]:
+    """The engine's encoding of each example; those with no response token left are skipped (with why)."""
+    kept, skipped = [], {}
+    for example in examples:
+        enc = encode(tokenizer, example, config.chat, config.max_length)
+        if enc is None:
+            skipped[example.example_id] = f"no response token left within max_length={config.max_length}"
+        else:
+            kept.append(enc)
+    if not kept:
+        raise InputError(f"training data: no example has a response token within max_length={config.max_length}")
+    return kept, skipped
+
+
+def _sft_trainer(model, tokenizer, examples, config, callbacks, out):
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    class EngineLossSFTTrainer(_InOrder, SFTTrainer):
+        """SFTTrainer with the engine's loss: each example's mean response-token CE, averaged over the batch.
+
+        (SFTTrainer's own loss averages over all tokens of the batch, which weighs long responses more.)
+        """
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            from lg_pipeline.gradients.engine import per_example_loss
+
+            # `labels` go in so callbacks that record the batch (DynamicsCallback) see them; the model's own
+            # token-mean loss is computed alongside and not used.
+            outputs = model(
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                labels=inputs["labels"],
+                use_cache=False,
+            )
+            loss = per_example_loss(outputs.logits, inputs["labels"]).mean()
+            return (loss, outputs) if return_outputs else loss
+
+    encoded, skipped = encode_examples(tokenizer, examples, config)
+    rows = [{"input_ids": e.input_ids, "labels": e.labels(), "example_id": e.example_id} for e in encoded]
+    args = _arguments(
+        SFTConfig,
+        model,
+        config,
+        out,
+        max_length=None,
+        packing=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+    )
+    trainer = EngineLossSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        data_collator=RightPadCollator(int(tokenizer.pad_token_id)),
+        callbacks=callbacks,
+    )
+    return trainer, skipped
+
+
+class RightPadCollator:
+    """Right-pads `input_ids` / `labels` (-100) the way the gradient engine batches; keeps `example_id`."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            mask[i, :n] = 1
+            labels[i, :n] = torch.tensor(r["labels"])
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _dpo_trainer(model, tokenizer, examples, rejected, config, callbacks, out):
+    import datasets
+    from trl import DPOConfig, DPOTrainer
+
+    if len(rejected) != len(examples):
+        raise InputError(f"--wrong: {len(rejected)} rows, the training data has {len(examples)}")
+    rows, skipped = _preference_rows(tokenizer, examples, rejected, config)
+
+    class EngineEncodingDPOTrainer(_InOrder, DPOTrainer):
+        """DPOTrainer on rows already encoded as the engine encodes them (its own tokenizer pass skipped)."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    args = _arguments(DPOConfig, model, config, out, beta=config.dpo_beta, max_length=None)
+    trainer = EngineEncodingDPOTrainer(
+        model=model,
+        ref_model=reference,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    return trainer, skipped
+
+
+def _preference_rows(tokenizer, examples, rejected, config) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """(prompt, chosen, rejected) token ids per row, each response cut to fit `max_length` after the prompt."""
+    rows, skipped = [], {}
+    for good, bad in zip(examples, rejected, strict=True):
+        if good.instruction != bad.instruction:
+            raise InputError(f"--wrong: row {good.example_id} has another instruction than the training row")
+        prompt = prompt_ids(tokenizer, good.instruction, config.chat)
+        room = config.max_length - len(prompt)
+        chosen = list(tokenizer(good.response, add_special_tokens=False)["input_ids"])[:room]
+        worse = list(tokenizer(bad.response, add_special_tokens=False)["input_ids"])[:room]
+        if room <= 0 or not chosen or not worse:
+            skipped[good.example_id] = f"no response token left within max_length={config.max_length}"
+            continue
+        rows.append({"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": worse})
+    if not rows:
+        raise InputError(f"training data: no pair has response tokens within max_length={config.max_length}")
+    return rows, skipped

@@ -1,0 +1,78 @@
+"""`lg-pipeline zero-shot`: offline tasks listed, bad input is one line naming it (exit 2), a tiny model runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lg_pipeline.cli import main
+from tests.helpers.tiny_models import save_tiny_model
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama", layers=2)
+
+
+def args(model_dir: Path, out: Path, **overrides: str) -> list[str]:
+    flags = {
+        "--model": str(model_dir), "--train-tasks": "gcd,lcm,spell_backward", "--test-tasks": "chain_sum",
+        "--per-task": "2", "--per-test-task": "2", "--batch-size": "2", "--eval-every": "1",
+        "--embedder": "model", "--lr": "1e-3", "--out": str(out), **overrides,
+    }
+    return ["zero-shot", *(x for kv in flags.items() for x in kv)]
+
+
+def test_list_tasks_names_reasoning_gym_generators_and_catalog_datasets(capsys):
+    assert main(["zero-shot", "--list-tasks"]) == 0
+    lines = dict(line.split("\t") for line in capsys.readouterr().out.splitlines())
+    assert "levels none, simplified, detailed" in lines["champ"]
+    assert lines["gcd"] == "reasoning-gym generator, answer only"
+    assert len(lines) > 100
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"--test-tasks": "gcd"}, "task 'gcd' is in both --train-tasks and --test-tasks"),
+        ({"--train-tasks": "gcd,no_such_task"}, "--train-tasks: unknown task 'no_such_task'"),
+        ({"--orderings": "rt,backwards"}, "--orderings: unknown ordering 'backwards'"),
+    ],
+)
+def test_bad_input_is_one_line_naming_it(model_dir, tmp_path, capsys, overrides, message):
+    assert main(args(model_dir, tmp_path / "out", **overrides)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "out").exists()  # rejected before any work
+
+
+def test_a_task_with_fewer_items_than_asked_is_named(model_dir, tmp_path, capsys):
+    file = tmp_path / "three.json"
+    file.write_text(json.dumps([{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(3)]))
+    assert main(args(model_dir, tmp_path / "out", **{"--train-tasks": f"gcd,three={file}", "--per-task": "4"})) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "task 'three' has 3 item(s), 4 asked" in err
+
+
+def test_a_tiny_model_runs_every_table(model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(args(model_dir, out, **{"--orderings": "rt,nft,tma,gradient"})) == 0
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and "held-out loss, all test items:" in printed
+    assert (out / "zero_shot.png").stat().st_size > 10_000 and (out / "seen_distance.png").stat().st_size > 10_000
+    orders = pd.read_parquet(out / "orderings.parquet")
+    assert list(orders.columns) == ["ordering", "position", "example_id", "task", "score"]
+    assert set(orders.ordering) == {"rt", "nft", "tma", "gradient"}
+    losses = pd.read_parquet(out / "zero_shot.parquet")
+    assert list(losses.columns) == ["ordering", "step", "task", "loss", "n_examples"]
+    assert set(losses.task) == {"chain_sum", "__all__"} and sorted(losses.step.unique()) == [0, 1, 2, 3]
+    seen = pd.read_parquet(out / "seen_distance.parquet")
+    assert list(seen.columns) == ["ordering", "step", "test_task", "min", "avg", "max", "centroid"]
+    tasks = pd.read_parquet(out / "tasks.parquet")
+    assert list(tasks.columns) == ["example_id", "task", "split", "instruction", "response"]
+    assert set(pd.read_parquet(out / "alignment.parquet").module) == {"q_proj", "k_proj", "v_proj", "o_proj"}

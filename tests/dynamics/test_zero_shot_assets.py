@@ -1,0 +1,84 @@
+"""zero_shot_dynamics[model|ordering] on a tiny local model: runs per level, the completeness check, figures."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from tests.helpers.tiny_models import tiny_world
+
+SPLIT = {
+    "train_tasks": ["commonsense_demo", "gcd", "lcm"],
+    "test_tasks": ["chain_sum", "count_bits"],
+    "per_task": 2,
+    "per_test_task": 2,
+    "eval_every": 1,
+    "batch_size": 2,
+    "learning_rate": 1e-3,
+    "embedder": "model",
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    with tiny_world(tmp_path_factory.mktemp("zero_shot"), layers=2, n_examples=2) as world:
+        yield world
+
+
+def run(world, assets, partition_key=None, config=None) -> dg.ExecuteInProcessResult:
+    from lg_pipeline.definitions import defs
+
+    instance, resources = world
+    run_config = {"ops": {"zero_shot_dynamics": {"config": config}}} if config else None
+    return dg.materialize(
+        [*defs.assets, *defs.asset_checks],
+        selection=assets,
+        partition_key=partition_key,
+        instance=instance,
+        resources=resources,
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def failure(result) -> str:
+    return " ".join(e.step_failure_data.error.message for e in result.all_events if e.is_step_failure)
+
+
+def test_runs_per_ordering_and_level_are_checked_and_drawn(world, single_thread):
+    from assets.dynamics.zero_shot import zero_shot_dynamics, zero_shot_figures
+
+    store = world[1]["store"]
+    for level in ("none", "detailed"):
+        for ordering in ("rt", "nft"):
+            key = dg.MultiPartitionKey({"model": "tiny", "ordering": ordering})
+            result = run(world, [zero_shot_dynamics], key, {**SPLIT, "level": level})
+            assert result.success, failure(result)
+            assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+    tasks = {lvl: pd.read_parquet(store.zero_shot("tiny", lvl, "rt") / "tasks.parquet") for lvl in ("none", "detailed")}
+    trained = {lvl: t[t.task == "commonsense_demo"].response.str.len().mean() for lvl, t in tasks.items()}
+    assert trained["detailed"] > 2 * trained["none"]  # the level chose the training responses
+    pd.testing.assert_frame_equal(
+        tasks["none"][tasks["none"].split == "test"], tasks["detailed"][tasks["detailed"].split == "test"]
+    )  # test items fixed
+    key = dg.MultiPartitionKey({"model": "tiny", "ordering": "gradient"})
+    result = run(world, [zero_shot_dynamics], key, {**SPLIT, "level": "none"})
+    assert result.success, failure(result)
+    assert "figure: alignment per layer" in result.asset_materializations_for_node("zero_shot_dynamics")[0].metadata
+    result = run(world, [zero_shot_figures])
+    assert result.success, failure(result)
+    meta = result.asset_materializations_for_node("zero_shot_figures")[0].metadata
+    figures = [k for k in meta if k.startswith("figure:")]
+    assert "figure: None vs Detailed CoT, tiny" in figures
+    assert any("seen-data distance" in k for k in figures) and any("held-out loss" in k for k in figures)
+    assert all("data:image/png;base64," in meta[k].value for k in figures)
+
+
+def test_bad_input_fails_with_one_line_naming_it(world):
+    from assets.dynamics.zero_shot import zero_shot_dynamics
+
+    key = dg.MultiPartitionKey({"model": "tiny", "ordering": "rt"})
+    result = run(world, [zero_shot_dynamics], key, {**SPLIT, "test_tasks": ["gcd"]})
+    assert not result.success
+    assert "'gcd' is in both --train-tasks and --test-tasks" in failure(result)
