@@ -93,10 +93,11 @@ def engine_run(model: Any, tokenizer: Any, examples: list[Any], config: Any) -> 
 def _batch_tensors(model: Any, tokenizer: Any, examples: list[Any], chat: bool, max_length: int) -> tuple:
     """The engine's own padding, labels and kept logit positions, so every runner sees the same batch."""
     from lg_pipeline.gradients.encoding import encode
-    from lg_pipeline.gradients.engine import _pad_id, _positions_with_loss, _tensors
+    from lg_pipeline.gradients.engine import batch_tensors, pad_token_id, positions_with_loss
 
     batch = [encode(tokenizer, e, chat, max_length) for e in examples]
-    return (*_tensors(batch, _pad_id(tokenizer), next(model.parameters()).device), _positions_with_loss(model, batch))
+    tensors = batch_tensors(batch, pad_token_id(tokenizer), next(model.parameters()).device)
+    return (*tensors, positions_with_loss(model, batch))
 
 
 def bare_step(model: Any, tensors: tuple) -> None:
@@ -112,13 +113,13 @@ def floor_step(model: Any, tensors: tuple) -> None:
     No exact engine can cost less (every target needs its output gradient), so
     full-svd time / this time bounds the throughput ratio `core` can reach.
     """
-    from lg_pipeline.gradients.engine import _grad_only_for
+    from lg_pipeline.gradients.engine import grad_only_for
     from lg_pipeline.gradients.loss import response_losses
 
     ids, mask, labels, keep = tensors
     hook = model.get_input_embeddings().register_forward_hook(lambda m, a, out: out.requires_grad_(True))
     try:
-        with _grad_only_for(model, set()):
+        with grad_only_for(model, set()):
             response_losses(model, ids, mask, labels, keep).sum().backward()
     finally:
         hook.remove()

@@ -22,13 +22,13 @@ from lg_pipeline.gradients.encoding import Encoded, encode
 
 # The engine's batch layout and loss, so these gradients are the engine's (right padding, response-only labels).
 from lg_pipeline.gradients.engine import (
-    _device,
-    _grad_only_for,
-    _pad_id,
-    _positions_with_loss,
-    _tensors,
-    per_example_loss,
+    batch_tensors,
+    grad_only_for,
+    model_device,
+    pad_token_id,
+    positions_with_loss,
 )
+from lg_pipeline.gradients.loss import per_example_loss
 from lg_pipeline.gradients.targets import Target, find_targets
 from lg_pipeline.vocabulary import ATTENTION
 
@@ -71,11 +71,11 @@ def _encode_all(tokenizer: Any, items: Sequence[Example], config: AlignmentConfi
 
 def _backward(model: Any, targets: list[Target], batch: list[Encoded], pad_id: int, scale: float, on_factors) -> None:
     """One forward/backward of Σ scale·L_b with the capture hooks on; no parameter gets a gradient."""
-    ids, mask, labels = _tensors(batch, pad_id, _device(model))
+    ids, mask, labels = batch_tensors(batch, pad_id, model_device(model))
     tap = _FactorTap(model, targets, [e.n_tokens for e in batch], on_factors)
     try:
-        with _grad_only_for(model, set()):
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **_positions_with_loss(model, batch))
+        with grad_only_for(model, set()):
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **positions_with_loss(model, batch))
             losses = per_example_loss(logits.logits, labels[:, labels.shape[1] - logits.logits.shape[1] :])
             (losses.sum() * scale).backward()
     finally:
@@ -132,7 +132,7 @@ def alignments(
 
     targets = find_targets(model, config.targets)
     modules = dict(model.named_modules())
-    pad_id = _pad_id(tokenizer)
+    pad_id = pad_token_id(tokenizer)
     was_training = model.training
     model.eval()
     try:

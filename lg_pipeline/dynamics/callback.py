@@ -39,6 +39,7 @@ from lg_pipeline.dynamics.measure import (
 from lg_pipeline.dynamics.probes import Probe
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.encoding import Encoded, encode
+from lg_pipeline.gradients.engine import pad_token_id
 from lg_pipeline.gradients.targets import Target
 from lg_pipeline.schema import MATRIX_STATS
 from lg_pipeline.vocabulary import layer_index
@@ -114,7 +115,7 @@ class DynamicsCallback(TrainerCallback):
         target_params = {t.parameter for t in self.targets}
         self.rest_names = [n for n, p in model.named_parameters() if p.requires_grad and n not in target_params]
         self.trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        self.pad_id = _pad_id(self.tokenizer)
+        self.pad_id = pad_token_id(self.tokenizer)
         # Probes of similar length share a batch: less padding in every probe pass.
         self._encoded = sorted(self._encode_probes(), key=lambda pe: pe[1].n_tokens)
         self.example_ids = {}
@@ -355,8 +356,3 @@ def _learning_rate(optimizer: Any) -> float:
         return math.nan
 
 
-def _pad_id(tokenizer: Any) -> int:
-    for candidate in (getattr(tokenizer, "pad_token_id", None), getattr(tokenizer, "eos_token_id", None), 0):
-        if candidate is not None:
-            return int(candidate)
-    return 0

@@ -25,7 +25,8 @@ from lg_pipeline.dynamics.influence import predicted_delta
 from lg_pipeline.dynamics.kernel import ntk
 from lg_pipeline.gradients.capture import FactorCapture
 from lg_pipeline.gradients.encoding import IGNORE_INDEX, Encoded
-from lg_pipeline.gradients.engine import per_example_loss
+from lg_pipeline.gradients.engine import requires_grad_only
+from lg_pipeline.gradients.loss import per_example_loss
 from lg_pipeline.gradients.targets import Target
 
 
@@ -83,18 +84,9 @@ def response_logp_sum(logits: Any, labels: Any) -> Any:
     return -ce.view(shifted.shape).sum(1)
 
 
-@contextlib.contextmanager
-def weights_frozen(model: Any, except_names: Sequence[str] = ()) -> Iterator[None]:
+def weights_frozen(model: Any, except_names: Sequence[str] = ()) -> contextlib.AbstractContextManager[None]:
     """No parameter requires a gradient except `except_names`; flags restored, `.grad` left alone."""
-    saved = {n: p.requires_grad for n, p in model.named_parameters()}
-    keep = set(except_names)
-    try:
-        for n, p in model.named_parameters():
-            p.requires_grad_(n in keep)
-        yield
-    finally:
-        for n, p in model.named_parameters():
-            p.requires_grad_(saved[n])
+    return requires_grad_only(model, except_names)
 
 
 @contextlib.contextmanager

@@ -25,13 +25,14 @@ import contextlib
 import copy
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.encoding import IGNORE_INDEX, Encoded, encode, prompt_ids
+from lg_pipeline.gradients.engine import model_device, requires_grad_only
 from lg_pipeline.gradients.targets import find_targets
 from lg_pipeline.vocabulary import ATTENTION
 
@@ -92,18 +93,9 @@ def trainable_parameters(model: Any, trainable: Trainable) -> list[str]:
         raise InputError(f"--trainable attention: {str(exc).removeprefix('--targets: ')}") from None
 
 
-@contextlib.contextmanager
-def only_trainable(model: Any, names: Sequence[str]) -> Iterator[None]:
+def only_trainable(model: Any, names: Sequence[str]) -> contextlib.AbstractContextManager[None]:
     """Let exactly `names` require a gradient for the run; the caller's flags come back afterwards."""
-    saved = {n: p.requires_grad for n, p in model.named_parameters()}
-    keep = set(names)
-    try:
-        for n, p in model.named_parameters():
-            p.requires_grad_(n in keep)
-        yield
-    finally:
-        for n, p in model.named_parameters():
-            p.requires_grad_(saved[n])
+    return requires_grad_only(model, names)
 
 
 def fine_tune(
@@ -175,14 +167,10 @@ def _schedule(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def _device_of_model(model: Any) -> Any:
-    return next(model.parameters()).device
-
-
 def _arguments(config_cls: type, model: Any, config: TrainConfig, out: str, **extra: Any) -> Any:
     """A TRL config that keeps the model where it is: `use_cpu` when it lives on the CPU."""
     common = _schedule(config)
-    use_cpu = _device_of_model(model).type == "cpu"
+    use_cpu = model_device(model).type == "cpu"
     return config_cls(output_dir=out, use_cpu=use_cpu, **common, **extra)
 
 
@@ -223,7 +211,7 @@ def _sft_trainer(model, tokenizer, examples, config, callbacks, out):
         """
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            from lg_pipeline.gradients.engine import per_example_loss
+            from lg_pipeline.gradients.loss import per_example_loss
 
             # `labels` go in so callbacks that record the batch (DynamicsCallback) see them; the model's own
             # token-mean loss is computed alongside and not used.

@@ -15,7 +15,13 @@ from transformers import TrainerCallback
 from lg_pipeline.gradients.encoding import Encoded
 
 # The engine's batch layout, so these losses are the engine's.
-from lg_pipeline.gradients.engine import _device, _pad_id, _positions_with_loss, _tensors, per_example_loss
+from lg_pipeline.gradients.engine import (
+    batch_tensors,
+    model_device,
+    pad_token_id,
+    positions_with_loss,
+)
+from lg_pipeline.gradients.loss import per_example_loss
 
 ALL_TASKS = "__all__"
 LOSS_COLUMNS = ("ordering", "step", "task", "loss", "n_examples")
@@ -25,7 +31,7 @@ def held_out_losses(model: Any, tokenizer: Any, items: Sequence[Encoded], batch_
     """Each item's loss at the current weights (eval mode, no gradient); the model's mode is restored."""
     import torch
 
-    pad_id = _pad_id(tokenizer)
+    pad_id = pad_token_id(tokenizer)
     was_training = model.training
     model.eval()
     out: list[float] = []
@@ -33,8 +39,8 @@ def held_out_losses(model: Any, tokenizer: Any, items: Sequence[Encoded], batch_
         with torch.no_grad():
             for start in range(0, len(items), batch_size):
                 batch = list(items[start : start + batch_size])
-                ids, mask, labels = _tensors(batch, pad_id, _device(model))
-                keep = _positions_with_loss(model, batch)
+                ids, mask, labels = batch_tensors(batch, pad_id, model_device(model))
+                keep = positions_with_loss(model, batch)
                 logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **keep).logits
                 losses = per_example_loss(logits, labels[:, labels.shape[1] - logits.shape[1] :])
                 out.extend(losses.float().cpu().tolist())

@@ -70,7 +70,7 @@ def compute_gradient_stats(
 ) -> Iterator[ExampleResult]:
     """Yield one result per example, in input order within each batch."""
     check_config(model, config)
-    runner = _BatchRunner(model, find_targets(model, config.targets), config, _pad_id(tokenizer))
+    runner = _BatchRunner(model, find_targets(model, config.targets), config, pad_token_id(tokenizer))
     model.eval()
     drop_system = study_drops_system(str(getattr(model.config, "model_type", "")))
     batch: list[Encoded] = []
@@ -113,7 +113,7 @@ class _BatchRunner:
         self.model, self.targets, self.method, self.pad_id = model, targets, config.method, pad_id
         self.batch_size = 1 if config.method == "full-svd" else max(1, config.batch_size)
         workers = config.stats_workers
-        self.workers = default_workers(_device(model)) if workers is None else workers
+        self.workers = default_workers(model_device(model)) if workers is None else workers
 
     def run(self, batch: list[Encoded]) -> list[ExampleResult]:
         try:
@@ -147,7 +147,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_token_id(tokenizer: Any) -> int:
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0):
         if candidate is not None:
             return int(candidate)
@@ -162,11 +162,11 @@ def _free_memory(model: Any) -> None:
         torch.cuda.empty_cache()
 
 
-def _device(model: Any):
+def model_device(model: Any):
     return next(model.parameters()).device
 
 
-def _tensors(batch: list[Encoded], pad_id: int, device) -> tuple[Any, Any, Any]:
+def batch_tensors(batch: list[Encoded], pad_id: int, device) -> tuple[Any, Any, Any]:
     """Right-padded ids, attention mask and labels (-100 on prompt and padding)."""
     import torch
 
@@ -182,16 +182,26 @@ def _tensors(batch: list[Encoded], pad_id: int, device) -> tuple[Any, Any, Any]:
 
 
 @contextlib.contextmanager
-def _grad_only_for(model: Any, names: set[str]):
-    """Temporarily let exactly the named parameters require a gradient."""
+def requires_grad_only(model: Any, names: Iterable[str]) -> Iterator[None]:
+    """Exactly the named parameters require a gradient for the block; every flag comes back after it."""
     saved = {n: p.requires_grad for n, p in model.named_parameters()}
+    keep = set(names)
     try:
         for n, p in model.named_parameters():
-            p.requires_grad_(n in names)
+            p.requires_grad_(n in keep)
         yield
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(saved[n])
+
+
+@contextlib.contextmanager
+def grad_only_for(model: Any, names: set[str]) -> Iterator[None]:
+    """`requires_grad_only`, and no parameter gradient left behind (the engine's passes own none)."""
+    try:
+        with requires_grad_only(model, names):
+            yield
+    finally:
         model.zero_grad(set_to_none=True)
 
 
@@ -202,11 +212,11 @@ def _core_batch(
 
     from lg_pipeline.gradients.loss import response_losses
 
-    ids, mask, labels = _tensors(batch, pad_id, _device(model))
-    keep = _positions_with_loss(model, batch)
+    ids, mask, labels = batch_tensors(batch, pad_id, model_device(model))
+    keep = positions_with_loss(model, batch)
     capture = FactorCapture(model, targets, [e.n_tokens for e in batch], workers)
     try:
-        with _grad_only_for(model, set()):
+        with grad_only_for(model, set()):
             losses = response_losses(model, ids, mask, labels, keep)
             losses.sum().backward()
         capture.finish()
@@ -223,7 +233,7 @@ def _core_batch(
     ]
 
 
-def _positions_with_loss(model: Any, batch: list[Encoded]) -> dict[str, int]:
+def positions_with_loss(model: Any, batch: list[Encoded]) -> dict[str, int]:
     """`logits_to_keep`: the vocabulary projection only where some example has a label next.
 
     Prompt tokens carry no loss, so their logits (and the backward through the largest
@@ -242,9 +252,9 @@ def _full_svd_example(model: Any, targets: list[Target], batch: list[Encoded], p
 
     (enc,) = batch
     params = dict(model.named_parameters())
-    ids = torch.tensor([enc.input_ids], device=_device(model))
+    ids = torch.tensor([enc.input_ids], device=model_device(model))
     labels = torch.tensor([enc.labels()], device=ids.device)
-    with _grad_only_for(model, {t.parameter for t in targets}):
+    with grad_only_for(model, {t.parameter for t in targets}):
         loss = model(input_ids=ids, labels=labels, use_cache=False).loss
         loss.backward()
         stats = [matrix_stats(params[t.parameter].grad).cpu().tolist() for t in targets]

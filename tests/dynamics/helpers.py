@@ -11,7 +11,7 @@ from lg_pipeline.dynamics.probes import build_probes
 from lg_pipeline.dynamics.training import TrainConfig, fine_tune
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.encoding import encode
-from lg_pipeline.gradients.engine import per_example_loss
+from lg_pipeline.gradients.loss import per_example_loss
 
 
 def rows(n: int = 8) -> list[Example]:

@@ -43,7 +43,7 @@ def test_the_engine_loss_is_what_the_trainer_optimises(single_thread):
 
     from lg_pipeline.dynamics.measure import to_batch
     from lg_pipeline.gradients.encoding import encode
-    from lg_pipeline.gradients.engine import per_example_loss
+    from lg_pipeline.gradients.loss import per_example_loss
 
     model, tokenizer = make_model("llama-mha"), make_tokenizer()
     reference = copy.deepcopy(model)

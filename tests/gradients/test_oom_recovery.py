@@ -29,7 +29,7 @@ def test_the_failed_batch_memory_is_released_before_the_halves_run(llama, tokeni
 
     def core_batch(model, targets, batch, pad_id, workers=0):
         if len(batch) > 1:  # a real forward whose graph holds a large activation, then the allocator gives up
-            ids, mask, _ = engine._tensors(batch, pad_id, engine._device(model))
+            ids, mask, _ = engine.batch_tensors(batch, pad_id, engine.model_device(model))
             logits = model(input_ids=ids, attention_mask=mask).logits
             activation = torch.ones(BIG)
             graph = logits.sum() * activation  # saved for backward: the graph keeps `activation` alive
