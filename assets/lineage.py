@@ -100,7 +100,7 @@ def combined_version(sources: dict[str, ModelSource]) -> str:
 
 
 def add_lineage(meta: dict[str, Any], entries: dict[str, dict], sources: dict[str, ModelSource]) -> None:
-    """Add the lineage to the figures' metadata: a JSON entry, and a line under every inline figure."""
+    """Add the lineage to the figures' metadata as JSON (the figures write `describe` under each inline figure)."""
     meta["lineage"] = dg.MetadataValue.json(entries)
     meta["drawn_from"] = dg.MetadataValue.json(
         {
@@ -108,10 +108,6 @@ def add_lineage(meta: dict[str, Any], entries: dict[str, dict], sources: dict[st
             for m, s in sources.items()
         }
     )
-    for title, entry in entries.items():
-        key = f"figure: {title}"
-        if key in meta:
-            meta[key] = dg.MetadataValue.md(f"{meta[key].value}\n\n{describe(entry)}")
 
 
 def _variants_used(folder: Path) -> list[str]:
