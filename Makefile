@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: setup demo test lint ui bench clean-outputs
+.PHONY: setup demo test test-e2e lint ui bench clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,12 @@ demo: setup
 	$(BIN)/lg-pipeline demo
 	$(BIN)/dagster asset materialize -m lg_pipeline.definitions --select figures
 
+# The suite, less the `dagster dev` + Chromium test (about 7 minutes on its own): `make test-e2e`, which CI runs too.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+test-e2e: setup
+	$(BIN)/python -m pytest -q -m e2e
 
 # ruff, then the layering contract of pyproject.toml ([tool.importlinter]).
 lint: setup

@@ -75,7 +75,7 @@ def _teacher_set() -> bool:
     return os.environ.get("LG_TEACHER", "").strip().lower() not in ("", "none")
 
 
-def _reason(spec, key: VariantKey, release_dir: str | None, hub: bool) -> str | None:
+def _reason(spec, key: VariantKey, release_dir: str | None, hub: bool, teacher: bool) -> str | None:
     """Why the variant cannot be built here (None: it can)."""
     group = spec.group_for(key.level)
     released = spec.release_file(key.level, key.correctness)
@@ -88,21 +88,27 @@ def _reason(spec, key: VariantKey, release_dir: str | None, hub: bool) -> str | 
         return "a hub dataset and HF_HUB_OFFLINE/HF_DATASETS_OFFLINE keep the hub off (set both 0, or LG_RELEASE_DIR)"
     if not (group.offline or hub):
         return f"its source ({group.adapter}) is not available offline"
-    if key.level in group.teacher_levels and not _teacher_set():
+    if key.level in group.teacher_levels and not teacher:
         return "Detailed CoT comes from a teacher: set LG_TEACHER (resources.curation.config.teacher)"
     return None
 
 
-def variant_availability(release_dir: str | None = None) -> Availability:
-    """Which catalog variants can be built here (`LG_RELEASE_DIR` unless `release_dir` is given)."""
+def variant_availability(release_dir: str | None = None, teacher: bool | None = None) -> Availability:
+    """Which catalog variants can be built here (`LG_RELEASE_DIR` unless `release_dir` is given).
+
+    `teacher`: whether a teacher writes Detailed CoT (default: `LG_TEACHER` is set). The partitions pass True (a
+    teacher can also be given in the launchpad); the automation asks for the environment's, so it never fills in a
+    teacher level that would fail every night.
+    """
     from data_sources.datasets.catalog import dataset_spec, variant_keys
     from data_sources.datasets.hub import hub_enabled
 
     release_dir = os.environ.get("LG_RELEASE_DIR") or None if release_dir is None else release_dir
     hub = hub_enabled()
+    teacher = _teacher_set() if teacher is None else teacher
     buildable, reasons = [], {}
     for key in variant_keys():
-        why = _reason(dataset_spec(key), key, release_dir, hub)
+        why = _reason(dataset_spec(key), key, release_dir, hub, teacher)
         if why:
             reasons[str(key)] = why
         else:

@@ -1,8 +1,8 @@
 """Partitions: gradient statistics are keyed by model (dynamic) x dataset-variant (static).
 
 Only what can run here is a partition: the variants this environment can build (`backlog.variant_availability`: offline
-sources, the study's release files when `LG_RELEASE_DIR` is set, hub sources when the hub is enabled, teacher
-levels when `LG_TEACHER` is set) and the catalog models that can be loaded here (registered by the catalog
+sources, the study's release files when `LG_RELEASE_DIR` is set, hub sources when the hub is enabled, and teacher
+levels, buildable once a teacher is configured in the launchpad or `LG_TEACHER`) and the catalog models that can be loaded here (registered by the catalog
 sensor, `assets.backlog.plan`). The rest is listed once, with the reason, in the sensor's first tick and in the
 assets' descriptions (`not_partitioned_note`), instead of hundreds of "missing" cells that can never fill.
 The variant partitions are fixed when the code location loads: after changing those variables, reload it.
@@ -24,7 +24,7 @@ MODEL = "model"
 VARIANT = "variant"
 
 
-AVAILABILITY = variant_availability()
+AVAILABILITY = variant_availability(teacher=True)  # a teacher may come with the launchpad's config
 model_partitions = dg.DynamicPartitionsDefinition(name=MODEL)
 variant_partitions = dg.StaticPartitionsDefinition(list(AVAILABILITY.buildable))
 model_variant_partitions = dg.MultiPartitionsDefinition({MODEL: model_partitions, VARIANT: variant_partitions})

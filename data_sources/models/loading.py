@@ -139,6 +139,15 @@ def _converted_folder(location: ModelLocation, cache_dir: Path) -> str:
     return str(target)
 
 
+def _tie_output_embeddings(model: Any) -> None:
+    """A GGUF of a tied model has no output matrix: in some processes transformers leaves it on the meta device
+    instead of tying it (seen in the test suite of a fresh clone, after other models had loaded); tie it here."""
+    output, inputs = model.get_output_embeddings(), model.get_input_embeddings()
+    tied = getattr(model.config, "tie_word_embeddings", False)
+    if tied and output is not None and output.weight.device.type == "meta" and inputs is not None:
+        output.weight = inputs.weight
+
+
 def _convert(location: ModelLocation, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -146,6 +155,10 @@ def _convert(location: ModelLocation, target: Path) -> None:
         location.gguf_builder()
     model = AutoModelForCausalLM.from_pretrained(location.folder, gguf_file=location.gguf_file)
     tokenizer = AutoTokenizer.from_pretrained(location.folder, gguf_file=location.gguf_file)
+    _tie_output_embeddings(model)
+    unloaded = [name for name, param in model.named_parameters() if param.device.type == "meta"]
+    if unloaded:  # never save a folder whose weights were not all read: it would load as garbage or fail later
+        raise InputError(f"model '{location.name}': {location.gguf_file} left {', '.join(unloaded[:3])} unloaded")
     # save_pretrained refuses a quantizer-loaded model; the weights are already dequantized.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
