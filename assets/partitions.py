@@ -2,9 +2,10 @@
 
 Only what can run here is a partition: the variants this environment can build (`backlog.variant_availability`: offline
 sources, the study's release files when `LG_RELEASE_DIR` is set, hub sources when the hub is enabled, and teacher
-levels, buildable once a teacher is configured in the launchpad or `LG_TEACHER`) and the catalog models that can be loaded here (registered by the catalog
-sensor, `assets.backlog.plan`). The rest is listed once, with the reason, in the sensor's first tick and in the
-assets' descriptions (`not_partitioned_note`), instead of hundreds of "missing" cells that can never fill.
+levels, buildable once a teacher is configured in the launchpad or `LG_TEACHER`) and the catalog models that can
+be loaded here (registered by the catalog sensor, `assets.backlog.plan`). The rest is listed once, with the reason,
+in the sensor's first tick and in the assets' descriptions (`not_partitioned_note`), instead of hundreds of
+"missing" cells that can never fill.
 The variant partitions are fixed when the code location loads: after changing those variables, reload it.
 
 Variant keys are `VariantKey`s (`<dataset>__<level>__<correct|wrong>`, e.g. `gsm8k__detailed__wrong`); a
