@@ -37,7 +37,7 @@ demo: setup
 	$(BIN)/lg-pipeline demo
 	$(BIN)/dagster asset materialize -m lg_pipeline.definitions --select figures
 
-# The suite, less the `dagster dev` + Chromium test (about 7 minutes on its own): `make test-e2e`, which CI runs too.
+# The suite, less the `dagster dev` + Chromium test (about 4 minutes on its own): `make test-e2e`, which CI runs too.
 test: setup
 	$(BIN)/python -m pytest -q -m "not e2e"
 
