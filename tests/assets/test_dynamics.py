@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dagster as dg
 import pandas as pd
 import pytest
 
 from lg_pipeline.vocabulary import StatsKey
-from tests.helpers.tiny_models import tiny_world
+from tests.helpers.tiny_models import materialize, tiny_world
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 VARIANTS = ["champ__none__correct", "champ__detailed__correct", "champ__none__wrong"]
@@ -21,19 +20,8 @@ def world(tmp_path_factory):
 
 
 def _materialize(world, selection, partition_key=None, config=None):
-    from lg_pipeline.definitions import defs
-
-    instance, resources = world
     run_config = {"ops": {"training_dynamics": {"config": config}}} if config else None
-    return dg.materialize(
-        [*defs.assets, *defs.asset_checks],
-        selection=selection,
-        partition_key=partition_key,
-        instance=instance,
-        resources=resources,
-        run_config=run_config,
-        raise_on_error=False,
-    )
+    return materialize(world, selection, partition_key, run_config)
 
 
 def test_training_dynamics_runs_is_checked_and_drawn(world):

@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from tests.helpers.tiny_models import tiny_world
+from tests.helpers.tiny_models import materialize, tiny_world
 
 SPLIT = {
     "train_tasks": ["commonsense_demo", "gcd", "lcm"],
@@ -26,20 +26,9 @@ def world(tmp_path_factory):
         yield world
 
 
-def run(world, assets, partition_key=None, config=None) -> dg.ExecuteInProcessResult:
-    from lg_pipeline.definitions import defs
-
-    instance, resources = world
+def run(world, assets, partition_key=None, config=None):
     run_config = {"ops": {"zero_shot_dynamics": {"config": config}}} if config else None
-    return dg.materialize(
-        [*defs.assets, *defs.asset_checks],
-        selection=assets,
-        partition_key=partition_key,
-        instance=instance,
-        resources=resources,
-        run_config=run_config,
-        raise_on_error=False,
-    )
+    return materialize(world, assets, partition_key, run_config)
 
 
 def failure(result) -> str:

@@ -49,7 +49,12 @@ def tiny_world(tmp: Path, layers: int, n_examples: int) -> Iterator[tuple[Any, d
         }
 
 
-def materialize(world: tuple[Any, dict[str, Any]], selection: list[Any], partition_key: str | None = None) -> Any:
+def materialize(
+    world: tuple[Any, dict[str, Any]],
+    selection: list[Any],
+    partition_key: Any = None,
+    run_config: dict[str, Any] | None = None,
+) -> Any:
     """One in-process run of the project's definitions on a tiny_world, failures returned rather than raised."""
     import dagster as dg
 
@@ -62,5 +67,6 @@ def materialize(world: tuple[Any, dict[str, Any]], selection: list[Any], partiti
         partition_key=partition_key,
         instance=instance,
         resources=resources,
+        run_config=run_config,
         raise_on_error=False,
     )
