@@ -16,6 +16,7 @@ exactly 0: it is left out, which changes no entry of G and makes the rank rule e
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -108,7 +109,8 @@ def _on_single_threaded_workers(fn: Callable[[Any], Any], jobs: list, workers: i
     """map(fn, jobs) on `workers` threads, torch limited to one thread each.
 
     In a process whose main thread has not run an OpenMP region yet, a worker's setting is
-    the process-wide default: the caller's is restored.
+    the process-wide default: the caller's is restored. (numpy's BLAS, which the eigensolves
+    use on a CPU, is held to one thread for the whole batch by `single_threaded_blas`.)
     """
     import torch
 
@@ -120,6 +122,18 @@ def _on_single_threaded_workers(fn: Callable[[Any], Any], jobs: list, workers: i
             return list(pool.map(fn, jobs))
     finally:
         torch.set_num_threads(saved)
+
+
+def single_threaded_blas(device: Any) -> contextlib.AbstractContextManager:
+    """On a CPU, numpy's BLAS (OpenBLAS: `spectra.singular_values`' Grams and eigensolves) on one thread.
+
+    Its calls come from one-threaded workers or from inside torch's backward; OpenBLAS threads of
+    its own would compete with both (and spin after each call). Process-wide while it is held.
+    """
+    from threadpoolctl import threadpool_limits
+
+    cpu = getattr(device, "type", str(device)) == "cpu"
+    return threadpool_limits(1, user_api="blas") if cpu else contextlib.nullcontext()
 
 
 def default_workers(device: Any) -> int:

@@ -1,11 +1,12 @@
 """Statistics of one per-example gradient matrix, two ways that give the same numbers.
 
 `matrix_stats` is the study's method: the full SVD of the materialised gradient G.
-`factor_stats` uses G = Δᵀ X (Δ: T×out output gradients, X: T×in inputs). With thin
-QR factorisations Xᵀ = Q_x R_x and Δᵀ = Q_d R_d, G = Q_d (R_d R_xᵀ) Q_xᵀ and the
-orthonormal Q's drop out: G's singular values are those of the small core
-C = R_d R_xᵀ (at most T×T). G itself is formed only for its max and min entries.
-Inputs are cast to fp32 whatever the model's dtype; eigenvalues are taken in fp64.
+`factor_stats` uses G = Δᵀ X (Δ: T×out output gradients, X: T×in inputs). With the thin
+QR factorisation Xᵀ = Q_x R_x, G = (Δᵀ R_xᵀ) Q_xᵀ and the orthonormal Q_x drops out: G's
+singular values are those of M = Δᵀ R_xᵀ (out×T), whose Gram is only T×T. Where T is
+close to the width, G's own Gram is cheaper (G is formed anyway, for its max and min
+entries), and that route is taken instead. Inputs are cast to fp32 whatever the model's
+dtype; Grams and eigenvalues are taken in fp64.
 Effective rank (exp of the entropy of σ/Σσ) and stable rank (‖G‖_F²/σ_max²) come from
 the same singular values: no tool computes them per example without an SVD of G.
 """
@@ -73,11 +74,46 @@ def singular_values(m: torch.Tensor) -> torch.Tensor:
     A symmetric eigensolver is several times faster than an SVD on the ill-conditioned
     spectra of real gradients; float64 keeps every value within ~1e-8·σ_max.
     """
+    m = m.detach().double()
+    eig = gram_eigenvalues_numpy(m) if m.device.type == "cpu" else gram_eigenvalues_torch(m)
+    return eig.clamp_min(0).flip(0).sqrt().float()
+
+
+def gram_eigenvalues_torch(m: torch.Tensor) -> torch.Tensor:
+    """Ascending eigenvalues of m's Gram on its smaller side, by torch (cuSOLVER on CUDA)."""
     import torch
 
-    m = m.double()
-    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
-    return torch.linalg.eigvalsh(gram).clamp_min(0).flip(0).sqrt().float()
+    return torch.linalg.eigvalsh(m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m)
+
+
+def gram_eigenvalues_numpy(m: torch.Tensor) -> torch.Tensor:
+    """The same through numpy (OpenBLAS) on a CPU tensor, rather than torch's CPU build (MKL).
+
+    Why: on this project's AMD EPYC machines MKL's float64 GEMM and dsyevd (the same LAPACK
+    routine) took 1.5-1.9× OpenBLAS's on the ~500×500 Grams of a Detailed-CoT example, and
+    numpy's eigensolver releases the GIL, so the statistics' worker threads still run side by
+    side (`bench/bench_spectra.py` times both). `a @ a.T` on one buffer is a symmetric rank-k update.
+    """
+    import numpy as np
+    import torch
+
+    a = m.numpy()
+    return torch.from_numpy(np.linalg.eigvalsh(a @ a.T if a.shape[0] <= a.shape[1] else a.T @ a))
+
+
+def core_is_cheaper(tokens: int, n_out: int, n_in: int) -> bool:
+    """Whether the spectrum of a rank-`tokens` out×in gradient costs less from the core than from G's Gram.
+
+    Core: QR of X (in×T), M = Δᵀ R_xᵀ (out×T, fp32), its T×T Gram and eigensolve. Gram of G:
+    a d×d Gram (d = min(out, in)) and eigensolve. Counted in float64 multiply-adds, an
+    eigensolve as two n³ (measured: dsyevd ≈ 2× a same-size GEMM); close to the width
+    (T ≈ 500 against SmolLM2's 576) G's Gram wins, far below it the core does
+    (`bench/bench_spectra.py` times both routes).
+    """
+    small, large = sorted((n_out, n_in))
+    core = n_in * tokens**2 + 0.5 * n_out * tokens**2 + n_out * tokens**2 + 2 * tokens**3
+    gram = small**2 * large + 2 * small**3
+    return core < gram
 
 
 def factor_stats(
@@ -89,21 +125,22 @@ def factor_stats(
     example whose Δ may be non-zero: the caller drops the last position, which
     predicts nothing and is attended by nothing, so its Δ is exactly 0).
     `r_x` may give a cached R factor of x when several layers share it.
-    With T < min(out, in) the spectrum comes from the T×T core and the smallest
-    singular value is exactly 0; otherwise G (formed for max/min anyway) is no larger
-    than the core and its own Gram is used.
+    With T < min(out, in) the smallest singular value is exactly 0 and the spectrum comes
+    from the T×T core or from G's own Gram (G is formed for max/min anyway), whichever
+    costs less (`core_is_cheaper`).
     """
     import torch
 
     x, delta = x.float(), delta.float()
     grad = delta.T @ x
-    full_rank = min(grad.shape)
-    if x.shape[0] < full_rank:
-        svals = singular_values(r_factor(delta) @ (r_x() if r_x else r_factor(x)).T)
-        sigma_min = svals.new_zeros(())
+    rows, full_rank = x.shape[0], min(grad.shape)
+    if rows < full_rank and core_is_cheaper(rows, *grad.shape):
+        # G = Δᵀ R_xᵀ Q_xᵀ with Q_x orthonormal: G's singular values are those of M = Δᵀ R_xᵀ (out×T).
+        svals = singular_values(delta.T @ (r_x() if r_x else r_factor(x)).T)
     else:
-        svals = singular_values(grad)
-        sigma_min = svals[-1]
+        # Beyond rank `rows`, G's Gram has only rounding noise: kept out of every sum.
+        svals = singular_values(grad)[:full_rank if rows >= full_rank else rows]
+    sigma_min = svals[-1] if rows >= full_rank else svals.new_zeros(())
     mean = torch.dot(delta.sum(1), x.sum(1)) / grad.numel()
     frobenius = torch.sqrt((svals * svals).sum())
     low, high = torch.aminmax(grad)  # one pass over G
