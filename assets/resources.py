@@ -123,6 +123,11 @@ class OutputStore(dg.ConfigurableResource):
     def zero_shot_figures(self) -> Path:
         return self.path("figures", "zero_shot")
 
+    def zero_shot_figure(self, *name: str, run: bool = False) -> Path:
+        """`figures/zero_shot/<name parts joined by __>.png`; `run=True`: one run's own, under `runs/`."""
+        folder = self.zero_shot_figures() / "runs" if run else self.zero_shot_figures()
+        return folder / ("__".join(name) + ".png")
+
     def dynamics(self, key: StatsKey, objective: str) -> Path:
         """A learning-dynamics run's folder (tables per eval step, `lg_pipeline.dynamics.run`)."""
         return self.path("dynamics", key.model, str(key.variant), objective)
@@ -225,6 +230,7 @@ class ComputeResource(dg.ConfigurableResource):
     lease_timeout_s: float = 3600.0
     dtype: str = ""
     batch_size: int = 4
+    max_batch_tokens: int = 0  # padded tokens per forward/backward; 0: per device (1024 on a CPU, 8192 on a GPU)
     max_length: int = 1024
     method: str = "core"
     targets: str = "q,k,v,o"
@@ -292,7 +298,8 @@ class ComputeResource(dg.ConfigurableResource):
         from lg_pipeline.gradients.targets import parse_suffixes
 
         return EngineConfig(
-            self.method, parse_suffixes(self.targets), self.batch_size, self.max_length, chat, encoding=self.encoding
+            self.method, parse_suffixes(self.targets), self.batch_size, self.max_length, chat,
+            encoding=self.encoding, max_batch_tokens=self.max_batch_tokens or None,
         )
 
 

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--no-chat", dest="chat", action="store_false")
     g.add_argument("--max-length", type=int, default=1024)
     g.add_argument("--batch-size", type=int, default=4)
+    g.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="padded tokens per forward/backward (default: 1024 on a CPU, 8192 on a GPU)")
     g.add_argument("--method", choices=["core", "full-svd"], default="core")
     g.add_argument("--encoding", choices=["pair", "study"], default="pair",
                    help="pair: prompt and response tokenized apart (default); study: the study's whole-text rules")
@@ -38,6 +40,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--max-length must be at least 2 tokens, got {args.max_length}")
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_batch_tokens is not None and args.max_batch_tokens < 1:
+        raise InputError(f"--max-batch-tokens must be at least 1, got {args.max_batch_tokens}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
     with output_lock(out, wait=False):  # a second writer is refused here, naming the holder
         model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
         chat = spec.chat if args.chat is None else args.chat
-        config = EngineConfig(args.method, targets, args.batch_size, args.max_length, chat, encoding=args.encoding)
+        config = EngineConfig(
+            args.method, targets, args.batch_size, args.max_length, chat,
+            encoding=args.encoding, max_batch_tokens=args.max_batch_tokens,
+        )
         find_targets(model, config.targets)  # a bad --targets fails here, before the progress bar is drawn
         bar = tqdm(total=len(examples), unit="ex", desc=spec.display_name)
         summary = run_to_parquet(

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
-from lg_pipeline.gradients.capture import FactorCapture, default_workers
+from lg_pipeline.gradients.capture import FactorCapture, default_workers, single_threaded_blas
 from lg_pipeline.gradients.encoding import ENCODINGS, IGNORE_INDEX, Encoded, encode, study_drops_system
 from lg_pipeline.gradients.spectra import matrix_stats
 from lg_pipeline.gradients.targets import Target, find_targets
@@ -50,6 +50,10 @@ class EngineConfig:
     # How text becomes tokens: `pair` (prompt and response apart) or `study` (the study's whole-text
     # rules); see lg_pipeline.gradients.encoding.
     encoding: str = "pair"
+    # Padded tokens (examples × longest) per forward/backward: a batch stops growing before it would pass
+    # this, so activation memory is bounded whatever `batch_size` is (one example always runs alone).
+    # None: per device (`default_token_budget`).
+    max_batch_tokens: int | None = None
 
 
 @dataclass
@@ -81,12 +85,28 @@ def compute_gradient_stats(
                 example.example_id, "skipped", f"no response token left within max_length={config.max_length}"
             )
             continue
-        batch.append(enc)
-        if len(batch) >= runner.batch_size:
+        if batch and not runner.fits([*batch, enc]):
             yield from runner.run(batch)
             batch = []
+        batch.append(enc)
     if batch:
         yield from runner.run(batch)
+
+
+def fits_one_pass(batch: list[Encoded], batch_size: int, token_budget: int) -> bool:
+    """Whether these examples may share one forward/backward: few enough, and few enough padded tokens."""
+    return len(batch) <= batch_size and len(batch) * max(e.n_tokens for e in batch) <= token_budget
+
+
+def default_token_budget(device: Any) -> int:
+    """Padded tokens per pass when the config leaves it open: 1024 on a CPU, 8192 on an accelerator.
+
+    On 2 CPU cores batching long examples buys nothing and costs memory: four Gemma-3-270M
+    Detailed-CoT examples in one padded pass ran slower than one at a time at about twice the
+    peak memory (`bench/bench_suite.py` prints both), while short None-CoT examples still share a
+    pass. On an accelerator batching pays; 8192 is a guess not yet measured on one.
+    """
+    return 1024 if getattr(device, "type", str(device)) == "cpu" else 8192
 
 
 def check_config(model: Any, config: EngineConfig) -> None:
@@ -112,8 +132,12 @@ class _BatchRunner:
     def __init__(self, model: Any, targets: list[Target], config: EngineConfig, pad_id: int):
         self.model, self.targets, self.method, self.pad_id = model, targets, config.method, pad_id
         self.batch_size = 1 if config.method == "full-svd" else max(1, config.batch_size)
-        workers = config.stats_workers
-        self.workers = default_workers(model_device(model)) if workers is None else workers
+        device = model_device(model)
+        self.token_budget = config.max_batch_tokens or default_token_budget(device)
+        self.workers = default_workers(device) if config.stats_workers is None else config.stats_workers
+
+    def fits(self, batch: list[Encoded]) -> bool:
+        return fits_one_pass(batch, self.batch_size, self.token_budget)
 
     def run(self, batch: list[Encoded]) -> list[ExampleResult]:
         try:
@@ -216,10 +240,11 @@ def _core_batch(
     keep = positions_with_loss(model, batch)
     capture = FactorCapture(model, targets, [e.n_tokens for e in batch], workers)
     try:
-        with grad_only_for(model, set()):
-            losses = response_losses(model, ids, mask, labels, keep)
-            losses.sum().backward()
-        capture.finish()
+        with single_threaded_blas(ids.device):
+            with grad_only_for(model, set()):
+                losses = response_losses(model, ids, mask, labels, keep)
+                losses.sum().backward()
+            capture.finish()
     finally:
         capture.close()
     if len({i for i, _ in capture.stats}) != len(targets):

@@ -37,7 +37,7 @@ from lg_pipeline.io.locks import output_lock
 from lg_pipeline.schema import GRADIENT_COLUMNS, PROVENANCE_COLUMNS, STATUS_COLUMNS
 
 # EngineConfig fields that never change a number (the two methods agree; batching and threads are scheduling).
-SCHEDULING_FIELDS = ("method", "batch_size", "stats_workers")
+SCHEDULING_FIELDS = ("method", "batch_size", "stats_workers", "max_batch_tokens")
 WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG)
 PARQUET_MAGIC = b"PAR1"
 
@@ -102,6 +102,9 @@ def check_config(config: EngineConfig) -> None:
         raise InputError(f"batch size must be a positive integer, got {config.batch_size}")
     if not isinstance(config.max_length, int) or config.max_length < 2:
         raise InputError(f"max length must be at least 2 tokens (prompt and response), got {config.max_length}")
+    budget = config.max_batch_tokens
+    if budget is not None and (not isinstance(budget, int) or budget < 1):
+        raise InputError(f"max batch tokens must be a positive integer, got {budget}")
 
 
 def check_output_path(out: str | Path, inputs: Sequence[str | Path] = ()) -> Path:

@@ -203,7 +203,7 @@ def _run_examples(monkeypatch, n: int = 4, sizes: list[int] | None = None) -> li
         parameters=lambda: iter([torch.zeros(1)]),  # fp32: the dtype check passes
         config=SimpleNamespace(model_type="fake"),
     )
-    examples = [SimpleNamespace(example_id=f"e{i}") for i in range(n)]
+    examples = [SimpleNamespace(example_id=f"e{i}", n_tokens=8) for i in range(n)]
     config = engine.EngineConfig(batch_size=4, stats_workers=0)
     return list(engine.compute_gradient_stats(model, SimpleNamespace(pad_token_id=0, eos_token_id=0), examples, config))
 

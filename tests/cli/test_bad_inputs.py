@@ -80,6 +80,9 @@ def _cases(w: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
         "max-length -1": (g(data, finished, model, "--max-length", "-1"), "--max-length must be at least 2"),
         "batch-size 0": (g(data, finished, model, "--batch-size", "0"), "--batch-size must be at least 1"),
         "batch-size -3": (g(data, finished, model, "--batch-size", "-3"), "--batch-size must be at least 1"),
+        "max-batch-tokens 0": (
+            g(data, finished, model, "--max-batch-tokens", "0"), "--max-batch-tokens must be at least 1"
+        ),
         "out an existing text file": (g(data, text_out), "not a Parquet table"),
         "out another parquet table": (g(data, other_parquet), "not a statistics table"),
         "out the data file": (g(data, data), "must be a .parquet"),
@@ -130,8 +133,9 @@ def _catalog(root: Path) -> Path:
 CASE_IDS = [
     "data latin-1", "data nested 100000 deep", "data a directory", "data an empty list", "data missing",
     "limit 0 on a new output", "limit 0 on a finished output", "limit -1", "max-length -1", "batch-size 0",
-    "batch-size -3", "out an existing text file", "out another parquet table", "out the data file",
-    "out the data file named .parquet", "out a directory", "out /dev/null", "out a device named .parquet",
+    "batch-size -3", "max-batch-tokens 0", "out an existing text file", "out another parquet table",
+    "out the data file", "out the data file named .parquet", "out a directory", "out /dev/null",
+    "out a device named .parquet",
     "model a t5 folder", "model with 0-byte weights", "model with torn weights", "model a file",
     "device cuda without CUDA", "targets matching nothing", "models add 0-byte weights", "models add --path a file",
     "models add --file ../../etc/passwd", "models add --catalog malformed YAML", "validate a missing table",

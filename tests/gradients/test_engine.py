@@ -1,10 +1,11 @@
 """The `core` engine against the study's `full-svd` reference on tiny random models of each studied family.
 
 Every comparison computes both sides here; nothing is a stored number. Example
-lengths straddle the target matrices' min(out, in) so that both code paths of
-`factor_stats` run: T − 1 < min(out, in) (spectrum from the core, σ_min = 0; the last
-position's Δ is 0) and T − 1 ≥ min(out, in) (spectrum from G's own Gram). `core` runs with
-the chunked loss (every tiny family has a plain head), on both encodings.
+lengths straddle the target matrices' min(out, in) so that every code path of
+`factor_stats` runs: T − 1 well below min(out, in) (spectrum from the core, σ_min = 0; the
+last position's Δ is 0), T − 1 just below it (from G's own Gram, still σ_min = 0) and
+T − 1 ≥ min(out, in) (from G's own Gram). `core` runs with the chunked loss (every tiny
+family has a plain head), on both encodings.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
+from lg_pipeline.gradients import engine, spectra
 from lg_pipeline.gradients.encoding import encode
 from lg_pipeline.gradients.engine import EngineConfig, compute_gradient_stats
 from lg_pipeline.gradients.targets import find_targets
@@ -34,8 +37,9 @@ from tests.helpers.builders import (
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-# 20 tokens (< 32 = min dim of k/v under GQA), 48 (between 32 and 64), 150 (> every min dim).
-EXAMPLES = [example("short", 6, 14), example("medium", 10, 38), example("long", 20, 130)]
+# 20 tokens (< 32 = min dim of k/v under GQA), 60 (between 32 and 64, close enough to 64 that G's Gram is
+# cheaper than the core: see spectra.core_is_cheaper), 150 (> every min dim).
+EXAMPLES = [example("short", 6, 14), example("medium", 10, 50), example("long", 20, 130)]
 
 
 def run(model: Any, tokenizer: Any, examples: list[Example], **config: Any) -> list:
@@ -54,17 +58,23 @@ def core_and_reference(model: Any, tokenizer: Any, examples: list[Example], work
     return core, reference
 
 
-def min_dims(model: Any, targets: tuple[str, ...]) -> dict[str, int]:
+def weight_shapes(model: Any, targets: tuple[str, ...]) -> dict[str, tuple[int, int]]:
     modules = dict(model.named_modules())
-    return {t.parameter: min(modules[t.module_path].weight.shape) for t in find_targets(model, targets)}
+    return {t.parameter: tuple(modules[t.module_path].weight.shape) for t in find_targets(model, targets)}
 
 
-def assert_both_paths_ran(frame: Any, dims: dict[str, int]) -> None:
-    """Some rows have fewer positions with a gradient (T − 1) than their matrix's min(out, in), some not."""
+def min_dims(model: Any, targets: tuple[str, ...]) -> dict[str, int]:
+    return {name: min(shape) for name, shape in weight_shapes(model, targets).items()}
+
+
+def assert_every_route_ran(frame: Any, shapes: dict[str, tuple[int, int]]) -> None:
+    """Rows of every route: T − 1 well below min(out, in) (the core), just below it and above it (G's Gram)."""
     t = frame.n_tokens.to_numpy() - 1
-    d = frame.index.get_level_values("parameter").map(dims).to_numpy()
-    assert (t < d).any() and (t >= d).any(), "examples do not straddle min(out, in)"
-    assert (frame.sigma_min[t < d] == 0).all(), "a rank-deficient gradient got a non-zero σ_min"
+    shape = frame.index.get_level_values("parameter").map(shapes)
+    below = t < np.array([min(s) for s in shape])
+    core = np.array([spectra.core_is_cheaper(int(n), *s) for n, s in zip(t, shape, strict=True)])
+    assert (below & core).any() and (below & ~core).any() and (~below).any(), "routes not all taken"
+    assert (frame.sigma_min[below] == 0).all(), "a rank-deficient gradient got a non-zero σ_min"
 
 
 @SCHEDULES
@@ -79,7 +89,7 @@ def test_core_matches_full_svd_on_every_family(kind, encoding, batch_size, worke
     )
     reference = results_frame(run(model, tokenizer, EXAMPLES, method="full-svd", **config))
     assert stats_mismatches(core, reference) == []
-    assert_both_paths_ran(core, min_dims(model, ALL_TARGETS))
+    assert_every_route_ran(core, weight_shapes(model, ALL_TARGETS))
     assert set(core.module) == set(ALL_TARGETS) and set(core.layer) == {0, 1}
 
 
@@ -155,6 +165,25 @@ def test_batch_of_four_equals_batch_of_one(llama, tokenizer, workers):
     assert norms.nunique() == len(VARIED)
 
 
+
+def test_a_token_budget_splits_batches_without_changing_a_number(llama, tokenizer, monkeypatch):
+    """20-, 60- and 150-token examples under 150 padded tokens per pass: [short, medium] (2 × 60), then [long]."""
+    passes: list[list[str]] = []
+    real = engine._core_batch
+
+    def spy(model: Any, targets: Any, batch: list, *args: Any) -> Any:
+        passes.append([e.example_id for e in batch])
+        return real(model, targets, batch, *args)
+
+    monkeypatch.setattr(engine, "_core_batch", spy)
+    budgeted = results_frame(run(llama, tokenizer, EXAMPLES, batch_size=4, max_batch_tokens=150, targets=ALL_TARGETS))
+    assert passes == [["short", "medium"], ["long"]]
+    passes.clear()
+    whole = results_frame(run(llama, tokenizer, EXAMPLES, batch_size=4, targets=ALL_TARGETS))
+    assert passes == [["short", "medium", "long"]]  # 3 × 150 padded tokens: within a CPU's default budget
+    assert stats_mismatches(budgeted, whole) == []
+
+
 class _OtherPad:
     """The same tokenizer with another pad id: padding content must not matter."""
 
@@ -218,7 +247,7 @@ def test_fc1_fc2_targets_by_custom_suffix(tokenizer):
     core, reference = core_and_reference(model, tokenizer, EXAMPLES, targets=("fc1", "fc2"))
     assert stats_mismatches(core, reference) == []
     assert set(core.module) == {"fc1", "fc2"} and set(core.layer) == {0, 1}
-    assert_both_paths_ran(core, min_dims(model, ("fc1", "fc2")))
+    assert_every_route_ran(core, weight_shapes(model, ("fc1", "fc2")))
 
 
 def test_a_failing_example_fails_alone(llama, tokenizer, monkeypatch):
