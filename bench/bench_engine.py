@@ -100,6 +100,22 @@ def _batch_tensors(model: Any, tokenizer: Any, examples: list[Any], chat: bool, 
     return (*tensors, positions_with_loss(model, batch))
 
 
+def engine_passes(model: Any, tokenizer: Any, examples: list[Any], chat: bool, args: argparse.Namespace) -> list:
+    """The examples grouped as `core` groups them into forward/backward passes (its token budget included)."""
+    from lg_pipeline.gradients.encoding import encode
+    from lg_pipeline.gradients.engine import default_token_budget, fits_one_pass
+
+    budget = default_token_budget(next(model.parameters()).device)
+    passes: list[list[tuple[Any, Any]]] = []
+    for e in examples:
+        enc = encode(tokenizer, e, chat, args.max_length)
+        if passes and fits_one_pass([x for _, x in passes[-1]] + [enc], args.batch_size, budget):
+            passes[-1].append((e, enc))
+        else:
+            passes.append([(e, enc)])
+    return [[e for e, _ in group] for group in passes]
+
+
 def bare_step(model: Any, tensors: tuple) -> None:
     """What any training step does: forward with the model's loss, backward into every parameter's .grad."""
     ids, mask, labels, _ = tensors
@@ -138,7 +154,14 @@ def runners(
     full = EngineConfig("full-svd", targets, 1, args.max_length, chat)
 
     def plain(step: Callable[[Any, tuple], None]) -> Callable[[list], list]:
-        return lambda batch: step(model, _batch_tensors(model, tokenizer, batch, chat, args.max_length)) or []
+        """`step` over the passes `core` would make of the batch, so both spend the same padding."""
+
+        def run(batch: list) -> list:
+            for group in engine_passes(model, tokenizer, batch, chat, args):
+                step(model, _batch_tensors(model, tokenizer, group, chat, args.max_length))
+            return []
+
+        return run
 
     every = {
         "core": lambda batch: engine_run(model, tokenizer, batch, core),
@@ -223,7 +246,7 @@ def time_matrix(size: int, tokens: int) -> dict:
         "full": full,
         "svdvals": svdvals,
         "form_g": best(lambda: torch.aminmax(delta.T @ x)),
-        "spectrum": best(lambda: singular_values(r_factor(delta) @ r_factor(x).T)),
+        "spectrum": best(lambda: singular_values(delta.T @ r_factor(x).T)),
     }
     got = factor_stats(x, delta)
     times["agreement"] = max(float(abs(got[i] - result["ref"][i]) / abs(result["ref"][i])) for i in (0, 1, 3))
@@ -253,15 +276,15 @@ def report(args: argparse.Namespace, info: dict, eng: dict, mat: dict | None) ->
         (f"core (batch {b}, stats in the hook)", "core-in-hook"),
         ("full-svd (batch 1, the study's method)", "full-svd"),
         ("full-svd with svdvals (no singular vectors)", "full-svdvals"),
-        (f"bare forward+backward (batch {b}, all .grad)", "bare"),
-        (f"core's floor: fwd+bwd, no weight grads, no stats (batch {b})", "floor"),
+        ("bare forward+backward (core's passes, all .grad)", "bare"),
+        ("core's floor: fwd+bwd, no weight grads, no stats", "floor"),
     )
     for label, key in lines:
         print(f"{label:<52}{eng[key]:>10.2f}{n / eng[key]:>12.3f}")
     if mat:
         shape = f"{args.matrix_size}x{args.matrix_size}, T={args.matrix_tokens}"
         for label, key in ((f"factor_stats  {shape}", "factor"), ("  of which: forming G for max/min", "form_g"),
-                           ("  of which: spectrum (2 QR + core + eigvalsh)", "spectrum"),
+                           ("  of which: spectrum (QR of X, Δᵀ R_xᵀ, eigvalsh)", "spectrum"),
                            ("matrix_stats(Δᵀ X)  (the study's torch.linalg.svd)", "full"),
                            ("matrix_stats(Δᵀ X)  (svdvals)", "svdvals")):
             print(f"{label:<52}{mat[key]:>10.3f}")
