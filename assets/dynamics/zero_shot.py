@@ -124,7 +124,7 @@ def _alignment_metadata(store: OutputStore, out: Any, model: str, level: str) ->
     path = out / "alignment.parquet"
     if not path.is_file():
         return {}
-    figure = store.zero_shot_figures() / "runs" / f"{model}__{level}__alignment.png"
+    figure = store.zero_shot_figure(model, level, "alignment", run=True)
     alignment_figure(pd.read_parquet(path), figure, f"{model}, {level} CoT: ⟨∇L_u, ∇L_test⟩ per layer at step 0")
     return {"figure: alignment per layer": dg.MetadataValue.md(inline_png(figure))}
 
@@ -132,7 +132,7 @@ def _alignment_metadata(store: OutputStore, out: Any, model: str, level: str) ->
 def _figure(store: OutputStore, losses: Any, model: str, level: str, ordering: str) -> Any:
     from lg_pipeline.dynamics.zero_shot_figures import loss_figure
 
-    path = store.zero_shot_figures() / "runs" / f"{model}__{level}__{ordering}.png"
+    path = store.zero_shot_figure(model, level, ordering, run=True)
     return loss_figure(losses, path, f"{model}, {level} CoT training, {ordering}")
 
 
@@ -174,14 +174,15 @@ def zero_shot_figures(context: dg.AssetExecutionContext, store: OutputStore) -> 
     meta: dict[str, Any] = {}
     for (model, level), part in losses.groupby(["model", "level"], sort=True):
         name = f"{model}, {level} CoT training"
-        path = loss_figure(part, folder / f"{model}__{level}__loss.png", f"Held-out loss, {name}")
+        path = loss_figure(part, store.zero_shot_figure(model, level, "loss"), f"Held-out loss, {name}")
         meta[f"figure: held-out loss, {name}"] = dg.MetadataValue.md(inline_png(path))
         s = seen[(seen.model == model) & (seen.level == level)]
-        path = seen_distance_figure(s, folder / f"{model}__{level}__seen.png", f"Seen-data distance, {name}")
+        path = seen_distance_figure(s, store.zero_shot_figure(model, level, "seen"), f"Seen-data distance, {name}")
         meta[f"figure: seen-data distance, {name}"] = dg.MetadataValue.md(inline_png(path))
     for model, part in losses.groupby("model"):
         if part.level.nunique() > 1:
-            path = level_figure(part, folder / f"{model}__levels.png", f"{model}: training level, same orderings")
+            title = f"{model}: training level, same orderings"
+            path = level_figure(part, store.zero_shot_figure(model, "levels"), title)
             meta[f"figure: None vs Detailed CoT, {model}"] = dg.MetadataValue.md(inline_png(path))
     meta["runs"] = md_table(losses[["model", "level", "ordering"]].drop_duplicates(), 60)
     context.log.info(f"{sum(k.startswith('figure') for k in meta)} zero-shot figures in {folder}")

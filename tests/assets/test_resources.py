@@ -42,3 +42,11 @@ def test_every_setting_names_a_real_field_and_a_bad_number_names_its_variable(mo
 def test_peak_memory_is_reported_in_mib():
     peak = resources.peak_memory("cpu")
     assert set(peak) == {"peak_rss_mib"} and 10 < peak["peak_rss_mib"] < 1_000_000
+
+
+def test_zero_shot_figure_names_come_from_the_store(tmp_path):
+    from assets.resources import OutputStore
+
+    store = OutputStore(root=str(tmp_path))
+    assert store.zero_shot_figure("m", "none", "loss") == tmp_path / "figures/zero_shot/m__none__loss.png"
+    assert store.zero_shot_figure("m", "none", "rt", run=True) == tmp_path / "figures/zero_shot/runs/m__none__rt.png"
