@@ -60,7 +60,16 @@ def load_model(
         where = "the Hugging Face hub (no network here?)" if location.from_hub else folder
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise InputError(f"model '{location.name}': cannot load from {where}: {first}") from None
+    _require_loaded(location, model, folder)
     return model.to(device).eval(), tokenizer
+
+
+def _require_loaded(location: ModelLocation, model: Any, source: str) -> None:
+    """Every weight read (a tied output matrix tied); else one line naming what was left unloaded."""
+    _tie_output_embeddings(model)
+    unloaded = [name for name, param in model.named_parameters() if param.device.type == "meta"]
+    if unloaded:  # never compute with, or save, weights that were not all read
+        raise InputError(f"model '{location.name}': {source} left {', '.join(unloaded[:3])} unloaded")
 
 
 def check_model_folder(name: str, folder: Path) -> dict[str, Any]:
@@ -140,8 +149,9 @@ def _converted_folder(location: ModelLocation, cache_dir: Path) -> str:
 
 
 def _tie_output_embeddings(model: Any) -> None:
-    """A GGUF of a tied model has no output matrix: in some processes transformers leaves it on the meta device
-    instead of tying it (seen in the test suite of a fresh clone, after other models had loaded); tie it here."""
+    """A tied model's files have no output matrix: in some processes transformers leaves it on the meta device
+    instead of tying it (seen in the test suite, after other models had loaded, both converting a GGUF and
+    loading the converted folder; root cause not found); tie it here."""
     output, inputs = model.get_output_embeddings(), model.get_input_embeddings()
     tied = getattr(model.config, "tie_word_embeddings", False)
     if tied and output is not None and output.weight.device.type == "meta" and inputs is not None:
@@ -155,10 +165,7 @@ def _convert(location: ModelLocation, target: Path) -> None:
         location.gguf_builder()
     model = AutoModelForCausalLM.from_pretrained(location.folder, gguf_file=location.gguf_file)
     tokenizer = AutoTokenizer.from_pretrained(location.folder, gguf_file=location.gguf_file)
-    _tie_output_embeddings(model)
-    unloaded = [name for name, param in model.named_parameters() if param.device.type == "meta"]
-    if unloaded:  # never save a folder whose weights were not all read: it would load as garbage or fail later
-        raise InputError(f"model '{location.name}': {location.gguf_file} left {', '.join(unloaded[:3])} unloaded")
+    _require_loaded(location, model, location.gguf_file)
     # save_pretrained refuses a quantizer-loaded model; the weights are already dequantized.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

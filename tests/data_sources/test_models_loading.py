@@ -75,3 +75,20 @@ def test_a_malformed_catalog_is_one_line_naming_the_file(tmp_path, text):
     with pytest.raises(InputError) as err:
         model_catalog(catalog)
     assert str(catalog) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_tied_output_matrix_left_on_meta_is_tied_and_other_unloaded_weights_are_refused():
+    import torch
+
+    from tests.helpers.builders import make_model
+
+    model = make_model("llama-gqa")
+    model.config.tie_word_embeddings = True
+    model.lm_head.weight = torch.nn.Parameter(torch.empty(model.lm_head.weight.shape, device="meta"))
+    location = ModelLocation("tiny", "folder", None)
+    loading._require_loaded(location, model, "folder")
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    layer = model.model.layers[0].self_attn.q_proj
+    layer.weight = torch.nn.Parameter(torch.empty(layer.weight.shape, device="meta"))
+    with pytest.raises(InputError, match=r"model 'tiny': folder left model\.layers\.0\.self_attn\.q_proj\.weight"):
+        loading._require_loaded(location, model, "folder")
