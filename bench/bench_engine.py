@@ -80,6 +80,13 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def best(fn: Callable[[], Any], repeats: int, warm_up: bool = True) -> float:
+    """The least of `repeats` timings, after one untimed call (first calls pay allocator growth, kernel choice)."""
+    if warm_up:
+        fn()
+    return min(timed(fn) for _ in range(repeats))
+
+
 def engine_run(model: Any, tokenizer: Any, examples: list[Any], config: Any) -> list[Any]:
     from lg_pipeline.gradients.engine import compute_gradient_stats
 
@@ -233,20 +240,16 @@ def time_matrix(size: int, tokens: int) -> dict:
     gen = torch.Generator().manual_seed(0)
     x, delta = torch.randn(tokens, size, generator=gen), torch.randn(tokens, size, generator=gen) * 1e-3
 
-    def best(fn: Callable[[], Any], n: int = 3) -> float:
-        fn()  # warm-up
-        return min(timed(fn) for _ in range(n))
-
-    before = best(lambda: factor_stats(x, delta))
+    before = best(lambda: factor_stats(x, delta), 3)
     result: dict = {}
     full = timed(lambda: result.setdefault("ref", matrix_stats(delta.T @ x)))
     svdvals = timed(lambda: matrix_stats(delta.T @ x, vectors=False))
     times = {
-        "factor": min(before, best(lambda: factor_stats(x, delta))),
+        "factor": min(before, best(lambda: factor_stats(x, delta), 3)),
         "full": full,
         "svdvals": svdvals,
-        "form_g": best(lambda: torch.aminmax(delta.T @ x)),
-        "spectrum": best(lambda: singular_values(delta.T @ r_factor(x).T)),
+        "form_g": best(lambda: torch.aminmax(delta.T @ x), 3),
+        "spectrum": best(lambda: singular_values(delta.T @ r_factor(x).T), 3),
     }
     got = factor_stats(x, delta)
     times["agreement"] = max(float(abs(got[i] - result["ref"][i]) / abs(result["ref"][i])) for i in (0, 1, 3))

@@ -17,17 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_engine import best  # noqa: E402  (one timing rule for every bench)
 
 VOCAB, WIDTH = 262_144, 640
-
-
-def best(fn: Callable[[], None], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return min(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"bench_loss {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {args.positions} positions, "
           f"vocabulary {VOCAB}, width {WIDTH}; torch threads {torch.get_num_threads()}; best of {args.repeats}")
-    reference = best(materialised, args.repeats)
+    reference = best(materialised, args.repeats, warm_up=False)
     print(f"{'materialised logits':<40}{reference:>8.2f} s")
     for power in (24, 25, 26):
         budget = 2**power
-        seconds = best(chunked(budget), args.repeats)
+        seconds = best(chunked(budget), args.repeats, warm_up=False)
         rows = max(1, budget // VOCAB)
         label = f"chunks of 2^{power} logits ({rows} positions)"
         marker = "  (default)" if budget == loss.LOGIT_BUDGET else ""

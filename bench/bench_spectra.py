@@ -19,23 +19,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_engine import best  # noqa: E402  (one timing rule for every bench)
 
 SHAPES = ((503, 576, 576), (503, 192, 576), (100, 576, 576), (512, 4096, 4096))
-
-
-def best(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return min(times)
 
 
 def factors(tokens: int, n_out: int, n_in: int) -> tuple[Any, Any]:
