@@ -90,7 +90,7 @@ def gram_eigenvalues_numpy(m: torch.Tensor) -> torch.Tensor:
     """The same through numpy (OpenBLAS) on a CPU tensor, rather than torch's CPU build (MKL).
 
     Why: on this project's AMD EPYC machines MKL's float64 GEMM and dsyevd (the same LAPACK
-    routine) took 1.5-1.9× OpenBLAS's on the ~500×500 Grams of a Detailed-CoT example, and
+    routine) took 1.2-1.9× OpenBLAS's on the 192-576-wide Grams of a Detailed-CoT example, and
     numpy's eigensolver releases the GIL, so the statistics' worker threads still run side by
     side (`bench/bench_spectra.py` times both). `a @ a.T` on one buffer is a symmetric rank-k update.
     """
@@ -106,9 +106,9 @@ def core_is_cheaper(tokens: int, n_out: int, n_in: int) -> bool:
 
     Core: QR of X (in×T), M = Δᵀ R_xᵀ (out×T, fp32), its T×T Gram and eigensolve. Gram of G:
     a d×d Gram (d = min(out, in)) and eigensolve. Counted in float64 multiply-adds, an
-    eigensolve as two n³ (measured: dsyevd ≈ 2× a same-size GEMM); close to the width
+    eigensolve as 2n³ (roughly dsyevd against a same-size GEMM on a CPU); close to the width
     (T ≈ 500 against SmolLM2's 576) G's Gram wins, far below it the core does
-    (`bench/bench_spectra.py` times both routes).
+    (`bench/bench_spectra.py` times both routes beside the pick).
     """
     small, large = sorted((n_out, n_in))
     core = n_in * tokens**2 + 0.5 * n_out * tokens**2 + n_out * tokens**2 + 2 * tokens**3
@@ -139,7 +139,7 @@ def factor_stats(
         svals = singular_values(delta.T @ (r_x() if r_x else r_factor(x)).T)
     else:
         # Beyond rank `rows`, G's Gram has only rounding noise: kept out of every sum.
-        svals = singular_values(grad)[:full_rank if rows >= full_rank else rows]
+        svals = singular_values(grad)[: min(rows, full_rank)]
     sigma_min = svals[-1] if rows >= full_rank else svals.new_zeros(())
     mean = torch.dot(delta.sum(1), x.sum(1)) / grad.numel()
     frobenius = torch.sqrt((svals * svals).sum())
