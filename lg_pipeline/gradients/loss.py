@@ -22,8 +22,8 @@ from lg_pipeline.gradients.encoding import IGNORE_INDEX
 
 # fp32 logit elements per chunk (256 MiB): 256 positions of a 262k vocabulary, 1365 of a 49k one. Each
 # chunk streams the whole head matrix through both of its GEMMs: with 64 positions per chunk (2**24) the
-# head of Gemma-3-270M on an 808-position response took 1.5× the materialised loss on a CPU; with 256 about
-# the same (`bench/bench_loss.py`).
+# head of Gemma-3-270M on an 808-position response took 1.6× the materialised loss on a CPU, with 256
+# 1.1-1.2× (`bench/bench_loss.py`, two runs).
 LOGIT_BUDGET = 2**26
 # Model types whose causal-LM head is `lm_head(decoder output)` with, at most, Gemma's final
 # tanh soft-capping (checked in transformers 5.x); any other model gets the materialised loss.
