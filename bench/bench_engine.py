@@ -110,17 +110,16 @@ def _batch_tensors(model: Any, tokenizer: Any, examples: list[Any], chat: bool, 
 def engine_passes(model: Any, tokenizer: Any, examples: list[Any], chat: bool, args: argparse.Namespace) -> list:
     """The examples grouped as `core` groups them into forward/backward passes (its token budget included)."""
     from lg_pipeline.gradients.encoding import encode
-    from lg_pipeline.gradients.engine import default_token_budget, fits_one_pass
+    from lg_pipeline.gradients.engine import default_token_budget, fits_one_pass, pass_groups
 
     budget = default_token_budget(next(model.parameters()).device)
-    passes: list[list[tuple[Any, Any]]] = []
-    for e in examples:
-        enc = encode(tokenizer, e, chat, args.max_length)
-        if passes and fits_one_pass([x for _, x in passes[-1]] + [enc], args.batch_size, budget):
-            passes[-1].append((e, enc))
-        else:
-            passes.append([(e, enc)])
-    return [[e for e, _ in group] for group in passes]
+    pairs = [(encode(tokenizer, e, chat, args.max_length), e) for e in examples]
+    example_of = {id(enc): e for enc, e in pairs}  # `pairs` keeps every encoding alive, so ids stay unique
+
+    def fits(group: list) -> bool:
+        return fits_one_pass(group, args.batch_size, budget)
+
+    return [[example_of[id(enc)] for enc in group] for group in pass_groups([enc for enc, _ in pairs], fits)]
 
 
 def bare_step(model: Any, tensors: tuple) -> None:

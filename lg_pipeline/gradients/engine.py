@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -77,20 +77,34 @@ def compute_gradient_stats(
     runner = _BatchRunner(model, find_targets(model, config.targets), config, pad_token_id(tokenizer))
     model.eval()
     drop_system = study_drops_system(str(getattr(model.config, "model_type", "")))
-    batch: list[Encoded] = []
-    for example in examples:
-        enc = encode(tokenizer, example, config.chat, config.max_length, config.encoding, drop_system)
-        if enc is None:
-            yield ExampleResult(
-                example.example_id, "skipped", f"no response token left within max_length={config.max_length}"
-            )
-            continue
-        if batch and not runner.fits([*batch, enc]):
-            yield from runner.run(batch)
-            batch = []
-        batch.append(enc)
-    if batch:
+    skipped: list[ExampleResult] = []
+
+    def encoded() -> Iterator[Encoded]:
+        for example in examples:
+            enc = encode(tokenizer, example, config.chat, config.max_length, config.encoding, drop_system)
+            if enc is None:
+                reason = f"no response token left within max_length={config.max_length}"
+                skipped.append(ExampleResult(example.example_id, "skipped", reason))
+            else:
+                yield enc
+
+    for batch in pass_groups(encoded(), runner.fits):
+        yield from skipped  # those met while the batch was gathered, as soon as it is complete
+        skipped.clear()
         yield from runner.run(batch)
+    yield from skipped
+
+
+def pass_groups(items: Iterable[Encoded], fits: Callable[[list[Encoded]], bool]) -> Iterator[list[Encoded]]:
+    """Consecutive examples, a group growing while `fits` accepts it (a lone example always forms one)."""
+    group: list[Encoded] = []
+    for item in items:
+        if group and not fits([*group, item]):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
 
 
 def fits_one_pass(batch: list[Encoded], batch_size: int, token_budget: int) -> bool:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from lg_pipeline.cli import main
-from tests.helpers.builders import make_model, make_tokenizer
+from tests.helpers.builders import make_tokenizer
+from tests.helpers.tiny_models import save_tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -25,9 +26,7 @@ ROWS = [
 def world(tmp_path_factory) -> dict[str, Path]:
     """A tiny model, a good data file and a finished statistics table computed from them."""
     root = tmp_path_factory.mktemp("bad-inputs")
-    model = root / "tiny"
-    make_model("llama-gqa").save_pretrained(model)
-    make_tokenizer().save_pretrained(model)
+    model = save_tiny_model(root / "tiny", layers=2)
     data = root / "data.json"
     data.write_text(json.dumps(ROWS))
     finished = root / "finished.parquet"

@@ -14,7 +14,8 @@ from lg_pipeline.cli import main
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.encoding import encode
 from lg_pipeline.schema import GRADIENT_COLUMNS, PROVENANCE_COLUMNS
-from tests.helpers.builders import make_model, make_tokenizer
+from tests.helpers.builders import make_tokenizer
+from tests.helpers.tiny_models import save_tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -28,10 +29,7 @@ GOOD_ROWS = [
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A transformers folder: tiny Llama + byte tokenizer with a chat template (so it counts as instruct)."""
-    folder = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    make_model("llama-gqa").save_pretrained(folder)
-    make_tokenizer().save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama", layers=2)
 
 
 def write_json(path: Path, payload) -> Path:

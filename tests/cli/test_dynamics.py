@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from lg_pipeline.cli import main
-from tests.helpers.builders import make_model, make_tokenizer
+from tests.helpers.builders import make_tokenizer
+from tests.helpers.tiny_models import save_tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 ROWS = [{"instruction": f"What is {i} plus {i}?", "output": f"It is {2 * i}, so {2 * i}."} for i in range(6)]
@@ -17,10 +18,7 @@ ROWS = [{"instruction": f"What is {i} plus {i}?", "output": f"It is {2 * i}, so 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    make_model("llama-gqa").save_pretrained(folder)
-    make_tokenizer().save_pretrained(folder)
-    return folder
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama", layers=2)
 
 
 def _json(path: Path, rows) -> str:

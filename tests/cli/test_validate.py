@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from lg_pipeline.cli import main
-from tests.helpers.builders import make_model, make_tokenizer
+from tests.helpers.tiny_models import save_tiny_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -23,9 +23,7 @@ ROWS = [
 @pytest.fixture(scope="module")
 def computed(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("validate")
-    model = root / "tiny"
-    make_model("llama-gqa", layers=3).save_pretrained(model)
-    make_tokenizer().save_pretrained(model)
+    model = save_tiny_model(root / "tiny", layers=3)
     data = root / "data.json"
     data.write_text(json.dumps(ROWS))
     out = root / "stats.parquet"
