@@ -76,7 +76,7 @@ def _backward(model: Any, targets: list[Target], batch: list[Encoded], pad_id: i
     try:
         with grad_only_for(model, set()):
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **positions_with_loss(model, batch))
-            losses = per_example_loss(logits.logits, labels[:, labels.shape[1] - logits.logits.shape[1] :])
+            losses = per_example_loss(logits.logits, labels)
             (losses.sum() * scale).backward()
     finally:
         tap.close()

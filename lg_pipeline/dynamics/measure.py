@@ -26,7 +26,7 @@ from lg_pipeline.dynamics.kernel import ntk
 from lg_pipeline.gradients.capture import FactorCapture
 from lg_pipeline.gradients.encoding import IGNORE_INDEX, Encoded
 from lg_pipeline.gradients.engine import requires_grad_only
-from lg_pipeline.gradients.loss import per_example_loss
+from lg_pipeline.gradients.loss import kept_labels, per_example_loss, response_ce_sums
 from lg_pipeline.gradients.targets import Target
 
 
@@ -76,12 +76,7 @@ def batch_from_inputs(inputs: dict[str, Any]) -> Batch | None:
 
 def response_logp_sum(logits: Any, labels: Any) -> Any:
     """Σ over response tokens of log p(y_t | x, y_<t) per sequence, on (tokens, vocab) rows like the engine."""
-    import torch.nn.functional as F
-
-    shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
-    flat = logits.float().reshape(-1, logits.shape[-1])
-    ce = F.cross_entropy(flat, shifted.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none")
-    return -ce.view(shifted.shape).sum(1)
+    return -response_ce_sums(logits, labels)
 
 
 def weights_frozen(model: Any, except_names: Sequence[str] = ()) -> contextlib.AbstractContextManager[None]:
@@ -146,8 +141,7 @@ def _logits_to_keep(model: Any, batch: Batch) -> dict[str, int]:
 def _logits(model: Any, batch: Batch) -> tuple[Any, Any]:
     """Logits and the labels aligned with them (trimmed when only the last positions are kept)."""
     logits = model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False, **_logits_to_keep(model, batch))
-    logits = logits.logits
-    return logits, batch.labels[:, batch.labels.shape[1] - logits.shape[1] :]
+    return logits.logits, kept_labels(logits.logits, batch.labels)
 
 
 def logprobs(model: Any, batch: Batch) -> list[float]:

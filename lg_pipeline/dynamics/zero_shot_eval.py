@@ -12,6 +12,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from lg_pipeline.dynamics.measure import evaluating
 from lg_pipeline.gradients.encoding import Encoded
 
 # The engine's batch layout, so these losses are the engine's.
@@ -32,20 +33,14 @@ def held_out_losses(model: Any, tokenizer: Any, items: Sequence[Encoded], batch_
     import torch
 
     pad_id = pad_token_id(tokenizer)
-    was_training = model.training
-    model.eval()
     out: list[float] = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(items), batch_size):
-                batch = list(items[start : start + batch_size])
-                ids, mask, labels = batch_tensors(batch, pad_id, model_device(model))
-                keep = positions_with_loss(model, batch)
-                logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **keep).logits
-                losses = per_example_loss(logits, labels[:, labels.shape[1] - logits.shape[1] :])
-                out.extend(losses.float().cpu().tolist())
-    finally:
-        model.train(was_training)
+    with torch.no_grad(), evaluating(model):
+        for start in range(0, len(items), batch_size):
+            batch = list(items[start : start + batch_size])
+            ids, mask, labels = batch_tensors(batch, pad_id, model_device(model))
+            keep = positions_with_loss(model, batch)
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **keep).logits
+            out.extend(per_example_loss(logits, labels).float().cpu().tolist())
     return out
 
 

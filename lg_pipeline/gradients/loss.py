@@ -41,7 +41,7 @@ def response_losses(model: Any, ids: Any, mask: Any, labels: Any, keep: dict[str
     """Per-example mean CE over response tokens (labels: -100 on prompt and padding), differentiable."""
     if not chunked_head(model):
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **keep).logits
-        return per_example_loss(logits, labels[:, labels.shape[1] - logits.shape[1] :])
+        return per_example_loss(logits, labels)
     import torch.nn.functional as F
 
     hidden = model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
@@ -56,7 +56,13 @@ def response_losses(model: Any, ids: Any, mask: Any, labels: Any, keep: dict[str
 
 
 def per_example_loss(logits: Any, labels: Any) -> Any:
-    """Mean next-token cross-entropy over each example's response tokens, from materialised logits.
+    """Mean next-token cross-entropy over each example's response tokens, from materialised logits."""
+    labels = kept_labels(logits, labels)
+    return response_ce_sums(logits, labels) / (labels[:, 1:] != IGNORE_INDEX).sum(1)
+
+
+def response_ce_sums(logits: Any, labels: Any) -> Any:
+    """Σ of next-token cross-entropy over each example's response tokens (−log p of the response).
 
     Computed on (tokens, vocab) rows like the model's own loss: on CPU the (batch, vocab, T)
     layout reduces over the vocabulary less accurately (~1e-4 relative with a 49k vocabulary).
@@ -64,10 +70,16 @@ def per_example_loss(logits: Any, labels: Any) -> Any:
     """
     import torch.nn.functional as F
 
+    labels = kept_labels(logits, labels)
     shifted = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # the last position predicts nothing
     flat = logits.float().reshape(-1, logits.shape[-1])
     ce = F.cross_entropy(flat, shifted.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none")
-    return ce.view(shifted.shape).sum(1) / (shifted != IGNORE_INDEX).sum(1)
+    return ce.view(shifted.shape).sum(1)
+
+
+def kept_labels(logits: Any, labels: Any) -> Any:
+    """The labels of the positions the logits cover: the last ones when `logits_to_keep` cut the rest."""
+    return labels[:, labels.shape[1] - logits.shape[1] :]
 
 
 def _chunk_rows(vocab: int) -> int:
