@@ -104,7 +104,7 @@ def _batch_tensors(model: Any, tokenizer: Any, examples: list[Any], chat: bool, 
 
     batch = [encode(tokenizer, e, chat, max_length) for e in examples]
     tensors = batch_tensors(batch, pad_token_id(tokenizer), next(model.parameters()).device)
-    return (*tensors, positions_with_loss(model, batch))
+    return (*tensors, positions_with_loss(model, tensors[2]))
 
 
 def engine_passes(model: Any, tokenizer: Any, examples: list[Any], chat: bool, args: argparse.Namespace) -> list:

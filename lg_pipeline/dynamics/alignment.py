@@ -75,7 +75,7 @@ def _backward(model: Any, targets: list[Target], batch: list[Encoded], pad_id: i
     tap = _FactorTap(model, targets, [e.n_tokens for e in batch], on_factors)
     try:
         with grad_only_for(model, set()):
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **positions_with_loss(model, batch))
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **positions_with_loss(model, labels))
             losses = per_example_loss(logits.logits, labels)
             (losses.sum() * scale).backward()
     finally:

@@ -25,7 +25,7 @@ from lg_pipeline.dynamics.influence import predicted_delta
 from lg_pipeline.dynamics.kernel import ntk
 from lg_pipeline.gradients.capture import FactorCapture
 from lg_pipeline.gradients.encoding import IGNORE_INDEX, Encoded
-from lg_pipeline.gradients.engine import requires_grad_only
+from lg_pipeline.gradients.engine import positions_with_loss, requires_grad_only
 from lg_pipeline.gradients.loss import kept_labels, per_example_loss, response_ce_sums
 from lg_pipeline.gradients.targets import Target
 
@@ -127,21 +127,11 @@ class LayerHooks:
         self.embedded.clear()
 
 
-def _logits_to_keep(model: Any, batch: Batch) -> dict[str, int]:
-    """Logits only from the first position that predicts a response token (as the engine does)."""
-    import inspect
-
-    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
-        return {}
-    has_label = (batch.labels != IGNORE_INDEX).any(0).nonzero()
-    first = max(0, int(has_label[0]) - 1) if len(has_label) else 0
-    return {"logits_to_keep": batch.ids.shape[1] - first}
-
-
 def _logits(model: Any, batch: Batch) -> tuple[Any, Any]:
     """Logits and the labels aligned with them (trimmed when only the last positions are kept)."""
-    logits = model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False, **_logits_to_keep(model, batch))
-    return logits.logits, kept_labels(logits.logits, batch.labels)
+    keep = positions_with_loss(model, batch.labels)
+    logits = model(input_ids=batch.ids, attention_mask=batch.mask, use_cache=False, **keep).logits
+    return logits, kept_labels(logits, batch.labels)
 
 
 def logprobs(model: Any, batch: Batch) -> list[float]:

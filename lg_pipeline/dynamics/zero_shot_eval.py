@@ -38,7 +38,7 @@ def held_out_losses(model: Any, tokenizer: Any, items: Sequence[Encoded], batch_
         for start in range(0, len(items), batch_size):
             batch = list(items[start : start + batch_size])
             ids, mask, labels = batch_tensors(batch, pad_id, model_device(model))
-            keep = positions_with_loss(model, batch)
+            keep = positions_with_loss(model, labels)
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **keep).logits
             out.extend(per_example_loss(logits, labels).float().cpu().tolist())
     return out

@@ -251,7 +251,7 @@ def _core_batch(
     from lg_pipeline.gradients.loss import response_losses
 
     ids, mask, labels = batch_tensors(batch, pad_id, model_device(model))
-    keep = positions_with_loss(model, batch)
+    keep = positions_with_loss(model, labels)
     capture = FactorCapture(model, targets, [e.n_tokens for e in batch], workers)
     try:
         with single_threaded_blas(ids.device):
@@ -272,8 +272,8 @@ def _core_batch(
     ]
 
 
-def positions_with_loss(model: Any, batch: list[Encoded]) -> dict[str, int]:
-    """`logits_to_keep`: the vocabulary projection only where some example has a label next.
+def positions_with_loss(model: Any, labels: Any) -> dict[str, int]:
+    """`logits_to_keep`: the vocabulary projection only from the first position that predicts a label.
 
     Prompt tokens carry no loss, so their logits (and the backward through the largest
     matrix of a small model) are skipped; models without the argument get every position.
@@ -282,8 +282,9 @@ def positions_with_loss(model: Any, batch: list[Encoded]) -> dict[str, int]:
 
     if "logits_to_keep" not in inspect.signature(model.forward).parameters:
         return {}
-    first = max(0, min(e.n_prompt for e in batch) - 1)  # the position that predicts the first response token
-    return {"logits_to_keep": max(e.n_tokens for e in batch) - first}
+    labelled = (labels != IGNORE_INDEX).any(0).nonzero()
+    first = max(0, int(labelled[0]) - 1) if len(labelled) else 0  # predicts the first labelled token
+    return {"logits_to_keep": labels.shape[1] - first}
 
 
 def _full_svd_example(model: Any, targets: list[Target], batch: list[Encoded], pad_id: int) -> list[ExampleResult]:
