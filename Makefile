@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: setup demo test test-e2e lint ui bench clean-outputs
+.PHONY: setup demo test test-fast test-e2e lint ui bench clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ demo: setup
 # The suite, less the `dagster dev` + Chromium test (about 4 minutes on its own): `make test-e2e`, which CI runs too.
 test: setup
 	$(BIN)/python -m pytest -q -m "not e2e"
+
+# The fast subset: no real model, no training, no Dagster run, no process started (under 90 s on 2 cores).
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not e2e"
 
 test-e2e: setup
 	$(BIN)/python -m pytest -q -m e2e

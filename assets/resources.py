@@ -111,7 +111,7 @@ class OutputStore(dg.ConfigurableResource):
         return self.path("figures")
 
     def zero_shot(self, model: str, level: str, ordering: str) -> Path:
-        """A zero-shot dynamics run's folder (`lg_pipeline.dynamics.zero_shot`): one per model, level and ordering."""
+        """A zero-shot dynamics run's folder (`lg_pipeline.dynamics.zero_shot.run`): one per model, level, ordering."""
         return self.path("zero_shot", model, level, ordering)
 
     def zero_shot_runs(self) -> list[tuple[str, str, str]]:
@@ -129,7 +129,7 @@ class OutputStore(dg.ConfigurableResource):
         return folder / ("__".join(name) + ".png")
 
     def dynamics(self, key: StatsKey, objective: str) -> Path:
-        """A learning-dynamics run's folder (tables per eval step, `lg_pipeline.dynamics.run`)."""
+        """A learning-dynamics run's folder (tables per eval step, `lg_pipeline.dynamics.learning.run`)."""
         return self.path("dynamics", key.model, str(key.variant), objective)
 
     def dynamics_verdict(self, key: StatsKey, objective: str) -> Path:

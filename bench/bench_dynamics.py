@@ -46,8 +46,8 @@ def main() -> int:
     from transformers import TrainerCallback
 
     from data_sources.models.catalog import open_model
-    from lg_pipeline.dynamics.callback import DynamicsCallback, is_eval_step
-    from lg_pipeline.dynamics.probes import build_probes, trained_rows
+    from lg_pipeline.dynamics.learning.callback import DynamicsCallback, is_eval_step
+    from lg_pipeline.dynamics.learning.probes import build_probes, trained_rows
     from lg_pipeline.dynamics.training import TrainConfig, fine_tune
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

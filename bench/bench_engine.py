@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-matrix", action="store_true", help="skip the per-matrix comparison (~25 s)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--level", choices=sorted(RELEASE_FILES), default="detailed",
-                   help="the study's GSM8K file: Detailed CoT (the issue's case) or None CoT (short, T << width)")
+                   help="the study's GSM8K file: Detailed CoT (the slow-thinking case) or None CoT (short, T << width)")
     return p.parse_args(argv)
 
 

@@ -1,4 +1,4 @@
-"""Every ratio the engine is held to (issue 15), from one run, on the study's released examples.
+"""Every ratio the engine is held to, from one run, on the study's released examples.
 
 1. Gemma-3-270M (262k vocabulary), AQuA Detailed CoT: `core` at the default batch 4, `core`
    at batch 1 and the study's `full-svd`, each in its own child process so that each peak

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from lg_pipeline.dynamics.tasks import DEMO_TEST_TASKS, DEMO_TRAIN_TASKS
+    from lg_pipeline.dynamics.zero_shot.tasks import DEMO_TEST_TASKS, DEMO_TRAIN_TASKS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m-instruct", help="catalog name or local transformers folder")
@@ -58,10 +58,10 @@ def main(argv: list[str] | None = None) -> None:
 
     from data_sources.datasets.zero_shot_tasks import OfflineTasks
     from data_sources.models.catalog import open_model
-    from lg_pipeline.dynamics.alignment import AlignmentConfig, alignments
-    from lg_pipeline.dynamics.embeddings import minilm_embedder, model_embedder
-    from lg_pipeline.dynamics.tasks import build_split
     from lg_pipeline.dynamics.training import TrainConfig, fine_tune
+    from lg_pipeline.dynamics.zero_shot.alignment import AlignmentConfig, alignments
+    from lg_pipeline.dynamics.zero_shot.embeddings import minilm_embedder, model_embedder
+    from lg_pipeline.dynamics.zero_shot.tasks import build_split
     from lg_pipeline.gradients.targets import parse_suffixes
 
     args = parse_args(argv)

@@ -24,18 +24,16 @@ from assets.analysis import figures, summaries  # noqa: E402  (after the filters
 from assets.automation import jobs, schedules, sensors  # noqa: E402
 from assets.curation import assets as curation_assets  # noqa: E402
 from assets.curation import checks as curation_checks  # noqa: E402
-from assets.dynamics import assets as dynamics_assets  # noqa: E402
-from assets.dynamics import checks as dynamics_checks  # noqa: E402
 from assets.dynamics import figures as dynamics_figures  # noqa: E402
-from assets.dynamics import zero_shot  # noqa: E402
+from assets.dynamics import learning, zero_shot  # noqa: E402
 from assets.executors import executor_for  # noqa: E402
 from assets.gradients import assets as gradient_assets  # noqa: E402
 from assets.gradients import checks as gradient_checks  # noqa: E402
 from assets.partitions import not_partitioned_note  # noqa: E402
 from assets.resources import resources_for  # noqa: E402
 
-ASSET_MODULES = [curation_assets, gradient_assets, summaries, figures, dynamics_assets, dynamics_figures, zero_shot]
-CHECK_MODULES = [curation_checks, gradient_checks, dynamics_checks, zero_shot]
+ASSET_MODULES = [curation_assets, gradient_assets, summaries, figures, learning, zero_shot, dynamics_figures]
+CHECK_MODULES = [curation_checks, gradient_checks, learning, zero_shot]
 VARIANT_PARTITIONED = {"curated_dataset", "gradient_stats"}  # their descriptions say which variants are left out
 
 

@@ -1,4 +1,5 @@
-"""Figures of every learning-dynamics run whose completeness check passed, shown inline in the UI."""
+"""The dynamics figures, one group ("figures") beside the gradient figures: every learning-dynamics run whose
+completeness check passed, and every complete zero-shot run, shown inline in the UI."""
 
 from typing import Any
 
@@ -6,8 +7,9 @@ import dagster as dg
 
 from assets import gates
 from assets.automation.conditions import refresh_when_upstream_settles
-from assets.dynamics.assets import DYNAMICS_VERSION, training_dynamics
-from assets.metadata import inline_png
+from assets.dynamics.learning import DYNAMICS_VERSION, training_dynamics
+from assets.dynamics.zero_shot import ZERO_SHOT_VERSION, zero_shot_dynamics
+from assets.metadata import inline_png, md_table
 from assets.resources import OutputStore
 
 DYNAMICS_FIGURES_VERSION = "dynamics-figures-1"
@@ -31,14 +33,14 @@ def _read(store: OutputStore, runs: list[tuple[Any, str]], table: str) -> Any:
 @dg.asset(
     deps=[training_dynamics],
     code_version=f"{DYNAMICS_FIGURES_VERSION}+{DYNAMICS_VERSION}",
-    group_name="dynamics",
+    group_name="figures",
     kinds={"matplotlib"},
     automation_condition=refresh_when_upstream_settles(),
     description="Probe log-probability curves per level (SFT | DPO), per-layer shares of the predicted change, "
     "predicted vs measured, nuclear norms along training.",
 )
 def dynamics_figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.MaterializeResult:
-    from lg_pipeline.dynamics.figures import (
+    from lg_pipeline.dynamics.learning.figures import (
         layer_shares,
         plot_layer_share,
         plot_logprob_curves,
@@ -87,3 +89,65 @@ def dynamics_figures(context: dg.AssetExecutionContext, store: OutputStore) -> d
             meta[f"figure: {model} {title}"] = dg.MetadataValue.md(f"**{model}: {title}**\n\n{inline_png(png)}")
     context.log.info(f"{len(meta) - 2} figures in {out}")
     return dg.MaterializeResult(metadata=meta)
+
+
+@dg.asset(
+    deps=[zero_shot_dynamics],
+    code_version=ZERO_SHOT_VERSION,
+    group_name="figures",
+    kinds={"matplotlib"},
+    automation_condition=refresh_when_upstream_settles(),
+    description="Held-out loss vs step per ordering (all tasks, per task), seen-data distance, None vs Detailed CoT.",
+)
+def zero_shot_figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.MaterializeResult:
+    from lg_pipeline.dynamics.zero_shot.figures import level_figure, loss_figure, seen_distance_figure
+
+    tables = _complete_runs(store)
+    if tables is None:
+        raise dg.Failure(description="no complete zero-shot run yet: materialize zero_shot_dynamics first")
+    losses, seen = tables
+    folder = store.zero_shot_figures()
+    meta: dict[str, Any] = {}
+    for (model, level), part in losses.groupby(["model", "level"], sort=True):
+        name = f"{model}, {level} CoT training"
+        path = loss_figure(part, store.zero_shot_figure(model, level, "loss"), f"Held-out loss, {name}")
+        meta[f"figure: held-out loss, {name}"] = dg.MetadataValue.md(inline_png(path))
+        s = seen[(seen.model == model) & (seen.level == level)]
+        path = seen_distance_figure(s, store.zero_shot_figure(model, level, "seen"), f"Seen-data distance, {name}")
+        meta[f"figure: seen-data distance, {name}"] = dg.MetadataValue.md(inline_png(path))
+    for model, part in losses.groupby("model"):
+        if part.level.nunique() > 1:
+            title = f"{model}: training level, same orderings"
+            path = level_figure(part, store.zero_shot_figure(model, "levels"), title)
+            meta[f"figure: None vs Detailed CoT, {model}"] = dg.MetadataValue.md(inline_png(path))
+    meta["runs"] = md_table(losses[["model", "level", "ordering"]].drop_duplicates(), 60)
+    context.log.info(f"{sum(k.startswith('figure') for k in meta)} zero-shot figures in {folder}")
+    return dg.MaterializeResult(metadata=meta)
+
+
+def _complete_runs(store: OutputStore) -> tuple[Any, Any] | None:
+    """Losses and seen distances (with model and level columns) of every complete run folder whose split and
+    settings are those of the model's newest run: only runs that differ in ordering and level are compared."""
+    import pandas as pd
+
+    from lg_pipeline.dynamics.zero_shot.checks import run_problems
+    from lg_pipeline.dynamics.zero_shot.run import comparable_runs_key
+
+    complete = [
+        (model, level, ordering, store.zero_shot(model, level, ordering))
+        for model, level, ordering in store.zero_shot_runs()
+        if not run_problems(store.zero_shot(model, level, ordering), [ordering])
+    ]
+    newest: dict[str, tuple[float, str]] = {}
+    for model, _, _, out in complete:
+        stamp = ((out / "zero_shot.parquet").stat().st_mtime, comparable_runs_key(out))
+        newest[model] = max(newest.get(model, stamp), stamp)
+    losses, seen = [], []
+    for model, level, _, out in complete:
+        if comparable_runs_key(out) != newest[model][1]:
+            continue
+        losses.append(pd.read_parquet(out / "zero_shot.parquet").assign(model=model, level=level))
+        seen.append(pd.read_parquet(out / "seen_distance.parquet").assign(model=model, level=level))
+    if not losses:
+        return None
+    return pd.concat(losses, ignore_index=True), pd.concat(seen, ignore_index=True)

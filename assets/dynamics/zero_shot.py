@@ -10,15 +10,14 @@ from typing import Any
 
 import dagster as dg
 
-from assets.automation.conditions import refresh_when_upstream_settles
 from assets.failures import clear_errors
 from assets.metadata import file_version, inline_png, md_table
 from assets.partitions import MODEL, model_partitions
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, CurationResource, OutputStore
-from lg_pipeline.dynamics.orderings import ORDERINGS
-from lg_pipeline.dynamics.tasks import DEMO_TEST_TASKS, DEMO_TRAIN_TASKS
-from lg_pipeline.dynamics.zero_shot import ZERO_SHOT_VERSION
+from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
+from lg_pipeline.dynamics.zero_shot.run import ZERO_SHOT_VERSION
+from lg_pipeline.dynamics.zero_shot.tasks import DEMO_TEST_TASKS, DEMO_TRAIN_TASKS
 
 ORDERING = "ordering"
 model_ordering_partitions = dg.MultiPartitionsDefinition(
@@ -70,8 +69,8 @@ def zero_shot_dynamics(
     import pandas as pd
 
     from data_sources.datasets.zero_shot_tasks import OfflineTasks
-    from lg_pipeline.dynamics import zero_shot as core
-    from lg_pipeline.dynamics.tasks import build_split
+    from lg_pipeline.dynamics.zero_shot import run as core
+    from lg_pipeline.dynamics.zero_shot.tasks import build_split
     from lg_pipeline.gradients.targets import parse_suffixes
 
     model_name, ordering = _keys(context)
@@ -119,7 +118,7 @@ def _alignment_metadata(store: OutputStore, out: Any, model: str, level: str) ->
     """The gradient ordering's per-layer alignments, when this run computed them."""
     import pandas as pd
 
-    from lg_pipeline.dynamics.zero_shot_figures import alignment_figure
+    from lg_pipeline.dynamics.zero_shot.figures import alignment_figure
 
     path = out / "alignment.parquet"
     if not path.is_file():
@@ -130,7 +129,7 @@ def _alignment_metadata(store: OutputStore, out: Any, model: str, level: str) ->
 
 
 def _figure(store: OutputStore, losses: Any, model: str, level: str, ordering: str) -> Any:
-    from lg_pipeline.dynamics.zero_shot_figures import loss_figure
+    from lg_pipeline.dynamics.zero_shot.figures import loss_figure
 
     path = store.zero_shot_figure(model, level, ordering, run=True)
     return loss_figure(losses, path, f"{model}, {level} CoT training, {ordering}")
@@ -143,7 +142,7 @@ def _figure(store: OutputStore, losses: Any, model: str, level: str, ordering: s
     description="All tables written, the ordering a permutation of the training items, finite losses at eval steps.",
 )
 def zero_shot_complete(context: dg.AssetCheckExecutionContext, store: OutputStore) -> dg.AssetCheckResult:
-    from lg_pipeline.dynamics.zero_shot_checks import run_problems
+    from lg_pipeline.dynamics.zero_shot.checks import run_problems
 
     model, ordering = _keys(context)
     runs = [level for m, level, o in store.zero_shot_runs() if (m, o) == (model, ordering)]
@@ -153,65 +152,3 @@ def zero_shot_complete(context: dg.AssetCheckExecutionContext, store: OutputStor
         passed=bool(runs) and not failed,
         metadata={"levels": dg.MetadataValue.json(runs), "problems": dg.MetadataValue.json(failed or {})},
     )
-
-
-@dg.asset(
-    deps=[zero_shot_dynamics],
-    code_version=ZERO_SHOT_VERSION,
-    group_name="figures",
-    kinds={"matplotlib"},
-    automation_condition=refresh_when_upstream_settles(),
-    description="Held-out loss vs step per ordering (all tasks, per task), seen-data distance, None vs Detailed CoT.",
-)
-def zero_shot_figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.MaterializeResult:
-    from lg_pipeline.dynamics.zero_shot_figures import level_figure, loss_figure, seen_distance_figure
-
-    tables = _complete_runs(store)
-    if tables is None:
-        raise dg.Failure(description="no complete zero-shot run yet: materialize zero_shot_dynamics first")
-    losses, seen = tables
-    folder = store.zero_shot_figures()
-    meta: dict[str, Any] = {}
-    for (model, level), part in losses.groupby(["model", "level"], sort=True):
-        name = f"{model}, {level} CoT training"
-        path = loss_figure(part, store.zero_shot_figure(model, level, "loss"), f"Held-out loss, {name}")
-        meta[f"figure: held-out loss, {name}"] = dg.MetadataValue.md(inline_png(path))
-        s = seen[(seen.model == model) & (seen.level == level)]
-        path = seen_distance_figure(s, store.zero_shot_figure(model, level, "seen"), f"Seen-data distance, {name}")
-        meta[f"figure: seen-data distance, {name}"] = dg.MetadataValue.md(inline_png(path))
-    for model, part in losses.groupby("model"):
-        if part.level.nunique() > 1:
-            title = f"{model}: training level, same orderings"
-            path = level_figure(part, store.zero_shot_figure(model, "levels"), title)
-            meta[f"figure: None vs Detailed CoT, {model}"] = dg.MetadataValue.md(inline_png(path))
-    meta["runs"] = md_table(losses[["model", "level", "ordering"]].drop_duplicates(), 60)
-    context.log.info(f"{sum(k.startswith('figure') for k in meta)} zero-shot figures in {folder}")
-    return dg.MaterializeResult(metadata=meta)
-
-
-def _complete_runs(store: OutputStore) -> tuple[Any, Any] | None:
-    """Losses and seen distances (with model and level columns) of every complete run folder whose split and
-    settings are those of the model's newest run: only runs that differ in ordering and level are compared."""
-    import pandas as pd
-
-    from lg_pipeline.dynamics.zero_shot import comparable_runs_key
-    from lg_pipeline.dynamics.zero_shot_checks import run_problems
-
-    complete = [
-        (model, level, ordering, store.zero_shot(model, level, ordering))
-        for model, level, ordering in store.zero_shot_runs()
-        if not run_problems(store.zero_shot(model, level, ordering), [ordering])
-    ]
-    newest: dict[str, tuple[float, str]] = {}
-    for model, _, _, out in complete:
-        stamp = ((out / "zero_shot.parquet").stat().st_mtime, comparable_runs_key(out))
-        newest[model] = max(newest.get(model, stamp), stamp)
-    losses, seen = [], []
-    for model, level, _, out in complete:
-        if comparable_runs_key(out) != newest[model][1]:
-            continue
-        losses.append(pd.read_parquet(out / "zero_shot.parquet").assign(model=model, level=level))
-        seen.append(pd.read_parquet(out / "seen_distance.parquet").assign(model=model, level=level))
-    if not losses:
-        return None
-    return pd.concat(losses, ignore_index=True), pd.concat(seen, ignore_index=True)

@@ -1,8 +1,8 @@
 """Offline tasks for zero-shot dynamics: the project's datasets (with their CoT levels) and reasoning-gym's generators.
 
-The core's `TaskProvider` (`lg_pipeline.dynamics.tasks`). A name in the dataset catalog is built by curation at the
-asked level (its correct set); any other registered reasoning-gym generator gives (question, answer) items, which
-have no CoT levels. Names in the catalog shadow a generator of the same name (`gsm_symbolic`).
+The core's `TaskProvider` (`lg_pipeline.dynamics.zero_shot.tasks`). A name in the dataset catalog is built by
+curation at the asked level (its correct set); any other registered reasoning-gym generator gives (question, answer)
+items, which have no CoT levels. Names in the catalog shadow a generator of the same name (`gsm_symbolic`).
 """
 
 from __future__ import annotations

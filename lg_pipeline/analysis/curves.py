@@ -278,13 +278,3 @@ def compare_curves(curves: pd.DataFrame, column: str, reference: str, other: str
     both.insert(0, column, f"{reference} vs {other}")
     return both.sort_values(keys, kind="stable").reset_index(drop=True)
 
-
-def compare_summary(curves: pd.DataFrame, column: str, reference: str, other: str) -> pd.DataFrame:
-    """Average relative difference per matched curve (the study's `avg_rd`)."""
-    per_layer = compare_curves(curves, column, reference, other)
-    keys = [k for k in (column, *CURVE_KEYS, "statistic") if k in per_layer.columns and k != "layer"]
-    keys = list(dict.fromkeys(keys))
-    out = per_layer.groupby(keys, dropna=False, sort=True).agg(
-        mean_rel_diff=("rel_diff", "mean"), n_layers=("layer", "count")
-    )
-    return out.reset_index()

@@ -135,8 +135,8 @@ def run_demo(models: list[str] | None = None, datasets: list[str] | None = None,
 def _dynamics_demo(models: list[str], variants: list[VariantKey], instance, resources) -> bool:
     """Learning dynamics of the offline-default instruct model on None vs Detailed CoT (SFT, the asset's default
     config), then its figures; DPO, other levels and longer runs are left to the UI."""
-    from assets.dynamics.assets import DEMO_MODEL, DEMO_VARIANTS, training_dynamics
     from assets.dynamics.figures import dynamics_figures
+    from assets.dynamics.learning import DEMO_MODEL, DEMO_VARIANTS, training_dynamics
 
     chosen = [v for v in variants if v in DEMO_VARIANTS]
     if DEMO_MODEL not in models or not chosen:
@@ -151,7 +151,8 @@ def _dynamics_demo(models: list[str], variants: list[VariantKey], instance, reso
 def _zero_shot_demo(models: list[str], instance, resources) -> bool:
     """Zero-shot dynamics of the offline-default instruct model (rt, nft, fft on the default split), then its
     figures; the other orderings and levels are left to the UI."""
-    from assets.dynamics.zero_shot import DEMO_MODEL, DEMO_ORDERINGS, ORDERING, zero_shot_dynamics, zero_shot_figures
+    from assets.dynamics.figures import zero_shot_figures
+    from assets.dynamics.zero_shot import DEMO_MODEL, DEMO_ORDERINGS, ORDERING, zero_shot_dynamics
 
     if DEMO_MODEL not in models:
         return True

@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from data_sources.models.catalog import open_model
-    from lg_pipeline.dynamics.probes import build_probes, check_aligned, rows_to_train
-    from lg_pipeline.dynamics.run import run_dynamics
+    from lg_pipeline.dynamics.learning.probes import build_probes, check_aligned, rows_to_train
+    from lg_pipeline.dynamics.learning.run import run_dynamics
     from lg_pipeline.dynamics.training import TrainConfig, trainable_parameters
     from lg_pipeline.io.study_json import load_study_json
 

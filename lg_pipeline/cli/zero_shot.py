@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--{flag.replace('_', '-')} is required (or --list-tasks)")
     config, split = _prepare(args, provider)
     from data_sources.models.catalog import open_model
-    from lg_pipeline.dynamics.zero_shot import run_zero_shot
+    from lg_pipeline.dynamics.zero_shot.run import run_zero_shot
 
     model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
     config = _with_chat(config, spec.chat if args.chat is None else args.chat, spec.name)
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 def _figures(out, model: str, level: str) -> None:
     import pandas as pd
 
-    from lg_pipeline.dynamics.zero_shot_figures import loss_figure, seen_distance_figure
+    from lg_pipeline.dynamics.zero_shot.figures import loss_figure, seen_distance_figure
 
     name = f"{model}, {level} CoT training"
     loss_figure(pd.read_parquet(out / "zero_shot.parquet"), out / "zero_shot.png", f"Held-out loss, {name}")
@@ -91,8 +91,8 @@ def _summary(out) -> None:
 
 def _prepare(args: argparse.Namespace, provider):
     """Settings and the task split, checked before the model is loaded (bad input fails fast)."""
-    from lg_pipeline.dynamics.tasks import build_split, parse_task_list
-    from lg_pipeline.dynamics.zero_shot import ZeroShotConfig
+    from lg_pipeline.dynamics.zero_shot.run import ZeroShotConfig
+    from lg_pipeline.dynamics.zero_shot.tasks import build_split, parse_task_list
     from lg_pipeline.gradients.targets import parse_suffixes
 
     config = ZeroShotConfig(

@@ -1,9 +1,8 @@
 """Fine-tune a causal LM on examples, in the given order, through TRL's trainers: the one training path.
 
-SHARED API: issue 14 (learning dynamics) and issue 13 (zero-shot dynamics) both train through
+Shared by both dynamics wings (learning and zero-shot), which train through
 `fine_tune(model, tokenizer, examples, config, callbacks=(), rejected=None) -> TrainResult`
-with a frozen `TrainConfig`. Keep both backward compatible: add fields with defaults, never
-rename or reorder arguments.
+with a frozen `TrainConfig`: add fields with defaults, never rename or reorder arguments.
 
 - SFT: a `trl.SFTTrainer` whose loss is the gradient engine's (mean cross-entropy over each
   example's response tokens, averaged over the batch), on the engine's encoding and chat
@@ -25,7 +24,7 @@ import contextlib
 import copy
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -96,6 +95,17 @@ def trainable_parameters(model: Any, trainable: Trainable) -> list[str]:
 def only_trainable(model: Any, names: Sequence[str]) -> contextlib.AbstractContextManager[None]:
     """Let exactly `names` require a gradient for the run; the caller's flags come back afterwards."""
     return requires_grad_only(model, names)
+
+
+@contextlib.contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """Eval mode (no dropout) for a measurement; the trainer's mode comes back afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def fine_tune(

@@ -10,9 +10,9 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,11 +38,17 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_parquet(frame: pd.DataFrame, path: str | Path) -> Path:
+def write_parquet(frame: pd.DataFrame, path: str | Path, manifest: Mapping[str, Any] | None = None) -> Path:
+    """`frame` as a Parquet file, atomically; `manifest` (where it came from) in its key-value metadata."""
     import io
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lg_pipeline.io.manifest import with_manifest
+
     buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
+    pq.write_table(with_manifest(pa.Table.from_pandas(frame, preserve_index=False), manifest), buf)
     return atomic_write_bytes(path, buf.getvalue())
 
 

@@ -11,7 +11,6 @@ import pytest
 from lg_pipeline.analysis.curves import (
     CURVE_COLUMNS,
     compare_curves,
-    compare_summary,
     curve_summary,
     layer_curves,
     mad,
@@ -218,6 +217,3 @@ def test_compare_correct_vs_wrong():
     curves = layer_curves(pd.concat([correct, wrong]), statistics=["nuclear_norm"])
     per_layer = compare_curves(curves, "correctness", "correct", "wrong")
     np.testing.assert_allclose(per_layer["rel_diff"], [0.5, 0.25, 0.0])
-    summary = compare_summary(curves, "correctness", "correct", "wrong")
-    assert summary["mean_rel_diff"].item() == pytest.approx(0.25)
-    assert summary["n_layers"].item() == 3

@@ -10,6 +10,8 @@ from lg_pipeline.analysis import plotting
 from lg_pipeline.analysis.curves import CURVE_COLUMNS
 from lg_pipeline.vocabulary import LEVEL_LABELS
 
+pytestmark = pytest.mark.slow  # draws figures (seconds each)
+
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 REASONING = {k: LEVEL_LABELS[k] for k in ("none", "simplified", "detailed")}
 

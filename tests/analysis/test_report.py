@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from lg_pipeline.analysis import report as rep
 from lg_pipeline.analysis.curves import mad_summary
 from tests.analysis.test_plotting import curves, orders_apart
 
+pytestmark = pytest.mark.slow  # draws every figure of a whole report (tens of seconds)
 
 def test_every_kind_is_drawn_where_it_applies_and_indexed(tmp_path):
     base = orders_apart().assign(model="base-m")

@@ -12,6 +12,8 @@ from lg_pipeline.analysis.study_overlay import STUDY_STATS_ENV, matching_study_c
 from lg_pipeline.io.study_stats import export_study_tree
 from tests.analysis.test_plotting import assert_image_ok
 
+pytestmark = pytest.mark.slow  # draws figures
+
 MODELS = {"llama-3.1-8b": ModelInfo("llama-3.1-8b", "Llama 3.1 8B", "base", "llama")}
 DATASETS = {"gsm8k": DatasetInfo("gsm8k", "GSM8K", "math"), "aqua": DatasetInfo("aqua", "AQuA", "math")}
 

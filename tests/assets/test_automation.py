@@ -20,6 +20,8 @@ from lg_pipeline.vocabulary import StatsKey
 V1, V2, HUB_ONLY = "champ__none__correct", "champ__none__wrong", "gsm8k__none__correct"
 
 
+pytestmark = pytest.mark.slow  # evaluates Dagster sensors and automation on an instance
+
 def local(path: Path) -> SimpleNamespace:
     return SimpleNamespace(source="local", path=str(path), package=None, repo_id=None)
 

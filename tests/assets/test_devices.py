@@ -57,6 +57,7 @@ def _hold(lock_dir: str, out) -> None:
     time.sleep(60)
 
 
+@pytest.mark.slow
 def test_two_processes_get_distinct_devices_and_a_killed_holder_frees_its_own(tmp_path):
     ctx = mp.get_context("spawn")
     procs, devices = [], []
@@ -87,6 +88,7 @@ def test_candidates():
     assert lease_device(["cpu"]).held is False  # CPU steps share the cores: no lock
 
 
+@pytest.mark.slow
 def test_compute_resource_holds_a_lease_for_the_run_and_releases_it(tmp_path):
     seen: list[str] = []
 
@@ -108,6 +110,7 @@ def test_compute_resource_holds_a_lease_for_the_run_and_releases_it(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_two_gradient_runs_at_once_get_different_simulated_gpus(tmp_path, monkeypatch):
     """Two runs of the real `gradient_stats` asset at the same time, with two simulated GPUs: one device each.
 
@@ -226,6 +229,7 @@ def test_out_of_memory_retries_smaller_batches_and_says_so(monkeypatch, caplog):
     assert is_out_of_memory(RuntimeError("[enforce fail] DefaultCPUAllocator: can't allocate memory: 9 GB"))
 
 
+@pytest.mark.slow
 def test_out_of_memory_splits_show_in_the_dagster_run_log(monkeypatch):
     @dg.asset
     def gradients(compute: ComputeResource) -> None:

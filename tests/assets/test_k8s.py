@@ -13,6 +13,8 @@ import pytest
 pytest.importorskip("dagster_k8s")
 pytest.importorskip("dagster_postgres")
 
+pytestmark = pytest.mark.slow  # starts the dagster CLI
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

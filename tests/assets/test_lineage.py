@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 
 from assets.lineage import combined_version, lineage, model_sources
 from lg_pipeline.analysis.report import BASE_VS_INSTRUCT, CROSS_MODEL_MAD, LEVELS, MAD_TABLE, Report
@@ -14,6 +15,7 @@ def materialize(instance, asset: str, partition: str, version: str) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition, tags={DV: version}))
 
 
+@pytest.mark.slow
 def test_sources_are_the_versions_the_summary_read_not_later_ones(tmp_path):
     with dg.instance_for_test() as instance:
         materialize(instance, "gradient_stats", "a|champ__none__correct", "g1")

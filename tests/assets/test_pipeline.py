@@ -11,6 +11,8 @@ import pytest
 from lg_pipeline.vocabulary import StatsKey
 from tests.helpers.tiny_models import materialize, tiny_world
 
+pytestmark = pytest.mark.slow  # materializes the graph through Dagster
+
 VARIANTS = ["champ__none__correct", "champ__none__wrong", "commonsense_demo__detailed__correct"]
 N_EXAMPLES = 2
 N_LAYERS = 3

@@ -11,6 +11,8 @@ import pytest
 from assets.resources import OutputStore, local_root
 from lg_pipeline.io.remote import RemoteMirror
 
+pytestmark = pytest.mark.slow  # materializes the graph through Dagster
+
 V = "commonsense_demo__none__correct"
 
 

@@ -15,6 +15,8 @@ import pytest
 
 from tests.helpers.tiny_models import save_tiny_model, write_catalog
 
+pytestmark = pytest.mark.slow  # materializes the graph through Dagster
+
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "tiny"
 VARIANT = "champ__none__correct"

@@ -1,4 +1,4 @@
-"""Every bad input of issue 11 (and more): one line naming it, exit 2, the input and any finished output unchanged."""
+"""Every bad input: one line naming it, exit 2, the input and any finished output unchanged."""
 
 from __future__ import annotations
 

@@ -88,6 +88,7 @@ def test_targets_error_starts_its_own_line(tmp_path, capsys, model_dir):
     assert line.startswith("lg-pipeline: error: --targets:")
 
 
+@pytest.mark.slow
 def test_bad_input_from_the_shell_has_no_traceback(tmp_path):
     data = write_json(tmp_path / "bad.json", {"not": "a list"})
     cmd = [sys.executable, "-m", "lg_pipeline.cli", *gradients("any", data, tmp_path / "o.parquet")]

@@ -12,7 +12,7 @@ from lg_pipeline.cli import main
 from tests.helpers.builders import make_tokenizer
 from tests.helpers.tiny_models import save_tiny_model
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 ROWS = [{"instruction": f"What is {i} plus {i}?", "output": f"It is {2 * i}, so {2 * i}."} for i in range(6)]
 
 

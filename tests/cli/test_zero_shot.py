@@ -11,7 +11,7 @@ import pytest
 from lg_pipeline.cli import main
 from tests.helpers.tiny_models import save_tiny_model
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 
 
 @pytest.fixture(scope="module")

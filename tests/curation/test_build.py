@@ -28,6 +28,7 @@ def built(settings):
     return {key: build_variant(key, settings) for key in variant_keys(offline_only=True)}
 
 
+@pytest.mark.slow
 def test_every_offline_variant_has_the_table_contract(built):
     for key, (frame, meta) in built.items():
         spec, level, correctness = parse_variant_key(key)
@@ -41,6 +42,7 @@ def test_every_offline_variant_has_the_table_contract(built):
         json.dumps(meta)  # metadata must be serialisable for the asset layer
 
 
+@pytest.mark.slow
 def test_offline_variants_deliver_the_requested_rows(built):
     """With six rows the pools are large enough: any shortfall here would be a selection bug."""
     assert {key: meta["shortfall"] for key, (_, meta) in built.items() if meta["shortfall"]} == {}

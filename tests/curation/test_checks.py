@@ -82,6 +82,7 @@ def ids(report) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ good data
+@pytest.mark.slow
 def test_good_tables_pass_every_check(demo, wiki):
     tables = {**demo, **wiki}
     for key, table in tables.items():
@@ -355,6 +356,7 @@ def test_definitions_carry_the_curated_checks():
     assert {k.name for k in curate.asset_layer.asset_graph.asset_check_keys} >= set(CHECKS)
 
 
+@pytest.mark.slow
 def test_a_failing_blocking_check_stops_the_gradient_run(world, monkeypatch):
     import lg_pipeline.curation as curation
     from assets.curation.assets import curated_dataset
@@ -404,6 +406,7 @@ def test_a_failing_blocking_check_stops_the_gradient_run(world, monkeypatch):
     assert gradients.success and store.gradients(StatsKey.of("tiny", VARIANT)).is_file()
 
 
+@pytest.mark.slow
 def test_cross_variant_checks_skip_missing_siblings_and_warnings_do_not_block(world, monkeypatch):
     import lg_pipeline.curation as curation
     from assets.curation.assets import curated_dataset
@@ -432,6 +435,7 @@ def test_cross_variant_checks_skip_missing_siblings_and_warnings_do_not_block(wo
     assert json.loads(store.curated_verdict("commonsense_demo__none__correct").read_text())["passed"]
 
 
+@pytest.mark.slow
 def test_a_teacher_configured_on_the_resource_builds_detailed_cot(world, tmp_path):
     """The Dagster layer passes the teacher and keep_disagreeing (launchpad config) into the build."""
     from assets.curation.assets import curated_dataset

@@ -27,6 +27,7 @@ def test_a_new_package_version_gets_a_converted_folder_of_its_own(tmp_path):
     assert converted_folder_for(odd, tmp_path).parent == tmp_path / "models"
 
 
+@pytest.mark.slow
 def test_concurrent_loaders_convert_once_and_never_see_a_half_written_folder(tmp_path, monkeypatch):
     converted: list[int] = []
 

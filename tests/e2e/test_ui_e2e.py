@@ -382,7 +382,7 @@ def _timeline(dagit: Dagit, run_id: str) -> dict[str, float]:
 
 @pytest.mark.parametrize("limit", [1, 2], ids=["gpu-limit-1-one-after-the-other", "control-gpu-limit-2-side-by-side"])
 def test_gradient_runs_launched_together_share_the_gpu_pool(world, limit):
-    """The issue's "two gradient steps launched together under a pool limit of 1 run one after the other".
+    """Two gradient steps launched together under a pool limit of 1 run one after the other.
 
     Limit 2 is the control: the same measurement must then see the runs overlap (else it could not fail).
     Which device each step gets when several are free is `tests/test_orchestration_devices.py`'s part.

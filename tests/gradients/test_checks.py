@@ -1,4 +1,4 @@
-"""The statistics check: a good table passes; every planted defect kind of issue 11 fails it, naming its rule."""
+"""The statistics check: a good table passes; every planted defect kind fails it, naming its rule."""
 
 from __future__ import annotations
 

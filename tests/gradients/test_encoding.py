@@ -175,6 +175,7 @@ def _with_template(tokenizer):
     return tokenizer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["smollm2", "gemma3", "sentencepiece"])
 def test_study_encoding_restates_the_studys_rules_on_real_tokenizers(name):
     tokenizer, chats, gemma = _tokenizers()[name]()
@@ -190,6 +191,7 @@ def test_study_encoding_restates_the_studys_rules_on_real_tokenizers(name):
                 assert got is not None and got.input_ids == ids and got.n_prompt == n_masked, (name, chat, ex)
 
 
+@pytest.mark.slow
 def test_study_chat_path_has_a_second_bos_and_gemma_has_no_system_prompt():
     tokenizer = _with_template(real_tokenizer("gemma-3-270m"))
     study = encode(tokenizer, STUDY_EXAMPLES[0], chat=True, max_length=1024, encoding="study", drop_system=True)

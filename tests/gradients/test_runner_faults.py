@@ -1,4 +1,4 @@
-"""Faults a run must survive (issue 11): kill -9 at random points, two writers, a torn table, a full disk,
+"""Faults a run must survive: kill -9 at random points, two writers, a torn table, a full disk,
 settings changed between runs (chat/no-chat), a NaN weight, responses cut at max_length."""
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def _wait(pid: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_resumes_to_the_uninterrupted_table(llama, tokenizer, tmp_path, reference):
     out = tmp_path / "stats.parquet"
     rng = random.Random(11)
@@ -94,6 +95,7 @@ def test_kill_9_at_random_points_resumes_to_the_uninterrupted_table(llama, token
     assert not list(tmp_path.glob("*.parts")), "chunks of finished work are removed"
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_output_one_refuses_at_once_or_both_complete(llama, tokenizer, tmp_path, reference):
     out = tmp_path / "stats.parquet"
     args = (llama, tokenizer, EXAMPLES, CONFIG, out, None, lambda m: None)
@@ -110,6 +112,7 @@ def test_two_processes_on_one_output_one_refuses_at_once_or_both_complete(llama,
     assert stats_mismatches(indexed(out), reference, rel=1e-6) == []
 
 
+@pytest.mark.slow
 def test_two_processes_that_wait_both_end_with_the_complete_table(llama, tokenizer, tmp_path, reference):
     out = tmp_path / "stats.parquet"
     args = (llama, tokenizer, EXAMPLES, CONFIG, out, None, lambda m: None)
@@ -119,6 +122,7 @@ def test_two_processes_that_wait_both_end_with_the_complete_table(llama, tokeniz
     assert not table.index.duplicated().any() and stats_mismatches(table, reference, rel=1e-6) == []
 
 
+@pytest.mark.slow
 def test_a_second_cli_writer_fails_at_once_naming_the_holder(tmp_path):
     import subprocess
     import sys

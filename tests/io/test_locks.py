@@ -32,6 +32,7 @@ def _hold_in_child(output, seconds: float) -> int:
     return pid
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path):
     out = tmp_path / "stats.parquet"
     pid = _hold_in_child(out, 2.0)
@@ -45,6 +46,7 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_a_waiting_writer_says_so_once_and_goes_on_when_the_holder_ends(tmp_path):
     out = tmp_path / "stats.parquet"
     pid = _hold_in_child(out, 1.0)

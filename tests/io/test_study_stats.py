@@ -125,6 +125,7 @@ def our_stats() -> pd.DataFrame:
     return stats
 
 
+@pytest.mark.slow
 def test_our_table_round_trips_through_the_study_layout(tmp_path):
     stats = our_stats()
     paths = export_study_tree(stats, tmp_path / "grads_exp")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from lg_pipeline.dynamics.callback import DynamicsCallback
-from lg_pipeline.dynamics.measure import response_logp_sum, to_batch
-from lg_pipeline.dynamics.probes import build_probes
+from lg_pipeline.dynamics.learning.callback import DynamicsCallback
+from lg_pipeline.dynamics.learning.measure import response_logp_sum, to_batch
+from lg_pipeline.dynamics.learning.probes import build_probes
 from lg_pipeline.dynamics.training import TrainConfig, fine_tune
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.encoding import encode

@@ -1,9 +1,9 @@
 import pytest
 
-from lg_pipeline.dynamics.probes import IRRELEVANT_TEXT, build_probes, check_aligned, trained_rows
+from lg_pipeline.dynamics.learning.probes import IRRELEVANT_TEXT, build_probes, check_aligned, trained_rows
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
-from tests.dynamics.helpers import rows, wrong_rows
+from tests.helpers.dynamics import rows, wrong_rows
 
 
 def test_trained_prompts_get_every_probe_type_and_held_out_prompts_their_own_response():
@@ -54,7 +54,7 @@ def test_a_short_run_holds_out_more_prompts():
 
 
 def test_a_small_table_keeps_rows_back_for_held_out_probes():
-    from lg_pipeline.dynamics.probes import rows_to_train
+    from lg_pipeline.dynamics.learning.probes import rows_to_train
 
     assert rows_to_train(4, 2, 10, 1) == 3  # the demo's 4 curated rows: 3 trained, 1 held out
     assert rows_to_train(500, 6, 10, 2) == 20

@@ -8,7 +8,7 @@ import pytest
 from lg_pipeline.vocabulary import StatsKey
 from tests.helpers.tiny_models import materialize, tiny_world
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 VARIANTS = ["champ__none__correct", "champ__detailed__correct", "champ__none__wrong"]
 RUN = {"steps": 2, "eval_every": 1, "n_probes": 2, "max_length": 192, "learning_rate": 1e-4}
 
@@ -26,8 +26,8 @@ def _materialize(world, selection, partition_key=None, config=None):
 
 def test_training_dynamics_runs_is_checked_and_drawn(world):
     from assets.curation.assets import curated_dataset
-    from assets.dynamics.assets import training_dynamics
     from assets.dynamics.figures import dynamics_figures
+    from assets.dynamics.learning import training_dynamics
     from assets.partitions import multi_key
 
     store = world[1]["store"]
@@ -58,7 +58,7 @@ def test_training_dynamics_runs_is_checked_and_drawn(world):
 
 def test_dpo_without_a_wrong_set_is_one_line(world):
     from assets.curation.assets import curated_dataset
-    from assets.dynamics.assets import training_dynamics
+    from assets.dynamics.learning import training_dynamics
     from assets.partitions import multi_key
 
     assert _materialize(world, [curated_dataset], "champ__simplified__correct").success

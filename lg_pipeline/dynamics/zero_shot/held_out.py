@@ -12,7 +12,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from lg_pipeline.dynamics.measure import evaluating
+from lg_pipeline.dynamics.training import evaluating
 from lg_pipeline.gradients.encoding import Encoded
 
 # The engine's batch layout, so these losses are the engine's.

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from lg_pipeline.dynamics.seen_distance import seen_distance_rows
+from lg_pipeline.dynamics.zero_shot.seen_distance import seen_distance_rows
 
 TRAIN = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [-1.0, 0.5]])
 TEST = np.array([[1.0, 0.1], [0.2, 1.0], [0.5, -0.8]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lg_pipeline.dynamics.embeddings import item_text, make_embedder, minilm_folder, model_embedder
+from lg_pipeline.dynamics.zero_shot.embeddings import item_text, make_embedder, minilm_folder, model_embedder
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
 from tests.helpers.builders import make_model
@@ -17,6 +17,7 @@ ITEMS = [
 ]
 
 
+@pytest.mark.slow
 def test_minilm_embeds_like_sentence_transformers_and_is_semantic(tmp_path, single_thread):
     from sentence_transformers import SentenceTransformer
 
@@ -43,6 +44,7 @@ def test_model_embedder_is_the_masked_mean_of_last_hidden_states(tokenizer, sing
         assert np.allclose(row, hidden.mean(0).double().numpy(), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_an_unknown_embedder_is_named(tmp_path):
     with pytest.raises(InputError, match="--embedder: must be one of minilm, model, got 'bert'"):
         make_embedder("bert", tmp_path)

@@ -1,9 +1,10 @@
 import pytest
 
-from lg_pipeline.dynamics.influence import predicted_delta, r_squared
-from tests.dynamics.helpers import logp_gradients, one_step
+from lg_pipeline.dynamics.learning.influence import predicted_delta, r_squared
 from tests.helpers.builders import MODEL_KINDS, make_model, make_tokenizer
+from tests.helpers.dynamics import logp_gradients, one_step
 
+pytestmark = pytest.mark.slow  # trains (one real optimizer step per case)
 
 def test_factor_inner_product_equals_the_materialised_one():
     import torch

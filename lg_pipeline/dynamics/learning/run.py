@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lg_pipeline.dynamics.callback import TABLES, DynamicsCallback
-from lg_pipeline.dynamics.influence import r_squared
-from lg_pipeline.dynamics.probes import PROBE_COLUMNS, Probe
+from lg_pipeline.dynamics.learning.callback import TABLES, DynamicsCallback
+from lg_pipeline.dynamics.learning.influence import r_squared
+from lg_pipeline.dynamics.learning.probes import PROBE_COLUMNS, Probe
 from lg_pipeline.dynamics.training import TrainConfig, fine_tune
 from lg_pipeline.example import Example
 from lg_pipeline.io.atomic import ChunkedTable, atomic_write_text, write_parquet
@@ -154,10 +154,6 @@ def _fingerprint(config, eval_every, probes, train, rejected) -> dict[str, Any]:
         "train": stable_id(*rows),
         "rejected": stable_id(*wrong) if wrong else None,
     }
-
-
-def read_summary(out_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(out_dir) / SUMMARY_FILE).read_text())
 
 
 def _no_nan(value: Any) -> Any:

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from lg_pipeline.dynamics.zero_shot_eval import ALL_TASKS, eval_steps
+from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS, eval_steps
 
 TABLES = ("tasks", "orderings", "zero_shot", "seen_distance")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 
 from lg_pipeline.analysis.plotting import module_color
-from lg_pipeline.dynamics.orderings import ORDERINGS
-from lg_pipeline.dynamics.zero_shot_eval import ALL_TASKS
+from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
+from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
 from lg_pipeline.io.atomic import atomic_write_bytes
 from lg_pipeline.vocabulary import LEVEL_LABELS
 

@@ -1,9 +1,10 @@
 import pytest
 
-from lg_pipeline.dynamics.kernel import ntk
-from tests.dynamics.helpers import logp_gradients, loss_gradients, one_step, rows
+from lg_pipeline.dynamics.learning.kernel import ntk
 from tests.helpers.builders import MODEL_KINDS, make_model, make_tokenizer
+from tests.helpers.dynamics import logp_gradients, loss_gradients, one_step, rows
 
+pytestmark = pytest.mark.slow  # trains (one real optimizer step per case)
 
 def test_factor_kernel_equals_inner_product_of_materialised_gradients():
     import torch

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lg_pipeline.dynamics.orderings import distances
+from lg_pipeline.dynamics.zero_shot.orderings import distances
 
 SEEN_COLUMNS = ("ordering", "step", "test_task", "min", "avg", "max", "centroid")
 

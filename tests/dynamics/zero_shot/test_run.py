@@ -5,16 +5,17 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from lg_pipeline.dynamics.orderings import ORDERINGS
-from lg_pipeline.dynamics.tasks import build_split
-from lg_pipeline.dynamics.zero_shot import ZeroShotConfig, run_zero_shot
-from lg_pipeline.dynamics.zero_shot_eval import ALL_TASKS, held_out_losses
+from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS, held_out_losses
+from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
+from lg_pipeline.dynamics.zero_shot.run import ZeroShotConfig, run_zero_shot
+from lg_pipeline.dynamics.zero_shot.tasks import build_split
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.encoding import encode
 from lg_pipeline.gradients.engine import EngineConfig, compute_gradient_stats
 from tests.helpers.builders import make_model, text
 
+pytestmark = pytest.mark.slow  # trains
 
 class HandMadeTasks:
     """A TaskProvider of hand-made tasks: `<name>` has items whose text depends on the name."""

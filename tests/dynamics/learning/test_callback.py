@@ -1,13 +1,15 @@
 import copy
 
 import pandas as pd
+import pytest
 
-from lg_pipeline.dynamics.callback import DynamicsCallback
-from lg_pipeline.dynamics.probes import build_probes
+from lg_pipeline.dynamics.learning.callback import DynamicsCallback
+from lg_pipeline.dynamics.learning.probes import build_probes
 from lg_pipeline.dynamics.training import TrainConfig, fine_tune
-from tests.dynamics.helpers import one_step, rows, wrong_rows
 from tests.helpers.builders import make_model, make_tokenizer
+from tests.helpers.dynamics import one_step, rows, wrong_rows
 
+pytestmark = pytest.mark.slow  # trains
 
 def _sorted(frame, keys):
     return frame.sort_values(keys).reset_index(drop=True)

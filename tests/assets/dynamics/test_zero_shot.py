@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers.tiny_models import materialize, tiny_world
 
+pytestmark = pytest.mark.slow  # trains and materializes through Dagster
+
 SPLIT = {
     "train_tasks": ["commonsense_demo", "gcd", "lcm"],
     "test_tasks": ["chain_sum", "count_bits"],
@@ -36,7 +38,8 @@ def failure(result) -> str:
 
 
 def test_runs_per_ordering_and_level_are_checked_and_drawn(world, single_thread):
-    from assets.dynamics.zero_shot import zero_shot_dynamics, zero_shot_figures
+    from assets.dynamics.figures import zero_shot_figures
+    from assets.dynamics.zero_shot import zero_shot_dynamics
 
     store = world[1]["store"]
     for level in ("none", "detailed"):

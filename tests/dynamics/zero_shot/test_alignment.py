@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lg_pipeline.dynamics.alignment import AlignmentConfig, alignments, total_alignment
+from lg_pipeline.dynamics.zero_shot.alignment import AlignmentConfig, alignments, total_alignment
 from lg_pipeline.gradients.encoding import encode
 from lg_pipeline.gradients.targets import find_targets
 from tests.helpers.builders import ALL_TARGETS, example, make_model

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lg_pipeline.dynamics.callback import TABLES, is_eval_step
-from lg_pipeline.dynamics.influence import r_squared
+from lg_pipeline.dynamics.learning.callback import TABLES, is_eval_step
+from lg_pipeline.dynamics.learning.influence import r_squared
 
 # Tables a run always writes rows to; the kernel and batch statistics need labelled batches (not DPO).
 ALWAYS = ("logprobs", "influence", "influence_summary", "train_log")

@@ -17,12 +17,13 @@ trains) get ⟨∇ logp_sum, ΔP⟩ from `autograd.grad`, one probe at a time.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lg_pipeline.dynamics.influence import predicted_delta
-from lg_pipeline.dynamics.kernel import ntk
+from lg_pipeline.dynamics.learning.influence import predicted_delta
+from lg_pipeline.dynamics.learning.kernel import ntk
+from lg_pipeline.dynamics.training import evaluating
 from lg_pipeline.gradients.capture import FactorCapture
 from lg_pipeline.gradients.encoding import IGNORE_INDEX, Encoded
 from lg_pipeline.gradients.engine import positions_with_loss, requires_grad_only
@@ -82,17 +83,6 @@ def response_logp_sum(logits: Any, labels: Any) -> Any:
 def weights_frozen(model: Any, except_names: Sequence[str] = ()) -> contextlib.AbstractContextManager[None]:
     """No parameter requires a gradient except `except_names`; flags restored, `.grad` left alone."""
     return requires_grad_only(model, except_names)
-
-
-@contextlib.contextmanager
-def evaluating(model: Any) -> Iterator[None]:
-    """Eval mode (no dropout) for a measurement; the trainer's mode comes back afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 class LayerHooks:

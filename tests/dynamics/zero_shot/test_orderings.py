@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from lg_pipeline.dynamics import orderings as od
+from lg_pipeline.dynamics.zero_shot import orderings as od
 
 # Six training items of three tasks, three test items, in 3-D: easy to reason about by hand.
 TRAIN = np.array([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 1.0, 0.0], [0.1, 0.8, 0.3], [0.0, 0.0, 1.0], [0.5, 0.5, 0.5]])

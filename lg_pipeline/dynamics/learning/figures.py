@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lg_pipeline.analysis.plotting import _grid, save_figure
-from lg_pipeline.dynamics.influence import r_squared
+from lg_pipeline.dynamics.learning.influence import r_squared
 from lg_pipeline.vocabulary import LEVEL_LABELS, REASONING_LEVELS
 
 OBJECTIVES = ("sft", "dpo")

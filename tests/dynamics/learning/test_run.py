@@ -1,14 +1,14 @@
 import pandas as pd
 import pytest
 
-from lg_pipeline.dynamics.checks import agreement, completeness_failures
-from lg_pipeline.dynamics.probes import build_probes
-from lg_pipeline.dynamics.run import run_dynamics
+from lg_pipeline.dynamics.learning.checks import agreement, completeness_failures
+from lg_pipeline.dynamics.learning.probes import build_probes
+from lg_pipeline.dynamics.learning.run import run_dynamics
 from lg_pipeline.dynamics.training import TrainConfig
-from tests.dynamics.helpers import rows, wrong_rows
 from tests.helpers.builders import make_model, make_tokenizer
+from tests.helpers.dynamics import rows, wrong_rows
 
-pytestmark = pytest.mark.usefixtures("single_thread")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 CONFIG = TrainConfig(steps=4, batch_size=2, learning_rate=1e-4)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from lg_pipeline.dynamics.measure import (
+from lg_pipeline.dynamics.learning.measure import (
     Batch,
     TrainFactors,
     batch_from_inputs,
@@ -36,7 +36,7 @@ from lg_pipeline.dynamics.measure import (
     to_batch,
     train_pass,
 )
-from lg_pipeline.dynamics.probes import Probe
+from lg_pipeline.dynamics.learning.probes import Probe
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.encoding import Encoded, encode
 from lg_pipeline.gradients.engine import pad_token_id

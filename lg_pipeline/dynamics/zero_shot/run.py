@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from lg_pipeline.dynamics.alignment import AlignmentConfig, alignments, total_alignment
-from lg_pipeline.dynamics.embeddings import EMBEDDERS, make_embedder
-from lg_pipeline.dynamics.orderings import EMBEDDING_ORDERINGS, ORDERINGS, distances, make_ordering, wsd
-from lg_pipeline.dynamics.seen_distance import SEEN_COLUMNS, seen_distance_rows
-from lg_pipeline.dynamics.tasks import TaskSplit, split_frame
 from lg_pipeline.dynamics.training import TrainConfig, fine_tune
-from lg_pipeline.dynamics.zero_shot_eval import LOSS_COLUMNS, HeldOutLossCallback, eval_steps
+from lg_pipeline.dynamics.zero_shot.alignment import AlignmentConfig, alignments, total_alignment
+from lg_pipeline.dynamics.zero_shot.embeddings import EMBEDDERS, make_embedder
+from lg_pipeline.dynamics.zero_shot.held_out import LOSS_COLUMNS, HeldOutLossCallback, eval_steps
+from lg_pipeline.dynamics.zero_shot.orderings import EMBEDDING_ORDERINGS, ORDERINGS, distances, make_ordering, wsd
+from lg_pipeline.dynamics.zero_shot.seen_distance import SEEN_COLUMNS, seen_distance_rows
+from lg_pipeline.dynamics.zero_shot.tasks import TaskSplit, split_frame
 from lg_pipeline.errors import InputError
 from lg_pipeline.gradients.encoding import Encoded, encode
 from lg_pipeline.io.atomic import atomic_write_text, write_parquet
