@@ -20,7 +20,8 @@ MANIFEST_KEY = b"lg_pipeline.manifest"
 MANIFEST_VERSION = 1
 
 FIELDS: dict[str, str] = {
-    "kind": "what the table is, e.g. gradient_stats, gradient_status, curated, dynamics.logprobs, zero_shot.loss",
+    "kind": "what the table is: gradient_stats, gradient_status, curated, summary.<table>, dynamics.<table>, "
+    "zero_shot.<table>, study_import (<table>: the file's stem inside its run folder)",
     "manifest_version": "the format of this object (MANIFEST_VERSION)",
     "run_key": "hash of everything that changes a number in the run",
     "model": "the model's catalog name or folder",
@@ -38,6 +39,9 @@ FIELDS: dict[str, str] = {
     "engine_version": "gradients.engine.ENGINE_VERSION (or the run's own version string)",
     "limit": "how many examples the run was asked for (None: all)",
     "n_examples": "how many examples the data held",
+    "example_ids": "the ids the run was asked for, in order (completeness is checked against them)",
+    "parameters": "every studied matrix of the model (completeness is checked against them)",
+    "columns": "extra columns the run added to every row (name -> value)",
     "settings": "the run's settings object, as a JSON object",
 }
 
