@@ -1,22 +1,101 @@
-"""Great Expectations 1.x plumbing shared by every check of the core: one outcome type, one context, one runner."""
+"""What every check of the core reports, and the Great Expectations 1.x plumbing of the checks that use GX.
+
+A check is a list of named rules. Each rule yields an `Outcome` (passed or not, the failing row positions and, when
+it failed, what broke in numbers); a `RuleReport` gathers them with the rules that could not be checked and why
+(a missing example list is not a pass). The gradient and dynamics checks evaluate their rules with pandas (each is
+a boolean column or a table-wide comparison: a GX suite over those columns would add a context and ~25 ms per rule
+and tell nothing more); the curation checks keep their GX suites (`gx_context`, `run_suite`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
+RULE = "rule"  # the `expectation` of an outcome evaluated without GX
+
 
 @dataclass
 class Outcome:
-    """One expectation's verdict and the row positions that broke it (first 20)."""
+    """One rule's (or GX expectation's) verdict and the row positions that broke it (first 20)."""
 
     expectation: str
     column: str
     passed: bool
     failing_index: list[int] = field(default_factory=list)
+    detail: str = ""  # what broke, in numbers ("3 of 500 examples ...")
+    where: str = ""  # the file it judged, inside a run folder ("" for the table itself)
+    warning: bool = False  # a warning: shown, never a failure
+
+
+@dataclass
+class RuleReport:
+    """The verdict of one check: every rule's outcome, and the rules it could not check (rule -> why)."""
+
+    outcomes: list[Outcome]
+    meanings: Mapping[str, str] = field(default_factory=dict)
+    unchecked: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outcomes if not o.warning)
+
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.passed and not o.warning]
+
+    def warnings(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.passed and o.warning]
+
+    def failed_rules(self) -> list[str]:
+        return [o.column for o in self.failures()]
+
+    def describe(self, outcome: Outcome) -> str:
+        """`rule: meaning (what broke)`."""
+        meaning = self.meanings.get(outcome.column, outcome.expectation)
+        return f"{outcome.column}: {meaning}" + (f" ({outcome.detail})" if outcome.detail else "")
+
+    def explain(self) -> list[str]:
+        return [self.describe(o) for o in self.failures()]
+
+    def details(self) -> list[str]:
+        """What broke, one line per failed rule: the detail where there is one, else the rule's meaning."""
+        return [o.detail or self.describe(o) for o in self.failures()]
+
+
+class Rules:
+    """Collects outcomes while a check runs: `check` a rule (a bool or a boolean column), `skip` one that cannot be
+    evaluated (a column it needs is missing: the `columns` rule has failed already)."""
+
+    def __init__(self, meanings: Mapping[str, str], where: str = ""):
+        self.meanings, self.where = meanings, where
+        self.outcomes: list[Outcome] = []
+        self.unchecked: dict[str, str] = {}
+
+    def check(self, rule: str, ok: Any, detail: str = "", *, where: str | None = None, warning: bool = False) -> bool:
+        """Record `rule`: `ok` is a bool or a boolean array/Series (one per row); `detail` is shown if it fails."""
+        import numpy as np
+
+        values = np.asarray(ok, dtype=bool).reshape(-1)
+        bad = np.flatnonzero(~values)
+        passed = bool(values.all())
+        self.outcomes.append(
+            Outcome(RULE, rule, passed, [int(i) for i in bad[:20]], "" if passed else detail,
+                    self.where if where is None else where, warning)
+        )
+        return passed
+
+    def fail(self, rule: str, detail: str, *, where: str | None = None) -> None:
+        self.check(rule, False, detail, where=where)
+
+    def skip(self, rule: str, why: str) -> None:
+        self.unchecked[rule] = why
+
+    def report(self) -> RuleReport:
+        return RuleReport(self.outcomes, self.meanings, self.unchecked)
 
 
 def gx_context() -> Any:
@@ -30,7 +109,7 @@ def gx_context() -> Any:
 
 
 def run_suite(context: Any, frame: pd.DataFrame, suite: Any, name: str) -> list[Outcome]:
-    """Validate `frame` against `suite` in a GX context: one Outcome per expectation (also used by curation)."""
+    """Validate `frame` against `suite` in a GX context: one Outcome per expectation (the curation checks)."""
     batch = (
         context.data_sources.add_pandas(name)
         .add_dataframe_asset(name)
@@ -47,3 +126,89 @@ def run_suite(context: Any, frame: pd.DataFrame, suite: Any, name: str) -> list[
         )
         for r in result.results
     ]
+
+
+# ------------------------------------------------------------------------------------------------ table rules
+# Shared by the checks of every run's tables: a file that reads, has its columns, numbers that are numbers.
+TABLE_MEANINGS: dict[str, str] = {
+    "readable": "a readable Parquet table",
+    "columns": "every column the table is written with",
+    "numeric_columns": "numbers are numbers",
+    "integer_columns": "steps, layers, positions and counts are whole numbers",
+    "finite": "every number is finite",
+    "unique_rows": "one row per key",
+    "duplicates_agree": "rows repeated for one key hold the same values",
+    "manifest_kind": "the table's manifest names this table",
+}
+
+
+def read_table(path: Any, rules: Rules, rule: str = "readable", where: str | None = None) -> pd.DataFrame | None:
+    """The Parquet table at `path`, or None with `rule` failed saying why (missing, a folder, torn, 0 bytes)."""
+    import pandas as pd
+
+    where = path.name if where is None else where
+    if not path.exists():
+        rules.fail(rule, f"{path.name} not found", where=where)
+        return None
+    if not path.is_file():
+        rules.fail(rule, f"{path.name} is not a file", where=where)
+        return None
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # ArrowInvalid, OSError, ...: a torn, empty or foreign file is a failed rule
+        size = path.stat().st_size
+        rules.fail(rule, f"{path.name} cannot be read as Parquet ({type(exc).__name__}, {size} bytes)", where=where)
+        return None
+    rules.check(rule, True, where=where)
+    return frame
+
+
+def typed(
+    frame: pd.DataFrame, rules: Rules, table: str, columns: Any, numeric: Any = (), whole: Any = ()
+) -> pd.DataFrame | None:
+    """`frame` with its `numeric` columns as numbers, or None when a column is missing (`columns` failed).
+
+    A value that is not a number fails `numeric_columns` and becomes NaN; a fractional step or layer fails
+    `integer_columns`.
+    """
+    import numpy as np
+    import pandas as pd
+
+    where = f"{table}.parquet"
+    missing = [c for c in columns if c not in frame]
+    if not rules.check("columns", not missing, f"{table}: missing {', '.join(missing)}", where=where):
+        return None
+    wrong = [c for c in numeric if not pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == bool]
+    rules.check("numeric_columns", not wrong, f"{table}: {', '.join(wrong)} not numeric", where=where)
+    frame = frame.assign(**{c: pd.to_numeric(frame[c], errors="coerce") for c in wrong})
+    fractional = [c for c in whole if (frame[c].notna() & (frame[c] != np.floor(frame[c]))).any()]
+    rules.check("integer_columns", not fractional, f"{table}: fractional values in {', '.join(fractional)}",
+                where=where)
+    return frame
+
+
+def finite(frame: pd.DataFrame, rules: Rules, table: str, columns: Any, rule: str = "finite") -> None:
+    """Every value of `columns` finite; the detail counts them: `logprobs: 2 non-finite value(s) in logp_sum`."""
+    import numpy as np
+
+    columns = list(columns)
+    values = frame[columns].to_numpy(dtype=float) if columns else np.zeros((len(frame), 0))
+    bad = ~np.isfinite(values)
+    named = ", ".join(sorted({columns[j] for j in np.argwhere(bad)[:, 1]}))
+    rules.check(rule, ~bad.any(axis=1), f"{table}: {int(bad.sum())} non-finite value(s) in {named}",
+                where=f"{table}.parquet")
+
+
+def unique(frame: pd.DataFrame, rules: Rules, table: str, keys: Any) -> None:
+    """One row per key (`unique_rows`); rows repeated for a key hold the same values (`duplicates_agree`)."""
+    keys = list(keys)
+    where = f"{table}.parquet"
+    repeated = frame.duplicated(keys, keep=False)
+    rules.check("unique_rows", ~repeated, f"{table}: {int(repeated.sum())} rows repeat a ({', '.join(keys)})",
+                where=where)
+    values = [c for c in frame.columns if c not in keys]
+    n = 0
+    if repeated.any() and values:
+        copies = frame[repeated]
+        n = int(copies.groupby(keys)[values].transform("nunique", dropna=False).gt(1).any(axis=1).sum())
+    rules.check("duplicates_agree", n == 0, f"{table}: {n} repeated rows disagree", where=where)

@@ -1,17 +1,21 @@
-"""The statistics check: a good table passes; every planted defect kind fails it, naming its rule."""
+"""The statistics check: a good table passes; every planted defect kind fails it, naming its rule; a table file is
+checked from its own manifest, and what no manifest or flag tells is said to be unchecked, never passed."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from lg_pipeline.gradients.checks import Expected, validate_gradient_stats
+from lg_pipeline.gradients.checks import Expected, check_table, validate_gradient_stats
 from lg_pipeline.gradients.engine import EngineConfig
 from lg_pipeline.gradients.runner import run_to_parquet, status_path
 from lg_pipeline.gradients.targets import find_targets
 from tests.helpers.builders import example
+from tests.helpers.planted import add_manifest, gradient_manifest
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -20,10 +24,17 @@ TARGETS = ("q_proj", "k_proj", "o_proj")
 
 
 @pytest.fixture(scope="module")
-def good(llama, tokenizer, tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame, Expected]:
+def good_file(llama, tokenizer, tmp_path_factory) -> Path:
+    """A real run's table and outcome log, with the manifest a run writes."""
     out = tmp_path_factory.mktemp("good") / "stats.parquet"
     config = EngineConfig(batch_size=2, targets=TARGETS, max_length=64)
     run_to_parquet(llama, tokenizer, EXAMPLES, config, out, report=lambda m: None)
+    return add_manifest(out, gradient_manifest(llama, [e.example_id for e in EXAMPLES], TARGETS, limit=None))
+
+
+@pytest.fixture(scope="module")
+def good(llama, good_file) -> tuple[pd.DataFrame, pd.DataFrame, Expected]:
+    out = good_file
     expected = Expected(
         frozenset(e.example_id for e in EXAMPLES),
         Expected.of_targets(find_targets(llama, TARGETS)),
@@ -112,6 +123,43 @@ DEFECTS: dict[str, tuple[Callable[[pd.DataFrame, pd.DataFrame], Table], set[str]
     "no provenance columns (an old table)": (lambda s, t: (s.drop(columns=["run_key", "chat"]), t),
                                              {"provenance_columns", "provenance_as_expected"}),
     "empty table": (lambda s, t: (s.iloc[0:0], t), {"rows", "ok_has_all_rows"}),
+    "layer labels shifted by 0.5": (lambda s, t: (s.assign(layer=s.layer + 0.5), t),
+                                    {"integer_columns", "label_matches_parameter", "expected_matrix"}),
+    "layer labels as text": (lambda s, t: (s.assign(layer=s.layer.astype(str)), t), {"numeric_columns"}),
+    "negative effective rank": (lambda s, t: (_set(s, first(s), "effective_rank", -1.0), t),
+                                {"effective_rank_in_range"}),
+    "effective rank above the token count": (
+        lambda s, t: (_set(s, first(s), "effective_rank", float(s.n_tokens.iloc[0] + 5)), t),
+        {"effective_rank_in_range"},
+    ),
+    "effective rank below 1 for a non-zero gradient": (lambda s, t: (_set(s, first(s), "effective_rank", 0.5), t),
+                                                       {"effective_rank_in_range"}),
+    "stable rank 1e9": (lambda s, t: (_set(s, first(s), "stable_rank", 1e9), t),
+                        {"stable_rank_in_range", "stable_rank_identity"}),
+    "stable rank ≠ Frobenius² / σ_max²": (lambda s, t: (_set(s, first(s), "stable_rank", s.stable_rank.iloc[0] / 2), t),
+                                          {"stable_rank_identity"}),
+    "max entry above σ_max": (lambda s, t: (_set(s, first(s), "grad_max", s.sigma_max.iloc[0] * 2), t),
+                              {"entries_le_sigma_max"}),
+    "truncated set on untruncated rows": (lambda s, t: (s.assign(truncated=True), t), {"truncated_consistent"}),
+    "truncated on one row of an example only": (
+        lambda s, t: (_set(s, first(s), "truncated", True), t), {"one_loss_per_example", "truncated_consistent"}
+    ),
+    "a string nuclear_norm": (lambda s, t: (s.assign(nuclear_norm=s.nuclear_norm.astype(str)), t),
+                              {"numeric_columns"}),
+    "a word in nuclear_norm": (lambda s, t: (_set(s.astype({"nuclear_norm": object}), first(s), "nuclear_norm", "n/a"),
+                                             t), {"numeric_columns", "finite"}),
+    "sigma_min column dropped": (lambda s, t: (s.drop(columns=["sigma_min"]), t), {"columns"}),
+    "loss column dropped": (lambda s, t: (s.drop(columns=["loss"]), t), {"columns"}),
+    "fractional token count": (lambda s, t: (_set(s.astype({"n_tokens": float}), s.example_id == "ex0", "n_tokens",
+                                                   12.5), t),
+                               {"integer_columns"}),
+    "an example id missing": (lambda s, t: (_set(s, first(s), "example_id", None), t), {"label_columns"}),
+    "chat as text": (lambda s, t: (s.assign(chat="no"), t), {"flag_columns"}),
+    "an outcome that is no outcome": (lambda s, t: (s, _set(t, t.example_id == "ex0", "status", "done")),
+                                      {"status_values"}),
+    "an example logged twice": (lambda s, t: (s, pd.concat([t, t.iloc[[0]].assign(status="failed")])),
+                                {"one_status_per_example"}),
+    "outcome log without a status column": (lambda s, t: (s, t.drop(columns=["status"])), {"status_columns"}),
 }
 
 
@@ -136,3 +184,120 @@ def test_without_expectations_the_table_is_still_checked_within_itself(good):
     assert validate_gradient_stats(stats, status).passed
     one_row_short = stats.drop(index=3)
     assert "ok_has_all_rows" in validate_gradient_stats(one_row_short, status).failed_rules()
+
+
+def test_a_failure_says_what_broke_in_numbers(good):
+    stats, status, expected = good
+    report = validate_gradient_stats(stats[stats.module != "o_proj"].reset_index(drop=True), status, expected)
+    assert report.failed_rules() == ["ok_has_all_rows"]
+    assert report.failures()[0].detail == (
+        "4 of 4 examples; ex0 has 4 of 6 matrices (lacks e.g. model.layers.0.self_attn.o_proj.weight)"
+    )
+
+
+# ------------------------------------------------------------------------------------------------ from a file
+def _copy(good_file: Path, tmp_path: Path) -> Path:
+    shutil.copy(status_path(good_file), tmp_path / "stats.status.parquet")
+    return Path(shutil.copy(good_file, tmp_path / "stats.parquet"))
+
+
+def _manifest(**changes):
+    def plant(path: Path) -> None:
+        from lg_pipeline.io.manifest import read_manifest
+
+        add_manifest(path, {**read_manifest(path), **changes})
+
+    return plant
+
+
+def _rows(keep):
+    def plant(path: Path) -> None:
+        from lg_pipeline.io.manifest import read_manifest
+
+        manifest = read_manifest(path)
+        frame = pd.read_parquet(path)
+        from lg_pipeline.io.atomic import write_parquet
+
+        write_parquet(frame[keep(frame)], path, manifest=manifest)
+
+    return plant
+
+
+def _tear(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _status(plant):
+    return lambda path: plant(status_path(path))
+
+
+def _replace_by_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def _k_rank_above_its_side(path: Path) -> None:
+    """k_proj is 32×64 here: an effective rank of 33 is possible for the tokens, not for the matrix."""
+    _rows(lambda f: f.index >= 0)(path)
+    frame = pd.read_parquet(path)
+    from lg_pipeline.io.manifest import read_manifest
+
+    manifest = read_manifest(path)
+    row = frame.index[(frame.module == "k_proj") & (frame.n_tokens > 33)][0]
+    frame.loc[row, "effective_rank"] = 33.0
+    from lg_pipeline.io.atomic import write_parquet
+
+    write_parquet(frame, path, manifest=manifest)
+
+
+FILE_DEFECTS: dict[str, tuple[Callable[[Path], None], set[str]]] = {
+    "the outcome log missing": (lambda p: status_path(p).unlink(), {"status_file"}),
+    "a torn outcome log": (_status(_tear), {"status_file"}),
+    "a torn table": (_tear, {"readable"}),
+    "a 0-byte table": (lambda p: p.write_bytes(b""), {"readable"}),
+    "a folder where the table was": (_replace_by_folder, {"readable"}),
+    "o_proj dropped for every example (the manifest knows the matrices)": (
+        _rows(lambda f: f.module != "o_proj"), {"ok_has_all_rows"}
+    ),
+    "an example of the manifest without rows or outcome": (
+        lambda p: (_rows(lambda f: f.example_id != "ex3")(p), _status(_rows(lambda f: f.example_id != "ex3"))(p)),
+        {"has_outcome"},
+    ),
+    "rows of another dtype than the manifest's": (_manifest(dtype="bfloat16"), {"provenance_as_expected"}),
+    "a manifest of another kind": (_manifest(kind="gradient_status"), {"manifest_kind"}),
+    "an effective rank above min(out, in) (the manifest knows the shapes)": (
+        _k_rank_above_its_side, {"effective_rank_in_range"}
+    ),
+}
+
+
+def test_a_copied_table_with_its_manifest_passes_with_nothing_left_unchecked(good_file, tmp_path):
+    report = check_table(_copy(good_file, tmp_path))
+    assert report.passed and not report.unchecked, report.explain()
+
+
+@pytest.mark.parametrize("defect", list(FILE_DEFECTS))
+def test_every_planted_file_defect_fails_naming_its_rule(good_file, tmp_path, defect):
+    path = _copy(good_file, tmp_path)
+    plant, rules = FILE_DEFECTS[defect]
+    plant(path)
+    report = check_table(path)
+    assert not report.passed, f"{defect}: passed"
+    assert rules <= set(report.failed_rules()), f"{defect}: failed {report.failed_rules()}, expected {rules}"
+
+
+def test_a_missing_example_is_counted_against_the_manifest_and_its_limit(good_file, tmp_path):
+    path = _copy(good_file, tmp_path)
+    _manifest(example_ids=[e.example_id for e in EXAMPLES] + ["ex4", "ex5"], limit=4)(path)
+    (outcome,) = [o for o in check_table(path).failures() if o.column == "has_outcome"]
+    assert outcome.detail == "4 of 6 examples of the run's manifest have an outcome; the run was limited to 4"
+
+
+def test_without_a_manifest_the_completeness_rules_are_unchecked_not_passed(good_file, tmp_path):
+    path = _copy(good_file, tmp_path)
+    pd.read_parquet(path).to_parquet(path)  # the manifest stripped
+    report = check_table(path)
+    assert report.passed and set(report.unchecked) == {"has_outcome", "expected_matrix"}
+    flags = Expected(frozenset(e.example_id for e in EXAMPLES), None, source="--data")
+    assert set(check_table(path, flags).unchecked) == {"expected_matrix"}

@@ -1,0 +1,193 @@
+"""Good outputs to plant defects in: a learning-dynamics folder and a zero-shot folder built from numbers that keep
+every identity their runs keep (predicted = Σ terms, measured = Δ log-probability, `__all__` = item mean, equal
+step-0 losses, ...), so each check starts from a folder it passes and a defect is the only thing wrong. The real
+runs' folders pass the same checks (`tests/dynamics/*/test_checks.py`, marked slow); these are built in
+milliseconds, so the defect suites run in `make test-fast`.
+
+`edit(folder, table, change)` rewrites one table of a folder (its manifest kept); `Defect` pairs a plant with the
+rules it must break.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lg_pipeline.io.atomic import write_parquet
+from lg_pipeline.io.manifest import read_manifest
+
+LAYERS, MODULES = (0, 1), ("q_proj", "o_proj")
+PARAMETERS = [(layer, m, f"model.layers.{layer}.self_attn.{m}.weight") for layer in LAYERS for m in MODULES]
+STEPS, EVAL_EVERY, EVAL_STEPS = 4, 2, (0, 2)
+PROBES = (("p0", "e0", "trained"), ("p1", "e0", "wrong"), ("p2", "e3", "held_out"))
+BATCHES = {0: ("e0", "e1"), 2: ("e2", "e0")}
+
+
+@dataclass(frozen=True)
+class Defect:
+    """One planted defect: `plant(folder)` breaks it in place; `rules` are what the check must name."""
+
+    plant: Callable[[Path], Any]
+    rules: frozenset[str]
+
+
+def defect(plant: Callable[[Path], Any], *rules: str) -> Defect:
+    return Defect(plant, frozenset(rules))
+
+
+def _write(folder: Path, name: str, frame: pd.DataFrame, kind: str) -> None:
+    write_parquet(frame, folder / f"{name}.parquet", manifest={"kind": kind})
+
+
+def edit(folder: Path, table: str, change: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
+    """Rewrite `table` of `folder` as `change` makes it, with the manifest it had."""
+    path = folder / f"{table}.parquet"
+    frame = change(pd.read_parquet(path).copy())
+    write_parquet(frame.reset_index(drop=True), path, manifest=read_manifest(path))
+
+
+def set_at(frame: pd.DataFrame, row: int, column: str, value: Any) -> pd.DataFrame:
+    frame = frame.astype({column: object}) if isinstance(value, str) else frame
+    frame.loc[frame.index[row], column] = value
+    return frame
+
+
+def matrix_stats(grad: np.ndarray, tokens: int) -> dict[str, float]:
+    """The engine's statistics of one gradient matrix (as `gradients.spectra` defines them)."""
+    s = np.linalg.svd(grad, compute_uv=False)
+    p = s / s.sum()
+    return {
+        "nuclear_norm": s.sum(), "sigma_max": s.max(), "sigma_min": s.min() if tokens >= min(grad.shape) else 0.0,
+        "frobenius_norm": math.sqrt((s * s).sum()), "grad_mean": grad.mean(), "grad_max": grad.max(),
+        "grad_min": grad.min(), "effective_rank": math.exp(-(p * np.log(p)).sum()),
+        "stable_rank": (s * s).sum() / s.max() ** 2,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ learning
+def learning_folder(folder: Path) -> Path:
+    """A complete SFT run: 4 steps, eval steps 0 and 2, 3 probes, 2 layers × (q, o), batches of 2."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    kind = "dynamics.{}".format
+    probes = pd.DataFrame(
+        [(p, prompt, t, f"question {prompt}", f"response {p}") for p, prompt, t in PROBES],
+        columns=["probe_id", "prompt_id", "probe_type", "instruction", "response"],
+    )
+    logprobs, influence, summary, kernel, stats = [], [], [], [], []
+    for step in EVAL_STEPS:
+        for probe, _, probe_type in PROBES:
+            terms = rng.normal(0, 1e-3, len(PARAMETERS))
+            influence += [(step, probe, layer, m, name, float(v))
+                          for (layer, m, name), v in zip(PARAMETERS, terms, strict=True)]
+            predicted = float(terms.sum())
+            before, n = -40.0 - 10 * rng.random(), 20 + PROBES.index((probe, _, probe_type))
+            after = before + predicted * 1.01
+            logprobs += [(s, probe, probe_type, lp, lp / n, n) for s, lp in ((step, before), (step + 1, after))]
+            summary.append((step, probe, probe_type, predicted, after - before))
+            kernel += [(step, probe, e, layer, m, float(rng.normal())) for e in BATCHES[step] for layer, m, _ in
+                       PARAMETERS]
+        for e in BATCHES[step]:
+            for layer, m, name in PARAMETERS:
+                row = matrix_stats(rng.normal(0, 1e-2, (8, 6)), 12)
+                stats.append({"step": step, "example_id": e, "layer": layer, "module": m, "parameter": name,
+                              "loss": 5.25, "n_tokens": 12, "n_response_tokens": 6, **row})
+    tables = {
+        "probes": probes,
+        "logprobs": pd.DataFrame(logprobs, columns=["step", "probe_id", "probe_type", "logp_sum", "logp_mean",
+                                                    "n_response_tokens"]),
+        "influence": pd.DataFrame(influence, columns=["step", "probe_id", "layer", "module", "parameter",
+                                                      "predicted_delta"]),
+        "influence_summary": pd.DataFrame(summary, columns=["step", "probe_id", "probe_type", "predicted_delta",
+                                                            "measured_delta"]),
+        "kernel": pd.DataFrame(kernel, columns=["step", "probe_id", "example_id", "layer", "module", "ntk"]),
+        "train_log": pd.DataFrame({"step": range(STEPS), "loss": [5.3, 5.2, 5.1, 5.0], "learning_rate": 1e-4,
+                                   "update_norm": [2e-4, 1.9e-4, 1.8e-4, 1.7e-4]}),
+        "train_gradient_stats": pd.DataFrame(stats),
+    }
+    for name, frame in tables.items():
+        _write(folder, name, frame, kind(name))
+    run = {"config": {"steps": STEPS, "objective": "sft", "max_length": 64, "batch_size": 2},
+           "eval_every": EVAL_EVERY, "probes": [p for p, _, _ in PROBES]}
+    (folder / "run.json").write_text(json.dumps(run))
+    (folder / "summary.json").write_text(json.dumps({"steps": STEPS, "eval_steps": list(EVAL_STEPS)}))
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------ zero-shot
+TRAIN_TASKS, TEST_TASKS = {"add": 3, "sort": 3}, {"ask": 2, "tell": 1}
+ORDERINGS = ("rt", "nft", "gradient")
+BATCH, EVERY = 2, 2  # 6 items: 3 steps, eval steps 0, 2, 3
+
+
+def zero_shot_folder(folder: Path) -> Path:
+    """A complete run of the orderings rt, nft and gradient (with its alignments) over 6 training items."""
+    from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS, eval_steps
+
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True, exist_ok=True)
+    kind = "zero_shot.{}".format
+    rows = [(f"{t}/{i}", t, split, f"{t} question {i}", f"{t} answer {i}")
+            for split, tasks in (("train", TRAIN_TASKS), ("test", TEST_TASKS)) for t, n in tasks.items()
+            for i in range(n)]
+    tasks = pd.DataFrame(rows, columns=["example_id", "task", "split", "instruction", "response"])
+    train = tasks[tasks.split == "train"].reset_index(drop=True)
+    steps = eval_steps(math.ceil(len(train) / BATCH), EVERY)
+    start = {t: 5.5 + 0.1 * i for i, t in enumerate(TEST_TASKS)}
+    orders, losses, seen = [], [], []
+    for o, name in enumerate(ORDERINGS):
+        order = rng.permutation(len(train))
+        orders += [(name, k, train.example_id[i], train.task[i], float(rng.normal())) for k, i in enumerate(order)]
+        for step in steps:
+            per_task = {t: start[t] - 0.05 * step * (1 + o) for t in TEST_TASKS}
+            losses += [(name, step, t, v, TEST_TASKS[t]) for t, v in per_task.items()]
+            total = sum(v * TEST_TASKS[t] for t, v in per_task.items()) / sum(TEST_TASKS.values())
+            losses.append((name, step, ALL_TASKS, total, sum(TEST_TASKS.values())))
+            for t in TEST_TASKS:
+                if step == 0:
+                    seen.append((name, step, t, *[math.nan] * 4))
+                else:
+                    low, high = sorted(rng.uniform(-0.9, -0.2, 2))
+                    seen.append((name, step, t, low, (low + high) / 2, high, rng.uniform(-0.9, -0.2)))
+    alignment = [(e, layer, m, p, float(rng.normal())) for e in train.example_id for layer, m, p in PARAMETERS]
+    tables = {
+        "tasks": tasks,
+        "orderings": pd.DataFrame(orders, columns=["ordering", "position", "example_id", "task", "score"]),
+        "zero_shot": pd.DataFrame(losses, columns=["ordering", "step", "task", "loss", "n_examples"]),
+        "seen_distance": pd.DataFrame(seen, columns=["ordering", "step", "test_task", "min", "avg", "max",
+                                                     "centroid"]),
+        "alignment": pd.DataFrame(alignment, columns=["example_id", "layer", "module", "parameter", "alignment"]),
+    }
+    for name, frame in tables.items():
+        _write(folder, name, frame, kind(name))
+    settings = {"eval_every": EVERY, "batch_size": BATCH, "learning_rate": 1e-5, "level": "none",
+                "tasks": tasks[["example_id", "task", "split", "instruction", "response"]].to_dict("list")}
+    (folder / "run.json").write_text(json.dumps(settings))
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------ gradients
+def gradient_manifest(model: Any, example_ids: list[str], targets: tuple[str, ...], **extra: Any) -> dict[str, Any]:
+    """The run manifest a gradient run writes into its table: example ids, every studied matrix with its shape."""
+    from lg_pipeline.gradients.targets import find_targets
+
+    modules = dict(model.named_modules())
+    parameters = [
+        {"parameter": t.parameter, "layer": t.layer, "module": t.module,
+         "shape": list(modules[t.module_path].weight.shape)}
+        for t in find_targets(model, targets)
+    ]
+    return {"kind": "gradient_stats", "example_ids": list(example_ids), "parameters": parameters,
+            "targets": list(targets), "dtype": "float32", "device_type": "cpu", "encoding": "pair", **extra}
+
+
+def add_manifest(path: Path, manifest: dict[str, Any]) -> Path:
+    """`path` rewritten with `manifest` in its key-value metadata (rows unchanged)."""
+    return write_parquet(pd.read_parquet(path), path, manifest=manifest)
