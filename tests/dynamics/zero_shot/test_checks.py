@@ -1,0 +1,147 @@
+"""The zero-shot check: a good folder passes; every planted defect fails it, naming its rule and file; a real
+tiny run passes it."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from lg_pipeline.dynamics.zero_shot.checks import check_run_folder, run_problems
+from lg_pipeline.io.atomic import write_parquet
+from tests.helpers.planted import Defect, defect, edit, set_at, zero_shot_folder
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return zero_shot_folder(tmp_path_factory.mktemp("zero-shot") / "good")
+
+
+@pytest.fixture
+def folder(template, tmp_path):
+    return shutil.copytree(template, tmp_path / "run")
+
+
+def _drop(table, mask):
+    return lambda f: edit(f, table, lambda t: t[~mask(t)])
+
+
+def _with(table, row, column, value):
+    return lambda f: edit(f, table, lambda t: set_at(t, row, column, value))
+
+
+def _repeat(table, row=0, **changes):
+    return lambda f: edit(f, table, lambda t: pd.concat([t, t.iloc[[row]].assign(**changes)]))
+
+
+def _unlink(name):
+    return lambda f: (f / name).unlink()
+
+
+def _tear(f):
+    data = (f / "zero_shot.parquet").read_bytes()
+    (f / "zero_shot.parquet").write_bytes(data[:-40])
+
+
+def _first_loss_of(ordering, task="ask"):
+    return lambda t: t.index[(t.ordering == ordering) & (t.step == 0) & (t.task == task)][0]
+
+
+def _step0(f, delta=1e-3):
+    edit(f, "zero_shot", lambda t: set_at(t, list(t.index).index(_first_loss_of("nft")(t)), "loss",
+                                          t.loc[_first_loss_of("nft")(t), "loss"] + delta))
+
+
+def _all_off(f):
+    def change(t):
+        row = t.index[(t.task == "__all__") & (t.step == 2)][0]
+        return set_at(t, list(t.index).index(row), "loss", t.loc[row, "loss"] + 0.1)
+
+    edit(f, "zero_shot", change)
+
+
+def _repeat_position(f):
+    edit(f, "orderings", lambda t: set_at(t, 1, "position", int(t.position.iloc[0])))
+
+
+def _repeat_item(f):
+    edit(f, "orderings", lambda t: set_at(t, 1, "example_id", t.example_id.iloc[0]))
+
+
+DEFECTS: dict[str, Defect] = {
+    "zero_shot.parquet deleted": defect(_unlink("zero_shot.parquet"), "tables"),
+    "run.json deleted": defect(_unlink("run.json"), "run_file"),
+    "run.json without its settings": defect(lambda f: (f / "run.json").write_text("{}"), "run_file"),
+    "alignment of the gradient ordering deleted": defect(_unlink("alignment.parquet"), "tables"),
+    "a torn zero_shot.parquet": defect(_tear, "readable"),
+    "loss column dropped": defect(lambda f: edit(f, "zero_shot", lambda t: t.drop(columns=["loss"])), "columns"),
+    "string losses": defect(lambda f: edit(f, "zero_shot", lambda t: t.assign(loss=t.loss.astype(str))),
+                            "numeric_columns"),
+    "NaN loss": defect(_with("zero_shot", 3, "loss", float("nan")), "finite"),
+    "negative loss": defect(_with("zero_shot", 3, "loss", -1.0), "loss_nonnegative"),
+    "duplicated loss row": defect(_repeat("zero_shot"), "unique_rows"),
+    "conflicting duplicated loss row": defect(_repeat("zero_shot", loss=9.0), "unique_rows", "duplicates_agree"),
+    "__all__ ≠ the task mean": defect(_all_off, "all_is_task_mean"),
+    "different step-0 losses across orderings": defect(_step0, "step0_equal"),
+    "an eval step missing": defect(_drop("zero_shot", lambda t: (t.ordering == "rt") & (t.step == 3)),
+                                   "held_out_complete"),
+    "a test task missing at a step": defect(
+        _drop("zero_shot", lambda t: (t.ordering == "rt") & (t.step == 2) & (t.task == "tell")), "held_out_complete"),
+    "n_examples of another count": defect(_with("zero_shot", 0, "n_examples", 7), "n_examples_match"),
+    "a fractional step": defect(lambda f: edit(f, "zero_shot", lambda t: t.assign(step=t.step + 0.5)),
+                                "integer_columns"),
+    "duplicate positions": defect(_repeat_position, "positions_unique", "positions_complete"),
+    "an item ordered twice": defect(_repeat_item, "ordering_is_permutation"),
+    "an ordered item's task wrong": defect(_with("orderings", 0, "task", "tell"), "ordering_tasks_match"),
+    "infinite score": defect(_with("orderings", 0, "score", float("inf")), "finite"),
+    "an ordering missing from seen_distance": defect(_drop("seen_distance", lambda t: t.ordering == "nft"),
+                                                     "orderings_finished", "seen_complete"),
+    "inf in seen distance": defect(_with("seen_distance", 4, "avg", float("inf")), "seen_finite", "seen_in_range"),
+    "a seen distance at step 0": defect(_with("seen_distance", 0, "min", -0.5), "seen_finite"),
+    "seen distance outside [−1, 1]": defect(_with("seen_distance", 4, "max", 1.5), "seen_in_range"),
+    "seen min > max": defect(_with("seen_distance", 4, "min", -0.1), "seen_order"),
+    "a seen-distance step missing": defect(_drop("seen_distance", lambda t: (t.ordering == "rt") & (t.step == 2)),
+                                           "seen_complete"),
+    "a task item in another split": defect(_with("tasks", 0, "split", "validation"), "task_splits"),
+    "task table not the run's items": defect(_drop("tasks", lambda t: t.example_id == "tell/0"),
+                                             "tasks_as_settings"),
+    "duplicate task item": defect(_repeat("tasks"), "unique_rows"),
+    "alignment missing a matrix of one item": defect(_drop("alignment", lambda t: t.index == 0),
+                                                     "alignment_complete"),
+    "a manifest of another table": defect(
+        lambda f: write_parquet(pd.read_parquet(f / "orderings.parquet"), f / "orderings.parquet",
+                                manifest={"kind": "zero_shot.tasks"}), "manifest_kind"),
+}
+
+
+def test_the_good_folder_passes_every_rule(folder):
+    report = check_run_folder(folder)
+    assert report.passed and not report.unchecked, report.explain()
+    assert run_problems(folder, ["rt", "nft", "gradient"]) == []
+
+
+@pytest.mark.parametrize("name", list(DEFECTS))
+def test_every_planted_defect_fails_naming_its_rule(folder, name):
+    DEFECTS[name].plant(folder)
+    report = check_run_folder(folder)
+    assert not report.passed, f"{name}: passed"
+    assert DEFECTS[name].rules <= set(report.failed_rules()), f"{name}: failed {report.failed_rules()}"
+    assert all(o.detail for o in report.failures()), "every failure says what broke"
+
+
+def test_an_asked_ordering_that_never_ran_is_named(folder):
+    assert any("fft" in line for line in run_problems(folder, ["rt", "fft"]))
+
+
+@pytest.mark.slow
+def test_a_real_tiny_run_passes_every_rule(tokenizer, single_thread, tmp_path):
+    from lg_pipeline.dynamics.zero_shot.run import run_zero_shot
+    from tests.dynamics.zero_shot.test_run import config, split
+    from tests.helpers.builders import make_model
+
+    orderings = ("rt", "gradient")
+    run_zero_shot(make_model("llama-gqa", seed=3), tokenizer, split(), config(orderings=orderings), tmp_path,
+                  report=lambda m: None)
+    report = check_run_folder(tmp_path, orderings)
+    assert report.passed and not report.unchecked, report.explain()
