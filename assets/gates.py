@@ -129,3 +129,28 @@ def dynamics_gate(store: OutputStore, key: StatsKey, objective: str) -> str | No
     if not verdict.about(_dynamics_data(store, key, objective)):
         return "tables changed since the check ran"
     return None
+
+
+# ------------------------------------------------------------------------------------------------ zero-shot dynamics
+def _zero_shot_data(store: OutputStore, model: str, level: str, ordering: str) -> Path:
+    from lg_pipeline.dynamics.zero_shot.checks import LOSSES
+
+    return store.zero_shot(model, level, ordering) / f"{LOSSES}.parquet"
+
+
+def record_zero_shot(store: OutputStore, model: str, level: str, ordering: str, failures: list[str]) -> Verdict:
+    """The zero-shot check's outcome on one run folder (the figures draw only runs it passed)."""
+    data = _zero_shot_data(store, model, level, ordering)
+    return _write(store.zero_shot_verdict(model, level, ordering), data, failures)
+
+
+def zero_shot_gate(store: OutputStore, model: str, level: str, ordering: str) -> str | None:
+    """Why a zero-shot run may not enter the figures (None: its check passed on exactly these tables)."""
+    verdict = _read(store.zero_shot_verdict(model, level, ordering))
+    if verdict is None:
+        return "not validated yet (run the zero_shot_complete check)"
+    if not verdict.passed:
+        return "check failed: " + "; ".join(verdict.failures)
+    if not verdict.about(_zero_shot_data(store, model, level, ordering)):
+        return "tables changed since the check ran"
+    return None

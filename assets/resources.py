@@ -114,6 +114,10 @@ class OutputStore(dg.ConfigurableResource):
         """A zero-shot dynamics run's folder (`lg_pipeline.dynamics.zero_shot.run`): one per model, level, ordering."""
         return self.path("zero_shot", model, level, ordering)
 
+    def zero_shot_verdict(self, model: str, level: str, ordering: str) -> Path:
+        """The zero-shot check's last verdict on that run (`assets.gates`)."""
+        return self.zero_shot(model, level, ordering) / "check.json"
+
     def zero_shot_runs(self) -> list[tuple[str, str, str]]:
         """(model, level, ordering) of every zero-shot run folder that has its settings."""
         root = self.path("zero_shot")

@@ -104,7 +104,7 @@ def zero_shot_figures(context: dg.AssetExecutionContext, store: OutputStore) -> 
 
     tables = _complete_runs(store)
     if tables is None:
-        raise dg.Failure(description="no complete zero-shot run yet: materialize zero_shot_dynamics first")
+        raise dg.Failure(description="no checked zero-shot run yet: materialize zero_shot_dynamics (and its check)")
     losses, seen = tables
     folder = store.zero_shot_figures()
     meta: dict[str, Any] = {}
@@ -126,17 +126,17 @@ def zero_shot_figures(context: dg.AssetExecutionContext, store: OutputStore) -> 
 
 
 def _complete_runs(store: OutputStore) -> tuple[Any, Any] | None:
-    """Losses and seen distances (with model and level columns) of every complete run folder whose split and
-    settings are those of the model's newest run: only runs that differ in ordering and level are compared."""
+    """Losses and seen distances (with model and level columns) of every run folder whose check passed (`gates`) and
+    whose split and settings are those of the model's newest run: only runs that differ in ordering and level are
+    compared."""
     import pandas as pd
 
-    from lg_pipeline.dynamics.zero_shot.checks import run_problems
     from lg_pipeline.dynamics.zero_shot.run import comparable_runs_key
 
     complete = [
         (model, level, ordering, store.zero_shot(model, level, ordering))
         for model, level, ordering in store.zero_shot_runs()
-        if not run_problems(store.zero_shot(model, level, ordering), [ordering])
+        if gates.zero_shot_gate(store, model, level, ordering) is None
     ]
     newest: dict[str, tuple[float, str]] = {}
     for model, _, _, out in complete:

@@ -41,3 +41,33 @@ def test_summary_blocks_are_recorded_and_cleared(tmp_path):
     assert gates.summary_blocked(store, "m") == {"champ__none__correct": "check failed: x"}
     gates.clear_summary_blocked(store, "m")
     assert gates.summary_blocked(store, "m") == {}
+
+
+def test_a_zero_shot_run_enters_the_figures_only_after_its_check_passed_on_those_tables(tmp_path):
+    store = OutputStore(root=str(tmp_path))
+    losses = store.zero_shot("m", "none", "rt") / "zero_shot.parquet"
+    losses.parent.mkdir(parents=True)
+    losses.write_bytes(b"v1")
+    assert "not validated" in gates.zero_shot_gate(store, "m", "none", "rt")
+    gates.record_zero_shot(store, "m", "none", "rt", ["rt: non-finite held-out loss"])
+    assert gates.zero_shot_gate(store, "m", "none", "rt") == "check failed: rt: non-finite held-out loss"
+    gates.record_zero_shot(store, "m", "none", "rt", [])
+    assert gates.zero_shot_gate(store, "m", "none", "rt") is None
+    assert "not validated" in gates.zero_shot_gate(store, "m", "none", "nft")  # another ordering's folder
+    losses.write_bytes(b"v2")
+    assert gates.zero_shot_gate(store, "m", "none", "rt") == "tables changed since the check ran"
+
+
+def test_the_zero_shot_figures_draw_only_runs_the_gate_lets_through(tmp_path):
+    from assets.dynamics.figures import _complete_runs
+    from lg_pipeline.dynamics.zero_shot.checks import check_run_folder
+    from tests.helpers.planted import zero_shot_folder
+
+    store = OutputStore(root=str(tmp_path))
+    out = zero_shot_folder(store.zero_shot("m", "none", "rt"))
+    assert _complete_runs(store) is None  # complete on disk, but not checked yet
+    gates.record_zero_shot(store, "m", "none", "rt", check_run_folder(out, ["rt"]).details())
+    losses, seen = _complete_runs(store)
+    assert set(losses.model) == {"m"} and set(seen.level) == {"none"}
+    gates.record_zero_shot(store, "m", "none", "rt", ["rt: non-finite held-out loss"])
+    assert _complete_runs(store) is None
