@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lg_pipeline.errors import InputError
+from lg_pipeline.io.atomic import atomic_write_text
 from lg_pipeline.io.study_json import load_study_json
 
 PROMPT_VERSION = "detailed-cot-v1"
+CACHE_MODE = 0o600  # a cached answer is the user's data: readable by its owner only
 PROMPT_TEMPLATE = (
     "Answer the following question. Think through it step by step and explain each step of your reasoning in "
     "detail before you state the final answer.\n\n{question}"
@@ -89,12 +91,14 @@ class CachedTeacher:
         prompt = PROMPT_TEMPLATE.format(question=instruction)
         path = self._cache_path(prompt)
         if path.is_file():
+            if path.stat().st_mode & 0o077:
+                os.chmod(path, CACHE_MODE)  # written by an older version, readable by others
             return json.loads(path.read_text(encoding="utf-8"))["response"]
         text = self._generate(prompt)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"teacher": self.name, "prompt": prompt, "response": text}), encoding="utf-8")
-        tmp.replace(path)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        record = json.dumps({"teacher": self.name, "prompt": prompt, "response": text})
+        atomic_write_text(path, record)  # a temp file made by mkstemp: 0600 from its creation
+        os.chmod(path, CACHE_MODE)
         return text
 
     def _generate(self, prompt: str) -> str:
@@ -127,6 +131,15 @@ def check_key_variable(name: str) -> str:
             "or list it in LG_TEACHER_KEY_VARS)"
         )
     return name
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are reported, never followed: urllib would resend the request, `Authorization` included, to
+    whatever host `Location` names, one the endpoint check never saw (a 301/302/303 even turns the POST into a GET
+    with the same headers)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises the redirect as an HTTPError
 
 
 def check_endpoint(base_url: str) -> str:
@@ -163,6 +176,7 @@ class OpenAICompatibleTeacher(CachedTeacher):
         self.api_key_env = check_key_variable(api_key_env)
         self.params = {"temperature": temperature, "max_tokens": max_tokens}
         self.max_retries, self.backoff, self.timeout, self.sleep = max_retries, backoff_seconds, timeout_seconds, sleep
+        self._opener = urllib.request.build_opener(_NoRedirects)
 
     def _request(self, prompt: str) -> urllib.request.Request:
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt}], **self.params}
@@ -179,9 +193,15 @@ class OpenAICompatibleTeacher(CachedTeacher):
         last = ""
         for attempt in range(self.max_retries + 1):
             try:
-                with urllib.request.urlopen(self._request(prompt), timeout=self.timeout) as reply:
+                with self._opener.open(self._request(prompt), timeout=self.timeout) as reply:
                     return _content(json.loads(reply.read().decode("utf-8")), where)
             except urllib.error.HTTPError as exc:
+                if 300 <= exc.code < 400:
+                    target = _public_url(exc.headers.get("Location", "") if exc.headers else "") or "elsewhere"
+                    raise InputError(
+                        f"{where}: the endpoint redirects (HTTP {exc.code} to {target}); redirects are not followed "
+                        "with the key: set teacher_base_url to the endpoint itself"
+                    ) from None
                 if exc.code in (401, 403):
                     raise InputError(
                         f"{where}: authentication failed (HTTP {exc.code}); check the key in ${self.api_key_env}"

@@ -305,3 +305,88 @@ def test_a_deployment_may_list_other_key_variables_and_loopback_may_use_http(tmp
     teacher = make_teacher("openai", model="m", base_url="http://127.0.0.1:8000/v1", api_key_env="AZURE_OPENAI_KEY",
                            cache_dir=tmp_path)
     assert teacher.api_key_env == "AZURE_OPENAI_KEY"
+
+
+class Redirector:
+    """An endpoint on 127.0.0.1 that answers every request with `status` and a Location on another host, where a
+    second server records whatever reaches it."""
+
+    def __init__(self, status: int):
+        self.landed: list[dict] = []
+        self.seen: list[dict] = []
+        landed, seen = self.landed, self.seen
+
+        class Elsewhere(BaseHTTPRequestHandler):
+            def _record(self):
+                landed.append({"path": self.path, "auth": self.headers.get("Authorization")})
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(json.dumps({"choices": [{"message": {"content": "stolen"}}]}).encode())
+
+            do_GET = do_POST = _record  # noqa: N815 (http.server's naming)
+
+            def log_message(self, *args):
+                pass
+
+        self.other = _server_on_another_host(Elsewhere)
+        other_host, other_port = self.other.server_address[:2]
+        location = f"http://{other_host}:{other_port}/v1/chat/completions"
+
+        class Redirect(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                seen.append({"auth": self.headers.get("Authorization")})
+                self.send_response(status)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        for s in (self.server, self.other):
+            threading.Thread(target=s.serve_forever, daemon=True).start()
+
+    def close(self):
+        for s in (self.server, self.other):
+            s.shutdown()
+            s.server_close()
+
+
+def _server_on_another_host(handler) -> ThreadingHTTPServer:
+    """127.0.0.2 (another loopback address: another host to urllib); where it cannot be bound, `localhost` by name."""
+    try:
+        return ThreadingHTTPServer(("127.0.0.2", 0), handler)
+    except OSError:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server.server_address = ("localhost", server.server_address[1])
+        return server
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_to_another_host_is_refused_and_the_key_never_leaves(status, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_TEACHER_API_KEY", SECRET)
+    endpoint = Redirector(status)
+    try:
+        teacher = OpenAICompatibleTeacher("m", endpoint.url, cache_dir=tmp_path, api_key_env="TEST_TEACHER_API_KEY",
+                                          max_retries=2, sleep=lambda s: None)
+        with pytest.raises(InputError, match=f"redirects \\(HTTP {status} to http://") as raised:
+            teacher.respond("What is 2+2?")
+    finally:
+        endpoint.close()
+    assert endpoint.seen == [{"auth": f"Bearer {SECRET}"}]  # asked once, not retried
+    assert endpoint.landed == [] and SECRET not in str(raised.value)
+    assert not list((tmp_path / "teacher").rglob("*.json"))
+
+
+def test_cached_answers_are_readable_by_their_owner_only(api, teacher, tmp_path):
+    import os
+    import stat
+
+    teacher.respond("What is 2+2?")
+    (cached,) = (tmp_path / "teacher").rglob("*.json")
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o600
+    os.chmod(cached, 0o644)  # a cache an older version wrote
+    teacher.respond("What is 2+2?")
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o600 and len(api.requests) == 1
