@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,9 +35,11 @@ from lg_pipeline.errors import InputError
 from lg_pipeline.example import number_repeats, stable_id
 from lg_pipeline.io.atomic import atomic_write_text, write_parquet
 from lg_pipeline.schema import GRADIENT_COLUMNS, MATRIX_STATS, STUDY_NAMES
-from lg_pipeline.vocabulary import layer_index
+from lg_pipeline.vocabulary import CORRECTNESS, layer_index
 
-LONG_COLUMNS: tuple[str, ...] = (*GRADIENT_COLUMNS, "model", "dataset", "level", "correctness")
+VARIANT_COLUMNS: tuple[str, ...] = ("model", "dataset", "level", "correctness")
+LONG_COLUMNS: tuple[str, ...] = (*GRADIENT_COLUMNS, *VARIANT_COLUMNS)
+IMPORT_KIND = "study_import"  # the manifest kind of an imported table
 WRONG_SUFFIX = "_wrong_answer_shuffle"
 REASONING_TASK, MATH_TASK, WIKI_TASK = "cot_500", "lighteval_math", "wiki_popularity"
 MATH_PREFIX = "math_"  # our MATH datasets are math_<subject>; the study names files by subject
@@ -133,22 +135,47 @@ def parse_parameter(name: str) -> tuple[int, str] | None:
 # --------------------------------------------------------------------------- import
 
 
-def record_rows(record: dict[str, Any], example_id: str) -> list[dict[str, Any]]:
-    """Long-table rows (without variant columns) from one study JSONL object."""
+MAX_LAYER = 100_000  # no model has more layers; a larger index is a corrupt name, not a layer
+
+
+def record_rows(record: dict[str, Any], example_id: str, where: str = "line") -> list[dict[str, Any]]:
+    """Long-table rows (without variant columns) from one study JSONL object; a value that is not what the study
+    writes (a string loss, a string statistic, an absurd layer index) is an InputError naming `where`."""
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: a JSON {type(record).__name__}, not an object of statistics")
     common = {
         "example_id": example_id,
-        "loss": record.get("loss", math.nan),
-        "n_tokens": record.get("n_tokens"),
-        "n_response_tokens": record.get("n_response_tokens"),
+        "loss": _number(record.get("loss", math.nan), f"{where}: loss"),
+        "n_tokens": _count(record.get("n_tokens"), f"{where}: n_tokens"),
+        "n_response_tokens": _count(record.get("n_response_tokens"), f"{where}: n_response_tokens"),
     }
     rows = []
     for name, value in record.items():
         parsed = parse_parameter(name) if isinstance(value, dict) else None
         if parsed is None:
             continue
-        stats = {_FROM_STUDY[k]: v for k, v in value.items() if k in _FROM_STUDY}
+        if parsed[0] > MAX_LAYER:
+            raise InputError(f"{where}: layer {parsed[0]} of {name} is out of range (at most {MAX_LAYER})")
+        stats = {_FROM_STUDY[k]: _number(v, f"{where}: {name} {k}") for k, v in value.items() if k in _FROM_STUDY}
         rows.append({**common, "layer": parsed[0], "module": parsed[1], "parameter": name, **stats})
     return rows
+
+
+def _number(value: Any, what: str) -> float:
+    """A statistic as the study writes it: a number, or null/NaN for one it has not."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{what} is not a number ({json.dumps(value)[:40]})")
+    return float(value)
+
+
+def _count(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise InputError(f"{what} is not a token count ({json.dumps(value)[:40]})")
+    return value
 
 
 def _example_id(record: dict[str, Any], index: int) -> str:
@@ -164,17 +191,28 @@ def read_study_jsonl(path: str | Path, file: StudyFile | None = None) -> pd.Data
     """One study JSONL file as our long table; variant columns from `file` or the path."""
     path = Path(path)
     file = file or parse_study_path(path)
-    records: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as handle:
-        for index, line in enumerate(handle):
-            if not line.strip():
-                continue
-            try:
-                records.append((index, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path} line {index + 1}: not valid JSON ({exc.msg})") from None
+    records: list[tuple[int, Any]] = []
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append((index, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} line {index + 1}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise InputError(f"{path} line {index + 1}: JSON nested too deeply") from None
+        if not isinstance(records[-1][1], dict):
+            raise InputError(f"{path} line {index + 1}: a JSON {type(records[-1][1]).__name__}, not an object")
     ids = number_repeats(_example_id(record, index) for index, record in records)
-    rows = [row for (_, record), eid in zip(records, ids, strict=True) for row in record_rows(record, eid)]
+    rows = [
+        row
+        for (index, record), eid in zip(records, ids, strict=True)
+        for row in record_rows(record, eid, f"{path} line {index + 1}")
+    ]
     frame = pd.DataFrame(rows, columns=list(GRADIENT_COLUMNS))
     for column in ("n_tokens", "n_response_tokens"):
         frame[column] = pd.to_numeric(frame[column])
@@ -226,43 +264,144 @@ def write_study_jsonl(stats: pd.DataFrame, path: str | Path) -> Path:
 
 
 def export_study_tree(stats: pd.DataFrame, root: str | Path) -> list[Path]:
-    """Write every (model, dataset, level, correctness) of `stats` into the study's layout under `root`."""
-    written: dict[Path, StudyFile] = {}
+    """Write every (model, dataset, level, correctness) of `stats` into the study's layout under `root`.
+
+    Every target is planned (and checked to stay inside `root`) before the first file is written, so a refused
+    table leaves `root` as it was.
+    """
+    root = Path(root)
+    planned: dict[Path, tuple[StudyFile, pd.DataFrame]] = {}
     for key, part in stats.groupby(["model", "dataset", "level", "correctness"], sort=True):
-        file = StudyFile(*map(str, key))
-        target = Path(root) / file.relpath()
-        if target in written:
-            raise ValueError(f"{file} and {written[target]} would both be written to {target}")
-        written[target] = file
+        file = StudyFile(*(path_component(str(v), name) for v, name in zip(key, VARIANT_COLUMNS, strict=True)))
+        target = root / file.relpath()
+        if not target.resolve().is_relative_to(root.resolve()):
+            raise ValueError(f"{file} would be written outside {root} ({target})")
+        if target in planned:
+            raise ValueError(f"{file} and {planned[target][0]} would both be written to {target}")
+        planned[target] = (file, part)
+    for target, (_, part) in planned.items():
         write_study_jsonl(part, target)
-    return list(written)
+    return list(planned)
+
+
+def path_component(value: str, what: str) -> str:
+    """`value` as one component of a path: no separator, no `.` or `..`, not absolute, not empty, printable.
+
+    Model, dataset and level names become folder and file names of the export; a table's value is data, and data
+    must not choose where a file is written.
+    """
+    if (
+        not value
+        or value in (".", "..")
+        or "/" in value
+        or "\\" in value
+        or Path(value).is_absolute()
+        or not value.isprintable()
+    ):
+        raise ValueError(f"{what} {value!r} is not a single path component (no '/', '\\', '..' or absolute name)")
+    return value
 
 
 # --------------------------------------------------------------------------- user paths (the CLI)
 
 
-def export_stats_tables(paths: Iterable[str | Path], root: str | Path) -> list[Path]:
-    """`export-study`: our Parquet tables (with variant columns) into the study's layout under `root`."""
-    frames = []
-    for path in paths:
-        frame = pd.read_parquet(path)
-        missing = [c for c in LONG_COLUMNS if c not in frame.columns]
-        if missing:
-            raise InputError(f"{path}: lacks column(s) {', '.join(missing)} (the pipeline's gradient tables have them)")
-        frames.append(frame[list(LONG_COLUMNS)])
+def export_stats_tables(
+    paths: Iterable[str | Path], root: str | Path, given: Mapping[str, str] | None = None
+) -> list[Path]:
+    """`export-study`: our Parquet tables into the study's layout under `root`.
+
+    A table's model, dataset, level and correctness come from its columns (a Dagster table), else from its run
+    manifest (a CLI table), else from `given` (the command's flags). Every table is read and checked before
+    anything is written.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"--out {root}: not a folder")
+    frames = [_export_frame(Path(path), given or {}) for path in paths]
     try:
         return export_study_tree(pd.concat(frames, ignore_index=True), root)
     except ValueError as exc:
         raise InputError(str(exc)) from None
 
 
+def _export_frame(path: Path, given: Mapping[str, str]) -> pd.DataFrame:
+    """One table's rows with its variant columns filled in; an InputError naming `path` for anything else."""
+    from lg_pipeline.io.manifest import read_manifest
+
+    frame = read_table(path, "statistics table")
+    missing = [c for c in GRADIENT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path}: lacks column(s) {', '.join(missing)} (not a gradient-statistics table)")
+    words = [c for c in ("loss", *MATRIX_STATS) if not pd.api.types.is_numeric_dtype(frame[c])]
+    if words:
+        raise InputError(f"{path}: column(s) {', '.join(words)} hold text, not numbers")
+    if frame.empty:
+        raise InputError(f"{path}: no rows to export")
+    manifest = read_manifest(path) or {}
+    unknown = []
+    for column in VARIANT_COLUMNS:
+        if column in frame.columns:
+            continue
+        value = _manifest_value(manifest, column) or given.get(column)
+        if not value:
+            unknown.append(column)
+        frame = frame.assign(**{column: value})
+    if unknown:
+        flags = ", ".join(f"--{c}" for c in unknown)
+        raise InputError(f"{path}: lacks column(s) {', '.join(unknown)}, and its manifest does not say them "
+                         f"(pass {flags})")
+    for column in VARIANT_COLUMNS:
+        for value in frame[column].unique():
+            try:
+                path_component(str(value), column)
+            except ValueError as exc:
+                raise InputError(f"{path}: {exc}") from None
+    bad = sorted(set(frame.correctness.astype(str)) - set(CORRECTNESS))
+    if bad:
+        raise InputError(f"{path}: correctness {bad[0]!r} is not one of {', '.join(CORRECTNESS)}")
+    levels = sorted(set(frame.level.astype(str)) - {*LEVEL_VARIANTS, *WIKI_VARIANTS})
+    if levels:
+        raise InputError(f"{path}: level {levels[0]!r} has no study file name (known: {_known_levels()})")
+    return frame[list(LONG_COLUMNS)]
+
+
+def _manifest_value(manifest: Mapping[str, Any], column: str) -> str | None:
+    """A variant column from a run manifest; a model given as a local folder is named by the folder's name."""
+    value = manifest.get(column)
+    if not isinstance(value, str) or not value:
+        return None
+    if column == "model" and manifest.get("model_source") == "local":
+        return Path(value).name
+    return value
+
+
+def read_table(path: Path, what: str) -> pd.DataFrame:
+    """A Parquet table given on the command line; missing, a folder, empty or torn is one line naming it."""
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not a {what}")
+    if not path.exists():
+        raise InputError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: is empty (0 bytes), not a {what}")
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # ArrowInvalid, OSError: a torn or foreign file
+        raise InputError(f"{path}: not a readable Parquet table ({type(exc).__name__})") from None
+
+
 def import_study_table(root: str | Path, out: str | Path) -> pd.DataFrame:
-    """`import-study`: every study file under `root` as one long table, written atomically to `out`."""
-    if not Path(root).is_dir():
+    """`import-study`: every study file under `root` as one long table, written atomically to `out` with a
+    manifest saying what it is (kind `study_import`, the folder it came from)."""
+    root = Path(root)
+    if not root.exists():
+        raise InputError(f"study folder not found: {root}")
+    if not root.is_dir():
         raise InputError(f"{root}: not a folder")
     try:
         frame = import_study_tree(root)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    write_parquet(frame, out)
+    if frame.empty:
+        raise InputError(f"{root}: the study files hold no statistics")
+    write_parquet(frame, out, manifest={"kind": IMPORT_KIND, "data_file": root.name})
     return frame

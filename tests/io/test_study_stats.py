@@ -165,3 +165,31 @@ def test_export_refuses_two_variants_in_one_file(tmp_path):
 def test_unknown_level_has_no_study_name():
     with pytest.raises(ValueError, match="no study file name"):
         StudyFile("m", "d", "medium", "correct").relpath()
+
+
+@pytest.mark.parametrize("value", ["", ".", "..", "a/b", "../x", "/abs", "a\\b", "tab\there"])
+def test_a_name_that_is_not_one_path_component_is_refused(value):
+    from lg_pipeline.io.study_stats import path_component
+
+    with pytest.raises(ValueError, match="path component"):
+        path_component(value, "model")
+    assert path_component("qwen2-1.5b", "model") == "qwen2-1.5b"
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda r: {**r, "loss": "1.25"}, "loss is not a number"),
+    (lambda r: {**r, "loss": True}, "loss is not a number"),
+    (lambda r: {**r, "model.layers.0.self_attn.q_proj.weight": {"S_sum": "big"}}, "S_sum is not a number"),
+    (lambda r: {**r, "model.layers.99999999999999999999.self_attn.q_proj.weight": {"S_sum": 1.0}}, "out of range"),
+    (lambda r: {**r, "n_tokens": "40"}, "n_tokens is not a token count"),
+    (lambda r: [r], "a JSON list, not an object"),
+])
+def test_a_study_line_with_values_the_study_never_writes_is_named(tmp_path, change, named):
+    from lg_pipeline.errors import InputError
+
+    path = tmp_path / "cot_500" / "llama3_8b" / "grads_gsm8k_train_no_cot.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(study_line("Q", "A")) + "\n" + json.dumps(change(study_line("Q2", "A2"))) + "\n")
+    with pytest.raises(InputError, match=named) as raised:
+        read_study_jsonl(path)
+    assert f"{path} line 2" in str(raised.value)
