@@ -87,6 +87,16 @@ def demo_variants(buildable: list[VariantKey], datasets: list[str] | None) -> li
     return [v for v in buildable if v.dataset in chosen and (v.dataset, v.level) not in left_out]
 
 
+def check_demo_arguments(models: list[str] | None, datasets: list[str] | None, n_examples: int | None) -> None:
+    """What would silently mean something else: `--models` with no name is not "the default models"."""
+    if models is not None and not models:
+        raise InputError("--models: no model named (leave the flag out for the offline-default models)")
+    if datasets is not None and not datasets:
+        raise InputError("--datasets: no dataset named (leave the flag out for one dataset per family)")
+    if n_examples is not None and n_examples < 1:
+        raise InputError(f"--n-examples must be at least 1, got {n_examples}")
+
+
 def run_demo(models: list[str] | None = None, datasets: list[str] | None = None, n_examples: int | None = None) -> int:
     """Materialize curated tables, gradients (+ checks) and summaries; returns a process exit code.
 
@@ -100,6 +110,7 @@ def run_demo(models: list[str] | None = None, datasets: list[str] | None = None,
     from data_sources.datasets.catalog import buildable_variant_keys, dataset_catalog
     from data_sources.models.catalog import get_model_spec, model_catalog
 
+    check_demo_arguments(models, datasets, n_examples)
     models = models or [n for n, s in model_catalog().items() if s.offline_default]
     for name in models:
         get_model_spec(name)  # unknown names fail here, before any work

@@ -8,6 +8,10 @@ from pathlib import Path
 
 def _models_add(args: argparse.Namespace) -> int:
     from data_sources.models.registry import add_model
+    from lg_pipeline.errors import InputError
+
+    if args.catalog and Path(args.catalog).is_dir():
+        raise InputError(f"--catalog {args.catalog}: is a directory, not a catalog file")
 
     spec = add_model(
         args.name,

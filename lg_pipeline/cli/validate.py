@@ -105,9 +105,13 @@ def _flags(args: argparse.Namespace, path: Path):
 
 def _model_layout(args: argparse.Namespace, path: Path):
     from data_sources.models.catalog import model_catalog, studied_matrices
+    from lg_pipeline.errors import InputError
     from lg_pipeline.gradients.checks import Expected
 
-    matrices = Expected.of_targets(studied_matrices(args.model, _targets(args, path), args.cache_dir))
+    try:
+        matrices = Expected.of_targets(studied_matrices(args.model, _targets(args, path), args.cache_dir))
+    except InputError as exc:
+        raise InputError(str(exc) if args.model in str(exc) else f"--model {args.model}: {exc}") from None
     catalog = model_catalog()
     provenance = {"chat": catalog[args.model].chat} if args.model in catalog else {}
     return matrices, provenance
