@@ -178,10 +178,13 @@ def typed(
     missing = [c for c in columns if c not in frame]
     if not rules.check("columns", not missing, f"{table}: missing {', '.join(missing)}", where=where):
         return None
-    wrong = [c for c in numeric if not pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == bool]
+    types, dtypes = pd.api.types, dict(frame.dtypes)
+    wrong = [c for c in numeric if not types.is_numeric_dtype(dtypes[c]) or types.is_bool_dtype(dtypes[c])]
     rules.check("numeric_columns", not wrong, f"{table}: {', '.join(wrong)} not numeric", where=where)
-    frame = frame.assign(**{c: pd.to_numeric(frame[c], errors="coerce") for c in wrong})
-    fractional = [c for c in whole if (frame[c].notna() & (frame[c] != np.floor(frame[c]))).any()]
+    if wrong:
+        frame = frame.assign(**{c: pd.to_numeric(frame[c], errors="coerce") for c in wrong})
+    values = {c: frame[c].to_numpy(dtype=float) for c in whole}
+    fractional = [c for c, v in values.items() if np.any(np.isfinite(v) & (v != np.floor(v)))]
     rules.check("integer_columns", not fractional, f"{table}: fractional values in {', '.join(fractional)}",
                 where=where)
     return frame
