@@ -9,7 +9,7 @@ and tell nothing more); the curation checks keep their GX suites (`gx_context`, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -215,3 +215,38 @@ def unique(frame: pd.DataFrame, rules: Rules, table: str, keys: Any) -> None:
         copies = frame[repeated]
         n = int(copies.groupby(keys)[values].transform("nunique", dropna=False).gt(1).any(axis=1).sum())
     rules.check("duplicates_agree", n == 0, f"{table}: {n} repeated rows disagree", where=where)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """What one table of a run folder holds: its columns, its key, which are numbers (whole, finite)."""
+
+    columns: tuple[str, ...]
+    keys: tuple[str, ...]
+    numeric: tuple[str, ...] = ()
+    whole: tuple[str, ...] = ()
+    finite: tuple[str, ...] = ()
+
+
+def read_run_tables(
+    folder: Any, specs: Mapping[str, TableSpec], names: Any, rules: Rules, kind_of: Callable[[Any], str | None],
+    kind_prefix: str,
+) -> dict[str, pd.DataFrame] | None:
+    """The tables `names` of a run folder, each read, its manifest kind (`kind_of(path)`, e.g. `zero_shot.tasks`)
+    checked, its columns typed, its numbers finite and its keys unique; None when one cannot be used."""
+    tables = {}
+    for name in names:
+        path = folder / f"{name}.parquet"
+        frame = read_table(path, rules)
+        kind = kind_of(path) or f"{kind_prefix}.{name}"
+        rules.check("manifest_kind", kind == f"{kind_prefix}.{name}", f"{name}: its manifest says {kind!r}",
+                    where=path.name)
+        spec = specs[name]
+        tables[name] = None if frame is None else typed(frame, rules, name, spec.columns, spec.numeric, spec.whole)
+    if any(frame is None for frame in tables.values()):
+        return None
+    for name, frame in tables.items():
+        if specs[name].finite:
+            finite(frame, rules, name, specs[name].finite)
+        unique(frame, rules, name, specs[name].keys)
+    return tables

@@ -42,6 +42,28 @@ def defect(plant: Callable[[Path], Any], *rules: str) -> Defect:
     return Defect(plant, frozenset(rules))
 
 
+_TEMPLATES: dict[tuple[Any, Path], Path] = {}
+
+
+def fresh_copy(build: Callable[[Path], Path], tmp_path_factory: Any, tmp_path: Path) -> Path:
+    """A copy of the good folder `build` makes (built once per test session) to plant one defect in."""
+    import shutil
+
+    key = (build, tmp_path_factory.getbasetemp())
+    if key not in _TEMPLATES:
+        _TEMPLATES[key] = build(tmp_path_factory.mktemp("good") / build.__name__)
+    return Path(shutil.copytree(_TEMPLATES[key], tmp_path / "run"))
+
+
+def assert_caught(check: Callable[[Path], Any], folder: Path, name: str, planted: Defect) -> None:
+    """Plant `planted` in `folder`: `check(folder)` must fail, naming (at least) its rules, each saying what broke."""
+    planted.plant(folder)
+    report = check(folder)
+    assert not report.passed, f"{name}: passed"
+    assert planted.rules <= set(report.failed_rules()), f"{name}: failed {report.failed_rules()}"
+    assert all(o.detail for o in report.failures()), "every failure says what broke"
+
+
 def _write(folder: Path, name: str, frame: pd.DataFrame, kind: str) -> None:
     write_parquet(frame, folder / f"{name}.parquet", manifest={"kind": kind})
 
@@ -57,6 +79,35 @@ def set_at(frame: pd.DataFrame, row: int, column: str, value: Any) -> pd.DataFra
     frame = frame.astype({column: object}) if isinstance(value, str) else frame
     frame.loc[frame.index[row], column] = value
     return frame
+
+
+# Plants: each returns `plant(folder)`, the change one defect makes.
+def dropped(table: str, mask: Callable[[pd.DataFrame], Any]) -> Callable[[Path], None]:
+    """The rows of `table` where `mask` holds, deleted."""
+    return lambda f: edit(f, table, lambda t: t[~mask(t)])
+
+
+def changed(table: str, row: int, column: str, value: Any) -> Callable[[Path], None]:
+    """One value of `table` (the `row`-th row) replaced."""
+    return lambda f: edit(f, table, lambda t: set_at(t, row, column, value))
+
+
+def repeated(table: str, row: int = 0, **changes: Any) -> Callable[[Path], None]:
+    """The `row`-th row of `table` appended again, with `changes`."""
+    return lambda f: edit(f, table, lambda t: pd.concat([t, t.iloc[[row]].assign(**changes)]))
+
+
+def removed(name: str) -> Callable[[Path], None]:
+    return lambda f: (f / name).unlink()
+
+
+def torn(name: str) -> Callable[[Path], None]:
+    """The file cut in half, as a writer killed mid-write without an atomic rename would leave it."""
+    def tear(f: Path) -> None:
+        data = (f / name).read_bytes()
+        (f / name).write_bytes(data[: len(data) // 2])
+
+    return tear
 
 
 def matrix_stats(grad: np.ndarray, tokens: int) -> dict[str, float]:

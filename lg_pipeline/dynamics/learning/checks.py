@@ -25,7 +25,7 @@ from lg_pipeline.dynamics.learning.callback import TABLES, is_eval_step
 from lg_pipeline.dynamics.learning.influence import r_squared
 from lg_pipeline.dynamics.learning.probes import PROBE_COLUMNS
 from lg_pipeline.dynamics.learning.run import KEYS, RUN_FILE, SUMMARY_FILE
-from lg_pipeline.expectations import TABLE_MEANINGS, RuleReport, Rules, finite, read_table, typed, unique
+from lg_pipeline.expectations import TABLE_MEANINGS, RuleReport, Rules, TableSpec, read_run_tables
 from lg_pipeline.gradients.checks import MEANINGS as STATS_MEANINGS
 from lg_pipeline.gradients.checks import check_rows
 from lg_pipeline.schema import GRADIENT_COLUMNS
@@ -49,6 +49,16 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 TEXT = {"probe_id", "prompt_id", "probe_type", "instruction", "response", "module", "parameter", "example_id"}
 WHOLE = ("step", "layer", "n_response_tokens", "n_tokens")
+
+
+def _spec(name: str) -> TableSpec:
+    columns = COLUMNS[name]
+    numbers = tuple(c for c in columns if c not in TEXT)
+    keys = ("probe_id",) if name == PROBES else KEYS[name]
+    return TableSpec(columns, keys, numbers, tuple(c for c in WHOLE if c in columns), numbers)
+
+
+SPECS: dict[str, TableSpec] = {name: _spec(name) for name in COLUMNS}
 SUM_SLACK = 1e-4  # of Σ|terms|: the summary's total is an fp32 sum, the table's terms are summed again here
 DIFF_SLACK = 1e-9
 
@@ -118,7 +128,7 @@ def check_run_folder(
     missing = [t for t in (PROBES, *needed) if not (out / f"{t}.parquet").is_file()]
     if not rules.check("tables", not missing, f"missing table(s): {', '.join(missing)}"):
         return rules.report()
-    tables = _read_tables(out, [PROBES, *needed], rules)
+    tables = read_run_tables(out, SPECS, [PROBES, *needed], rules, _kind, "dynamics")
     if tables is None:
         return rules.report()
     eval_steps = None
@@ -161,6 +171,12 @@ def agreement_warning(r2: float, threshold: float = AGREEMENT_R2) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------ reading
+def _kind(path: Path) -> str | None:
+    from lg_pipeline.io.manifest import read_manifest
+
+    return (read_manifest(path) or {}).get("kind")
+
+
 def _json(path: Path, rules: Rules, rule: str) -> dict[str, Any] | None:
     if not path.is_file():
         rules.fail(rule, f"missing {path.name}", where=path.name)
@@ -172,30 +188,6 @@ def _json(path: Path, rules: Rules, rule: str) -> dict[str, Any] | None:
         return None
     return value if rules.check(rule, isinstance(value, dict), f"{path.name} is not a JSON object",
                                 where=path.name) else None
-
-
-def _read_tables(out: Path, names: list[str], rules: Rules) -> dict[str, pd.DataFrame] | None:
-    """Each table read, its manifest kind checked, its columns typed; None when one cannot be used."""
-    from lg_pipeline.io.manifest import read_manifest
-
-    tables = {}
-    for name in names:
-        path = out / f"{name}.parquet"
-        frame = read_table(path, rules)
-        kind = (read_manifest(path) or {}).get("kind", f"dynamics.{name}")
-        rules.check("manifest_kind", kind == f"dynamics.{name}", f"{name}: its manifest says {kind!r}",
-                    where=path.name)
-        columns = COLUMNS[name]
-        numeric = [c for c in columns if c not in TEXT]
-        whole = [c for c in WHOLE if c in columns]
-        tables[name] = None if frame is None else typed(frame, rules, name, columns, numeric, whole)
-    if any(frame is None for frame in tables.values()):
-        return None
-    for name, frame in tables.items():
-        if name != PROBES:
-            finite(frame, rules, name, [c for c in COLUMNS[name] if c not in TEXT])
-        unique(frame, rules, name, ("probe_id",) if name == PROBES else KEYS[name])
-    return tables
 
 
 # ------------------------------------------------------------------------------------------------ rules

@@ -22,7 +22,7 @@ from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS, LOSS_COLUMNS, eva
 from lg_pipeline.dynamics.zero_shot.run import ORDERING_COLUMNS
 from lg_pipeline.dynamics.zero_shot.seen_distance import SEEN_COLUMNS
 from lg_pipeline.dynamics.zero_shot.tasks import TEST, TRAIN
-from lg_pipeline.expectations import TABLE_MEANINGS, RuleReport, Rules, finite, read_table, typed, unique
+from lg_pipeline.expectations import TABLE_MEANINGS, RuleReport, Rules, TableSpec, read_run_tables
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,22 +32,17 @@ TABLES = ("tasks", "orderings", LOSSES, "seen_distance")
 ALIGNMENT = "alignment"  # written by the `gradient` ordering only
 RUN_FILE = "run.json"  # the run's settings (lg_pipeline.dynamics.zero_shot.run writes it)
 TASK_COLUMNS = ("example_id", "task", "split", "instruction", "response")  # tasks.split_frame's
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "tasks": TASK_COLUMNS,
-    "orderings": ORDERING_COLUMNS,
-    "zero_shot": LOSS_COLUMNS,
-    "seen_distance": SEEN_COLUMNS,
-    ALIGNMENT: ALIGNMENT_COLUMNS,
+SPECS: dict[str, TableSpec] = {
+    "tasks": TableSpec(TASK_COLUMNS, ("example_id",)),
+    "orderings": TableSpec(ORDERING_COLUMNS, ("ordering", "position"), ("position", "score"), ("position",),
+                           ("score",)),
+    LOSSES: TableSpec(LOSS_COLUMNS, ("ordering", "step", "task"), ("step", "loss", "n_examples"),
+                      ("step", "n_examples"), ("loss",)),
+    "seen_distance": TableSpec(SEEN_COLUMNS, ("ordering", "step", "test_task"),
+                               ("step", "min", "avg", "max", "centroid"), ("step",)),
+    ALIGNMENT: TableSpec(ALIGNMENT_COLUMNS, ("example_id", "parameter"), ("layer", "alignment"), ("layer",),
+                         ("alignment",)),
 }
-KEYS: dict[str, tuple[str, ...]] = {
-    "tasks": ("example_id",),
-    "orderings": ("ordering", "position"),
-    "zero_shot": ("ordering", "step", "task"),
-    "seen_distance": ("ordering", "step", "test_task"),
-    ALIGNMENT: ("example_id", "parameter"),
-}
-NUMERIC = {"position", "score", "step", "loss", "n_examples", "min", "avg", "max", "centroid", "layer", "alignment"}
-WHOLE = ("position", "step", "n_examples", "layer")
 DISTANCES = ("min", "avg", "max", "centroid")
 REL = 1e-6  # float rounding of a mean; a planted change is orders larger
 
@@ -130,31 +125,14 @@ def _positive(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def _read_tables(out: Path, names: list[str], rules: Rules) -> dict[str, pd.DataFrame] | None:
+def _kind(path: Path) -> str | None:
     from lg_pipeline.io.manifest import read_manifest
 
-    tables = {}
-    for name in names:
-        path = out / f"{name}.parquet"
-        frame = read_table(path, rules)
-        kind = (read_manifest(path) or {}).get("kind", f"zero_shot.{name}")
-        rules.check("manifest_kind", kind == f"zero_shot.{name}", f"{name}: its manifest says {kind!r}",
-                    where=path.name)
-        columns = COLUMNS[name]
-        numeric = [c for c in columns if c in NUMERIC]
-        tables[name] = None if frame is None else typed(frame, rules, name, columns, numeric,
-                                                         [c for c in WHOLE if c in columns])
-    if any(frame is None for frame in tables.values()):
-        return None
-    for name, frame in tables.items():
-        unique(frame, rules, name, KEYS[name])
-    if "orderings" in tables:
-        finite(tables["orderings"], rules, "orderings", ["score"])
-    if "zero_shot" in tables:
-        finite(tables["zero_shot"], rules, "zero_shot", ["loss"])
-    if ALIGNMENT in tables:
-        finite(tables[ALIGNMENT], rules, ALIGNMENT, ["alignment"])
-    return tables
+    return (read_manifest(path) or {}).get("kind")
+
+
+def _read_tables(out: Path, names: list[str], rules: Rules) -> dict[str, pd.DataFrame] | None:
+    return read_run_tables(out, SPECS, names, rules, _kind, "zero_shot")
 
 
 def _where(table: str) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,25 +13,25 @@ from lg_pipeline.dynamics.learning.checks import (
     completeness_failures,
 )
 from lg_pipeline.io.atomic import write_parquet
-from tests.helpers.planted import Defect, defect, edit, learning_folder, set_at
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    return learning_folder(tmp_path_factory.mktemp("learning") / "good")
+from tests.helpers.planted import (
+    Defect,
+    assert_caught,
+    changed,
+    defect,
+    dropped,
+    edit,
+    fresh_copy,
+    learning_folder,
+    removed,
+    repeated,
+    set_at,
+    torn,
+)
 
 
 @pytest.fixture
-def folder(template, tmp_path):
-    return shutil.copytree(template, tmp_path / "run")
-
-
-def _drop(table, mask):
-    return lambda f: edit(f, table, lambda t: t[~mask(t)])
-
-
-def _with(table, row, column, value):
-    return lambda f: edit(f, table, lambda t: set_at(t, row, column, value))
+def folder(tmp_path_factory, tmp_path):
+    return fresh_copy(learning_folder, tmp_path_factory, tmp_path)
 
 
 def _swap(f):
@@ -61,26 +59,14 @@ def _noise_prediction(f):
         predicted_delta=[totals[(s, p)] for s, p in zip(t.step, t.probe_id, strict=True)]))
 
 
-def _unlink(name):
-    return lambda f: (f / name).unlink()
-
-
-def _tear(name):
-    def tear(f):
-        data = (f / name).read_bytes()
-        (f / name).write_bytes(data[: len(data) // 2])
-
-    return tear
-
-
 DEFECTS: dict[str, Defect] = {
-    "logprobs table deleted": defect(_unlink("logprobs.parquet"), "tables"),
-    "kernel table deleted": defect(_unlink("kernel.parquet"), "tables"),
-    "probes table deleted": defect(_unlink("probes.parquet"), "tables"),
-    "summary.json deleted": defect(_unlink("summary.json"), "summary_file"),
-    "run.json deleted": defect(_unlink("run.json"), "run_file"),
+    "logprobs table deleted": defect(removed("logprobs.parquet"), "tables"),
+    "kernel table deleted": defect(removed("kernel.parquet"), "tables"),
+    "probes table deleted": defect(removed("probes.parquet"), "tables"),
+    "summary.json deleted": defect(removed("summary.json"), "summary_file"),
+    "run.json deleted": defect(removed("run.json"), "run_file"),
     "run.json not JSON": defect(lambda f: (f / "run.json").write_text("{steps: 4"), "run_file"),
-    "a torn logprobs.parquet": defect(_tear("logprobs.parquet"), "readable"),
+    "a torn logprobs.parquet": defect(torn("logprobs.parquet"), "readable"),
     "a 0-byte influence.parquet": defect(lambda f: (f / "influence.parquet").write_bytes(b""), "readable"),
     "measured_delta column dropped": defect(
         lambda f: edit(f, "influence_summary", lambda t: t.drop(columns=["measured_delta"])), "columns"),
@@ -90,53 +76,50 @@ DEFECTS: dict[str, Defect] = {
         lambda f: edit(f, "train_log", lambda t: t.assign(step=t.step + 0.5)), "integer_columns"),
     "a layer label shifted by 0.5": defect(
         lambda f: edit(f, "influence", lambda t: t.assign(layer=t.layer + 0.5)), "integer_columns", "layer_labels"),
-    "an eval step missing from the summary": defect(_drop("influence_summary", lambda t: t.step == 2),
+    "an eval step missing from the summary": defect(dropped("influence_summary", lambda t: t.step == 2),
                                                     "eval_steps_complete"),
     "a summary row at a step that is not an eval step": defect(
         lambda f: edit(f, "influence_summary", lambda t: t.assign(step=t.step.replace(2, 3))), "eval_steps_complete"),
-    "a probe missing after a step": defect(_drop("logprobs", lambda t: (t.step == 1) & (t.probe_id == "p1")),
+    "a probe missing after a step": defect(dropped("logprobs", lambda t: (t.step == 1) & (t.probe_id == "p1")),
                                            "logprobs_complete", "measured_is_logp_change"),
-    "duplicated logprobs row": defect(
-        lambda f: edit(f, "logprobs", lambda t: pd.concat([t, t.iloc[[0]]])), "unique_rows"),
-    "conflicting duplicated summary row": defect(
-        lambda f: edit(f, "influence_summary", lambda t: pd.concat(
-            [t, t.iloc[[0]].assign(measured_delta=t.measured_delta.iloc[0] + 1)])),
-        "unique_rows", "duplicates_agree"),
+    "duplicated logprobs row": defect(repeated("logprobs"), "unique_rows"),
+    "conflicting duplicated summary row": defect(repeated("influence_summary", measured_delta=1.0),
+                                                 "unique_rows", "duplicates_agree"),
     "positive log-probability": defect(
         lambda f: edit(f, "logprobs", lambda t: t.assign(logp_sum=-t.logp_sum, logp_mean=-t.logp_mean)),
         "logp_nonpositive"),
-    "logp_mean not logp_sum per token": defect(_with("logprobs", 0, "logp_mean", -0.01), "logp_mean_identity"),
-    "zero response tokens": defect(_with("logprobs", 0, "n_response_tokens", 0), "response_tokens_positive"),
-    "NaN log-probability": defect(_with("logprobs", 0, "logp_sum", float("nan")), "finite"),
-    "negative update norm": defect(_with("train_log", 1, "update_norm", -1e-4), "update_norm_nonnegative"),
-    "negative learning rate": defect(_with("train_log", 1, "learning_rate", -1e-4), "learning_rate_nonnegative"),
-    "zero training loss": defect(_with("train_log", 1, "loss", 0.0), "train_loss_positive"),
-    "a training step missing from train_log": defect(_drop("train_log", lambda t: t.step == 3), "train_log_steps"),
-    "a whole layer missing from influence": defect(_drop("influence", lambda t: t.layer == 1),
+    "logp_mean not logp_sum per token": defect(changed("logprobs", 0, "logp_mean", -0.01), "logp_mean_identity"),
+    "zero response tokens": defect(changed("logprobs", 0, "n_response_tokens", 0), "response_tokens_positive"),
+    "NaN log-probability": defect(changed("logprobs", 0, "logp_sum", float("nan")), "finite"),
+    "negative update norm": defect(changed("train_log", 1, "update_norm", -1e-4), "update_norm_nonnegative"),
+    "negative learning rate": defect(changed("train_log", 1, "learning_rate", -1e-4), "learning_rate_nonnegative"),
+    "zero training loss": defect(changed("train_log", 1, "loss", 0.0), "train_loss_positive"),
+    "a training step missing from train_log": defect(dropped("train_log", lambda t: t.step == 3), "train_log_steps"),
+    "a whole layer missing from influence": defect(dropped("influence", lambda t: t.layer == 1),
                                                    "layers_complete", "predicted_is_sum"),
-    "layer 0 missing from influence": defect(_drop("influence", lambda t: t.layer == 0),
+    "layer 0 missing from influence": defect(dropped("influence", lambda t: t.layer == 0),
                                              "layers_complete", "predicted_is_sum"),
-    "one matrix missing for one probe": defect(_drop("influence", lambda t: t.index == 0),
+    "one matrix missing for one probe": defect(dropped("influence", lambda t: t.index == 0),
                                                "influence_complete", "predicted_is_sum"),
-    "module label of another parameter": defect(_with("influence", 0, "module", "k_proj"), "layer_labels"),
-    "empty kernel": defect(_drop("kernel", lambda t: t.index >= 0), "kernel_complete"),
-    "kernel missing an example": defect(_drop("kernel", lambda t: t.example_id == "e1"), "kernel_complete"),
-    "infinite kernel value": defect(_with("kernel", 2, "ntk", float("inf")), "finite"),
+    "module label of another parameter": defect(changed("influence", 0, "module", "k_proj"), "layer_labels"),
+    "empty kernel": defect(dropped("kernel", lambda t: t.index >= 0), "kernel_complete"),
+    "kernel missing an example": defect(dropped("kernel", lambda t: t.example_id == "e1"), "kernel_complete"),
+    "infinite kernel value": defect(changed("kernel", 2, "ntk", float("inf")), "finite"),
     "σ_min > σ_max in train_gradient_stats": defect(
         lambda f: edit(f, "train_gradient_stats", lambda t: set_at(t, 0, "sigma_min", t.sigma_max.iloc[0] * 2)),
         "sigma_min_le_sigma_max"),
-    "stable rank 1e9 in train_gradient_stats": defect(_with("train_gradient_stats", 0, "stable_rank", 1e9),
+    "stable rank 1e9 in train_gradient_stats": defect(changed("train_gradient_stats", 0, "stable_rank", 1e9),
                                                       "stable_rank_in_range", "stable_rank_identity"),
     "a batch example without statistics": defect(
-        _drop("train_gradient_stats", lambda t: (t.example_id == "e1") & (t.layer == 1)), "train_stats_complete"),
+        dropped("train_gradient_stats", lambda t: (t.example_id == "e1") & (t.layer == 1)), "train_stats_complete"),
     "predicted and measured swapped": defect(_swap, "not_swapped", "predicted_is_sum", "measured_is_logp_change"),
     "predicted ≠ sum of its per-matrix terms": defect(_scale_one_term, "predicted_is_sum"),
     "measured ≠ log-probability change": defect(
         lambda f: edit(f, "influence_summary", lambda t: set_at(t, 1, "measured_delta", t.measured_delta.iloc[1] * 3)),
         "measured_is_logp_change"),
-    "probe type differs from the probe table": defect(_with("influence_summary", 0, "probe_type", "irrelevant"),
+    "probe type differs from the probe table": defect(changed("influence_summary", 0, "probe_type", "irrelevant"),
                                                       "probe_types_match"),
-    "a probe not in the probe table": defect(_drop("probes", lambda t: t.probe_id == "p2"), "probe_ids_known"),
+    "a probe not in the probe table": defect(dropped("probes", lambda t: t.probe_id == "p2"), "probe_ids_known"),
     "a manifest of another table": defect(
         lambda f: write_parquet(pd.read_parquet(f / "kernel.parquet"), f / "kernel.parquet",
                                 manifest={"kind": "dynamics.influence"}), "manifest_kind"),
@@ -151,11 +134,7 @@ def test_the_good_folder_passes_every_rule(folder):
 
 @pytest.mark.parametrize("name", list(DEFECTS))
 def test_every_planted_defect_fails_naming_its_rule(folder, name):
-    DEFECTS[name].plant(folder)
-    report = check_run_folder(folder)
-    assert not report.passed, f"{name}: passed"
-    assert DEFECTS[name].rules <= set(report.failed_rules()), f"{name}: failed {report.failed_rules()}"
-    assert all(o.detail for o in report.failures()), "every failure says what broke"
+    assert_caught(check_run_folder, folder, name, DEFECTS[name])
 
 
 def test_a_prediction_of_no_use_fires_the_agreement_warning_only(folder):

@@ -3,45 +3,31 @@ tiny run passes it."""
 
 from __future__ import annotations
 
-import shutil
-
 import pandas as pd
 import pytest
 
 from lg_pipeline.dynamics.zero_shot.checks import check_run_folder, run_problems
 from lg_pipeline.io.atomic import write_parquet
-from tests.helpers.planted import Defect, defect, edit, set_at, zero_shot_folder
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    return zero_shot_folder(tmp_path_factory.mktemp("zero-shot") / "good")
+from tests.helpers.planted import (
+    Defect,
+    assert_caught,
+    changed,
+    defect,
+    dropped,
+    edit,
+    fresh_copy,
+    removed,
+    repeated,
+    set_at,
+    torn,
+    zero_shot_folder,
+)
 
 
 @pytest.fixture
-def folder(template, tmp_path):
-    return shutil.copytree(template, tmp_path / "run")
+def folder(tmp_path_factory, tmp_path):
+    return fresh_copy(zero_shot_folder, tmp_path_factory, tmp_path)
 
-
-def _drop(table, mask):
-    return lambda f: edit(f, table, lambda t: t[~mask(t)])
-
-
-def _with(table, row, column, value):
-    return lambda f: edit(f, table, lambda t: set_at(t, row, column, value))
-
-
-def _repeat(table, row=0, **changes):
-    return lambda f: edit(f, table, lambda t: pd.concat([t, t.iloc[[row]].assign(**changes)]))
-
-
-def _unlink(name):
-    return lambda f: (f / name).unlink()
-
-
-def _tear(f):
-    data = (f / "zero_shot.parquet").read_bytes()
-    (f / "zero_shot.parquet").write_bytes(data[:-40])
 
 
 def _first_loss_of(ordering, task="ask"):
@@ -70,44 +56,44 @@ def _repeat_item(f):
 
 
 DEFECTS: dict[str, Defect] = {
-    "zero_shot.parquet deleted": defect(_unlink("zero_shot.parquet"), "tables"),
-    "run.json deleted": defect(_unlink("run.json"), "run_file"),
+    "zero_shot.parquet deleted": defect(removed("zero_shot.parquet"), "tables"),
+    "run.json deleted": defect(removed("run.json"), "run_file"),
     "run.json without its settings": defect(lambda f: (f / "run.json").write_text("{}"), "run_file"),
-    "alignment of the gradient ordering deleted": defect(_unlink("alignment.parquet"), "tables"),
-    "a torn zero_shot.parquet": defect(_tear, "readable"),
+    "alignment of the gradient ordering deleted": defect(removed("alignment.parquet"), "tables"),
+    "a torn zero_shot.parquet": defect(torn("zero_shot.parquet"), "readable"),
     "loss column dropped": defect(lambda f: edit(f, "zero_shot", lambda t: t.drop(columns=["loss"])), "columns"),
     "string losses": defect(lambda f: edit(f, "zero_shot", lambda t: t.assign(loss=t.loss.astype(str))),
                             "numeric_columns"),
-    "NaN loss": defect(_with("zero_shot", 3, "loss", float("nan")), "finite"),
-    "negative loss": defect(_with("zero_shot", 3, "loss", -1.0), "loss_nonnegative"),
-    "duplicated loss row": defect(_repeat("zero_shot"), "unique_rows"),
-    "conflicting duplicated loss row": defect(_repeat("zero_shot", loss=9.0), "unique_rows", "duplicates_agree"),
+    "NaN loss": defect(changed("zero_shot", 3, "loss", float("nan")), "finite"),
+    "negative loss": defect(changed("zero_shot", 3, "loss", -1.0), "loss_nonnegative"),
+    "duplicated loss row": defect(repeated("zero_shot"), "unique_rows"),
+    "conflicting duplicated loss row": defect(repeated("zero_shot", loss=9.0), "unique_rows", "duplicates_agree"),
     "__all__ ≠ the task mean": defect(_all_off, "all_is_task_mean"),
     "different step-0 losses across orderings": defect(_step0, "step0_equal"),
-    "an eval step missing": defect(_drop("zero_shot", lambda t: (t.ordering == "rt") & (t.step == 3)),
+    "an eval step missing": defect(dropped("zero_shot", lambda t: (t.ordering == "rt") & (t.step == 3)),
                                    "held_out_complete"),
     "a test task missing at a step": defect(
-        _drop("zero_shot", lambda t: (t.ordering == "rt") & (t.step == 2) & (t.task == "tell")), "held_out_complete"),
-    "n_examples of another count": defect(_with("zero_shot", 0, "n_examples", 7), "n_examples_match"),
+        dropped("zero_shot", lambda t: (t.ordering == "rt") & (t.step == 2) & (t.task == "tell")), "held_out_complete"),
+    "n_examples of another count": defect(changed("zero_shot", 0, "n_examples", 7), "n_examples_match"),
     "a fractional step": defect(lambda f: edit(f, "zero_shot", lambda t: t.assign(step=t.step + 0.5)),
                                 "integer_columns"),
     "duplicate positions": defect(_repeat_position, "positions_unique", "positions_complete"),
     "an item ordered twice": defect(_repeat_item, "ordering_is_permutation"),
-    "an ordered item's task wrong": defect(_with("orderings", 0, "task", "tell"), "ordering_tasks_match"),
-    "infinite score": defect(_with("orderings", 0, "score", float("inf")), "finite"),
-    "an ordering missing from seen_distance": defect(_drop("seen_distance", lambda t: t.ordering == "nft"),
+    "an ordered item's task wrong": defect(changed("orderings", 0, "task", "tell"), "ordering_tasks_match"),
+    "infinite score": defect(changed("orderings", 0, "score", float("inf")), "finite"),
+    "an ordering missing from seen_distance": defect(dropped("seen_distance", lambda t: t.ordering == "nft"),
                                                      "orderings_finished", "seen_complete"),
-    "inf in seen distance": defect(_with("seen_distance", 4, "avg", float("inf")), "seen_finite", "seen_in_range"),
-    "a seen distance at step 0": defect(_with("seen_distance", 0, "min", -0.5), "seen_finite"),
-    "seen distance outside [−1, 1]": defect(_with("seen_distance", 4, "max", 1.5), "seen_in_range"),
-    "seen min > max": defect(_with("seen_distance", 4, "min", -0.1), "seen_order"),
-    "a seen-distance step missing": defect(_drop("seen_distance", lambda t: (t.ordering == "rt") & (t.step == 2)),
+    "inf in seen distance": defect(changed("seen_distance", 4, "avg", float("inf")), "seen_finite", "seen_in_range"),
+    "a seen distance at step 0": defect(changed("seen_distance", 0, "min", -0.5), "seen_finite"),
+    "seen distance outside [−1, 1]": defect(changed("seen_distance", 4, "max", 1.5), "seen_in_range"),
+    "seen min > max": defect(changed("seen_distance", 4, "min", -0.1), "seen_order"),
+    "a seen-distance step missing": defect(dropped("seen_distance", lambda t: (t.ordering == "rt") & (t.step == 2)),
                                            "seen_complete"),
-    "a task item in another split": defect(_with("tasks", 0, "split", "validation"), "task_splits"),
-    "task table not the run's items": defect(_drop("tasks", lambda t: t.example_id == "tell/0"),
+    "a task item in another split": defect(changed("tasks", 0, "split", "validation"), "task_splits"),
+    "task table not the run's items": defect(dropped("tasks", lambda t: t.example_id == "tell/0"),
                                              "tasks_as_settings"),
-    "duplicate task item": defect(_repeat("tasks"), "unique_rows"),
-    "alignment missing a matrix of one item": defect(_drop("alignment", lambda t: t.index == 0),
+    "duplicate task item": defect(repeated("tasks"), "unique_rows"),
+    "alignment missing a matrix of one item": defect(dropped("alignment", lambda t: t.index == 0),
                                                      "alignment_complete"),
     "a manifest of another table": defect(
         lambda f: write_parquet(pd.read_parquet(f / "orderings.parquet"), f / "orderings.parquet",
@@ -123,11 +109,7 @@ def test_the_good_folder_passes_every_rule(folder):
 
 @pytest.mark.parametrize("name", list(DEFECTS))
 def test_every_planted_defect_fails_naming_its_rule(folder, name):
-    DEFECTS[name].plant(folder)
-    report = check_run_folder(folder)
-    assert not report.passed, f"{name}: passed"
-    assert DEFECTS[name].rules <= set(report.failed_rules()), f"{name}: failed {report.failed_rules()}"
-    assert all(o.detail for o in report.failures()), "every failure says what broke"
+    assert_caught(check_run_folder, folder, name, DEFECTS[name])
 
 
 def test_an_asked_ordering_that_never_ran_is_named(folder):
