@@ -3,8 +3,8 @@
 A check is a list of named rules. Each rule yields an `Outcome` (passed or not, the failing row positions and, when
 it failed, what broke in numbers); a `RuleReport` gathers them with the rules that could not be checked and why
 (a missing example list is not a pass). The gradient and dynamics checks evaluate their rules with pandas (each is
-a boolean column or a table-wide comparison: a GX suite over those columns would add a context and ~25 ms per rule
-and tell nothing more); the curation checks keep their GX suites (`gx_context`, `run_suite`).
+a boolean column or a table-wide comparison: a GX suite over those columns would add a context and a validation
+pass per rule, and tell nothing more); the curation checks keep their GX suites (`gx_context`, `run_suite`).
 """
 
 from __future__ import annotations
