@@ -219,27 +219,34 @@ def _probe_rules(tables: dict[str, pd.DataFrame], rules: Rules) -> None:
                         where=_where(name))
 
 
+def _grouped(frame: pd.DataFrame, by: list[str], values: list[str]) -> dict[Any, set]:
+    """{key of `by`: the set of `values` tuples}: one pass over the rows (a pandas groupby-apply costs more here)."""
+    groups: dict[Any, set] = {}
+    keys = zip(*(frame[c] for c in by), strict=True) if len(by) > 1 else frame[by[0]]
+    rows = zip(*(frame[c] for c in values), strict=True) if len(values) > 1 else frame[values[0]]
+    for key, row in zip(keys, rows, strict=True):
+        groups.setdefault(key, set()).add(row)
+    return groups
+
+
 def _coverage_rules(tables: dict[str, pd.DataFrame], eval_steps: list[int] | None, rules: Rules) -> None:
     probes = set(tables[PROBES].probe_id)
     summary, logprobs = tables["influence_summary"], tables["logprobs"]
     if eval_steps is not None:
-        problems = []
-        for step in eval_steps:
-            seen = set(summary.probe_id[summary.step == step])
-            if not probes <= seen:
-                problems.append(f"eval step {step}: {len(probes - seen)} of {len(probes)} probes without a summary")
-        other = sorted(set(summary.step.dropna().astype(int)) - set(eval_steps))
+        by_step = _grouped(summary, ["step"], ["probe_id"])
+        problems = [
+            f"eval step {step}: {len(probes - seen)} of {len(probes)} probes without a summary"
+            for step in eval_steps
+            if not probes <= (seen := by_step.get(step, set()))
+        ]
+        other = sorted(int(s) for s in set(by_step) - set(eval_steps) if s == s)
         if other:
             problems.append(f"influence_summary: rows at step(s) {other}, not eval steps")
         rules.check("eval_steps_complete", not problems, "; ".join(problems), where=_where("influence_summary"))
-        problems = [
-            f"logprobs at step {s}: not every probe measured"
-            for step in eval_steps
-            for s in (step, step + 1)
-            if set(logprobs.probe_id[logprobs.step == s]) != probes
-        ]
-        asked = {s for step in eval_steps for s in (step, step + 1)}
-        other = sorted(set(logprobs.step.dropna().astype(int)) - asked)
+        measured = _grouped(logprobs, ["step"], ["probe_id"])
+        asked = [s for step in eval_steps for s in (step, step + 1)]
+        problems = [f"logprobs at step {s}: not every probe measured" for s in asked if measured.get(s) != probes]
+        other = sorted(int(s) for s in set(measured) - set(asked) if s == s)
         if other:
             problems.append(f"logprobs: rows at step(s) {other}, neither an eval step nor the one after")
         rules.check("logprobs_complete", not problems, "; ".join(problems), where=_where("logprobs"))
@@ -251,9 +258,9 @@ def _coverage_rules(tables: dict[str, pd.DataFrame], eval_steps: list[int] | Non
 def _influence_coverage(tables: dict[str, pd.DataFrame], rules: Rules) -> None:
     influence, summary = tables["influence"], tables["influence_summary"]
     matrices = set(influence.parameter)
-    per_pair = influence.groupby(["step", "probe_id"]).parameter.agg(lambda p: len(set(p)))
+    per_pair = _grouped(influence, ["step", "probe_id"], ["parameter"])
     pairs = set(zip(summary.step, summary.probe_id, strict=True))
-    short = int((per_pair < len(matrices)).sum()) + len(pairs - set(per_pair.index))
+    short = sum(len(per_pair.get(pair, ())) < len(matrices) for pair in pairs | set(per_pair))
     rules.check("influence_complete", short == 0,
                 f"influence: {short} of {len(pairs)} (step, probe) pairs lack a term of the {len(matrices)} matrices",
                 where=_where("influence"))
@@ -275,29 +282,25 @@ def _batch_coverage(tables: dict[str, pd.DataFrame], eval_steps: list[int] | Non
     """Kernel and statistics: every example of each eval step's batch, every matrix, every probe."""
     kernel, stats = tables["kernel"], tables["train_gradient_stats"]
     probes = set(tables[PROBES].probe_id)
-    steps = set(eval_steps) if eval_steps is not None else set(stats.step.dropna().astype(int))
+    batches = _grouped(stats, ["step"], ["example_id"])
+    steps = set(eval_steps) if eval_steps is not None else {int(s) for s in batches if s == s}
     matrices = set(zip(stats.layer, stats.module, strict=True))
     problems = ["kernel: no rows"] if len(kernel) == 0 else []
-    batches = stats.groupby("step").example_id.agg(lambda e: frozenset(e))
-    seen = kernel.groupby(["step", "probe_id"]).apply(
-        lambda g: frozenset(zip(g.example_id, g.layer, g.module, strict=True)), include_groups=False
-    )
+    seen = _grouped(kernel, ["step", "probe_id"], ["example_id", "layer", "module"])
     for step in sorted(steps):
-        examples = batches.get(step, frozenset())
-        want = frozenset((e, layer, module) for e in examples for layer, module in matrices)
+        examples = batches.get(step, set())
+        want = {(e, layer, module) for e in examples for layer, module in matrices}
         lacking = [p for p in sorted(probes) if not examples or seen.get((step, p)) != want]
         if lacking:
             problems.append(f"kernel at step {step}: {len(lacking)} of {len(probes)} probes lack rows")
     rules.check("kernel_complete", not problems, "; ".join(problems), where=_where("kernel"))
-    per_example = stats.groupby(["step", "example_id"]).apply(
-        lambda g: len(set(zip(g.layer, g.module, strict=True))), include_groups=False
-    )
+    per_example = _grouped(stats, ["step", "example_id"], ["layer", "module"])
     problems = [
         f"train_gradient_stats at step {step}: not every example has every matrix"
         for step in sorted(steps)
-        if step not in batches.index or (per_example.loc[step] < len(matrices)).any()
+        if step not in batches or any(len(per_example[(step, e)]) < len(matrices) for e in batches[step])
     ]
-    other = sorted(set(stats.step.dropna().astype(int)) - steps)
+    other = sorted(int(s) for s in set(batches) - steps if s == s)
     if other:
         problems.append(f"train_gradient_stats: rows at step(s) {other}, not eval steps")
     rules.check("train_stats_complete", not problems, "; ".join(problems), where=_where("train_gradient_stats"))
@@ -308,7 +311,8 @@ def _identity_rules(tables: dict[str, pd.DataFrame], rules: Rules) -> None:
 
     summary, influence, logprobs = tables["influence_summary"], tables["influence"], tables["logprobs"]
     keys = ["step", "probe_id"]
-    terms = influence.groupby(keys).predicted_delta.agg(total="sum", size=lambda v: v.abs().sum())
+    terms = influence.assign(size=influence.predicted_delta.abs()).groupby(keys)[["predicted_delta", "size"]].sum()
+    terms = terms.rename(columns={"predicted_delta": "total"})
     at = summary.set_index(keys)
     total = terms.total.reindex(at.index).to_numpy()
     size = terms["size"].reindex(at.index).to_numpy()
