@@ -91,6 +91,11 @@ class Rules:
     def fail(self, rule: str, detail: str, *, where: str | None = None) -> None:
         self.check(rule, False, detail, where=where)
 
+    def broke(self, exc: BaseException) -> None:
+        """A table malformed in a way no rule foresaw: the check fails (`checkable`), it never raises."""
+        first = str(exc).splitlines()[0][:120] if str(exc) else ""
+        self.fail("checkable", f"{type(exc).__name__}: {first}")
+
     def skip(self, rule: str, why: str) -> None:
         self.unchecked[rule] = why
 
@@ -139,6 +144,7 @@ TABLE_MEANINGS: dict[str, str] = {
     "unique_rows": "one row per key",
     "duplicates_agree": "rows repeated for one key hold the same values",
     "manifest_kind": "the table's manifest names this table",
+    "checkable": "the check could evaluate the tables",
 }
 
 

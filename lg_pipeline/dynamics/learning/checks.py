@@ -146,7 +146,7 @@ def check_run_folder(
             _stats_rules(tables, record, rules)
         _agreement_rule(tables["influence_summary"], threshold, rules)
     except Exception as exc:  # malformed beyond what the rules foresaw: a failed check, never a traceback
-        rules.fail("checkable", f"{type(exc).__name__}: {str(exc)[:120]}")
+        rules.broke(exc)
     return rules.report()
 
 

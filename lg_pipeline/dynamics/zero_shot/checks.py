@@ -98,7 +98,7 @@ def check_run_folder(out: str | Path, orderings: Sequence[str] | None = None) ->
         if ALIGNMENT in tables:
             _alignment_rules(tables[ALIGNMENT], tables["tasks"], rules)
     except Exception as exc:  # malformed beyond what the rules foresaw: a failed check, never a traceback
-        rules.fail("checkable", f"{type(exc).__name__}: {str(exc)[:120]}")
+        rules.broke(exc)
     return rules.report()
 
 

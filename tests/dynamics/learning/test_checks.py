@@ -154,3 +154,14 @@ def test_the_agreement_warning_fires_below_its_threshold_only():
 def test_settings_passed_in_override_the_folders(folder):
     assert "train_log_steps" in check_run_folder(folder, steps=6, eval_every=2).failed_rules()
     assert "eval_steps_complete" in check_run_folder(folder, steps=4, eval_every=1).failed_rules()
+
+
+def test_a_table_no_rule_foresaw_fails_the_check_instead_of_raising(folder, monkeypatch):
+    import lg_pipeline.dynamics.learning.checks as checks
+
+    def unforeseen(*args):
+        raise KeyError("a column no rule expected")
+
+    monkeypatch.setattr(checks, "_identity_rules", unforeseen)
+    report = check_run_folder(folder)
+    assert "checkable" in report.failed_rules() and "KeyError" in report.failures()[-1].detail
