@@ -115,8 +115,9 @@ class OutputStore(dg.ConfigurableResource):
         return self.path("zero_shot", model, level, ordering)
 
     def zero_shot_verdict(self, model: str, level: str, ordering: str) -> Path:
-        """The zero-shot check's last verdict on that run (`assets.gates`)."""
-        return self.zero_shot(model, level, ordering) / "check.json"
+        """The zero-shot check's last verdict on that run (`assets.gates`), beside its folder (which holds only what
+        the run writes)."""
+        return self.path("zero_shot", model, level, f"{ordering}.check.json")
 
     def zero_shot_runs(self) -> list[tuple[str, str, str]]:
         """(model, level, ordering) of every zero-shot run folder that has its settings."""
