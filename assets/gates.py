@@ -17,6 +17,8 @@ from assets.resources import OutputStore
 from lg_pipeline.io.atomic import atomic_write_text
 from lg_pipeline.vocabulary import StatsKey, VariantKey
 
+MISSING = "missing"  # the data version of a verdict on a table that is not there
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -30,7 +32,9 @@ class Verdict:
 
 
 def _write(path: Path, data: Path, failures: list[str], passed: bool | None = None) -> Verdict:
-    verdict = Verdict(not failures if passed is None else passed, tuple(failures), file_version(data))
+    # A check may judge a run whose table is gone (it fails saying so): that verdict is about no data.
+    version = file_version(data) if data.is_file() else MISSING
+    verdict = Verdict(not failures if passed is None else passed, tuple(failures), version)
     payload = {"passed": verdict.passed, "failures": list(verdict.failures), "data_version": verdict.data_version}
     atomic_write_text(path, json.dumps(payload))
     return verdict

@@ -1,7 +1,9 @@
 """The blocking check of a statistics partition, beside its asset: a failure keeps it out of summaries.
 
-What the table must hold comes from outside it: the curated examples of the variant, the model's studied
-matrices (from its config, for the targets the run was asked for) and the model's prompt format (`chat`).
+The core check `lg-pipeline validate` runs too (`gradients.checks.check_table`: the table, its outcome log and its
+run manifest). What the table must hold comes from outside it, over what the manifest says: the curated examples of
+the variant, the model's studied matrices (from its config, for the targets the run was asked for) and the model's
+prompt format (`chat`).
 """
 
 import dagster as dg

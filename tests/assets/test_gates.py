@@ -58,6 +58,13 @@ def test_a_zero_shot_run_enters_the_figures_only_after_its_check_passed_on_those
     assert gates.zero_shot_gate(store, "m", "none", "rt") == "tables changed since the check ran"
 
 
+def test_a_verdict_on_a_run_whose_table_is_gone_blocks_it(tmp_path):
+    store = OutputStore(root=str(tmp_path))
+    store.zero_shot("m", "none", "rt").mkdir(parents=True)
+    gates.record_zero_shot(store, "m", "none", "rt", ["missing zero_shot"])
+    assert gates.zero_shot_gate(store, "m", "none", "rt") == "check failed: missing zero_shot"
+
+
 def test_the_zero_shot_figures_draw_only_runs_the_gate_lets_through(tmp_path):
     from assets.dynamics.figures import _complete_runs
     from lg_pipeline.dynamics.zero_shot.checks import check_run_folder
