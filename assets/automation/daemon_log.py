@@ -1,0 +1,86 @@
+"""What the Dagster daemon prints about the `gpu` pool and our sensors, made readable and said once per change.
+
+The daemon (`dagster dev`, `dagster-daemon run`) is a process of its own that imports nothing of the code location;
+the one hook Dagster gives into it is the instance's configurable classes (`deploy/local/dagster.yaml`).
+`ReadableQueuedRunCoordinator` is Dagster's queued run coordinator, unchanged, whose construction puts two filters on
+the daemon's loggers. Both only rewrite or drop lines of the shapes below; any other line (or a shape a later Dagster
+changes) passes as it is.
+
+- The run queue logs a run held back by a pool limit as raw counters: "Run <id> is blocked by global concurrency
+  limits: {"gpu": {"granularity": "run", "slot_count": 1, ...}}". It becomes "Run <id> waits in the queue for pool
+  'gpu': 1 of 1 slot(s) taken (...)" (`pools.describe_pool_wait`).
+- The sensor daemon logs a sensor's skip reason on every tick ("Sensor model_catalog_sensor skipped: nothing
+  missing", every 30 s). It is said again only when it changes, or after another line about that sensor (a launch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from typing import Any
+
+from dagster._core.run_coordinator.queued_run_coordinator import QueuedRunCoordinator
+
+from assets.pools import describe_pool_wait
+
+# The daemons' loggers: `dagster._daemon.daemon.get_default_daemon_logger(<daemon class name>)`.
+QUEUE_LOGGER = "dagster.daemon.QueuedRunCoordinatorDaemon"
+SENSOR_LOGGER = "dagster.daemon.SensorDaemon"
+_BLOCKED = re.compile(r"Run (?P<run>\S+) is blocked by global concurrency limits: (?P<counts>\{.*\})", re.S)
+_SKIPPED = re.compile(r"Sensor (?P<sensor>\S+) skipped: (?P<reason>.*)", re.S)
+_HEARTBEAT = "Checking for new runs for sensor: "  # every tick, before the skip line: not "another line"
+
+
+class ReadablePoolWaits(logging.Filter):
+    """Rewrites the run queue's raw-JSON "blocked by global concurrency limits" line into words."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = _BLOCKED.fullmatch(record.getMessage())
+        if found:
+            try:
+                counts = json.loads(found["counts"])
+            except ValueError:
+                return True
+            record.msg, record.args = f"Run {found['run']} {describe_pool_wait(counts)}", ()
+        return True
+
+
+class SkipReasonsOncePerChange(logging.Filter):
+    """Drops a sensor's skip line when it repeats that sensor's previous line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, str] = {}  # sensor -> its last skip reason said
+        self._lock = threading.Lock()  # sensors may tick in the daemon's worker threads
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        skipped = _SKIPPED.fullmatch(message)
+        with self._lock:
+            if skipped:
+                repeat = self._last.get(skipped["sensor"]) == skipped["reason"]
+                self._last[skipped["sensor"]] = skipped["reason"]
+                return not repeat
+            if not message.startswith(_HEARTBEAT):
+                for sensor in [s for s in self._last if s in message]:
+                    del self._last[sensor]
+        return True
+
+
+def install_daemon_log_filters() -> None:
+    """Put the filters on the daemon's loggers, once per process."""
+    for name, kind in ((QUEUE_LOGGER, ReadablePoolWaits), (SENSOR_LOGGER, SkipReasonsOncePerChange)):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
+
+
+class ReadableQueuedRunCoordinator(QueuedRunCoordinator):
+    """Dagster's `QueuedRunCoordinator` (same settings, `concurrency:` in dagster.yaml), installing the filters in
+    every process that loads the instance: the daemon, and harmlessly the webserver and runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        install_daemon_log_filters()
