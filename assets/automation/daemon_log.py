@@ -3,14 +3,14 @@
 The daemon (`dagster dev`, `dagster-daemon run`) is a process of its own that imports nothing of the code location;
 the one hook Dagster gives into it is the instance's configurable classes (`deploy/local/dagster.yaml`).
 `ReadableQueuedRunCoordinator` is Dagster's queued run coordinator, unchanged, whose construction puts two filters on
-the daemon's loggers. Both only rewrite or drop lines of the shapes below; any other line (or a shape a later Dagster
-changes) passes as it is.
+the daemon's loggers; every line they do not recognise (or one a later Dagster words otherwise) passes as it is.
 
 - The run queue logs a run held back by a pool limit as raw counters: "Run <id> is blocked by global concurrency
   limits: {"gpu": {"granularity": "run", "slot_count": 1, ...}}". It becomes "Run <id> waits in the queue for pool
   'gpu': 1 of 1 slot(s) taken (...)" (`pools.describe_pool_wait`).
 - The sensor daemon logs a sensor's skip reason on every tick ("Sensor model_catalog_sensor skipped: nothing
-  missing", every 30 s). It is said again only when it changes, or after another line about that sensor (a launch).
+  missing", every 30 s). A line about a sensor is said again only when it differs from the previous line about that
+  sensor (a launch in between, a new reason); the tick's heartbeat ("Checking for new runs for sensor: ...") stays.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from assets.pools import describe_pool_wait
 QUEUE_LOGGER = "dagster.daemon.QueuedRunCoordinatorDaemon"
 SENSOR_LOGGER = "dagster.daemon.SensorDaemon"
 _BLOCKED = re.compile(r"Run (?P<run>\S+) is blocked by global concurrency limits: (?P<counts>\{.*\})", re.S)
-_SKIPPED = re.compile(r"Sensor (?P<sensor>\S+) skipped: (?P<reason>.*)", re.S)
-_HEARTBEAT = "Checking for new runs for sensor: "  # every tick, before the skip line: not "another line"
+_HEARTBEAT = "Checking for new runs for sensor: "  # every tick, first
 
 
 class ReadablePoolWaits(logging.Filter):
@@ -47,31 +46,30 @@ class ReadablePoolWaits(logging.Filter):
         return True
 
 
-class SkipReasonsOncePerChange(logging.Filter):
-    """Drops a sensor's skip line when it repeats that sensor's previous line."""
+class SensorLinesOncePerChange(logging.Filter):
+    """Drops a line about a sensor that repeats the previous line about that sensor (its skip reason every tick,
+    "Skipping 1 run ... already completed with run keys" every tick); the per-tick heartbeat passes, once a tick."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._last: dict[str, str] = {}  # sensor -> its last skip reason said
+        self._last: dict[str, str] = {}  # sensor -> the last line about it
         self._lock = threading.Lock()  # sensors may tick in the daemon's worker threads
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        skipped = _SKIPPED.fullmatch(message)
         with self._lock:
-            if skipped:
-                repeat = self._last.get(skipped["sensor"]) == skipped["reason"]
-                self._last[skipped["sensor"]] = skipped["reason"]
-                return not repeat
-            if not message.startswith(_HEARTBEAT):
-                for sensor in [s for s in self._last if s in message]:
-                    del self._last[sensor]
-        return True
+            if message.startswith(_HEARTBEAT):  # names the sensor ticking: the lines after it are about it
+                self._last.setdefault(message[len(_HEARTBEAT) :].strip(), "")
+                return True
+            about = [s for s in self._last if re.search(rf"(?<![\w-]){re.escape(s)}(?![\w-])", message)]
+            repeat = bool(about) and all(self._last[s] == message for s in about)
+            self._last.update(dict.fromkeys(about, message))
+        return not repeat
 
 
 def install_daemon_log_filters() -> None:
     """Put the filters on the daemon's loggers, once per process."""
-    for name, kind in ((QUEUE_LOGGER, ReadablePoolWaits), (SENSOR_LOGGER, SkipReasonsOncePerChange)):
+    for name, kind in ((QUEUE_LOGGER, ReadablePoolWaits), (SENSOR_LOGGER, SensorLinesOncePerChange)):
         logger = logging.getLogger(name)
         if not any(isinstance(f, kind) for f in logger.filters):
             logger.addFilter(kind())

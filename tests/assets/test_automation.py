@@ -557,22 +557,26 @@ def _daemon_lines(logger_name: str, messages: list[str]) -> list[str]:
     return seen
 
 
-def test_the_daemon_says_a_skip_reason_once_per_change():
+def test_the_daemon_says_each_line_about_a_sensor_once_per_change():
     from assets.automation.daemon_log import SENSOR_LOGGER
 
     beat, skip = "Checking for new runs for sensor: cat_sensor", "Sensor cat_sensor skipped: "
+    done = 'Skipping 1 run for sensor cat_sensor already completed with run keys: ["curated:x"]'
     messages = [beat, skip + "nothing missing", beat, skip + "nothing missing", beat, skip + "nothing missing"]
-    messages += [beat, "Launching run for cat_sensor", "Completed launch of run 1 for cat_sensor"]
-    messages += [beat, skip + "nothing missing", beat, skip + "1 waiting for their curated table"]
-    messages += [beat, skip + "1 waiting for their curated table", "Sensor other skipped: nothing missing"]
-    said = [m for m in _daemon_lines(SENSOR_LOGGER, messages) if m != beat]
-    assert said == [
+    messages += [beat, "Launching run for cat_sensor", "Completed launch of run 1 for cat_sensor", beat, done]
+    messages += [beat, done, beat, skip + "nothing missing", beat, skip + "1 waiting for their curated table"]
+    messages += [beat, skip + "1 waiting for their curated table", "Checking for new runs for sensor: cat"]
+    messages += ["Sensor cat skipped: nothing missing", "Sensor cat skipped: nothing missing"]
+    said = _daemon_lines(SENSOR_LOGGER, messages)
+    assert said.count(beat) == messages.count(beat)  # the tick's heartbeat stays
+    assert [m for m in said if not m.startswith("Checking for new runs")] == [
         skip + "nothing missing",
         "Launching run for cat_sensor",
         "Completed launch of run 1 for cat_sensor",
-        skip + "nothing missing",  # after a launch: said again
+        done,
+        skip + "nothing missing",  # after other lines about it: said again
         skip + "1 waiting for their curated table",
-        "Sensor other skipped: nothing missing",
+        "Sensor cat skipped: nothing missing",  # another sensor (its name inside cat_sensor's is not it)
     ]
 
 
@@ -607,9 +611,9 @@ def test_the_filters_match_what_dagster_1_13_prints():
     assert get_default_daemon_logger(queue.QueuedRunCoordinatorDaemon.__name__).name == QUEUE_LOGGER
     assert get_default_daemon_logger(SensorDaemon.__name__).name == SENSOR_LOGGER
     assert 'is blocked by global concurrency limits: {concurrency_blocked_info}"' in inspect.getsource(queue)
-    assert 'f"Sensor {remote_sensor.name} skipped: {sensor_runtime_data.skip_message}"' in inspect.getsource(
-        sensor_daemon
-    )
+    sensor_source = inspect.getsource(sensor_daemon)
+    assert 'f"Checking for new runs for sensor: {remote_sensor.name}"' in sensor_source  # the heartbeat, first
+    assert 'f"Sensor {remote_sensor.name} skipped: {sensor_runtime_data.skip_message}"' in sensor_source
     source = inspect.getsource(GlobalOpConcurrencyLimitsCounter.get_blocked_run_debug_info)
     assert all(f'"{k}"' in source for k in ("slot_count", "in_progress_count", "launched_count", "pending_step_count"))
 
