@@ -6,8 +6,8 @@ levels, buildable once a teacher is configured in the launchpad or `LG_TEACHER`)
 be loaded here (registered by the catalog sensor, `assets.backlog.plan`). The rest is listed once, with the reason,
 in the sensor's first tick and in the assets' descriptions (`availability_note`), instead of hundreds of
 "missing" cells that can never fill. A partition that cannot build with this environment's settings (a teacher level
-while no teacher is set) says why in the same note, in its curated table's event history (the catalog sensor's
-observation) and in the first line of a run that needs it (`backlog.why_unbuildable` answers all of them).
+while no teacher is set) says why in the same note, in its event history (the catalog sensor's observation) and in
+the first line of a run that needs it (`backlog.why_unbuildable` answers all of them).
 The variant partitions are fixed when the code location loads: after changing those variables, reload it.
 
 Variant keys are `VariantKey`s (`<dataset>__<level>__<correct|wrong>`, e.g. `gsm8k__detailed__wrong`); a

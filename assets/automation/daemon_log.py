@@ -2,15 +2,16 @@
 
 The daemon (`dagster dev`, `dagster-daemon run`) is a process of its own that imports nothing of the code location;
 the one hook Dagster gives into it is the instance's configurable classes (`deploy/local/dagster.yaml`).
-`ReadableQueuedRunCoordinator` is Dagster's queued run coordinator, unchanged, whose construction puts two filters on
-the daemon's loggers; every line they do not recognise (or one a later Dagster words otherwise) passes as it is.
+`ReadableQueuedRunCoordinator` is Dagster's queued run coordinator, unchanged, whose construction puts filters on three
+of the daemon's loggers; every line they do not recognise (or one a later Dagster words otherwise) passes as it is.
 
 - The run queue logs a run held back by a pool limit as raw counters: "Run <id> is blocked by global concurrency
   limits: {"gpu": {"granularity": "run", "slot_count": 1, ...}}". It becomes "Run <id> waits in the queue for pool
   'gpu': 1 of 1 slot(s) taken (...)" (`pools.describe_pool_wait`).
-- The sensor daemon logs a sensor's skip reason on every tick ("Sensor model_catalog_sensor skipped: nothing
-  missing", every 30 s). A line about a sensor is said again only when it differs from the previous line about that
-  sensor (a launch in between, a new reason); the tick's heartbeat ("Checking for new runs for sensor: ...") stays.
+- The sensor and automation daemons log every tick of every sensor, alike or not: "Checking for new runs for sensor:
+  model_catalog_sensor" and "Sensor model_catalog_sensor skipped: nothing missing" every 30 s, and six lines a tick
+  for `refresh_results` ("Checking 4 assets/checks ...", "Tick produced 0 runs ...", ...). A tick's line is said
+  only when that sensor's previous tick did not have it too (evaluation ids aside): a sensor with nothing new is quiet.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ from assets.pools import describe_pool_wait
 # The daemons' loggers: `dagster._daemon.daemon.get_default_daemon_logger(<daemon class name>)`.
 QUEUE_LOGGER = "dagster.daemon.QueuedRunCoordinatorDaemon"
 SENSOR_LOGGER = "dagster.daemon.SensorDaemon"
+AUTOMATION_LOGGER = "dagster.daemon.AssetDaemon"
 _BLOCKED = re.compile(r"Run (?P<run>\S+) is blocked by global concurrency limits: (?P<counts>\{.*\})", re.S)
-_HEARTBEAT = "Checking for new runs for sensor: "  # every tick, first
+# The first line of a tick, naming the sensor: the lines up to the next such line belong to that tick.
+SENSOR_TICK = re.compile(r"Checking for new runs for sensor: (?P<sensor>\S+)")
+AUTOMATION_TICK = re.compile(r"Checking \d+ assets/checks and \d+ observable source assets? for (?P<sensor>\S+)")
+_EVALUATION_ID = re.compile(r"(evaluation(?: ID)?) \d+")  # a new one every tick: not news
 
 
 class ReadablePoolWaits(logging.Filter):
@@ -46,33 +51,43 @@ class ReadablePoolWaits(logging.Filter):
         return True
 
 
-class SensorLinesOncePerChange(logging.Filter):
-    """Drops a line about a sensor that repeats the previous line about that sensor (its skip reason every tick,
-    "Skipping 1 run ... already completed with run keys" every tick); the per-tick heartbeat passes, once a tick."""
+class TicksOncePerChange(logging.Filter):
+    """Drops a line of a sensor's tick that the sensor's previous tick also had: only what changed is said."""
 
-    def __init__(self) -> None:
+    def __init__(self, tick_start: re.Pattern[str]) -> None:
         super().__init__()
-        self._last: dict[str, str] = {}  # sensor -> the last line about it
+        self._start = tick_start
+        self._previous: dict[str, set[str]] = {}  # sensor -> the lines of its previous tick
+        self._tick: tuple[str, set[str]] | None = None  # the tick going on: its sensor, its lines so far
         self._lock = threading.Lock()  # sensors may tick in the daemon's worker threads
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
+        line = _EVALUATION_ID.sub(r"\1 <id>", message)
         with self._lock:
-            if message.startswith(_HEARTBEAT):  # names the sensor ticking: the lines after it are about it
-                self._last.setdefault(message[len(_HEARTBEAT) :].strip(), "")
+            started = self._start.match(message)
+            if started:
+                if self._tick is not None:
+                    self._previous[self._tick[0]] = self._tick[1]
+                self._tick = (started["sensor"], set())
+            if self._tick is None:  # before the first tick (start-up lines)
                 return True
-            about = [s for s in self._last if re.search(rf"(?<![\w-]){re.escape(s)}(?![\w-])", message)]
-            repeat = bool(about) and all(self._last[s] == message for s in about)
-            self._last.update(dict.fromkeys(about, message))
-        return not repeat
+            sensor, lines = self._tick
+            lines.add(line)
+            return line not in self._previous.get(sensor, set())
 
 
 def install_daemon_log_filters() -> None:
     """Put the filters on the daemon's loggers, once per process."""
-    for name, kind in ((QUEUE_LOGGER, ReadablePoolWaits), (SENSOR_LOGGER, SensorLinesOncePerChange)):
+    filters = {
+        QUEUE_LOGGER: ReadablePoolWaits,
+        SENSOR_LOGGER: lambda: TicksOncePerChange(SENSOR_TICK),
+        AUTOMATION_LOGGER: lambda: TicksOncePerChange(AUTOMATION_TICK),
+    }
+    for name, make in filters.items():
         logger = logging.getLogger(name)
-        if not any(isinstance(f, kind) for f in logger.filters):
-            logger.addFilter(kind())
+        if not any(isinstance(f, (ReadablePoolWaits, TicksOncePerChange)) for f in logger.filters):
+            logger.addFilter(make())
 
 
 class ReadableQueuedRunCoordinator(QueuedRunCoordinator):

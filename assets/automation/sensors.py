@@ -151,12 +151,12 @@ def _said(cursor: str | None) -> dict[str, Any]:
 def _partition_notes(said: dict[str, Any]) -> dict[tuple[str, str], str]:
     """{(asset, partition key): why it cannot build} of the unbuildable variants: their curated tables and, for each
     registered model, their statistics and dynamics partitions."""
+    per_model = (gradient_stats.key.to_user_string(), "training_dynamics")  # by name: the dynamics import automation
     notes = {}
     for variant, why in said.get("unbuildable", {}).items():
         notes[(curated_dataset.key.to_user_string(), variant)] = why
         for model in said.get("models", []):
-            for asset in (gradient_stats.key.to_user_string(), "training_dynamics"):
-                notes[(asset, str(multi_key(model, variant)))] = why
+            notes |= {(asset, str(multi_key(model, variant))): why for asset in per_model}
     return notes
 
 

@@ -557,27 +557,45 @@ def _daemon_lines(logger_name: str, messages: list[str]) -> list[str]:
     return seen
 
 
-def test_the_daemon_says_each_line_about_a_sensor_once_per_change():
+def test_the_daemon_says_each_line_of_a_sensor_tick_once_per_change():
     from assets.automation.daemon_log import SENSOR_LOGGER
 
     beat, skip = "Checking for new runs for sensor: cat_sensor", "Sensor cat_sensor skipped: "
     done = 'Skipping 1 run for sensor cat_sensor already completed with run keys: ["curated:x"]'
-    messages = [beat, skip + "nothing missing", beat, skip + "nothing missing", beat, skip + "nothing missing"]
-    messages += [beat, "Launching run for cat_sensor", "Completed launch of run 1 for cat_sensor", beat, done]
-    messages += [beat, done, beat, skip + "nothing missing", beat, skip + "1 waiting for their curated table"]
-    messages += [beat, skip + "1 waiting for their curated table", "Checking for new runs for sensor: cat"]
-    messages += ["Sensor cat skipped: nothing missing", "Sensor cat skipped: nothing missing"]
-    said = _daemon_lines(SENSOR_LOGGER, messages)
-    assert said.count(beat) == messages.count(beat)  # the tick's heartbeat stays
-    assert [m for m in said if not m.startswith("Checking for new runs")] == [
+    launch = ["Creating new run for cat_sensor", "Launching run for cat_sensor", "Completed launch of run 1 for cat"]
+    ticks = [[beat, skip + "nothing missing"]] * 3 + [[beat, *launch], [beat, done], [beat, done]]
+    ticks += [[beat, skip + "nothing missing"], [beat, skip + "1 waiting"], [beat, skip + "1 waiting"]]
+    ticks += [["Checking for new runs for sensor: other", "Sensor other skipped: 1 waiting"]]
+    said = _daemon_lines(SENSOR_LOGGER, ["Instance is configured with the following daemons", *sum(ticks, [])])
+    assert said == [
+        "Instance is configured with the following daemons",  # before any tick
+        beat,
+        skip + "nothing missing",  # then two ticks alike: nothing
+        *launch,
+        done,  # its heartbeat was in the tick before: not news (nor ever again, after the first tick)
         skip + "nothing missing",
-        "Launching run for cat_sensor",
-        "Completed launch of run 1 for cat_sensor",
-        done,
-        skip + "nothing missing",  # after other lines about it: said again
-        skip + "1 waiting for their curated table",
-        "Sensor cat skipped: nothing missing",  # another sensor (its name inside cat_sensor's is not it)
+        skip + "1 waiting",
+        "Checking for new runs for sensor: other",  # another sensor's ticks are its own
+        "Sensor other skipped: 1 waiting",
     ]
+
+
+def test_a_quiet_automation_tick_says_nothing_and_a_new_evaluation_id_is_no_news():
+    from assets.automation.daemon_log import AUTOMATION_LOGGER
+
+    def tick(evaluation: int, runs: int) -> list[str]:
+        where = "for refresh_results in lg_pipeline.definitions"
+        return [
+            f"Checking 4 assets/checks and 0 observable source assets {where} in thread dagster-daemon-ASSET",
+            "Prefetching asset records for 7 records.",
+            f"Tick produced {runs} runs and 0 asset evaluations for evaluation ID {evaluation} {where}",
+            f"Submitting {runs} runs for evaluation {evaluation} {where}",
+            f"Finished auto-materialization tick {where}",
+        ]
+
+    said = _daemon_lines(AUTOMATION_LOGGER, [*tick(7, 0), *tick(9, 0), *tick(11, 1), *tick(13, 0), *tick(15, 0)])
+    assert said[:5] == tick(7, 0)  # the first tick, in full
+    assert said[5:] == [tick(11, 1)[2], tick(11, 1)[3], tick(13, 0)[2], tick(13, 0)[3]]  # what changed, and back
 
 
 def test_a_run_waiting_for_the_gpu_pool_reads_as_words():
@@ -602,18 +620,23 @@ def test_the_filters_match_what_dagster_1_13_prints():
     import inspect
 
     from dagster._core.op_concurrency_limits_counter import GlobalOpConcurrencyLimitsCounter
+    from dagster._daemon import asset_daemon
     from dagster._daemon import sensor as sensor_daemon
+    from dagster._daemon.asset_daemon import AssetDaemon
     from dagster._daemon.daemon import SensorDaemon, get_default_daemon_logger
     from dagster._daemon.run_coordinator import queued_run_coordinator_daemon as queue
 
-    from assets.automation.daemon_log import QUEUE_LOGGER, SENSOR_LOGGER
+    from assets.automation.daemon_log import AUTOMATION_LOGGER, QUEUE_LOGGER, SENSOR_LOGGER
 
     assert get_default_daemon_logger(queue.QueuedRunCoordinatorDaemon.__name__).name == QUEUE_LOGGER
     assert get_default_daemon_logger(SensorDaemon.__name__).name == SENSOR_LOGGER
     assert 'is blocked by global concurrency limits: {concurrency_blocked_info}"' in inspect.getsource(queue)
-    sensor_source = inspect.getsource(sensor_daemon)
-    assert 'f"Checking for new runs for sensor: {remote_sensor.name}"' in sensor_source  # the heartbeat, first
-    assert 'f"Sensor {remote_sensor.name} skipped: {sensor_runtime_data.skip_message}"' in sensor_source
+    assert get_default_daemon_logger(AssetDaemon.__name__).name == AUTOMATION_LOGGER
+    assert 'f"Checking for new runs for sensor: {remote_sensor.name}"' in inspect.getsource(sensor_daemon)
+    automation = inspect.getsource(asset_daemon)  # a tick's first line, naming the sensor
+    assert 'f"Checking {num_target_entities} assets/checks and"' in automation
+    assert 'return f" for {sensor.name} in {repo_name}"' in automation  # "... source assets for <sensor> in ..."
+    assert 'evaluation ID"' in automation and 'f" {evaluation_id}{print_group_name}"' in automation  # an id a tick
     source = inspect.getsource(GlobalOpConcurrencyLimitsCounter.get_blocked_run_debug_info)
     assert all(f'"{k}"' in source for k in ("slot_count", "in_progress_count", "launched_count", "pending_step_count"))
 
