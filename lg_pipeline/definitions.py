@@ -7,6 +7,7 @@ executor, once, here.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -37,7 +38,7 @@ CHECK_MODULES = [curation_checks, gradient_checks, learning, zero_shot]
 VARIANT_PARTITIONED = {"curated_dataset", "gradient_stats", "training_dynamics"}  # descriptions say what cannot build
 
 
-def _with_partition_note(note: str):
+def _with_partition_note(note: str) -> Callable[[dg.AssetSpec], dg.AssetSpec]:
     def add(spec: dg.AssetSpec) -> dg.AssetSpec:
         if spec.key.to_user_string() not in VARIANT_PARTITIONED or not note:
             return spec
