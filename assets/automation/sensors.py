@@ -128,7 +128,8 @@ def model_catalog_sensor(context: dg.SensorEvaluationContext, store: OutputStore
     if now["skipped"] != said.get("skipped"):  # the first tick, or what cannot run here changed: say it once, in full
         for line in _skipped_lines(backlog):
             context.log.info(line)
-    events = _unbuildable_observations(_partition_notes(said), _partition_notes(now))
+    still = {**said, "models": [m for m in said.get("models", []) if m in now["models"]]}  # a deleted one has none
+    events = _unbuildable_observations(_partition_notes(still), _partition_notes(now))
     cursor = json.dumps(now, sort_keys=True)
     requests = list(run_requests(backlog, "catalog_sensor", keyed=True))
     new = [model_partitions.build_add_request(list(backlog.register))] if backlog.register else []
