@@ -7,7 +7,7 @@ import dagster as dg
 from assets import gates
 from assets.failures import clear_errors
 from assets.metadata import file_version, md_table
-from assets.partitions import variant_partitions
+from assets.partitions import refuse_unbuildable, variant_partitions
 from assets.resources import CurationResource, OutputStore
 from lg_pipeline.curation import BUILDER_VERSION
 
@@ -27,6 +27,7 @@ def curated_dataset(context: dg.AssetExecutionContext, store: OutputStore, curat
 
     variant = context.partition_key
     with clear_errors():
+        refuse_unbuildable(variant, curation.teacher, curation.release_dir)  # before any source is read
         spec = dataset_spec(variant)
         tokenizer = curation.tokenizer() if spec.family == "wiki" else None
         frame, meta = build_variant(spec, variant, curation.settings(spec.offline, tokenizer))

@@ -10,7 +10,7 @@ from assets import gates
 from assets.curation.assets import curated_dataset
 from assets.failures import clear_errors
 from assets.metadata import file_version, inline_png, md_table
-from assets.partitions import by_variant, model_variant_partitions, stats_key
+from assets.partitions import by_variant, curated_missing, model_variant_partitions, stats_key
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, OutputStore
 from lg_pipeline.vocabulary import REASONING_LEVELS, StatsKey, VariantKey
@@ -60,7 +60,7 @@ def _training_rows(store: OutputStore, variant: VariantKey) -> list[Any]:
         raise InputError(f"curated table for '{variant}' failed its blocking check(s) {', '.join(blocked)}")
     rows = _table(store, variant)
     if rows is None:
-        raise InputError(f"curated table for '{variant}' not found: materialize curated_dataset first")
+        raise InputError(curated_missing(variant, store.curated(variant)))
     return rows
 
 

@@ -8,7 +8,7 @@ from assets import gates
 from assets.curation.assets import curated_dataset
 from assets.failures import clear_errors
 from assets.metadata import file_version, md_table
-from assets.partitions import by_variant, model_variant_partitions, runnable_stats_key, stats_key
+from assets.partitions import by_variant, curated_missing, model_variant_partitions, runnable_stats_key, stats_key
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, OutputStore
 from lg_pipeline.gradients.engine import ENGINE_VERSION
@@ -24,7 +24,7 @@ def _examples(store: OutputStore, variant: VariantKey) -> tuple[list[Any], bool]
 
     path = store.curated(variant)
     if not path.is_file():
-        raise InputError(f"curated table for '{variant}' not found at {path}: materialize curated_dataset first")
+        raise InputError(curated_missing(variant, path))
     blocked = gates.curated_gate(store, variant)  # a run launched after a failed blocking check (the sensor's, ...)
     if blocked:
         raise InputError(
