@@ -14,6 +14,7 @@ TYPES = ("trained", "wrong", "held_out", "other_prompt", "shuffled_words", "irre
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 EVAL_STEPS = (0, 2, 4)
 N_LAYERS = 6
+STATS_COLUMNS = "step example_id layer module parameter loss n_tokens n_response_tokens nuclear_norm".split()
 
 
 def run_tables(objective: str = "sft", level: str = "none", seed: int = 0, kernel: bool = True) -> dict:
@@ -53,10 +54,7 @@ def run_tables(objective: str = "sft", level: str = "none", seed: int = 0, kerne
             influence, columns=["step", "probe_id", "layer", "module", "parameter", "predicted_delta"]
         ),
         "kernel": pd.DataFrame(kern, columns=["step", "probe_id", "example_id", "layer", "module", "ntk"]),
-        "train_gradient_stats": pd.DataFrame(
-            stats, columns=["step", "example_id", "layer", "module", "parameter", "loss", "n_tokens",
-                            "n_response_tokens", "nuclear_norm"],
-        ),  # fmt: skip
+        "train_gradient_stats": pd.DataFrame(stats, columns=STATS_COLUMNS),
     }
     if not kernel:  # DPO: batches without labels, no kernel and no batch statistics
         frames["kernel"] = frames["kernel"].iloc[:0]
