@@ -61,13 +61,13 @@ def module_label(module: str) -> str:
     return f"Proj {MODULE_LABELS.get(module, module)}"
 
 
-def module_legend(ax, modules: Sequence[str], styles: Mapping[str, str] | None = None, **kwargs) -> None:
+def module_legend(ax, modules: Sequence[str], styles: Mapping[str, str] | None = None) -> None:
     """A compact legend: one colour entry per module, then one black entry per line style (name -> style)."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=module_color(m), label=module_label(m)) for m in modules]
     handles += [Line2D([], [], color="black", linestyle=ls, label=name) for name, ls in (styles or {}).items()]
-    ax.legend(handles=handles, fontsize=TEXT_PT, **{"loc": "best", **kwargs})
+    ax.legend(handles=handles, fontsize=TEXT_PT, loc="best")
 
 
 def figure_legend(fig, handles: Sequence, title: str | None = None) -> None:
@@ -133,7 +133,7 @@ def responses(correctness: str | None) -> str:
     return f"{correctness} responses" if correctness else "all responses"
 
 
-def whole_steps(axis) -> None:
+def integer_ticks(axis) -> None:
     """Integer ticks only (training steps, layers): no 2.5 between whole steps."""
     from matplotlib.ticker import MaxNLocator
 
@@ -154,13 +154,11 @@ def display_px_per_pt(fig, dpi: int = DPI, display_width: int = DISPLAY_WIDTH_PX
     shown at `display_width` px, or at its own size when it is narrower."""
     fig.draw_without_rendering()  # the constrained layout, so the bounding box is the saved one
     width_in = fig.get_tightbbox(fig.canvas.get_renderer()).width + 2 * _PAD_IN
-    return dpi / 72 * min(1.0, display_width / (width_in * dpi))
+    return _px_per_pt(width_in * dpi, dpi, display_width)
 
 
-def smallest_text_px(fig, dpi: int = DPI, display_width: int = DISPLAY_WIDTH_PX) -> float:
-    """The size of the figure's smallest text at the display width, in pixels."""
-    sizes = [t.get_fontsize() for t in _texts(fig)]
-    return min(sizes, default=float("inf")) * display_px_per_pt(fig, dpi, display_width)
+def _px_per_pt(width_px: float, dpi: float, display_width: int = DISPLAY_WIDTH_PX) -> float:
+    return dpi / 72 * min(1.0, display_width / width_px)
 
 
 def make_legible(fig, dpi: int = DPI, min_px: float = MIN_TEXT_PX, display_width: int = DISPLAY_WIDTH_PX) -> None:
@@ -179,20 +177,39 @@ def make_legible(fig, dpi: int = DPI, min_px: float = MIN_TEXT_PX, display_width
             text.set_fontsize(max(text.get_fontsize(), need))
 
 
+def _render(fig, fmt: str, dpi: int) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=_PAD_IN)
+    return buffer.getvalue()
+
+
+def _png_width(data: bytes) -> int:
+    """The width in the PNG's header (IHDR, the first chunk: bytes 16-19), without decoding the image."""
+    return int.from_bytes(data[16:20], "big")
+
+
 def save_figure(fig, out_base: Path, formats: Sequence[str] = FORMATS, dpi: int = DPI) -> list[Path]:
-    """Save as `<out_base>.<fmt>` for each format, each written atomically, legible at the display width; then
-    close the figure. Returns the paths in the order of `formats`."""
+    """Save as `<out_base>.<fmt>` for each format, each written atomically, then close the figure; returns the
+    paths in the order of `formats`.
+
+    The PNG is checked as written: if its smallest text is under `MIN_TEXT_PX` at the display width, the text is
+    raised (`make_legible`) and the figure drawn again. Checking the rendered width, not predicting it, costs no
+    extra layout pass for the figures that are fine (most of them).
+    """
     out_base = Path(out_base)
-    paths = []
     try:
-        make_legible(fig, dpi)
+        rendered = {}
+        if "png" in formats:
+            rendered["png"] = _render(fig, "png", dpi)
+            smallest = min((t.get_fontsize() for t in _texts(fig)), default=float("inf"))
+            if smallest * _px_per_pt(_png_width(rendered["png"]), dpi) < MIN_TEXT_PX:
+                make_legible(fig, dpi)
+                rendered["png"] = _render(fig, "png", dpi)
         for fmt in formats:
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight", pad_inches=_PAD_IN)
-            paths.append(atomic_write_bytes(out_base.with_name(f"{out_base.name}.{fmt}"), buffer.getvalue()))
+            rendered.setdefault(fmt, _render(fig, fmt, dpi))
+        return [atomic_write_bytes(out_base.with_name(f"{out_base.name}.{fmt}"), rendered[fmt]) for fmt in formats]
     finally:
         pyplot().close(fig)
-    return paths
 
 
 def png(paths: Sequence[Path]) -> Path:

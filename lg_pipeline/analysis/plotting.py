@@ -16,13 +16,13 @@ from lg_pipeline.analysis.canvas import (
     TEXT_PT,
     figure_title,
     grid,
+    integer_ticks,
     module_color,
     module_label,
     module_legend,
     panel_title,
     responses,
     save_figure,
-    whole_steps,
 )
 from lg_pipeline.analysis.curves import ordered
 from lg_pipeline.vocabulary import LEVEL_LABELS, MODULE_LABELS, MODULE_ORDER
@@ -143,7 +143,7 @@ def _style(ax, title: str, ylabel: str, layers: pd.Series, legend: bool = True) 
     lo, hi = float(layers.min()), float(layers.max())
     ax.set_xlim(lo, hi if hi > lo else lo + 1.0)
     if hi > 1.0:  # layer numbers (depth 0-1 in the cross-model figure keeps its fractions)
-        whole_steps(ax.xaxis)
+        integer_ticks(ax.xaxis)
     ax.grid(True, color="lightgray", linestyle="--", linewidth=0.5)
     if legend:
         ax.legend(fontsize=TEXT_PT, loc="best")
@@ -347,7 +347,7 @@ def plot_heatmap(
             extent=(layers[0] - 0.5, layers[-1] + 0.5, len(mods) - 0.5, -0.5),
         )
         ax.set_yticks(range(len(mods)), [MODULE_LABELS.get(m, m) for m in mods])
-        whole_steps(ax.xaxis)
+        integer_ticks(ax.xaxis)
         panel_title(ax, level_labels[level])
     axes[-1][0].set_xlabel("Layer")
     fig.colorbar(image, ax=[row[0] for row in axes], label=statistic_label(statistic))

@@ -17,11 +17,11 @@ import pandas as pd
 
 from lg_pipeline.analysis.canvas import (
     figure_title,
+    integer_ticks,
     module_color,
     module_legend,
     panel_title,
     save_figure,
-    whole_steps,
     wrap,
 )
 from lg_pipeline.analysis.curves import VARIANT_KEYS, layer_curves, ordered
@@ -94,7 +94,7 @@ def plot_study_overlay(
         panel_title(ax, f"{level_labels.get(level, level)} · {correctness}")
         ax.set_xlabel("Layer")
         ax.set_ylabel(statistic_label(statistic))
-        whole_steps(ax.xaxis)
+        integer_ticks(ax.xaxis)
         ax.grid(True, color="lightgray", linestyle="--", linewidth=0.5)
     module_legend(axes[0], modules, STYLES)
     figure_title(fig, f"{model_label} · {dataset_label}: ours vs the study's released statistics")

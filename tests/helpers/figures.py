@@ -38,7 +38,8 @@ class Saved:
 
 
 def capture_saved_figures(monkeypatch) -> list[Saved]:
-    """From now on, every PNG saved through `Figure.savefig` is recorded (in order) in the returned list."""
+    """From now on, every figure saved as PNG through `Figure.savefig` is recorded (in order, its last PNG) in the
+    returned list."""
     from matplotlib.figure import Figure
     from PIL import Image
 
@@ -53,7 +54,11 @@ def capture_saved_figures(monkeypatch) -> list[Saved]:
                 width = Image.open(io.BytesIO(fname.getvalue())).width
             else:
                 width = Image.open(fname).width
-            saved.append(Saved(self, float(kwargs.get("dpi") or self.dpi), width))
+            figure = Saved(self, float(kwargs.get("dpi") or self.dpi), width)
+            if saved and saved[-1].fig is self:  # drawn again (its text raised): the later PNG is the one written
+                saved[-1] = figure
+            else:
+                saved.append(figure)
         return result
 
     monkeypatch.setattr(Figure, "savefig", spy)

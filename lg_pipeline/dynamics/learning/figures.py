@@ -21,11 +21,11 @@ from lg_pipeline.analysis.canvas import (
     figure_legend,
     figure_title,
     grid,
+    integer_ticks,
     module_label,
     panel_title,
     png,
     save_figure,
-    whole_steps,
     wrap,
 )
 from lg_pipeline.analysis.curves import ordered
@@ -103,7 +103,7 @@ def plot_logprob_curves(logprobs: pd.DataFrame, title: str, out_base: Path) -> P
             ax.axhline(0, color="black", lw=0.5)
             ax.set_xlabel("step")
             ax.set_ylabel(ylabel)
-            whole_steps(ax.xaxis)
+            integer_ticks(ax.xaxis)
     figure_legend(fig, _probe_handles(types, objectives))
     figure_title(fig, title, "mean over the probes of each type")
     return png(save_figure(fig, out_base))
@@ -142,7 +142,7 @@ def plot_layer_share(shares: pd.DataFrame, title: str, out_base: Path, objective
         cells = shares[shares.probe_type == probe_type].pivot(index="layer", columns="step", values="share")
         image = ax.imshow(cells.values, aspect="auto", origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_xticks(range(cells.shape[1]), [str(s) for s in cells.columns])
-        whole_steps(ax.yaxis)
+        integer_ticks(ax.yaxis)
         parts = thirds(n_layers)
         for _, layers in parts[:-1]:
             ax.axhline(layers.stop - 0.5, color="black", lw=0.6)
@@ -171,10 +171,12 @@ QUANTITIES = {
 def kernel_terms(influence: pd.DataFrame, kernel: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """Per (quantity, probe type, module, layer), mean over probes and eval steps: `term`, the matrix's share of the
     probe's first-order prediction, ⟨∇_W log p(probe), W_{s+1} − W_s⟩; `kernel`, the probe's gradient against the
-    step's batch, Σ_u ⟨∇_W log p(probe), ∇_W L_u⟩ (under SGD the term is −lr/B times it). Studied matrices only."""
+    step's batch, Σ_u ⟨∇_W log p(probe), ∇_W L_u⟩ (under SGD the term is −lr/B times it). Weight matrices of the
+    layers only (the known projections and whatever the kernel was taken of), not norms or embeddings."""
     kinds = summary.drop_duplicates("probe_id").set_index("probe_id").probe_type
     parts = []
-    studied = influence[(influence.layer >= 0) & influence.module.isin(MODULE_ORDER)]
+    matrices = {*MODULE_ORDER, *(kernel.module if len(kernel) else ())}
+    studied = influence[(influence.layer >= 0) & influence.module.isin(matrices)]
     if len(studied):
         parts.append(studied.rename(columns={"predicted_delta": "value"}).assign(quantity="term"))
     if len(kernel):
@@ -208,7 +210,7 @@ def plot_kernel_terms(terms: pd.DataFrame, title: str, out_base: Path, objective
             ax.set_xlabel("layer")
             if m % n_cols == 0:
                 ax.set_ylabel(QUANTITIES[quantity])
-            whole_steps(ax.xaxis)
+            integer_ticks(ax.xaxis)
         for m in range(len(modules), per_quantity * n_cols):
             axes[q * per_quantity + m // n_cols][m % n_cols].axis("off")
     figure_legend(fig, _probe_handles(types, [objective]))
@@ -264,7 +266,7 @@ def plot_nuclear_norms(stats: pd.DataFrame, title: str, out_base: Path) -> Path:
         panel_title(ax, LEVEL_LABELS.get(level, level))
         ax.set_xlabel("layer")
         ax.set_ylabel("nuclear norm (mean over q/k/v/o, batch)")
-        whole_steps(ax.xaxis)
+        integer_ticks(ax.xaxis)
         if steps:
             ax.legend(fontsize=TEXT_PT, ncols=1 + len(steps) // 6)
     figure_title(fig, title)

@@ -15,12 +15,12 @@ from lg_pipeline.analysis.canvas import (
     figure_legend,
     figure_title,
     grid,
+    integer_ticks,
     module_color,
     module_label,
     panel_title,
     png,
     save_figure,
-    whole_steps,
     wrap,
 )
 from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
@@ -85,7 +85,7 @@ def loss_figure(losses: pd.DataFrame, path: Path, title: str) -> Path:
         panel_title(ax, _task_title(task))
         ax.set_xlabel("training step")
         ax.set_ylabel("held-out loss")
-        whole_steps(ax.xaxis)
+        integer_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
     figure_legend(fig, _ordering_handles(_orderings(losses)))
     figure_title(fig, title)
@@ -109,7 +109,7 @@ def seen_distance_figure(seen: pd.DataFrame, path: Path, title: str) -> Path:
                 ax.set_ylabel(f"{metric} −cos")
             if r == len(SEEN_METRICS) - 1:
                 ax.set_xlabel("training step")
-            whole_steps(ax.xaxis)
+            integer_ticks(ax.xaxis)
             ax.grid(alpha=0.3)
     figure_legend(fig, _ordering_handles(_orderings(seen)))
     figure_title(fig, title, "rows: min, mean, max and centroid distance of the data seen so far to the test task")
@@ -131,7 +131,7 @@ def level_figure(losses: pd.DataFrame, path: Path, title: str) -> Path:
         panel_title(ax, ORDERING_LABELS.get(ordering, ordering))
         ax.set_xlabel("training step")
         ax.set_ylabel("held-out loss (all tasks)")
-        whole_steps(ax.xaxis)
+        integer_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
     levels = [lv for lv in dict.fromkeys(part.level)]
     handles = [
@@ -153,7 +153,7 @@ def alignment_figure(alignment: pd.DataFrame, path: Path, title: str) -> Path:
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xlabel("layer")
     ax.set_ylabel("Σ_u ⟨∇L_u, ∇L_test⟩")
-    whole_steps(ax.xaxis)
+    integer_ticks(ax.xaxis)
     ax.legend()
     ax.grid(alpha=0.3)
     figure_title(fig, title)

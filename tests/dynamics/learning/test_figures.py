@@ -106,6 +106,16 @@ def test_kernel_terms_are_the_means_over_probes_and_steps_of_each_layer_and_modu
     assert set(no_kernel.quantity) == {"term"}
 
 
+def test_kernel_terms_keep_a_studied_matrix_of_another_family_but_no_norm():
+    tables = run_tables()
+    other = {"q_proj": "fc1", "k_proj": "input_layernorm"}
+    influence = tables["influence"].assign(module=tables["influence"].module.replace(other))
+    kernel = tables["kernel"][tables["kernel"].module != "k_proj"].replace({"module": {"q_proj": "fc1"}})
+    terms = figures.kernel_terms(influence, kernel, tables["influence_summary"])
+    assert set(terms[terms.quantity == "term"].module) == {"fc1", "v_proj", "o_proj"}
+    assert set(terms[terms.quantity == "kernel"].module) == {"fc1", "v_proj", "o_proj"}
+
+
 def test_layer_shares_of_a_probe_add_up_to_one_in_absolute_value():
     tables = run_tables()
     shares = figures.layer_shares(tables["influence"], tables["influence_summary"])
@@ -118,7 +128,7 @@ def test_layer_shares_of_a_probe_add_up_to_one_in_absolute_value():
 
 
 @pytest.mark.slow  # draws figures
-def test_every_figure_of_a_model_is_drawn_legible_with_whole_steps(tmp_path, monkeypatch):
+def test_every_figure_of_a_model_is_drawn_legible_with_integer_ticks(tmp_path, monkeypatch):
     from lg_pipeline.analysis.canvas import MIN_TEXT_PX
 
     saved = capture_saved_figures(monkeypatch)

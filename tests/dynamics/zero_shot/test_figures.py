@@ -41,7 +41,7 @@ def alignment() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(ALIGNMENT_COLUMNS))
 
 
-def test_every_zero_shot_figure_is_legible_with_whole_steps_and_writes_png_and_pdf(tmp_path, monkeypatch):
+def test_every_zero_shot_figure_is_legible_with_integer_ticks_and_writes_png_and_pdf(tmp_path, monkeypatch):
     saved = capture_saved_figures(monkeypatch)
     both = pd.concat([losses("none"), losses("detailed")], ignore_index=True)
     paths = [
