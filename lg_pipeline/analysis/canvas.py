@@ -166,15 +166,16 @@ def make_legible(fig, dpi: int = DPI, min_px: float = MIN_TEXT_PX, display_width
     ticks made later follow). Larger text can widen the figure, so it measures again, a few times at most."""
     for _ in range(3):
         need = min_px / display_px_per_pt(fig, dpi, display_width)
-        small = [t for t in _texts(fig) if t.get_fontsize() < need - 1e-6]
+        small = [t for t in _texts(fig) if t.get_fontsize() < need]
         if not small:
             return
+        size = need * 1.02  # a little over: the PNG's width is rounded to whole pixels
         for ax in fig.axes:
             for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
                 if any(t.get_fontsize() < need for t in axis.get_ticklabels(which="both")):
-                    ax.tick_params(axis=name, which="both", labelsize=need)
+                    ax.tick_params(axis=name, which="both", labelsize=size)
         for text in small:
-            text.set_fontsize(max(text.get_fontsize(), need))
+            text.set_fontsize(size)
 
 
 def _render(fig, fmt: str, dpi: int) -> bytes:
