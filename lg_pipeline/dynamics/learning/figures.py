@@ -64,10 +64,10 @@ def probe_label(probe_type: str, objectives: Sequence[str] = ("sft",)) -> str:
     return dpo if set(objectives) == {"dpo"} else f"{probe_type} (DPO: {dpo})"
 
 
-def _probe_handles(types: Sequence[str], objectives: Sequence[str], marker: str = "o") -> list:
+def _probe_handles(types: Sequence[str], objectives: Sequence[str]) -> list:
     from matplotlib.lines import Line2D
 
-    return [Line2D([], [], color=probe_color(t), marker=marker, ms=4, label=probe_label(t, objectives)) for t in types]
+    return [Line2D([], [], color=probe_color(t), marker="o", ms=4, label=probe_label(t, objectives)) for t in types]
 
 
 def logprob_changes(logprobs: pd.DataFrame) -> pd.DataFrame:
