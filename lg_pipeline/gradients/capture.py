@@ -63,6 +63,27 @@ class _Calls:
         pass
 
 
+class KeptFactors:
+    """A consumer that keeps every target's X and Δ of the batch (the kernel's training side, the benchmark)."""
+
+    def __init__(self) -> None:
+        self.factors: dict[int, Factors] = {}
+
+    @property
+    def x(self) -> dict[int, Any]:
+        return {i: f.x for i, f in self.factors.items()}
+
+    @property
+    def delta(self) -> dict[int, Any]:
+        return {i: f.delta for i, f in self.factors.items()}
+
+    def on_factors(self, factors: Factors) -> None:
+        self.factors[factors.index] = factors
+
+    def finish(self) -> None:
+        pass
+
+
 def consumer(on_factors: Callable[[Factors], None]) -> Consumer:
     """A consumer from a function of each target's factors (for a reduction with nothing to finish)."""
     return _Calls(on_factors)

@@ -85,7 +85,7 @@ class MatrixStatistics:
             return
         kept, self._kept = self._kept, {}
         table: dict[tuple[int, int], Any] = {}
-        for done in on_single_threaded_workers(_run_job, self._jobs(kept), self.workers):
+        for done in on_single_threaded_workers(run_job, self.jobs(kept), self.workers):
             table.update(done)
         import torch
 
@@ -111,7 +111,7 @@ class MatrixStatistics:
 
         return r_of
 
-    def _jobs(self, kept: dict[int, Factors]) -> list[Job]:
+    def jobs(self, kept: dict[int, Factors]) -> list[Job]:
         """(example, a run of consecutive layers) per job, the longest first."""
         layers: dict[int, list[int]] = {}
         for index in sorted(kept):
@@ -131,9 +131,12 @@ class Job:
         self.example, self.rows, self.factors = example, rows, factors
 
 
-def _run_job(job: Job) -> dict[tuple[int, int], Any]:
+def run_job(job: Job, stack: Callable[..., Any] | None = None) -> dict[tuple[int, int], Any]:
+    """(target, example) -> stat vector for one job; `stack` replaces `spectra.stacked_factor_stats` (the
+    benchmark's spectra alone)."""
     import torch
 
+    stack = stack or spectra.stacked_factor_stats
     b, rows = job.example, job.rows
     shapes: dict[tuple[int, int], list[Factors]] = {}
     for f in job.factors:
@@ -155,7 +158,7 @@ def _run_job(job: Job) -> dict[tuple[int, int], Any]:
         for group in shapes.values():
             x = torch.stack([f.x[b, :rows] for f in group])
             delta = torch.stack([f.delta[b, :rows] for f in group])
-            stats = spectra.stacked_factor_stats(x, delta, [rows] * len(group), r_of(group))
+            stats = stack(x, delta, [rows] * len(group), r_of(group))
             out.update({(f.index, b): row for f, row in zip(group, stats, strict=True)})
     return out
 

@@ -87,9 +87,9 @@ def test_engine_version_bump_marks_statistics_stale_and_new_numbers_flow_down(ca
     the summary, then the figures, turn STALE only once rematerialized statistics carry a new data version."""
     from dagster._core.definitions.data_version import StaleStatus
 
-    import lg_pipeline.gradients.spectra as spectra
     import lg_pipeline.gradients.engine as engine
     import lg_pipeline.gradients.runner as gradient_run
+    import lg_pipeline.gradients.spectra as spectra
     from assets.partitions import multi_key
     from lg_pipeline.definitions import defs
 

@@ -23,7 +23,7 @@ from typing import Any
 from lg_pipeline.dynamics.learning.influence import predicted_delta
 from lg_pipeline.dynamics.learning.kernel import ntk
 from lg_pipeline.dynamics.training import evaluating
-from lg_pipeline.gradients.capture import Capture, Factors, consumer
+from lg_pipeline.gradients.capture import Capture, Factors, KeptFactors, consumer
 from lg_pipeline.gradients.engine import model_device, positions_with_loss
 from lg_pipeline.gradients.loss import kept_labels, per_example_loss, response_ce_sums
 from lg_pipeline.gradients.padding import Batch, encoded_batch
@@ -85,20 +85,6 @@ class TrainFactors:
     stats: dict[tuple[int, int], list[float]] = field(default_factory=dict)  # (target, example) -> MATRIX_STATS
     lengths: list[int] = field(default_factory=list)
     n_response_tokens: list[int] = field(default_factory=list)
-
-
-class KeptFactors:
-    """A consumer that keeps every target's X and Δ of the batch (the kernel's training side)."""
-
-    def __init__(self) -> None:
-        self.x: dict[int, Any] = {}
-        self.delta: dict[int, Any] = {}
-
-    def on_factors(self, factors: Factors) -> None:
-        self.x[factors.index], self.delta[factors.index] = factors.x, factors.delta
-
-    def finish(self) -> None:
-        pass
 
 
 def train_pass(model: Any, targets: Sequence[Target], batch: Batch) -> TrainFactors:
