@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -131,12 +131,19 @@ class Job:
         self.example, self.rows, self.factors = example, rows, factors
 
 
-def run_job(job: Job, stack: Callable[..., Any] | None = None) -> dict[tuple[int, int], Any]:
-    """(target, example) -> stat vector for one job; `stack` replaces `spectra.stacked_factor_stats` (the
-    benchmark's spectra alone)."""
+def run_job(job: Job) -> dict[tuple[int, int], Any]:
+    """(target, example) -> stat vector for one job, one `spectra.stacked_factor_stats` call per shape."""
+    out: dict[tuple[int, int], Any] = {}
+    for group, x, delta, rows, r_of in job_stacks(job):
+        stats = spectra.stacked_factor_stats(x, delta, rows, r_of)
+        out.update({(f.index, job.example): row for f, row in zip(group, stats, strict=True)})
+    return out
+
+
+def job_stacks(job: Job) -> Iterator[tuple[list[Factors], Any, Any, list[int], Callable[[list[int], int], Any]]]:
+    """(targets' factors, X stack, Δ stack, rows, shared R factors) per shape of one job (grad mode off)."""
     import torch
 
-    stack = stack or spectra.stacked_factor_stats
     b, rows = job.example, job.rows
     shapes: dict[tuple[int, int], list[Factors]] = {}
     for f in job.factors:
@@ -153,14 +160,11 @@ def run_job(job: Job, stack: Callable[..., Any] | None = None) -> dict[tuple[int
 
         return shared
 
-    out: dict[tuple[int, int], Any] = {}
     with torch.no_grad():  # grad mode is per thread
         for group in shapes.values():
             x = torch.stack([f.x[b, :rows] for f in group])
             delta = torch.stack([f.delta[b, :rows] for f in group])
-            stats = stack(x, delta, [rows] * len(group), r_of(group))
-            out.update({(f.index, b): row for f, row in zip(group, stats, strict=True)})
-    return out
+            yield group, x, delta, [rows] * len(group), r_of(group)
 
 
 def on_single_threaded_workers(fn: Callable[[Any], Any], jobs: list, workers: int) -> list:
