@@ -62,6 +62,7 @@ def independent_full_svd(model, tokenizer, examples, chat: bool):
 
     from lg_pipeline.gradients.encoding import encode
     from lg_pipeline.schema import MATRIX_STATS
+    from tests.helpers.materialised import example_gradients
 
     params = dict(model.named_parameters())
     names = [n for n in params if n.rsplit(".", 2)[-2] in ATTENTION]
@@ -71,20 +72,18 @@ def independent_full_svd(model, tokenizer, examples, chat: bool):
         for n, p in params.items():
             p.requires_grad_(n in names)
         for example in examples:
-            enc = encode(tokenizer, example, chat, 1024)
-            model.zero_grad(set_to_none=True)
-            loss = model(input_ids=torch.tensor([enc.input_ids]), labels=torch.tensor([enc.labels()])).loss
-            loss.backward()
+            n_tokens = encode(tokenizer, example, chat, 1024).n_tokens
+            loss, grads = example_gradients(model, tokenizer, example, chat)
             for name in names:
-                g = params[name].grad.double()
-                s = torch.linalg.svdvals(params[name].grad).double()  # the study's fp32 SVD (values only)
+                g = grads[name].double()
+                s = torch.linalg.svdvals(grads[name]).double()  # the study's fp32 SVD (values only)
                 s = torch.where(s > max(g.shape) * np.finfo(np.float32).eps * s.max(), s, 0.0)
                 p_ = s / s.sum()
                 entropy = -float(torch.special.xlogy(p_, p_).sum())
                 values = [float(s.sum()), float(s.max()), float(s.min()), float(torch.linalg.norm(g)), float(g.mean()),
                           float(g.max()), float(g.min()), float(np.exp(entropy)), float((g * g).sum() / s.max() ** 2)]
-                rows.append({"example_id": example.example_id, "parameter": name, "loss": float(loss),
-                             "n_tokens": enc.n_tokens, **dict(zip(MATRIX_STATS, values, strict=True))})
+                rows.append({"example_id": example.example_id, "parameter": name, "loss": loss,
+                             "n_tokens": n_tokens, **dict(zip(MATRIX_STATS, values, strict=True))})
     finally:
         model.zero_grad(set_to_none=True)
         for n, p in params.items():
