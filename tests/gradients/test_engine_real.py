@@ -77,8 +77,9 @@ def independent_full_svd(model, tokenizer, examples, chat: bool):
             for name in names:
                 g = grads[name].double()
                 s = torch.linalg.svdvals(grads[name]).double()  # the study's fp32 SVD (values only)
-                s = torch.where(s > max(g.shape) * np.finfo(np.float32).eps * s.max(), s, 0.0)
-                p_ = s / s.sum()
+                # The effective rank counts values at or below fp32 rounding of G as 0 (numpy's matrix_rank rule).
+                kept = torch.where(s > max(g.shape) * np.finfo(np.float32).eps * s.max(), s, 0.0)
+                p_ = kept / kept.sum()
                 entropy = -float(torch.special.xlogy(p_, p_).sum())
                 values = [float(s.sum()), float(s.max()), float(s.min()), float(torch.linalg.norm(g)), float(g.mean()),
                           float(g.max()), float(g.min()), float(np.exp(entropy)), float((g * g).sum() / s.max() ** 2)]
