@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 RELEASE = ROOT.parent / "shared/layer_gradient_release/cot_500"
 RELEASE_FILES = {"detailed": "gsm8k_train_with_cot_gpt4o.json", "none": "gsm8k_train_no_cot.json"}
+RUNNERS = ("core", "core-in-hook", "full-svd", "full-svdvals", "bare", "floor", "spectra", "form-g")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=2, help="time each batch this often, keep the best")
     p.add_argument("--skip-matrix", action="store_true", help="skip the per-matrix comparison (~25 s)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--runners", default=",".join(RUNNERS), help=f"comma-separated, of {', '.join(RUNNERS)}")
     p.add_argument("--level", choices=sorted(RELEASE_FILES), default="detailed",
                    help="the study's GSM8K file: Detailed CoT (the slow-thinking case) or None CoT (short, T << width)")
     return p.parse_args(argv)
@@ -362,25 +364,30 @@ def report(args: argparse.Namespace, info: dict, eng: dict, mat: dict | None) ->
                            ("matrix_stats(Δᵀ X)  (svdvals)", "svdvals")):
             print(f"{label:<52}{mat[key]:>10.3f}")
     print(f"\n{'ratio':<52}{'measured':>10}{'target':>12}")
-    print(f"{'core throughput / full-svd throughput':<52}{eng['full-svd'] / eng['core']:>9.2f}x{'>= 1.4x':>12}")
-    print(f"{'  (against svdvals)':<52}{eng['full-svdvals'] / eng['core']:>9.2f}x")
-    print(f"{'  (ceiling: full-svd / core floor)':<52}{eng['full-svd'] / eng['floor']:>9.2f}x")
+    nan = float("nan")
+    e = {k: eng.get(k, nan) for k in (*RUNNERS, *(f"{r}@median" for r in RUNNERS))}
     overhead_target = "<= 12%" if args.level == "none" else ""
-    print(f"{'core / floor - 1 (the overhead of the statistics)':<52}{eng['core'] / eng['floor'] - 1:>9.1%}"
-          f"{overhead_target:>12}")
-    for label, key in (("  (medians)", "@median"),):
-        print(f"{label:<52}{eng['core' + key] / eng['floor' + key] - 1:>9.1%}")
-    beyond = (eng["core"] - eng["floor"]) / eng["spectra"]
-    print(f"{'(core - floor) / spectra alone':<52}{beyond:>9.2f}x{'<= 1.25x' if args.level == 'detailed' else '':>12}")
-    beyond_median = (eng["core@median"] - eng["floor@median"]) / eng["spectra@median"]
-    print(f"{'  (medians)':<52}{beyond_median:>9.2f}x")
-    print(f"{'  (forming G alone / floor: the part of max/min)':<52}{eng['form-g'] / eng['floor']:>9.1%}")
-    print(f"{'  (core / bare forward+backward - 1, all .grad)':<52}{eng['core'] / eng['bare'] - 1:>9.1%}")
+    rows = (
+        ("core throughput / full-svd throughput", e["full-svd"] / e["core"], "x", ">= 1.4x"),
+        ("  (against svdvals)", e["full-svdvals"] / e["core"], "x", ""),
+        ("  (ceiling: full-svd / core floor)", e["full-svd"] / e["floor"], "x", ""),
+        ("core / floor - 1 (the overhead of the statistics)", e["core"] / e["floor"] - 1, "%", overhead_target),
+        ("  (medians)", e["core@median"] / e["floor@median"] - 1, "%", ""),
+        ("(core - floor) / spectra alone", (e["core"] - e["floor"]) / e["spectra"], "x",
+         "<= 1.25x" if args.level == "detailed" else ""),
+        ("  (medians)", (e["core@median"] - e["floor@median"]) / e["spectra@median"], "x", ""),
+        ("  (forming G alone / floor: the part of max/min)", e["form-g"] / e["floor"], "%", ""),
+        ("  (core / bare forward+backward - 1, all .grad)", e["core"] / e["bare"] - 1, "%", ""),
+    )
+    for label, value, unit, target in rows:
+        if value == value:  # runners left out with --runners give NaN: no line
+            shown = f"{value:>9.1%}" if unit == "%" else f"{value:>9.2f}x"
+            print(f"{label:<52}{shown}{target:>12}")
     if mat:
         print(f"{'matrix_stats time / factor_stats time':<52}{mat['full'] / mat['factor']:>9.0f}x{'>= 100x':>12}")
         print(f"{'  (against svdvals)':<52}{mat['svdvals'] / mat['factor']:>9.0f}x")
         print(f"{'  (spectrum alone: matrix_stats / spectrum)':<52}{mat['full'] / mat['spectrum']:>9.0f}x")
-    agreement = f"engine {eng['agreement']:.1e}" + (f", matrix {mat['agreement']:.1e}" if mat else "")
+    agreement = f"engine {eng.get('agreement', nan):.1e}" + (f", matrix {mat['agreement']:.1e}" if mat else "")
     print(f"\nagreement, max relative difference of nuclear norm, σ_max, Frobenius: {agreement}")
 
 
@@ -397,8 +404,9 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer, spec = open_model(args.model, cache_dir=args.cache_dir)
     examples, source = load_examples(args.n_examples, args.level)
     lengths = [encode(tokenizer, e, spec.chat, args.max_length).n_tokens for e in examples]
-    warm_up(model, tokenizer, examples[0], args, spec.chat)
-    eng = time_engine(model, tokenizer, examples, args, spec.chat)
+    only = tuple(r.strip() for r in args.runners.split(",") if r.strip())
+    warm_up(model, tokenizer, examples[0], args, spec.chat, only)
+    eng = time_engine(model, tokenizer, examples, args, spec.chat, only)
     mat = None if args.skip_matrix else time_matrix(args.matrix_size, args.matrix_tokens)
     info = {"model": spec.display_name, "n_examples": len(examples), "source": source, "load": load,
             "threads": torch.get_num_threads(), "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths)}
