@@ -235,6 +235,7 @@ class ComputeResource(dg.ConfigurableResource):
     method: str = "core"
     targets: str = "q,k,v,o"
     encoding: str = "pair"  # pair | study (lg_pipeline.gradients.encoding)
+    stats_schedule: str = ""  # after-backward | in-hook (same numbers); empty: in-hook on CUDA, after-backward on CPU
     cache_dir: str = DEFAULT_CACHE_DIR
 
     _lease: Any = PrivateAttr(default=None)
@@ -300,6 +301,7 @@ class ComputeResource(dg.ConfigurableResource):
         return EngineConfig(
             self.method, parse_suffixes(self.targets), self.batch_size, self.max_length, chat,
             encoding=self.encoding, max_batch_tokens=self.max_batch_tokens or None,
+            stats_schedule=self.stats_schedule or None,
         )
 
 

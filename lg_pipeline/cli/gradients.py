@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-batch-tokens", type=int, default=None,
                    help="padded tokens per forward/backward (default: 1024 on a CPU, 8192 on a GPU)")
     g.add_argument("--method", choices=["core", "full-svd"], default="core")
+    g.add_argument("--stats-schedule", choices=["after-backward", "in-hook"], default=None,
+                   help="statistics after the backward on one thread per core, or in the backward hook as each "
+                        "gradient arrives; the same numbers (default: in-hook on CUDA, after-backward on a CPU)")
     g.add_argument("--encoding", choices=["pair", "study"], default="pair",
                    help="pair: prompt and response tokenized apart (default); study: the study's whole-text rules")
     g.add_argument("--targets", default="q,k,v,o", help="module-name suffixes, e.g. q,k,v,o,gate,up,down or fc1")
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         chat = spec.chat if args.chat is None else args.chat
         config = EngineConfig(
             args.method, targets, args.batch_size, args.max_length, chat,
-            encoding=args.encoding, max_batch_tokens=args.max_batch_tokens,
+            encoding=args.encoding, max_batch_tokens=args.max_batch_tokens, stats_schedule=args.stats_schedule,
         )
         find_targets(model, config.targets)  # a bad --targets fails here, before the progress bar is drawn
         bar = tqdm(total=len(examples), unit="ex", desc=spec.display_name)

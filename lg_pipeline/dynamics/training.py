@@ -30,8 +30,10 @@ from typing import Any, Literal
 
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
-from lg_pipeline.gradients.encoding import IGNORE_INDEX, Encoded, encode, prompt_ids
-from lg_pipeline.gradients.engine import model_device, requires_grad_only
+from lg_pipeline.gradients.capture import grad_only_for
+from lg_pipeline.gradients.encoding import Encoded, encode, prompt_ids
+from lg_pipeline.gradients.engine import model_device
+from lg_pipeline.gradients.padding import right_padded
 from lg_pipeline.gradients.targets import find_targets
 from lg_pipeline.vocabulary import ATTENTION
 
@@ -92,11 +94,6 @@ def trainable_parameters(model: Any, trainable: Trainable) -> list[str]:
         raise InputError(f"--trainable attention: {str(exc).removeprefix('--targets: ')}") from None
 
 
-def only_trainable(model: Any, names: Sequence[str]) -> contextlib.AbstractContextManager[None]:
-    """Let exactly `names` require a gradient for the run; the caller's flags come back afterwards."""
-    return requires_grad_only(model, names)
-
-
 @contextlib.contextmanager
 def evaluating(model: Any) -> Iterator[None]:
     """Eval mode (no dropout) for a measurement; the trainer's mode comes back afterwards."""
@@ -123,7 +120,7 @@ def fine_tune(
     if not names:
         raise InputError(f"--trainable {config.trainable}: no parameter of {type(model).__name__} matched")
     _ensure_pad_token(tokenizer)
-    with tempfile.TemporaryDirectory(prefix="lg-train-") as out, only_trainable(model, names):
+    with tempfile.TemporaryDirectory(prefix="lg-train-") as out, grad_only_for(model, names):
         if config.objective == "dpo":
             trainer, skipped = _dpo_trainer(model, tokenizer, examples, rejected, config, list(callbacks), out)
         else:
@@ -257,24 +254,14 @@ def _sft_trainer(model, tokenizer, examples, config, callbacks, out):
 
 
 class RightPadCollator:
-    """Right-pads `input_ids` / `labels` (-100) the way the gradient engine batches; keeps `example_id`."""
+    """Right-pads `input_ids` / `labels` (-100) with the engine's builder (`padding.right_padded`)."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"])
-            mask[i, :n] = 1
-            labels[i, :n] = torch.tensor(r["labels"])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = right_padded([(r["input_ids"], r["labels"]) for r in rows], self.pad_id)
+        return {"input_ids": batch.ids, "attention_mask": batch.mask, "labels": batch.labels}
 
 
 def _dpo_trainer(model, tokenizer, examples, rejected, config, callbacks, out):

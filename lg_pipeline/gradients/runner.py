@@ -17,7 +17,6 @@ Used by the CLI and the Dagster assets alike. What it promises:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -30,6 +29,7 @@ from typing import Any
 
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
+from lg_pipeline.gradients.capture import finite_logits
 from lg_pipeline.gradients.encoding import encode, study_drops_system
 from lg_pipeline.gradients.engine import ENGINE_VERSION, EngineConfig, ExampleResult, compute_gradient_stats
 from lg_pipeline.io.atomic import ChunkedTable, atomic_write_text, write_parquet
@@ -37,7 +37,7 @@ from lg_pipeline.io.locks import output_lock
 from lg_pipeline.schema import GRADIENT_COLUMNS, PROVENANCE_COLUMNS, STATUS_COLUMNS
 
 # EngineConfig fields that never change a number (the two methods agree; batching and threads are scheduling).
-SCHEDULING_FIELDS = ("method", "batch_size", "stats_workers", "max_batch_tokens")
+SCHEDULING_FIELDS = ("method", "batch_size", "stats_workers", "max_batch_tokens", "stats_schedule")
 WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG)
 PARQUET_MAGIC = b"PAR1"
 
@@ -419,25 +419,6 @@ def non_finite_parameters(model: Any) -> list[str]:
 
     with torch.no_grad():
         return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
-
-
-@contextlib.contextmanager
-def finite_logits(model: Any) -> Iterator[None]:
-    """Fail a batch whose logits hold NaN or inf as "loss is not finite", before the spectra turn it into a
-    linear-algebra error (a NaN weight, an fp16 overflow). The engine splits the batch to find the example."""
-
-    def check(_module: Any, _inputs: Any, output: Any) -> None:
-        import torch
-
-        logits = getattr(output, "logits", None)
-        if logits is not None and not bool(torch.isfinite(logits).all()):
-            raise FloatingPointError("loss is not finite (NaN or inf in the model's logits)")
-
-    handle = model.register_forward_hook(check)
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _read_key(path: Path) -> dict[str, Any] | None:
