@@ -81,27 +81,15 @@ def test_kill_9_at_every_write_boundary_then_a_rerun_equals_an_uninterrupted_run
     examples, config = EXAMPLES[:3], EngineConfig(batch_size=1, targets=("q_proj", "v_proj"), max_length=256)
     run = lambda: run_to_parquet(llama, tokenizer, examples, config, out, **QUIET)  # noqa: E731
     run()
-    reference = {name: indexed(folder / name) for name in ("stats.parquet",)}
-    status = pd.read_parquet(status_path(out)).sort_values("example_id").reset_index(drop=True)
+    stats, status = indexed(out), pd.read_parquet(status_path(out)).set_index("example_id").sort_index()
     shutil.rmtree(folder)
-    total = faults.boundaries(run, folder)
-    shutil.rmtree(folder)
-    assert total >= 20, f"only {total} boundaries"
-    wrong = []
-    for boundary in range(1, total + 1):
-        assert faults.wait(faults.fork_run(run, folder, kill_at=boundary)) == -9, boundary
-        summary = run()
-        try:
-            assert summary.counts == {"ok": 3, "skipped": 0, "failed": 0}
-            assert stats_mismatches(indexed(out), reference["stats.parquet"], rel=1e-6) == []
-            pd.testing.assert_frame_equal(
-                pd.read_parquet(status_path(out)).sort_values("example_id").reset_index(drop=True), status
-            )
-            assert faults.leftovers(folder) == []
-        except AssertionError as exc:
-            wrong.append(f"boundary {boundary}/{total}: {str(exc).splitlines()[0]}")
-        shutil.rmtree(folder)
-    assert wrong == []
+
+    def check() -> None:
+        assert stats_mismatches(indexed(out), stats, rel=1e-6) == []
+        pd.testing.assert_frame_equal(pd.read_parquet(status_path(out)).set_index("example_id").sort_index(), status)
+        assert set(pd.read_parquet(status_path(out)).status) == {"ok"}
+
+    assert faults.kill_at_every_boundary(run, folder, check, minimum=20) == []
 
 
 def test_a_full_disk_at_every_write_is_one_line_and_the_rerun_completes(llama, tokenizer, tmp_path, monkeypatch):

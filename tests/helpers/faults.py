@@ -12,7 +12,7 @@ import errno
 import os
 import signal
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,34 @@ def boundaries(target: Callable[[], Any], root: Path) -> int:
     return struct.unpack("<Q", data)[0]
 
 
+def kill_at_every_boundary(run: Callable[[], Any], root: Path, check: Callable[[], None], minimum: int) -> list[str]:
+    """Kill `run()` before each of its boundaries in turn, run it again, then `check()` and look for leftovers;
+    the boundaries where that failed, one line each (empty: it resumed every time)."""
+    import shutil
+
+    total = boundaries(run, root)
+    shutil.rmtree(root)
+    assert total >= minimum, f"only {total} boundaries: the run writes less than expected"
+    wrong = []
+    for boundary in range(1, total + 1):
+        assert wait(fork_run(run, root, kill_at=boundary)) == -signal.SIGKILL, f"boundary {boundary}: not killed"
+        run()
+        try:
+            check()
+            assert leftovers(root) == [], leftovers(root)
+        except AssertionError as exc:
+            wrong.append(f"boundary {boundary}/{total}: {str(exc).splitlines()[0] if str(exc) else 'failed'}")
+        shutil.rmtree(root)
+    return wrong
+
+
+def two_writers(run: Callable[[bool], Any], root: Path, apart_s: float, wait_: bool = False) -> list[int]:
+    """Two processes running `run(wait_)` on one output, the second started `apart_s` later: their exit codes."""
+    first = fork_run(lambda: run(wait_), root)
+    second = fork_run(lambda: run(wait_), root, delay_s=apart_s)
+    return sorted([wait(first), wait(second)])
+
+
 def full_disk_at(monkeypatch: Any, n: int) -> list[int]:
     """The n-th atomic write (1-based) and every later one fail with ENOSPC; returns the write counter."""
     from lg_pipeline.io import atomic
@@ -109,6 +137,29 @@ def full_disk_at(monkeypatch: Any, n: int) -> list[int]:
 
     monkeypatch.setattr(atomic, "atomic_write_bytes", write)
     return calls
+
+
+def full_disk_then_rerun(monkeypatch: Any, run: Callable[[], Any], root: Path, writes: Sequence[int], kept: str,
+                         check: Callable[[], None]) -> None:
+    """For each n of `writes`: a disk full from the n-th write on is one line naming `root` (never a temp file)
+    and saying what is `kept`; the rerun then completes (`check()`), leaving nothing behind."""
+    import shutil
+
+    for n in writes:
+        with monkeypatch.context() as patch:
+            full_disk_at(patch, n)
+            try:
+                run()
+            except InputError as exc:
+                message = str(exc)
+            else:
+                raise AssertionError(f"write {n}: the run did not fail")
+        assert "\n" not in message and "No space left on device" in message and str(root) in message, message
+        assert ".tmp" not in message and kept in message, message
+        run()
+        check()
+        assert leftovers(root) == [], (n, leftovers(root))
+        shutil.rmtree(root)
 
 
 def leftovers(root: Path) -> list[str]:

@@ -2,7 +2,6 @@
 two writers, a full disk, other weights / dtype / settings, a loss that is not finite, fp16)."""
 
 import json
-import shutil
 import time
 
 import pandas as pd
@@ -139,29 +138,14 @@ def test_completeness_names_what_is_missing_or_not_finite(tmp_path):
 
 def test_kill_9_at_every_write_boundary_then_a_rerun_equals_an_uninterrupted_run(tmp_path, small_reference):
     out = tmp_path / "run"
-    total = faults.boundaries(lambda: _small(out), out)
-    shutil.rmtree(out)
-    assert total >= 30, f"only {total} boundaries: the run writes less than expected"
-    wrong = []
-    for boundary in range(1, total + 1):
-        pid = faults.fork_run(lambda: _small(out), out, kill_at=boundary)
-        assert faults.wait(pid) == -9, f"boundary {boundary}: the child was not killed"
-        _small(out)
-        try:
-            faults.assert_same_tables(faults.tables(out), small_reference)
-            assert faults.leftovers(out) == []
-        except AssertionError as exc:
-            wrong.append(f"boundary {boundary}/{total}: {str(exc).splitlines()[0]}")
-        shutil.rmtree(out)
-    assert wrong == []
+    check = lambda: faults.assert_same_tables(faults.tables(out), small_reference)  # noqa: E731
+    assert faults.kill_at_every_boundary(lambda: _small(out), out, check, minimum=30) == []
 
 
 @pytest.mark.parametrize("apart_s", [0.0, 1.0], ids=["together", "a second apart"])
 def test_two_writers_one_refused_naming_the_holder_or_both_complete(tmp_path, small_reference, apart_s):
     out = tmp_path / "run"
-    first = faults.fork_run(lambda: _small(out, wait=False), out)
-    second = faults.fork_run(lambda: _small(out, wait=False), out, delay_s=apart_s)
-    codes = sorted([faults.wait(first), faults.wait(second)])
+    codes = faults.two_writers(lambda wait: _small(out, wait=wait), out, apart_s)
     assert codes in ([0, 0], [0, faults.REFUSED]), codes
     faults.assert_same_tables(faults.tables(out), small_reference)
     assert faults.leftovers(out) == []
@@ -169,8 +153,7 @@ def test_two_writers_one_refused_naming_the_holder_or_both_complete(tmp_path, sm
 
 def test_two_waiting_writers_both_end_with_the_complete_tables(tmp_path, small_reference):
     out = tmp_path / "run"
-    pids = [faults.fork_run(lambda: _small(out, wait=True), out) for _ in range(2)]
-    assert [faults.wait(p) for p in pids] == [0, 0]
+    assert faults.two_writers(lambda wait: _small(out, wait=wait), out, 0.0, wait_=True) == [0, 0]
     faults.assert_same_tables(faults.tables(out), small_reference)
 
 
@@ -197,18 +180,10 @@ def test_a_held_output_is_refused_at_once_naming_the_holder(tmp_path):
 
 def test_a_full_disk_is_one_line_and_a_rerun_completes_the_tables(tmp_path, small_reference, monkeypatch):
     out = tmp_path / "run"
-    for n in (1, 3, 7, 13, 16, 20):  # a chunk, a commit marker, a later step, the train log, the finished tables
-        with monkeypatch.context() as patch:
-            faults.full_disk_at(patch, n)
-            with pytest.raises(InputError) as caught:
-                _small(out)
-        message = str(caught.value)
-        assert "\n" not in message and "No space left on device" in message and str(out) in message, message
-        assert ".tmp" not in message and "finished eval steps are kept" in message
-        _small(out)
-        faults.assert_same_tables(faults.tables(out), small_reference)
-        assert faults.leftovers(out) == []
-        shutil.rmtree(out)
+    check = lambda: faults.assert_same_tables(faults.tables(out), small_reference)  # noqa: E731
+    # a chunk, a commit marker, a later step, the train log, the finished tables
+    faults.full_disk_then_rerun(monkeypatch, lambda: _small(out), out, (1, 3, 7, 13, 16, 20),
+                                "finished eval steps are kept", check)
 
 
 def test_other_weights_are_computed_beside_and_never_mixed(tmp_path):

@@ -178,31 +178,15 @@ def test_every_table_says_where_it_came_from(tmp_path, single_thread, small_refe
 
 def test_kill_9_at_every_write_boundary_then_a_rerun_equals_an_uninterrupted_run(tmp_path, single_thread,
                                                                                  small_reference):
-    import shutil
-
     out = tmp_path / "run"
-    total = faults.boundaries(lambda: small(out), out)
-    shutil.rmtree(out)
-    assert total >= 25, f"only {total} boundaries"
-    wrong = []
-    for boundary in range(1, total + 1):
-        assert faults.wait(faults.fork_run(lambda: small(out), out, kill_at=boundary)) == -9, boundary
-        small(out)
-        try:
-            faults.assert_same_tables(faults.tables(out), small_reference)
-            assert faults.leftovers(out) == []
-        except AssertionError as exc:
-            wrong.append(f"boundary {boundary}/{total}: {str(exc).splitlines()[0]}")
-        shutil.rmtree(out)
-    assert wrong == []
+    check = lambda: faults.assert_same_tables(faults.tables(out), small_reference)  # noqa: E731
+    assert faults.kill_at_every_boundary(lambda: small(out), out, check, minimum=25) == []
 
 
 @pytest.mark.parametrize("apart_s", [0.0, 1.0], ids=["together", "a second apart"])
 def test_two_writers_one_refused_or_both_complete(tmp_path, single_thread, small_reference, apart_s):
     out = tmp_path / "run"
-    first = faults.fork_run(lambda: small(out, wait=False), out)
-    second = faults.fork_run(lambda: small(out, wait=False), out, delay_s=apart_s)
-    codes = sorted([faults.wait(first), faults.wait(second)])
+    codes = faults.two_writers(lambda wait: small(out, wait=wait), out, apart_s)
     assert codes in ([0, 0], [0, faults.REFUSED]), codes
     faults.assert_same_tables(faults.tables(out), small_reference)
     assert faults.leftovers(out) == []
@@ -210,21 +194,11 @@ def test_two_writers_one_refused_or_both_complete(tmp_path, single_thread, small
 
 def test_a_full_disk_is_one_line_and_a_rerun_completes_the_tables(tmp_path, single_thread, small_reference,
                                                                  monkeypatch):
-    import shutil
-
     out = tmp_path / "run"
-    for n in (1, 2, 4, 7, 11, 15):  # the alignment, an ordering's chunks and marker, the finished tables
-        with monkeypatch.context() as patch:
-            faults.full_disk_at(patch, n)
-            with pytest.raises(InputError) as caught:
-                small(out)
-        message = str(caught.value)
-        assert "\n" not in message and "No space left on device" in message and str(out) in message, message
-        assert ".tmp" not in message and "finished orderings are kept" in message
-        small(out)
-        faults.assert_same_tables(faults.tables(out), small_reference)
-        assert faults.leftovers(out) == []
-        shutil.rmtree(out)
+    check = lambda: faults.assert_same_tables(faults.tables(out), small_reference)  # noqa: E731
+    # the alignment, an ordering's chunks and marker, the finished tables
+    faults.full_disk_then_rerun(monkeypatch, lambda: small(out), out, (1, 2, 4, 7, 11, 15),
+                                "finished orderings are kept", check)
 
 
 @pytest.mark.parametrize("other", ["weights", "dtype"])
