@@ -46,6 +46,16 @@ def test_training_dynamics_runs_is_checked_and_drawn(world):
         out = store.dynamics(StatsKey.of("tiny", variant), objective)
         summary = pd.read_parquet(out / "influence_summary.parquet")
         assert sorted(summary.step.unique()) == [0, 1]
+    from lg_pipeline.io.manifest import read_manifest
+
+    curated = read_manifest(store.curated("champ__none__wrong"))
+    assert (curated["kind"], curated["dataset"], curated["level"], curated["correctness"]) == (
+        "curated", "champ", "none", "wrong"
+    )
+    assert curated["example_ids"] == list(pd.read_parquet(store.curated("champ__none__wrong")).example_id)
+    manifest = read_manifest(out / "influence_summary.parquet")
+    assert (manifest["model"], manifest["dataset"], manifest["level"]) == ("tiny", "champ", "detailed")
+    assert manifest["data_file"] == "champ__detailed__correct.parquet" and manifest["model_source"] == "local"
     probe_types = set(pd.read_parquet(out / "probes.parquet").probe_type)
     assert "other_level:none" in probe_types  # the aligned None-CoT table gave the same prompts' short answers
     figures = _materialize(world, [dynamics_figures])
