@@ -92,6 +92,7 @@ def test_kill_9_at_every_write_boundary_then_a_rerun_equals_an_uninterrupted_run
     assert faults.kill_at_every_boundary(run, folder, check, minimum=20) == []
 
 
+@pytest.mark.slow
 def test_a_full_disk_at_every_write_is_one_line_and_the_rerun_completes(llama, tokenizer, tmp_path, monkeypatch):
     examples, config = EXAMPLES[:3], EngineConfig(batch_size=1, targets=("q_proj",), max_length=256)
     reference_out = tmp_path / "reference.parquet"

@@ -278,8 +278,8 @@ class DynamicsCallback(TrainerCallback):
             numbers = frame.select_dtypes("number").to_numpy(dtype=float)
             if numbers.size and not np.isfinite(numbers).all():
                 raise RunStopped([
-                    f"step {step}: {table} holds values that are not finite (the update made the weights "
-                    f"NaN or inf); the run stopped: lower {{learning_rate}} (it is {self._lr:g})"
+                    f"step {step}: {table} holds values that are not finite (NaN or inf weights); the run stopped: "
+                    f"lower {{learning_rate}} (it is {self._lr:g})"
                 ])
 
     def _train_example_ids(self, step: int) -> list[str]:
