@@ -1,6 +1,7 @@
 """Curated datasets: one table per dataset x level x correctness (the variant partition)."""
 
 import json
+from typing import Any
 
 import dagster as dg
 
@@ -35,7 +36,7 @@ def curated_dataset(context: dg.AssetExecutionContext, store: OutputStore, curat
     with output_lock(store.curated(variant), wait=True, report=context.log.info):  # one writer per table
         gates.forget_curated(store, variant)
         atomic_write_text(store.curated_build(variant), json.dumps(build, indent=1))
-        path = write_parquet(frame, store.curated(variant))
+        path = write_parquet(frame, store.curated(variant), _manifest(variant, frame, build))
     context.log.info(f"{variant}: {len(frame)} rows -> {path}")
     return dg.MaterializeResult(
         metadata={
@@ -47,3 +48,20 @@ def curated_dataset(context: dg.AssetExecutionContext, store: OutputStore, curat
         },
         data_version=dg.DataVersion(file_version(path)),
     )
+
+
+def _manifest(variant: str, frame: Any, build: dict[str, Any]) -> dict[str, Any]:
+    """Where a curated table came from: its variant, the builder's version and settings, the rows it holds."""
+    from lg_pipeline.vocabulary import VariantKey
+
+    key = VariantKey.parse(variant)
+    return {
+        "kind": "curated",
+        "dataset": key.dataset,
+        "level": key.level,
+        "correctness": key.correctness,
+        "engine_version": BUILDER_VERSION,
+        "n_examples": len(frame),
+        "example_ids": [str(i) for i in frame.example_id] if "example_id" in frame else [],
+        "settings": build,
+    }

@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets import gates
 from assets.automation.conditions import refresh_when_upstream_settles
-from assets.dynamics.learning import DYNAMICS_VERSION, training_dynamics
+from assets.dynamics.learning import LEARNING_DYNAMICS_VERSION, training_dynamics
 from assets.dynamics.zero_shot import ZERO_SHOT_VERSION, zero_shot_dynamics
 from assets.metadata import inline_png, md_table
 from assets.resources import OutputStore
@@ -22,7 +22,7 @@ def _read(store: OutputStore, runs: list[tuple[Any, str]], table: str) -> Any:
 
     frames = []
     for key, objective in runs:
-        path = store.dynamics(key, objective) / f"{table}.parquet"
+        path = store.dynamics_table(key, objective, table)
         if path.is_file():
             frame = pd.read_parquet(path)
             frames.append(
@@ -33,7 +33,7 @@ def _read(store: OutputStore, runs: list[tuple[Any, str]], table: str) -> Any:
 
 @dg.asset(
     deps=[training_dynamics],
-    code_version=f"{DYNAMICS_FIGURES_VERSION}+{DYNAMICS_VERSION}",
+    code_version=f"{DYNAMICS_FIGURES_VERSION}+{LEARNING_DYNAMICS_VERSION}",
     group_name="figures",
     kinds={"matplotlib"},
     automation_condition=refresh_when_upstream_settles(),
@@ -106,7 +106,7 @@ def _complete_runs(store: OutputStore) -> tuple[Any, Any] | None:
     import pandas as pd
 
     from lg_pipeline.dynamics.zero_shot.checks import run_problems
-    from lg_pipeline.dynamics.zero_shot.run import comparable_runs_key
+    from lg_pipeline.dynamics.zero_shot.run import comparable_runs_key, zero_shot_run
 
     complete = [
         (model, level, ordering, store.zero_shot(model, level, ordering))
@@ -115,14 +115,15 @@ def _complete_runs(store: OutputStore) -> tuple[Any, Any] | None:
     ]
     newest: dict[str, tuple[float, str]] = {}
     for model, _, _, out in complete:
-        stamp = ((out / "zero_shot.parquet").stat().st_mtime, comparable_runs_key(out))
+        stamp = (zero_shot_run(out).table("zero_shot").stat().st_mtime, comparable_runs_key(out))
         newest[model] = max(newest.get(model, stamp), stamp)
     losses, seen = [], []
     for model, level, _, out in complete:
         if comparable_runs_key(out) != newest[model][1]:
             continue
-        losses.append(pd.read_parquet(out / "zero_shot.parquet").assign(model=model, level=level))
-        seen.append(pd.read_parquet(out / "seen_distance.parquet").assign(model=model, level=level))
+        files = zero_shot_run(out)
+        losses.append(pd.read_parquet(files.table("zero_shot")).assign(model=model, level=level))
+        seen.append(pd.read_parquet(files.table("seen_distance")).assign(model=model, level=level))
     if not losses:
         return None
     return pd.concat(losses, ignore_index=True), pd.concat(seen, ignore_index=True)

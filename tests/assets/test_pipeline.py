@@ -74,6 +74,13 @@ def test_graph_end_to_end(world):
     assert set(curves.layer) == set(range(N_LAYERS))
     variants = pd.read_parquet(store.summary("tiny") / "variants.parquet").set_index("dataset")
     assert variants.demo["commonsense_demo"] and not variants.demo["champ"].any()
+    from lg_pipeline.io.manifest import read_manifest
+
+    for table in ("curves", "mad", "variants"):  # every table says where it came from
+        manifest = read_manifest(store.summary_table("tiny", table))
+        assert manifest["kind"] == f"summary.{table}" and len(manifest["inputs"]) == len(VARIANTS)
+    assert read_manifest(store.gradients(StatsKey.of("tiny", VARIANTS[0])))["model"] == "tiny"
+    assert read_manifest(store.curated(VARIANTS[0]))["kind"] == "curated"
     result = run(world, [figures])
     assert result.success, failure_message(result)
     meta = result.asset_materializations_for_node("figures")[0].metadata
