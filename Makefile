@@ -6,7 +6,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 
-.PHONY: setup demo test test-fast test-e2e lint ui bench clean-outputs
+.PHONY: setup demo test test-fast test-e2e lint ui bench gpu-check clean-outputs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,3 +61,8 @@ ui: setup
 
 bench: setup
 	$(BIN)/python bench/bench_engine.py $(ARGS)
+
+# The engine's device check (bench/gpu_check.sh): on CUDA one Markdown table of every CUDA path in at most 8
+# minutes; without CUDA a CPU smoke of the same steps. The table goes to $$OUT if set, else bench/results/.
+gpu-check: setup
+	bench/gpu_check.sh $(ARGS)

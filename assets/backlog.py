@@ -59,24 +59,33 @@ class Availability:
         """One line per reason, naming the datasets (Markdown, for descriptions and the sensor's log)."""
         if not self.reasons:
             return ""
-        by_reason: dict[str, set[str]] = defaultdict(set)
-        for variant, why in self.reasons.items():
-            by_reason[why].add(VariantKey.parse(variant).dataset)
-        lines = [
-            f"- {sum(1 for w in self.reasons.values() if w == why)} variant(s) of {', '.join(sorted(names))}: {why}"
-            for why, names in sorted(by_reason.items())
-        ]
+        lines = []
+        for why, variants in by_reason(self.reasons).items():
+            datasets = ", ".join(sorted({VariantKey.parse(v).dataset for v in variants}))
+            lines.append(f"- {len(variants)} variant(s) of {datasets}: {why}")
         return f"Not partitioned here ({len(self.reasons)} variants that cannot be built in this environment):\n" + (
             "\n".join(lines)
         )
 
 
-def _teacher_set() -> bool:
-    return os.environ.get("LG_TEACHER", "").strip().lower() not in ("", "none")
+def by_reason(reasons: Mapping[str, str]) -> dict[str, list[str]]:
+    """{why: sorted variants}, reasons in sorted order: how the notes group what cannot be built."""
+    grouped: dict[str, list[str]] = defaultdict(list)
+    for variant, why in reasons.items():
+        grouped[why].append(variant)
+    return {why: sorted(grouped[why]) for why in sorted(grouped)}
+
+
+TEACHER_NEEDED = "needs a teacher: set `teacher` on the curation resource or LG_TEACHER"
+
+
+def teacher_set(teacher: str | None = None) -> bool:
+    """Whether a teacher is configured: `teacher` (a curation resource's setting), else `LG_TEACHER`."""
+    value = os.environ.get("LG_TEACHER", "") if teacher is None else teacher
+    return value.strip().lower() not in ("", "none")
 
 
 def _reason(spec, key: VariantKey, release_dir: str | None, hub: bool, teacher: bool) -> str | None:
-    """Why the variant cannot be built here (None: it can)."""
     group = spec.group_for(key.level)
     released = spec.release_file(key.level, key.correctness)
     if release_dir and released and os.path.isfile(os.path.join(release_dir, released)):
@@ -89,26 +98,38 @@ def _reason(spec, key: VariantKey, release_dir: str | None, hub: bool, teacher: 
     if not (group.offline or hub):
         return f"its source ({group.adapter}) is not available offline"
     if key.level in group.teacher_levels and not teacher:
-        return "Detailed CoT comes from a teacher: set LG_TEACHER (resources.curation.config.teacher)"
+        return TEACHER_NEEDED
     return None
 
 
-def variant_availability(release_dir: str | None = None, teacher: bool | None = None) -> Availability:
-    """Which catalog variants can be built here (`LG_RELEASE_DIR` unless `release_dir` is given).
+def why_unbuildable(
+    variant: str | VariantKey, release_dir: str | None = None, teacher: bool | None = None
+) -> str | None:
+    """Why the variant cannot be built here (None: it can): the one answer behind the variant partitions, their
+    descriptions, the automation's backlog and the first line of a run that cannot build it.
 
-    `teacher`: whether a teacher writes Detailed CoT (default: `LG_TEACHER` is set). The partitions pass True (a
-    teacher can also be given in the launchpad); the automation asks for the environment's, so it never fills in a
-    teacher level that would fail every night.
+    `release_dir`, `teacher` (whether a teacher writes Detailed CoT) default to this environment's (`LG_RELEASE_DIR`,
+    `LG_TEACHER`); a curation run passes its resource's.
     """
-    from data_sources.datasets.catalog import dataset_spec, variant_keys
+    from data_sources.datasets.catalog import dataset_spec
     from data_sources.datasets.hub import hub_enabled
 
+    key = VariantKey.parse(variant)
     release_dir = os.environ.get("LG_RELEASE_DIR") or None if release_dir is None else release_dir
-    hub = hub_enabled()
-    teacher = _teacher_set() if teacher is None else teacher
+    return _reason(dataset_spec(key), key, release_dir, hub_enabled(), teacher_set() if teacher is None else teacher)
+
+
+def variant_availability(release_dir: str | None = None, teacher: bool | None = None) -> Availability:
+    """Which catalog variants can be built here (`why_unbuildable` of each, with the same defaults).
+
+    The partitions pass teacher=True (a teacher can also be given in the launchpad); the automation asks for the
+    environment's, so it never fills in a teacher level that would fail every night.
+    """
+    from data_sources.datasets.catalog import variant_keys
+
     buildable, reasons = [], {}
     for key in variant_keys():
-        why = _reason(dataset_spec(key), key, release_dir, hub, teacher)
+        why = why_unbuildable(key, release_dir, teacher)
         if why:
             reasons[str(key)] = why
         else:

@@ -13,6 +13,8 @@ from typing import Any
 
 import dagster as dg
 
+from lg_pipeline.analysis.canvas import DISPLAY_WIDTH_PX
+
 # Characters with a meaning in (GitHub) Markdown: each is backslash-escaped in text we did not write.
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 CELL_CHARS = 80
@@ -77,12 +79,30 @@ def _record_value(value: Any) -> Any:
     return value if isinstance(value, (int, bool)) or value is None else str(value)
 
 
-INLINE_WIDTH = 1080  # px: the UI's metadata dialog shows an image at its own size, and no wider than this fits
+# Where an inline figure is shown: Dagster 1.13 opens Markdown metadata over 1,000 characters in a dialog
+# (`MetadataEntryDialogAction`: width auto, max-width 80vw) whose Markdown box has 20 px padding on each side and
+# scrolls what is wider. Its Markdown renderer (react-markdown, rehype-sanitize, no raw HTML) draws `![t](src)` as a
+# plain <img> at the image's own pixel size: no `max-width`, `style` or `width` can be given from Markdown (an
+# `<img>` tag is shown as text). So the image itself must be no wider than the dialog's content on the smallest
+# screen we support, which `fits_dialog` states; the figures are drawn to be legible at exactly this width.
+SMALLEST_SCREEN_PX = 1280
+DIALOG_SHARE = 0.8  # of the window's width
+DIALOG_PADDING_PX = 20
+INLINE_WIDTH = DISPLAY_WIDTH_PX
+
+
+def dialog_content_width(screen_px: int = SMALLEST_SCREEN_PX) -> int:
+    """The widest image the metadata dialog shows without a scrollbar on a window `screen_px` wide."""
+    return int(DIALOG_SHARE * screen_px) - 2 * DIALOG_PADDING_PX
+
+
+def fits_dialog(width_px: int, screen_px: int = SMALLEST_SCREEN_PX) -> bool:
+    return width_px <= dialog_content_width(screen_px)
 
 
 def inline_png(path: Path, title: str | None = None, max_width: int = INLINE_WIDTH) -> str:
     """Markdown with the PNG inlined, so the UI shows the figure without opening files; wider figures are scaled
-    down to `max_width` for the UI (the file on disk keeps its full resolution)."""
+    down to `max_width` for the UI (the file on disk keeps its full resolution), so none overflows the dialog."""
     data = path.read_bytes()
     from PIL import Image  # matplotlib's own dependency
 

@@ -4,8 +4,10 @@ Only what can run here is a partition: the variants this environment can build (
 sources, the study's release files when `LG_RELEASE_DIR` is set, hub sources when the hub is enabled, and teacher
 levels, buildable once a teacher is configured in the launchpad or `LG_TEACHER`) and the catalog models that can
 be loaded here (registered by the catalog sensor, `assets.backlog.plan`). The rest is listed once, with the reason,
-in the sensor's first tick and in the assets' descriptions (`not_partitioned_note`), instead of hundreds of
-"missing" cells that can never fill.
+in the sensor's first tick and in the assets' descriptions (`availability_note`), instead of hundreds of
+"missing" cells that can never fill. A partition that cannot build with this environment's settings (a teacher level
+while no teacher is set) says why in the same note, in its event history (the catalog sensor's observation) and in
+the first line of a run that needs it (`backlog.why_unbuildable` answers all of them).
 The variant partitions are fixed when the code location loads: after changing those variables, reload it.
 
 Variant keys are `VariantKey`s (`<dataset>__<level>__<correct|wrong>`, e.g. `gsm8k__detailed__wrong`); a
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.backlog import variant_availability
+from assets.backlog import by_reason, teacher_set, variant_availability, why_unbuildable
 from lg_pipeline.errors import InputError
 from lg_pipeline.vocabulary import StatsKey, VariantKey
 
@@ -35,9 +37,38 @@ by_model = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=MO
 by_variant = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=VARIANT)
 
 
-def not_partitioned_note() -> str:
-    """What the asset descriptions say about the variants left out here."""
-    return AVAILABILITY.note()
+def unbuildable_partitions() -> dict[str, str]:
+    """Variant partitions this environment cannot build as configured, and why (a teacher level with no teacher
+    set: still a partition, a teacher may come with the launchpad's config)."""
+    return {v: why for v in AVAILABILITY.buildable if (why := why_unbuildable(v))}
+
+
+def availability_note() -> str:
+    """What the descriptions and the catalog sensor say about the variants left out here and the partitions that
+    cannot build yet (Markdown)."""
+    blocked = [
+        f"- {', '.join(f'`{v}`' for v in variants)} — {why}"
+        for why, variants in by_reason(unbuildable_partitions()).items()
+    ]
+    cannot = f"Partitions that cannot build here as configured:\n{chr(10).join(blocked)}" if blocked else ""
+    return "\n\n".join(note for note in (AVAILABILITY.note(), cannot) if note)
+
+
+def refuse_unbuildable(variant: str, teacher: str, release_dir: str | None) -> None:
+    """Fail a curation run at once, before any source is read, when the variant cannot be built with its resource's
+    settings (`teacher`, `release_dir`)."""
+    why = why_unbuildable(variant, release_dir or "", teacher_set(teacher))
+    if why:
+        raise InputError(f"'{variant}' {why}")
+
+
+def curated_missing(variant: str | VariantKey, path: object) -> str:
+    """The first line of a run that needs a variant's curated table and finds none: why the table cannot be built
+    here, or that it is still to be materialized."""
+    why = why_unbuildable(variant)
+    if why:
+        return f"'{variant}' {why} (no curated table at {path})"
+    return f"curated table for '{variant}' not found at {path}: materialize curated_dataset first"
 
 
 def stats_key(key: str | dg.MultiPartitionKey) -> StatsKey:

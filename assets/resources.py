@@ -23,6 +23,7 @@ DEFAULT_CACHE_DIR = str(PROJECT_ROOT / ".cache")
 
 
 LOCAL_PROTOCOLS = ("", "file", "local")
+SUMMARY_TABLES = ("curves", "mad", "variants")  # a model's layer summary (assets.analysis.summaries)
 
 
 def local_root(root: str) -> Path | None:
@@ -103,6 +104,12 @@ class OutputStore(dg.ConfigurableResource):
         """The variants that blocked the model's summary, and why (`assets.gates`)."""
         return self.path("summaries", model, "blocked.json")
 
+    def summary_table(self, model: str, table: str) -> Path:
+        """One table of a model's summary (`SUMMARY_TABLES`)."""
+        if table not in SUMMARY_TABLES:
+            raise ValueError(f"{table!r} is not a summary table ({', '.join(SUMMARY_TABLES)})")
+        return self.path("summaries", model, f"{table}.parquet")
+
     def summary_models(self) -> list[str]:
         root = self.path("summaries")
         return sorted(p.name for p in root.glob("*") if p.is_dir()) if root.is_dir() else []
@@ -119,10 +126,18 @@ class OutputStore(dg.ConfigurableResource):
         the run writes)."""
         return self.path("zero_shot", model, level, f"{ordering}.check.json")
 
+    def zero_shot_table(self, model: str, level: str, ordering: str, table: str) -> Path:
+        """One table of a zero-shot run's folder (its names: `lg_pipeline.dynamics.zero_shot.run`)."""
+        from lg_pipeline.dynamics.zero_shot.run import zero_shot_run
+
+        return zero_shot_run(self.zero_shot(model, level, ordering)).table(table)
+
     def zero_shot_runs(self) -> list[tuple[str, str, str]]:
-        """(model, level, ordering) of every zero-shot run folder that has its settings."""
+        """(model, level, ordering) of every finished zero-shot run folder (one with its settings file)."""
+        from lg_pipeline.io.run_folder import SETTINGS_FILE
+
         root = self.path("zero_shot")
-        found = sorted(root.glob("*/*/*/run.json")) if root.is_dir() else []
+        found = sorted(root.glob(f"*/*/*/{SETTINGS_FILE}")) if root.is_dir() else []
         return [(p.parts[-4], p.parts[-3], p.parts[-2]) for p in found]
 
     def zero_shot_figures(self) -> Path:
@@ -137,14 +152,22 @@ class OutputStore(dg.ConfigurableResource):
         """A learning-dynamics run's folder (tables per eval step, `lg_pipeline.dynamics.learning.run`)."""
         return self.path("dynamics", key.model, str(key.variant), objective)
 
+    def dynamics_table(self, key: StatsKey, objective: str, table: str) -> Path:
+        """One table of a learning-dynamics run's folder (its names: `lg_pipeline.dynamics.learning.run`)."""
+        from lg_pipeline.dynamics.learning.run import learning_run
+
+        return learning_run(self.dynamics(key, objective)).table(table)
+
     def dynamics_verdict(self, key: StatsKey, objective: str) -> Path:
         """The completeness check's last verdict on that run (`assets.gates`)."""
         return self.dynamics(key, objective) / "check.json"
 
     def dynamics_runs(self) -> list[tuple[StatsKey, str]]:
         """(model|variant, objective) of every run folder with a summary."""
+        from lg_pipeline.io.run_folder import SUMMARY_FILE
+
         root = self.path("dynamics")
-        found = sorted(root.glob("*/*/*/summary.json")) if root.is_dir() else []
+        found = sorted(root.glob(f"*/*/*/{SUMMARY_FILE}")) if root.is_dir() else []
         return [(StatsKey.of(p.parts[-4], p.parts[-3]), p.parts[-2]) for p in found]
 
     def dynamics_figures(self) -> Path:
@@ -240,6 +263,7 @@ class ComputeResource(dg.ConfigurableResource):
     method: str = "core"
     targets: str = "q,k,v,o"
     encoding: str = "pair"  # pair | study (lg_pipeline.gradients.encoding)
+    stats_schedule: str = ""  # after-backward | in-hook (same numbers); empty: in-hook on CUDA, after-backward on CPU
     cache_dir: str = DEFAULT_CACHE_DIR
 
     _lease: Any = PrivateAttr(default=None)
@@ -305,6 +329,7 @@ class ComputeResource(dg.ConfigurableResource):
         return EngineConfig(
             self.method, parse_suffixes(self.targets), self.batch_size, self.max_length, chat,
             encoding=self.encoding, max_batch_tokens=self.max_batch_tokens or None,
+            stats_schedule=self.stats_schedule or None,
         )
 
 

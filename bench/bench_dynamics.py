@@ -48,7 +48,7 @@ def main() -> int:
     from data_sources.models.catalog import open_model
     from lg_pipeline.dynamics.learning.callback import DynamicsCallback, is_eval_step
     from lg_pipeline.dynamics.learning.probes import build_probes, trained_rows
-    from lg_pipeline.dynamics.training import TrainConfig, fine_tune
+    from lg_pipeline.dynamics.training import TrainSettings, fine_tune
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m-instruct")
@@ -89,7 +89,7 @@ def main() -> int:
     measure = DynamicsCallback(
         tokenizer, probes, args.eval_every, spec.chat, args.max_length, train_examples=train, time_logprobs_only=True
     )
-    config = TrainConfig(
+    config = TrainSettings(
         learning_rate=1e-4, steps=args.steps, batch_size=args.batch_size, chat=spec.chat, max_length=args.max_length
     )
     fine_tune(model, tokenizer, train, config, callbacks=[clock, measure])

@@ -40,7 +40,7 @@ def factors(tokens: int, n_out: int, n_in: int) -> tuple[Any, Any]:
 
 def backends(x: Any, delta: Any, repeats: int) -> tuple[float, float, float, float]:
     """(torch, numpy, numpy float32) seconds for G's Gram and its eigenvalues, and float32's nuclear-norm error."""
-    from lg_pipeline.gradients.spectra import gram_eigenvalues_numpy, gram_eigenvalues_torch
+    from lg_pipeline.gradients.backends import gram_eigenvalues_numpy, gram_eigenvalues_torch
 
     g = (delta.T @ x).double()
     on_torch = best(lambda: gram_eigenvalues_torch(g), repeats)

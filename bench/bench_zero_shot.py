@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from data_sources.datasets.zero_shot_tasks import OfflineTasks
     from data_sources.models.catalog import open_model
-    from lg_pipeline.dynamics.training import TrainConfig, fine_tune
+    from lg_pipeline.dynamics.training import TrainSettings, fine_tune
     from lg_pipeline.dynamics.zero_shot.alignment import AlignmentConfig, alignments
     from lg_pipeline.dynamics.zero_shot.embeddings import minilm_embedder, model_embedder
     from lg_pipeline.dynamics.zero_shot.tasks import build_split
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     steps = -(-len(train) // args.batch_size)
-    config = TrainConfig(learning_rate=1e-5, optimizer=args.optimizer, steps=steps, batch_size=args.batch_size,
+    config = TrainSettings(learning_rate=1e-5, optimizer=args.optimizer, steps=steps, batch_size=args.batch_size,
                          trainable=args.trainable, chat=spec.chat)
     align = AlignmentConfig(parse_suffixes(args.targets), args.batch_size, 1024, spec.chat)
     minilm_load = timed(lambda: minilm_embedder(args.cache_dir, args.device))  # unpack (first time) and load

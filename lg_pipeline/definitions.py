@@ -7,6 +7,7 @@ executor, once, here.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -29,28 +30,30 @@ from assets.dynamics import learning, zero_shot  # noqa: E402
 from assets.executors import executor_for  # noqa: E402
 from assets.gradients import assets as gradient_assets  # noqa: E402
 from assets.gradients import checks as gradient_checks  # noqa: E402
-from assets.partitions import not_partitioned_note  # noqa: E402
+from assets.partitions import availability_note  # noqa: E402
 from assets.resources import resources_for  # noqa: E402
 
 ASSET_MODULES = [curation_assets, gradient_assets, summaries, figures, learning, zero_shot, dynamics_figures]
 CHECK_MODULES = [curation_checks, gradient_checks, learning, zero_shot]
-VARIANT_PARTITIONED = {"curated_dataset", "gradient_stats"}  # their descriptions say which variants are left out
+VARIANT_PARTITIONED = {"curated_dataset", "gradient_stats", "training_dynamics"}  # descriptions say what cannot build
 
 
-def _with_partition_note(spec: dg.AssetSpec) -> dg.AssetSpec:
-    note = not_partitioned_note()
-    if spec.key.to_user_string() not in VARIANT_PARTITIONED or not note:
-        return spec
-    return spec.replace_attributes(description=f"{spec.description or ''}\n\n{note}")
+def _with_partition_note(note: str) -> Callable[[dg.AssetSpec], dg.AssetSpec]:
+    def add(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if spec.key.to_user_string() not in VARIANT_PARTITIONED or not note:
+            return spec
+        return spec.replace_attributes(description=f"{spec.description or ''}\n\n{note}")
+
+    return add
 
 
 def definitions_for(env: str | None = None) -> dg.Definitions:
     """The code location for one environment (default: `$LG_ENV`, else local)."""
-    assets = dg.map_asset_specs(_with_partition_note, dg.load_assets_from_modules(ASSET_MODULES))
+    assets = dg.map_asset_specs(_with_partition_note(availability_note()), dg.load_assets_from_modules(ASSET_MODULES))
     return dg.Definitions(
         assets=assets,
         asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),
-        sensors=[sensors.model_catalog_sensor, sensors.refresh_summaries],
+        sensors=[sensors.model_catalog_sensor, sensors.refresh_sensor(assets)],
         schedules=[schedules.curate_missing_nightly, schedules.fill_missing_nightly],
         jobs=[jobs.curate_job, jobs.gradients_job],
         resources=resources_for(env),

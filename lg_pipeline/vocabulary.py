@@ -1,4 +1,5 @@
-"""The project's shared words: levels, correctness, families, studied modules, and the partition keys.
+"""The project's shared words: levels, correctness, families, studied modules (labels, colours, order), and the
+partition keys.
 
 Every module that needs one of these imports it from here; `VariantKey` and `StatsKey` are the only
 places a key is formatted or split.
@@ -47,6 +48,17 @@ MODULE_LABELS: dict[str, str] = {
     "up_proj": "Up",
     "down_proj": "Down",
 }
+# One colour per module in every figure: the study's red/green/blue/gray for Q/K/V/O, so figures read side by side.
+MODULE_COLORS: dict[str, str] = {
+    "q_proj": "tab:red",
+    "k_proj": "tab:green",
+    "v_proj": "tab:blue",
+    "o_proj": "tab:gray",
+    "gate_proj": "tab:purple",
+    "up_proj": "tab:orange",
+    "down_proj": "tab:brown",
+}
+MODULE_ORDER: tuple[str, ...] = tuple(MODULE_LABELS)  # the order modules are listed in figures and tables
 # The layer index inside a parameter or module name: `model.layers.3.self_attn.q_proj.weight` -> 3.
 LAYER_INDEX = re.compile(r"\.(\d+)\.")
 

@@ -11,7 +11,7 @@ from assets.lineage import describe, record_lineage
 from assets.metadata import escape_md, inline_png, table_value
 from assets.resources import OutputStore
 
-FIGURES_VERSION = "figures-2"
+FIGURES_VERSION = "figures-3"
 SUMMARY_TABLES = ("curves", "mad", "variants")  # what layer_summary writes per model
 
 

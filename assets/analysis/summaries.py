@@ -61,10 +61,10 @@ def layer_summary(context: dg.AssetExecutionContext, store: OutputStore):
     stats = pd.concat([pd.read_parquet(p) for p in passed], ignore_index=True)
     curves = layer_curves(stats)
     mad = mad_summary(curves)
+    tables = {"curves": curves, "mad": mad, "variants": _variants(stats)}
     with output_lock(out, wait=True, report=context.log.info):  # one writer per summary
-        write_parquet(curves, out / "curves.parquet")
-        write_parquet(mad, out / "mad.parquet")
-        write_parquet(_variants(stats), out / "variants.parquet")
+        for name, frame in tables.items():
+            write_parquet(frame, store.summary_table(model, name), _manifest(model, name, passed))
         gates.clear_summary_blocked(store, model)
     return dg.MaterializeResult(
         metadata={
@@ -76,6 +76,16 @@ def layer_summary(context: dg.AssetExecutionContext, store: OutputStore):
         },
         data_version=dg.DataVersion(_version(passed)),
     )
+
+
+def _manifest(model: str, table: str, inputs: list[Path]) -> dict[str, Any]:
+    """Where a summary table came from: the model and the statistics tables it was computed from."""
+    return {
+        "kind": f"summary.{table}",
+        "model": model,
+        "engine_version": ANALYSIS_VERSION,
+        "inputs": {str(p): file_version(p) for p in inputs},
+    }
 
 
 def _variants(stats: Any) -> Any:

@@ -8,6 +8,9 @@
 - `curate_missing_nightly` (03:00, `LG_CURATE_CRON`) then `fill_missing_nightly` (03:30, `LG_FILL_CRON`), both
   RUNNING: whatever is still missing or failed (two schedules because a Dagster job holds assets of one
   partitioning only: curated tables are keyed by variant, statistics by model x variant).
-- `layer_summary` and `figures` refresh through declarative automation (`conditions`, evaluated by the
-  `refresh_summaries` sensor).
+- `layer_summary`, `figures`, `dynamics_figures` and `zero_shot_figures` refresh through declarative automation
+  (`conditions`), evaluated by one sensor RUNNING by default, `refresh_results`, whose target is every asset with an
+  automation condition (`sensors.refresh_sensor`).
+- The daemon's lines about the `gpu` pool and the sensors are made readable and said once per change (`daemon_log`,
+  through the run coordinator named in `deploy/local/dagster.yaml`).
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -17,11 +17,12 @@ from assets.curation.assets import curated_dataset
 from assets.gradients.assets import gradient_stats
 from assets.partitions import (
     MODEL,
+    availability_note,
     model_partitions,
     model_variant_partitions,
     multi_key,
-    not_partitioned_note,
     stats_key,
+    unbuildable_partitions,
 )
 from assets.pools import store_pool_limit
 from assets.resources import OutputStore
@@ -29,15 +30,30 @@ from lg_pipeline.vocabulary import StatsKey
 
 SENSOR_INTERVAL_S = int(os.environ.get("LG_SENSOR_INTERVAL_S", "30"))
 _STATES = {"MATERIALIZED": MATERIALIZED, "FAILED": FAILED, "IN_PROGRESS": IN_PROGRESS}
+REFRESH_SENSOR = "refresh_results"
 
 
-refresh_summaries = dg.AutomationConditionSensorDefinition(
-    "refresh_summaries",
-    target=dg.AssetSelection.assets("layer_summary", "figures"),  # by key: the analysis assets import automation
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
-    description="Recomputes a model's layer_summary, then the figures, once its gradient runs have settled.",
-)
+def refresh_sensor(assets: Iterable[dg.AssetsDefinition]) -> dg.AutomationConditionSensorDefinition:
+    """The one sensor, RUNNING by default, that evaluates every automation condition of `assets` (the summaries and
+    every figures asset).
+
+    Derived from the code location's assets, so an asset given a condition later is covered too: Dagster hands a
+    conditioned asset that no sensor targets to its own `default_automation_condition_sensor`, which starts Stopped,
+    and the asset would then never refresh.
+    """
+    keys = sorted({key for a in assets for key, c in a.automation_conditions_by_key.items() if c is not None}, key=str)
+    asset_keys = [k for k in keys if isinstance(k, dg.AssetKey)]
+    target = dg.AssetSelection.assets(*asset_keys)
+    if checks := [k for k in keys if isinstance(k, dg.AssetCheckKey)]:
+        target = target | dg.AssetSelection.checks(*checks)
+    names = ", ".join(k.to_user_string() for k in asset_keys)
+    return dg.AutomationConditionSensorDefinition(
+        REFRESH_SENSOR,
+        target=target,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=SENSOR_INTERVAL_S,
+        description=f"Refreshes {names} once what they are drawn from has settled and passed its checks.",
+    )
 
 
 def current_backlog(instance: dg.DagsterInstance, store: OutputStore | None, retry_failed: bool) -> Backlog:
@@ -102,25 +118,78 @@ def run_requests(backlog: Backlog, source: str, keyed: bool, curate: bool = True
 def model_catalog_sensor(context: dg.SensorEvaluationContext, store: OutputStore) -> dg.SensorResult:
     store_pool_limit(context.instance)
     backlog = current_backlog(context.instance, store, retry_failed=False)
-    cursor = _skipped_fingerprint(backlog)
-    if cursor != context.cursor:  # the first tick, or what cannot run here changed: say it once, in full
+    said = _said(context.cursor)
+    now = {
+        "skipped": _skipped_fingerprint(backlog),
+        "backlog": backlog.describe(skipped=False),
+        "unbuildable": unbuildable_partitions(),
+        "models": sorted(context.instance.get_dynamic_partitions(MODEL)),
+    }
+    if now["skipped"] != said.get("skipped"):  # the first tick, or what cannot run here changed: say it once, in full
         for line in _skipped_lines(backlog):
             context.log.info(line)
-    context.log.info(backlog.describe(skipped=False))
+    still = {**said, "models": [m for m in said.get("models", []) if m in now["models"]]}  # a deleted one has none
+    events = _unbuildable_observations(_partition_notes(still), _partition_notes(now))
+    cursor = json.dumps(now, sort_keys=True)
     requests = list(run_requests(backlog, "catalog_sensor", keyed=True))
     new = [model_partitions.build_add_request(list(backlog.register))] if backlog.register else []
-    if not requests and not new:
-        return dg.SensorResult(skip_reason=backlog.describe(skipped=False), cursor=cursor)
-    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=new, cursor=cursor)
+    if not requests and not new:  # the daemon logs the skip reason (once per change: `daemon_log`)
+        return dg.SensorResult(skip_reason=now["backlog"], cursor=cursor, asset_events=events)
+    if now["backlog"] != said.get("backlog"):
+        context.log.info(now["backlog"])
+    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=new, cursor=cursor, asset_events=events)
+
+
+def _said(cursor: str | None) -> dict[str, Any]:
+    """What the sensor said on its last tick (its cursor); an unreadable or older cursor counts as a first tick."""
+    try:
+        said = json.loads(cursor or "{}")
+    except ValueError:
+        return {}
+    return said if isinstance(said, dict) else {}
+
+
+def _partition_notes(said: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """{(asset, partition key): why it cannot build} of the unbuildable variants: their curated tables and, for each
+    registered model, their statistics and dynamics partitions."""
+    per_model = (gradient_stats.key.to_user_string(), "training_dynamics")  # by name: the dynamics import automation
+    notes = {}
+    for variant, why in said.get("unbuildable", {}).items():
+        notes[(curated_dataset.key.to_user_string(), variant)] = why
+        for model in said.get("models", []):
+            notes |= {(asset, str(multi_key(model, variant))): why for asset in per_model}
+    return notes
+
+
+def _unbuildable_observations(
+    before: dict[tuple[str, str], str], now: dict[tuple[str, str], str]
+) -> list[dg.AssetObservation]:
+    """One observation per partition whose buildability changed, naming why it cannot build (or that it can now):
+    it shows in that partition's event history, as the partition panel shows no metadata before a materialization.
+
+    Observations are no updates of a materializable asset for the refresh conditions (they count materializations),
+    so they trigger no summary or figures run.
+    """
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    return [
+        dg.AssetObservation(
+            asset,
+            partition=partition,
+            description=f"cannot build here: {now[(asset, partition)]}" if (asset, partition) in now else None,
+            metadata={"cannot build here": now.get((asset, partition), "(buildable now)")},
+        )
+        for asset, partition in changed
+    ]
 
 
 def _skipped_lines(backlog: Backlog) -> list[str]:
-    """What cannot run here and why: the catalog models left out, and the variants that are no partitions."""
+    """What cannot run here and why: the catalog models left out, the variants that are no partitions and the
+    partitions that cannot build as configured."""
     models = [f"model {m} is not registered: {why}" for m, why in sorted(backlog.unavailable.items())]
-    return models + ([note] if (note := not_partitioned_note()) else [])
+    return models + ([note] if (note := availability_note()) else [])
 
 
 def _skipped_fingerprint(backlog: Backlog) -> str:
-    """The sensor's cursor: changes exactly when the skipped models or the unbuildable variants change."""
-    text = json.dumps([sorted(backlog.unavailable.items()), not_partitioned_note()])
+    """Changes exactly when the skipped models, the variants left out or the unbuildable partitions change."""
+    text = json.dumps([sorted(backlog.unavailable.items()), availability_note()])
     return hashlib.sha1(text.encode()).hexdigest()[:16]

@@ -7,12 +7,13 @@ import dagster as dg
 
 from assets import gates
 from assets.automation.conditions import refresh_when_upstream_settles
-from assets.dynamics.learning import DYNAMICS_VERSION, training_dynamics
+from assets.dynamics.learning import LEARNING_DYNAMICS_VERSION, training_dynamics
 from assets.dynamics.zero_shot import ZERO_SHOT_VERSION, zero_shot_dynamics
 from assets.metadata import inline_png, md_table
 from assets.resources import OutputStore
 
-DYNAMICS_FIGURES_VERSION = "dynamics-figures-1"
+DYNAMICS_FIGURES_VERSION = "dynamics-figures-2"
+ZERO_SHOT_FIGURES_VERSION = "zero-shot-figures-1"
 
 
 def _read(store: OutputStore, runs: list[tuple[Any, str]], table: str) -> Any:
@@ -21,7 +22,7 @@ def _read(store: OutputStore, runs: list[tuple[Any, str]], table: str) -> Any:
 
     frames = []
     for key, objective in runs:
-        path = store.dynamics(key, objective) / f"{table}.parquet"
+        path = store.dynamics_table(key, objective, table)
         if path.is_file():
             frame = pd.read_parquet(path)
             frames.append(
@@ -32,21 +33,16 @@ def _read(store: OutputStore, runs: list[tuple[Any, str]], table: str) -> Any:
 
 @dg.asset(
     deps=[training_dynamics],
-    code_version=f"{DYNAMICS_FIGURES_VERSION}+{DYNAMICS_VERSION}",
+    code_version=f"{DYNAMICS_FIGURES_VERSION}+{LEARNING_DYNAMICS_VERSION}",
     group_name="figures",
     kinds={"matplotlib"},
     automation_condition=refresh_when_upstream_settles(),
-    description="Probe log-probability curves per level (SFT | DPO), per-layer shares of the predicted change, "
-    "predicted vs measured, nuclear norms along training.",
+    description="Probe log-probability curves per level (SFT | DPO; summed and per response token; DPO's trained "
+    "and wrong responses named chosen and rejected), per-layer shares of the predicted change, the kernel and "
+    "per-matrix terms by layer and module, predicted vs measured, nuclear norms along training.",
 )
 def dynamics_figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.MaterializeResult:
-    from lg_pipeline.dynamics.learning.figures import (
-        layer_shares,
-        plot_layer_share,
-        plot_logprob_curves,
-        plot_nuclear_norms,
-        plot_predicted_vs_measured,
-    )
+    from lg_pipeline.dynamics.learning.figures import draw_figures
 
     runs, skipped = [], {}
     for key, objective in store.dynamics_runs():
@@ -58,34 +54,13 @@ def dynamics_figures(context: dg.AssetExecutionContext, store: OutputStore) -> d
     if not runs:
         raise dg.Failure(description=f"no checked learning-dynamics run yet: materialize training_dynamics ({skipped})")
     out = store.dynamics_figures()
-    logprobs, summary = _read(store, runs, "logprobs"), _read(store, runs, "influence_summary")
-    influence, stats = _read(store, runs, "influence"), _read(store, runs, "train_gradient_stats")
+    names = ("logprobs", "influence_summary", "influence", "kernel", "train_gradient_stats")
+    tables = {name: _read(store, runs, name) for name in names}
     meta: dict[str, Any] = {"runs": dg.MetadataValue.json([f"{k}/{o}" for k, o in runs])}
     meta["skipped_runs"] = dg.MetadataValue.json(skipped)
-    for model in sorted(logprobs.model.unique()):
-        pngs = {
-            "log-probabilities": plot_logprob_curves(
-                logprobs[logprobs.model == model], f"{model}: probe log-probabilities", out / f"{model}_logprobs"
-            ),
-            "predicted vs measured": plot_predicted_vs_measured(
-                summary[summary.model == model], model, out / f"{model}_agreement"
-            ),
-        }
-        if len(stats):
-            pngs["nuclear norms"] = plot_nuclear_norms(
-                stats[stats.model == model], f"{model}: gradient nuclear norms along training", out / f"{model}_nuclear"
-            )
-        for key, objective in [r for r in runs if r[0].model == model]:
-            where = (influence.variant == str(key.variant)) & (influence.objective == objective)
-            chosen = (summary.variant == str(key.variant)) & (summary.objective == objective)
-            shares = layer_shares(
-                influence[where & (influence.model == model)], summary[chosen & (summary.model == model)]
-            )
-            name = f"{key.variant} {objective}"
-            pngs[f"layer shares {name}"] = plot_layer_share(
-                shares, f"{model} · {name}", out / f"{model}_{key.variant}_{objective}_layers"
-            )
-        for title, png in pngs.items():
+    for model in sorted(tables["logprobs"].model.unique()):
+        of_model = {name: frame[frame.model == model] if len(frame) else frame for name, frame in tables.items()}
+        for title, png in draw_figures(of_model, out, model).items():
             meta[f"figure: {model} {title}"] = dg.MetadataValue.md(f"**{model}: {title}**\n\n{inline_png(png)}")
     context.log.info(f"{len(meta) - 2} figures in {out}")
     return dg.MaterializeResult(metadata=meta)
@@ -93,7 +68,7 @@ def dynamics_figures(context: dg.AssetExecutionContext, store: OutputStore) -> d
 
 @dg.asset(
     deps=[zero_shot_dynamics],
-    code_version=ZERO_SHOT_VERSION,
+    code_version=f"{ZERO_SHOT_FIGURES_VERSION}+{ZERO_SHOT_VERSION}",
     group_name="figures",
     kinds={"matplotlib"},
     automation_condition=refresh_when_upstream_settles(),
@@ -131,7 +106,7 @@ def _complete_runs(store: OutputStore) -> tuple[Any, Any] | None:
     compared."""
     import pandas as pd
 
-    from lg_pipeline.dynamics.zero_shot.run import comparable_runs_key
+    from lg_pipeline.dynamics.zero_shot.run import comparable_runs_key, zero_shot_run
 
     complete = [
         (model, level, ordering, store.zero_shot(model, level, ordering))
@@ -140,14 +115,15 @@ def _complete_runs(store: OutputStore) -> tuple[Any, Any] | None:
     ]
     newest: dict[str, tuple[float, str]] = {}
     for model, _, _, out in complete:
-        stamp = ((out / "zero_shot.parquet").stat().st_mtime, comparable_runs_key(out))
+        stamp = (zero_shot_run(out).table("zero_shot").stat().st_mtime, comparable_runs_key(out))
         newest[model] = max(newest.get(model, stamp), stamp)
     losses, seen = [], []
     for model, level, _, out in complete:
         if comparable_runs_key(out) != newest[model][1]:
             continue
-        losses.append(pd.read_parquet(out / "zero_shot.parquet").assign(model=model, level=level))
-        seen.append(pd.read_parquet(out / "seen_distance.parquet").assign(model=model, level=level))
+        files = zero_shot_run(out)
+        losses.append(pd.read_parquet(files.table("zero_shot")).assign(model=model, level=level))
+        seen.append(pd.read_parquet(files.table("seen_distance")).assign(model=model, level=level))
     if not losses:
         return None
     return pd.concat(losses, ignore_index=True), pd.concat(seen, ignore_index=True)

@@ -10,14 +10,12 @@ from assets import gates
 from assets.curation.assets import curated_dataset
 from assets.failures import clear_errors
 from assets.metadata import file_version, inline_png, md_table
-from assets.partitions import by_variant, model_variant_partitions, stats_key
+from assets.partitions import by_variant, curated_missing, model_variant_partitions, stats_key
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, OutputStore
 from lg_pipeline.dynamics.learning.checks import AGREEMENT_R2
+from lg_pipeline.dynamics.learning.run import LEARNING_DYNAMICS_VERSION, learning_run
 from lg_pipeline.vocabulary import REASONING_LEVELS, StatsKey, VariantKey
-
-DYNAMICS_VERSION = "dynamics-1"
-
 
 # The offline default `make demo` runs: SmolLM2-135M-Instruct on CHAMP, None vs Detailed CoT, SFT.
 DEMO_MODEL = "smollm2-135m-instruct"
@@ -61,39 +59,43 @@ def _training_rows(store: OutputStore, variant: VariantKey) -> list[Any]:
         raise InputError(f"curated table for '{variant}' failed its blocking check(s) {', '.join(blocked)}")
     rows = _table(store, variant)
     if rows is None:
-        raise InputError(f"curated table for '{variant}' not found: materialize curated_dataset first")
+        raise InputError(curated_missing(variant, store.curated(variant)))
     return rows
 
 
-def aligned_with(train: list[Any], other: list[Any] | None) -> list[Any] | None:
-    """`other`'s rows in the order of `train`'s instructions, or None when some instruction is missing there."""
-    if other is None:
-        return None
-    by_instruction = {e.instruction: e for e in other}
-    found = [by_instruction.get(e.instruction) for e in train]
-    return None if any(e is None for e in found) else found
+def training_data(store: OutputStore, variant: VariantKey) -> Any:
+    """The variant's curated rows and, where curated, its companion sets: the same dataset and correctness at the
+    other CoT levels, and the wrong set (of a correct variant). The run matches them to the rows (or leaves them
+    out) by its one rule."""
+    from lg_pipeline.dynamics.learning.run import TrainingData
+
+    others = {level: VariantKey(variant.dataset, level, variant.correctness) for level in REASONING_LEVELS}
+    found = {level: _table(store, v) for level, v in others.items() if level != variant.level}
+    wrong_key = VariantKey(variant.dataset, variant.level, "wrong")
+    wrong = _table(store, wrong_key) if variant.correctness == "correct" else None
+    labels = {level: f"the curated table '{others[level]}'" for level in found}
+    labels.update(rows=f"the curated table '{variant}'", wrong=f"the aligned wrong set of '{variant}'")
+    return TrainingData(
+        _training_rows(store, variant), {k: v for k, v in found.items() if v is not None}, wrong, labels
+    )
 
 
-def _companions(store: OutputStore, variant: VariantKey, train: list[Any], log: Any) -> tuple[dict, Any]:
-    """Other CoT levels (same dataset and correctness) and the wrong set, where curated and aligned."""
-    also = {}
-    for level in REASONING_LEVELS:
-        if level == variant.level:
-            continue
-        rows = aligned_with(train, _table(store, VariantKey(variant.dataset, level, variant.correctness)))
-        if rows is not None:
-            also[level] = rows
-    wrong = None
-    if variant.correctness == "correct":
-        wrong = aligned_with(train, _table(store, VariantKey(variant.dataset, variant.level, "wrong")))
-    log.info(f"probe responses from other levels: {sorted(also) or 'none'}; wrong set: {wrong is not None}")
-    return also, wrong
+def learning_settings(config: DynamicsConfig, compute: ComputeResource) -> Any:
+    """The launchpad's config as the run's settings (checked on construction, named as in the config)."""
+    from lg_pipeline.dynamics.learning.run import LearningDynamicsSettings
+
+    train = {
+        "learning_rate": config.learning_rate, "optimizer": config.optimizer, "steps": config.steps,
+        "batch_size": config.batch_size, "seed": config.seed, "trainable": config.trainable,
+        "objective": config.objective, "chat": None, "max_length": config.max_length or compute.max_length,
+    }
+    return LearningDynamicsSettings.build(train=train, eval_every=config.eval_every, n_probes=config.n_probes)
 
 
 @dg.asset(
     partitions_def=model_variant_partitions,
     deps=[dg.AssetDep(curated_dataset, partition_mapping=by_variant)],
-    code_version=DYNAMICS_VERSION,
+    code_version=LEARNING_DYNAMICS_VERSION,
     group_name="dynamics",
     kinds={"pytorch", "parquet"},
     pool=GPU_POOL,
@@ -105,62 +107,42 @@ def _companions(store: OutputStore, variant: VariantKey, train: list[Any], log: 
 def training_dynamics(
     context: dg.AssetExecutionContext, config: DynamicsConfig, store: OutputStore, compute: ComputeResource
 ) -> dg.MaterializeResult:
-    from lg_pipeline.dynamics.learning.probes import build_probes, rows_to_train
-    from lg_pipeline.dynamics.learning.run import run_dynamics
-    from lg_pipeline.dynamics.training import TrainConfig
-    from lg_pipeline.errors import InputError
+    from lg_pipeline.dynamics.learning.run import run_learning_dynamics
+    from lg_pipeline.dynamics.training import LoadedModel
+    from lg_pipeline.io.manifest import data_file_fields
 
     key = stats_key(context.partition_key)
     with clear_errors():
-        train = _training_rows(store, key.variant)
-        also, wrong = _companions(store, key.variant, train, context.log)
-        if config.objective == "dpo" and wrong is None:
-            raise InputError(f"objective dpo needs the aligned wrong set of '{key.variant}' (curate it first)")
-        loaded, tokenizer, spec = compute.load(key.model)
-        model = copy.deepcopy(loaded)  # training changes weights: the process-wide loaded model stays as loaded
-        train_config = TrainConfig(
-            learning_rate=config.learning_rate,
-            optimizer=config.optimizer,
-            steps=config.steps,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            trainable=config.trainable,
-            objective=config.objective,
-            chat=spec.chat,
-            max_length=config.max_length or compute.max_length,
-        )
-        n_trained = rows_to_train(len(train), config.n_probes, config.steps, config.batch_size)
-        probes = build_probes(train, config.n_probes, n_trained, config.seed, also, wrong)
-        rejected = wrong[:n_trained] if config.objective == "dpo" else None
+        settings = learning_settings(config, compute)
+        data = training_data(store, key.variant)
         out = store.dynamics(key, config.objective)
         gates.forget_dynamics(store, key, config.objective)
+
+        def load() -> LoadedModel:
+            loaded, tokenizer, spec = compute.load(key.model)
+            # Training changes weights: the process-wide loaded model stays as loaded.
+            return LoadedModel(copy.deepcopy(loaded), tokenizer, spec.chat, key.model, spec.source)
 
         def progress(step: int, total: int) -> None:
             context.log.info(f"step {step}/{total} done")
 
-        summary = run_dynamics(
-            model,
-            tokenizer,
-            train[:n_trained],  # the rows after these are the held-out probes' prompts
-            probes,
-            train_config,
-            out,
-            config.eval_every,
-            rejected,
-            progress,
+        variant = key.variant
+        provenance = {**data_file_fields(store.curated(variant)), "dataset": variant.dataset, "level": variant.level,
+                      "correctness": variant.correctness}
+        summary = run_learning_dynamics(
+            settings, data, load, out, wait=True, report=context.log.info, progress=progress, provenance=provenance
         )
-        del model
     return dg.MaterializeResult(metadata=_metadata(key, config, summary, out), data_version=_version(out))
 
 
 def _version(out) -> dg.DataVersion:
-    return dg.DataVersion(file_version(out / "influence_summary.parquet"))
+    return dg.DataVersion(file_version(learning_run(out).table("influence_summary")))
 
 
 def _metadata(key: StatsKey, config: DynamicsConfig, summary: Any, out) -> dict[str, Any]:
     import pandas as pd
 
-    frame = pd.read_parquet(out / "influence_summary.parquet")
+    frame = pd.read_parquet(learning_run(out).table("influence_summary"))
     by_type = frame.groupby("probe_type", as_index=False)[["predicted_delta", "measured_delta"]].mean()
     return {
         "model": key.model,
@@ -171,6 +153,7 @@ def _metadata(key: StatsKey, config: DynamicsConfig, summary: Any, out) -> dict[
         "probes": summary.n_probes,
         "r2_predicted_vs_measured": float("nan") if summary.r2 != summary.r2 else round(summary.r2, 6),
         "resumed_eval_steps": dg.MetadataValue.json(summary.resumed_steps),
+        "companion_sets": dg.MetadataValue.json(summary.companions),
         "mean_change_by_probe_type": md_table(by_type),
         "path": dg.MetadataValue.path(str(out)),
     }

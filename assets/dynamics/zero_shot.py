@@ -16,6 +16,7 @@ from assets.metadata import file_version, inline_png, md_table
 from assets.partitions import MODEL, model_partitions
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, CurationResource, OutputStore
+from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
 from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
 from lg_pipeline.dynamics.zero_shot.run import ZERO_SHOT_VERSION
 from lg_pipeline.dynamics.zero_shot.tasks import DEMO_TEST_TASKS, DEMO_TRAIN_TASKS
@@ -65,36 +66,29 @@ def zero_shot_dynamics(
     compute: ComputeResource,
     curation: CurationResource,
 ) -> dg.MaterializeResult:
-    import dataclasses
-
     import pandas as pd
 
     from data_sources.datasets.zero_shot_tasks import OfflineTasks
-    from lg_pipeline.dynamics.zero_shot import run as core
-    from lg_pipeline.dynamics.zero_shot.tasks import build_split
-    from lg_pipeline.gradients.targets import parse_suffixes
+    from lg_pipeline.dynamics.training import LoadedModel
+    from lg_pipeline.dynamics.zero_shot.run import run_zero_shot
 
     model_name, ordering = _keys(context)
     out = store.zero_shot(model_name, config.level, ordering)
     with clear_errors():
+        settings = zero_shot_settings(config, ordering, compute)
         provider = OfflineTasks(curation.release_dir, compute.cache_dir)
-        split = build_split(config.train_tasks, config.test_tasks, provider, config.level, config.per_task,
-                            config.per_test_task, config.seed)
-        settings = core.ZeroShotConfig(
-            orderings=(ordering,), eval_every=config.eval_every, learning_rate=config.learning_rate,
-            optimizer=config.optimizer, batch_size=config.batch_size, embedder=config.embedder, seed=config.seed,
-            max_length=compute.max_length, trainable=config.trainable, targets=parse_suffixes(compute.targets),
-            cache_dir=compute.cache_dir,
-        )
-        settings.check()
-        model, tokenizer, spec = compute.load(model_name)
-        settings = dataclasses.replace(settings, chat=spec.chat, extra={"model": model_name})
-        # Another split or setting in this folder is replaced: the launchpad's config is what the user asked for.
-        result = core.run_zero_shot(model, tokenizer, split, settings, out, report=context.log.info, replace=True)
-    losses = pd.read_parquet(out / "zero_shot.parquet")
-    overall = losses[losses.task == "__all__"].sort_values("step")
+
+        def load() -> LoadedModel:
+            model, tokenizer, spec = compute.load(model_name)  # the run ends with the weights it was given
+            return LoadedModel(model, tokenizer, spec.chat, model_name, spec.source)
+
+        # Another split or setting in this folder is computed beside it and replaces it once complete: the
+        # launchpad's config is what the user asked for.
+        result = run_zero_shot(settings, provider, load, out, wait=True, report=context.log.info, on_change="beside")
+    losses = pd.read_parquet(store.zero_shot_table(model_name, config.level, ordering, "zero_shot"))
+    overall = losses[losses.task == ALL_TASKS].sort_values("step")
     figure = _figure(store, losses, model_name, config.level, ordering)
-    extra = _alignment_metadata(store, out, model_name, config.level)
+    extra = _alignment_metadata(store, model_name, config.level, ordering)
     return dg.MaterializeResult(
         metadata={
             "level": config.level,
@@ -111,21 +105,39 @@ def zero_shot_dynamics(
             "figure: held-out loss": dg.MetadataValue.md(inline_png(figure)),
             **extra,
         },
-        data_version=dg.DataVersion(file_version(out / "zero_shot.parquet")),
+        data_version=dg.DataVersion(file_version(store.zero_shot_table(model_name, config.level, ordering,
+                                                                       "zero_shot"))),
     )
 
 
-def _alignment_metadata(store: OutputStore, out: Any, model: str, level: str) -> dict[str, Any]:
+def zero_shot_settings(config: ZeroShotConfig, ordering: str, compute: ComputeResource) -> Any:
+    """The launchpad's config (and the partition's ordering) as the run's settings, named as in the config."""
+    from lg_pipeline.dynamics.zero_shot.run import ZeroShotSettings
+    from lg_pipeline.gradients.targets import parse_suffixes
+
+    train = {
+        "learning_rate": config.learning_rate, "optimizer": config.optimizer, "batch_size": config.batch_size,
+        "seed": config.seed, "trainable": config.trainable, "chat": None, "max_length": compute.max_length,
+    }
+    return ZeroShotSettings.build(
+        train=train, train_tasks=tuple(config.train_tasks), test_tasks=tuple(config.test_tasks), level=config.level,
+        per_task=config.per_task, per_test_task=config.per_test_task, orderings=(ordering,),
+        eval_every=config.eval_every, embedder=config.embedder, targets=parse_suffixes(compute.targets),
+        cache_dir=compute.cache_dir,
+    )
+
+
+def _alignment_metadata(store: OutputStore, model: str, level: str, ordering: str) -> dict[str, Any]:
     """The gradient ordering's per-layer alignments, when this run computed them."""
     import pandas as pd
 
     from lg_pipeline.dynamics.zero_shot.figures import alignment_figure
 
-    path = out / "alignment.parquet"
-    if not path.is_file():
+    alignment = pd.read_parquet(store.zero_shot_table(model, level, ordering, "alignment"))
+    if not len(alignment):
         return {}
     figure = store.zero_shot_figure(model, level, "alignment", run=True)
-    alignment_figure(pd.read_parquet(path), figure, f"{model}, {level} CoT: ⟨∇L_u, ∇L_test⟩ per layer at step 0")
+    alignment_figure(alignment, figure, f"{model}, {level} CoT: ⟨∇L_u, ∇L_test⟩ per layer at step 0")
     return {"figure: alignment per layer": dg.MetadataValue.md(inline_png(figure))}
 
 

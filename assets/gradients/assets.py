@@ -8,7 +8,7 @@ from assets import gates
 from assets.curation.assets import curated_dataset
 from assets.failures import clear_errors
 from assets.metadata import file_version, md_table
-from assets.partitions import by_variant, model_variant_partitions, runnable_stats_key, stats_key
+from assets.partitions import by_variant, curated_missing, model_variant_partitions, runnable_stats_key, stats_key
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, OutputStore
 from lg_pipeline.gradients.engine import ENGINE_VERSION
@@ -24,7 +24,7 @@ def _examples(store: OutputStore, variant: VariantKey) -> tuple[list[Any], bool]
 
     path = store.curated(variant)
     if not path.is_file():
-        raise InputError(f"curated table for '{variant}' not found at {path}: materialize curated_dataset first")
+        raise InputError(curated_missing(variant, path))
     blocked = gates.curated_gate(store, variant)  # a run launched after a failed blocking check (the sensor's, ...)
     if blocked:
         raise InputError(
@@ -48,6 +48,7 @@ def _examples(store: OutputStore, variant: VariantKey) -> tuple[list[Any], bool]
 def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, compute: ComputeResource):
     from data_sources.datasets.catalog import dataset_spec
     from lg_pipeline.gradients.runner import run_to_parquet
+    from lg_pipeline.io.manifest import data_file_fields
 
     key = stats_key(context.partition_key)
     variant = key.variant
@@ -65,9 +66,11 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
             "correctness": variant.correctness,
             "demo": demo,
         }
+        provenance = {"model": key.model, "model_source": spec.source, **data_file_fields(store.curated(variant))}
         # The table holds exactly the curated examples (prune); another run of this partition is waited for.
         summary = run_to_parquet(
-            model, tokenizer, examples, config, path, extra, report=context.log.info, prune=True, wait=True
+            model, tokenizer, examples, config, path, extra, report=context.log.info, prune=True, wait=True,
+            provenance=provenance,
         )
     gates.forget_stats(store, key)  # new numbers: the old check verdict no longer holds
     return dg.MaterializeResult(

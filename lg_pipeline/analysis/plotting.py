@@ -1,34 +1,32 @@
 """Figures in the study's layout: per-layer gradient curves of the Q/K/V/O projections.
 
-Every figure takes the `layer_curves` table, draws with the Agg backend (no display
-needed) and writes PNG and PDF atomically. A module has one colour in every figure
-(`MODULE_COLORS`, the study's red/green/blue/gray for Q/K/V/O) so figures can be read
-side by side. Axis limits come from the data, never from constants tuned to one model.
+Every figure takes the `layer_curves` table and draws on the canvas (`analysis/canvas`: grid, titles, the
+modules' fixed colours, PNG + PDF). Axis limits come from the data, never from constants tuned to one model.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from lg_pipeline.analysis.canvas import (
+    TEXT_PT,
+    figure_title,
+    grid,
+    integer_ticks,
+    module_color,
+    module_label,
+    module_legend,
+    panel_title,
+    responses,
+    save_figure,
+)
 from lg_pipeline.analysis.curves import ordered
-from lg_pipeline.io.atomic import atomic_write_bytes
-from lg_pipeline.vocabulary import LEVEL_LABELS, MODULE_LABELS
+from lg_pipeline.vocabulary import LEVEL_LABELS, MODULE_LABELS, MODULE_ORDER
 
-MODULE_COLORS: dict[str, str] = {
-    "q_proj": "tab:red",
-    "k_proj": "tab:green",
-    "v_proj": "tab:blue",
-    "o_proj": "tab:gray",
-    "gate_proj": "tab:purple",
-    "up_proj": "tab:orange",
-    "down_proj": "tab:brown",
-}
-MODULE_ORDER: tuple[str, ...] = tuple(MODULE_COLORS)
 STATISTIC_LABELS: dict[str, str] = {
     "nuclear_norm": "Nuclear norm",
     "ratio": "Ratio $\\sigma_{max}$ / nuclear norm",
@@ -37,47 +35,11 @@ STATISTIC_LABELS: dict[str, str] = {
     "sigma_max": "Largest singular value",
     "sigma_min": "Smallest singular value",
 }
-FORMATS: tuple[str, ...] = ("png", "pdf")
-PANEL_SIZE: tuple[float, float] = (4.5, 3.4)
 BAND_REACH = 0.5  # how far past the means (in units of their span) the y range follows the interval bands
-
-
-def _pyplot():
-    """pyplot on the Agg backend; imported late so importing this module stays cheap."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def module_color(module: str) -> str:
-    """The module's fixed colour; unknown modules get a stable fallback from their name."""
-    if module in MODULE_COLORS:
-        return MODULE_COLORS[module]
-    return f"C{sum(map(ord, module)) % 10}"
 
 
 def statistic_label(statistic: str) -> str:
     return STATISTIC_LABELS.get(statistic, statistic.replace("_", " ").capitalize())
-
-
-# --------------------------------------------------------------------------- saving
-
-
-def save_figure(fig, out_base: Path, formats: Sequence[str] = FORMATS, dpi: int = 120) -> list[Path]:
-    """Save as `<out_base>.<fmt>` for each format, each written atomically, then close the figure."""
-    out_base = Path(out_base)
-    paths = []
-    try:
-        for fmt in formats:
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches="tight")
-            paths.append(atomic_write_bytes(out_base.with_name(f"{out_base.name}.{fmt}"), buffer.getvalue()))
-    finally:
-        _pyplot().close(fig)
-    return paths
 
 
 # --------------------------------------------------------------------------- helpers
@@ -118,7 +80,7 @@ def _draw_module(ax, frame: pd.DataFrame, module: str, linestyle: str = "-", lab
         color=color,
         linestyle=linestyle,
         linewidth=1.6,
-        label=label or f"Proj {MODULE_LABELS.get(module, module)}",
+        label=label or module_label(module),
     )
     if frame["ci_low"].notna().any():
         ax.fill_between(frame["layer"], frame["ci_low"], frame["ci_high"], color=color, alpha=0.15, linewidth=0)
@@ -175,27 +137,16 @@ def _n_label(frame: pd.DataFrame) -> str:
 
 
 def _style(ax, title: str, ylabel: str, layers: pd.Series, legend: bool = True) -> None:
-    ax.set_title(title, fontsize=10)
+    panel_title(ax, title)
     ax.set_xlabel("Layer")
     ax.set_ylabel(ylabel)
     lo, hi = float(layers.min()), float(layers.max())
     ax.set_xlim(lo, hi if hi > lo else lo + 1.0)
     if hi > 1.0:  # layer numbers (depth 0-1 in the cross-model figure keeps its fractions)
-        from matplotlib.ticker import MaxNLocator
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        integer_ticks(ax.xaxis)
     ax.grid(True, color="lightgray", linestyle="--", linewidth=0.5)
     if legend:
-        ax.legend(fontsize=7, loc="best")
-
-
-def _style_legend(ax, modules: Sequence[str], styles: Mapping[str, str]) -> None:
-    """A compact legend: one colour entry per module, one black entry per line style."""
-    from matplotlib.lines import Line2D
-
-    handles = [Line2D([], [], color=module_color(m), label=f"Proj {MODULE_LABELS.get(m, m)}") for m in modules]
-    handles += [Line2D([], [], color="black", linestyle=ls, label=name) for name, ls in styles.items()]
-    ax.legend(handles=handles, fontsize=7, loc="best")
+        ax.legend(fontsize=TEXT_PT, loc="best")
 
 
 def _module_panel(
@@ -214,13 +165,6 @@ def _one_source(curves: pd.DataFrame, what: str) -> None:
     """A figure shows one model on one dataset; mixing them would silently average nothing."""
     _single(curves, "model", what)
     _single(curves, "dataset", what)
-
-
-def _grid(n_rows: int, n_cols: int):
-    plt = _pyplot()
-    size = (PANEL_SIZE[0] * n_cols, PANEL_SIZE[1] * n_rows)
-    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, figsize=size, layout="constrained")
-    return fig, axes
 
 
 # --------------------------------------------------------------------------- figures
@@ -250,7 +194,7 @@ def plot_level_panels(
     _one_source(curves, "plot_level_panels")
     levels = _levels(curves, level_labels)
     rows = [statistic] + (["ratio"] if include_ratio else [])
-    fig, axes = _grid(len(rows), len(levels))
+    fig, axes = grid(len(rows), len(levels))
     for r, stat in enumerate(rows):
         data = _select(curves, statistic=stat)
         if data.empty:
@@ -261,12 +205,11 @@ def plot_level_panels(
             title = f"{level_labels[level]} ({_n_label(panel)}) | {statistic_label(stat)}"
             _module_panel(axes[r][c], panel, modules, title, stat, ylim, log_y)
     what = " and ".join(statistic_label(s).lower() for s in rows)
-    responses = f"{correctness} responses" if correctness else "all responses"
     scale = ", log scale" if log_y else ""
-    fig.suptitle(
-        f"{model_display} on {dataset_display}: {what} of each projection's gradient per layer\n"
-        f"(mean over {responses}, 95% interval; one y range per row{scale})",
-        fontsize=11,
+    figure_title(
+        fig,
+        f"{model_display} on {dataset_display}: {what} of each projection's gradient per layer",
+        f"mean over {responses(correctness)}, 95% interval; one y range per row{scale}",
     )
     return save_figure(fig, out_base)
 
@@ -299,7 +242,7 @@ def plot_correct_vs_wrong(
     rel = compare_curves(curves, "correctness", "correct", "wrong")
     rel_frame = rel.assign(mean=100 * rel["rel_diff"], ci_low=np.nan, ci_high=np.nan)
     rel_lim = _limits(rel_frame)
-    fig, axes = _grid(2, len(levels))
+    fig, axes = grid(2, len(levels))
     for c, level in enumerate(levels):
         panel = _select(curves, level=level)
         ax, mods = axes[0][c], _modules(panel, modules)
@@ -312,7 +255,7 @@ def plot_correct_vs_wrong(
             f"{k} {_n_label(_select(panel, correctness=k))}" for k in CORRECTNESS_STYLES if k in set(panel.correctness)
         )
         _style(ax, f"{level_labels[level]} ({counts})", statistic_label(statistic), curves["layer"], legend=False)
-        _style_legend(ax, mods, CORRECTNESS_STYLES)
+        module_legend(ax, mods, CORRECTNESS_STYLES)
         ax.set_ylim(*_limits(panel))  # this level's own data
         low = axes[1][c]
         one = _select(rel_frame, level=level)
@@ -320,10 +263,11 @@ def plot_correct_vs_wrong(
             _draw_module(low, _select(one, module=module), module)
         _style(low, f"{level_labels[level]}: relative difference", "|correct − wrong| / |correct| (%)", curves["layer"])
         low.set_ylim(*rel_lim)
-    fig.suptitle(
+    figure_title(
+        fig,
         f"{model_display} on {dataset_display}: {statistic_label(statistic).lower()} per layer, correct (solid) vs "
-        "wrong (dashed) responses\n(mean, 95% interval; top row: one y scale per level; bottom: relative difference)",
-        fontsize=11,
+        "wrong (dashed) responses",
+        "mean, 95% interval; top row: one y scale per level; bottom: relative difference",
     )
     return save_figure(fig, out_base)
 
@@ -349,17 +293,17 @@ def plot_base_vs_instruct(
     for frame, name in sides:
         _one_source(frame, f"plot_base_vs_instruct ({name})")
     levels = _levels(pd.concat([s[0] for s in sides]), level_labels)
-    fig, axes = _grid(len(levels), 2)
+    fig, axes = grid(len(levels), 2)
     for r, level in enumerate(levels):
         ylim = _limits(pd.concat([_select(f, level=level) for f, _ in sides]))
         for c, (frame, name) in enumerate(sides):
             title = f"{name} | {level_labels[level]}"
             _module_panel(axes[r][c], _select(frame, level=level), modules, title, statistic, ylim)
-    responses = f"{correctness} responses" if correctness else "all responses"
-    fig.suptitle(
+    figure_title(
+        fig,
         f"{base_display} (base) vs {instruct_display} (instruct) on {dataset_display}: "
-        f"{statistic_label(statistic).lower()} per layer\n(mean over {responses}, 95% interval; one y range per level)",
-        fontsize=11,
+        f"{statistic_label(statistic).lower()} per layer",
+        f"mean over {responses(correctness)}, 95% interval; one y range per level",
     )
     return save_figure(fig, out_base)
 
@@ -388,32 +332,30 @@ def plot_heatmap(
     from matplotlib.colors import LogNorm, Normalize
 
     norm = LogNorm(vmin, vmax) if log else Normalize(vmin, vmax)
-    fig, axes = _grid(len(levels), 1)
-    fig.set_size_inches(max(6.0, 0.25 * len(layers) + 2), 1.2 + 0.45 * len(mods) * len(levels) + 0.6 * len(levels))
+    panel = (max(6.0, 0.25 * len(layers) + 2), 0.45 * len(mods) + 0.6 + 1.2 / len(levels))
+    fig, axes = grid(len(levels), 1, panel=panel)  # a deep model gets narrower cells, not a wider figure
     image = None
     for r, level in enumerate(levels):
-        grid = _select(curves, level=level).pivot_table(index="module", columns="layer", values="mean")
-        grid = grid.reindex(index=mods, columns=layers)
+        cells = _select(curves, level=level).pivot_table(index="module", columns="layer", values="mean")
+        cells = cells.reindex(index=mods, columns=layers)
         ax = axes[r][0]
         image = ax.imshow(
-            grid.to_numpy(dtype=float),
+            cells.to_numpy(dtype=float),
             aspect="auto",
             cmap="viridis",
             norm=norm,
             extent=(layers[0] - 0.5, layers[-1] + 0.5, len(mods) - 0.5, -0.5),
         )
         ax.set_yticks(range(len(mods)), [MODULE_LABELS.get(m, m) for m in mods])
-        from matplotlib.ticker import MaxNLocator
-
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(level_labels[level], fontsize=10)
+        integer_ticks(ax.xaxis)
+        panel_title(ax, level_labels[level])
     axes[-1][0].set_xlabel("Layer")
     fig.colorbar(image, ax=[row[0] for row in axes], label=statistic_label(statistic))
-    responses = f"{correctness} responses" if correctness else "all responses"
-    fig.suptitle(
+    figure_title(
+        fig,
         f"{model_display} on {dataset_display}: mean {statistic_label(statistic).lower()} per layer (x) and "
-        f"projection (y)\n({responses}, one {'log ' if log else ''}colour scale for all levels)",
-        fontsize=11,
+        "projection (y)",
+        f"{responses(correctness)}, one {'log ' if log else ''}colour scale for all levels",
     )
     return save_figure(fig, out_base)
 
@@ -443,7 +385,7 @@ def plot_cross_model(
     levels = _levels(curves, level_labels)
     mods = _modules(curves, modules)
     names = [m for m in model_displays if m in set(curves.model)] + sorted(set(curves.model) - set(model_displays))
-    fig, axes = _grid(len(levels), len(mods))
+    fig, axes = grid(len(levels), len(mods))
     for r, level in enumerate(levels):
         row = _select(curves, level=level)
         log = spans_decades(row, "model")
@@ -458,16 +400,15 @@ def plot_cross_model(
                 ax.plot(part["layer"], part["mean"], color=color, linewidth=1.6, label=model_displays.get(model, model))
                 if part["ci_low"].notna().any():
                     ax.fill_between(part["layer"], part["ci_low"], part["ci_high"], color=color, alpha=0.15, lw=0)
-            title = f"{level_labels[level]} | Proj {MODULE_LABELS.get(module, module)}"
+            title = f"{level_labels[level]} | {module_label(module)}"
             _style(ax, title, statistic_label(statistic), pd.Series([0.0, 1.0]), legend=(r == 0 and c == 0))
             ax.set_xlabel("Depth (layer / last layer)")
             if log:
                 ax.set_yscale("log")
             ax.set_ylim(*ylim)
-    responses = f"{correctness} responses" if correctness else "all responses"
-    fig.suptitle(
-        f"Every model on {dataset_display}: {statistic_label(statistic).lower()} per layer, depth normalised 0-1\n"
-        f"(mean over {responses}, 95% interval; one y range per row, log scale where models differ tenfold)",
-        fontsize=11,
+    figure_title(
+        fig,
+        f"Every model on {dataset_display}: {statistic_label(statistic).lower()} per layer, depth normalised 0-1",
+        f"mean over {responses(correctness)}, 95% interval; one y range per row, log scale where models differ tenfold",
     )
     return save_figure(fig, out_base)

@@ -1,7 +1,9 @@
 """`lg-pipeline`: the engine outside Dagster, and the offline demo of the whole data product.
 
 A composition root. Each command is a module of this package with `register(subparsers)`; only `demo` drives
-Dagster, and it is imported when it runs. Bad input ends with one line naming it (exit 2), never a stack trace.
+Dagster, and it is imported when it runs. Bad input ends with one line naming it (exit 2), never a stack trace;
+settings are named by their flags (`lg_pipeline.cli.runs.flag`); a run stopped by what it computed (a loss that is
+not finite) ends with one line saying where (exit 1).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from lg_pipeline.errors import InputError
+from lg_pipeline.errors import InputError, RunStopped, SettingsError
 
 # Command modules of this package, in the order `--help` lists them.
 COMMANDS = ("gradients", "validate", "models", "export-study", "import-study", "dynamics", "zero-shot")
@@ -23,8 +25,20 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(models=args.models, datasets=args.datasets, n_examples=args.n_examples)
 
 
+class _UsageError(Exception):
+    """A command line argparse refuses (unknown flag, a word where a number goes)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a refused command line is one line (exit 2) like any other bad input, not usage + error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        command = self.prog.removeprefix("lg-pipeline").strip()
+        raise _UsageError(f"{command}: {message}" if command else message)
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lg-pipeline", description=__doc__)
+    p = _Parser(prog="lg-pipeline", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"lg_pipeline.cli.{name.replace('-', '_')}").register(sub)
@@ -37,19 +51,28 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except _UsageError as exc:
+        return _error(str(exc), 2)
     try:
         return args.func(args)
+    except (SettingsError, RunStopped) as exc:
+        from lg_pipeline.cli.runs import in_flags
+
+        return _error(in_flags(exc), 1 if isinstance(exc, RunStopped) else 2)
     except InputError as exc:
-        print(f"lg-pipeline: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc), 2)
     except FileNotFoundError as exc:
-        print(f"lg-pipeline: error: file not found: {Path(exc.filename or str(exc))}", file=sys.stderr)
-        return 2
+        return _error(f"file not found: {Path(exc.filename or str(exc))}", 2)
     except OSError as exc:  # disk full, read-only, permission: one line, the file named
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"lg-pipeline: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 2
+        return _error(f"{exc.strerror or exc}{where}", 2)
+
+
+def _error(message: str, code: int) -> int:
+    print(f"lg-pipeline: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

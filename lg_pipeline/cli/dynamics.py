@@ -44,59 +44,53 @@ def parse_also(items: list[str]) -> dict[str, str]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def settings_of(args: argparse.Namespace):
+    """The run's settings from the flags (checked on construction: every bad setting in one line)."""
+    from lg_pipeline.dynamics.learning.run import LearningDynamicsSettings
 
-    from data_sources.models.catalog import open_model
-    from lg_pipeline.dynamics.learning.probes import build_probes, check_aligned, rows_to_train
-    from lg_pipeline.dynamics.learning.run import run_dynamics
-    from lg_pipeline.dynamics.training import TrainConfig, trainable_parameters
+    train = {
+        "learning_rate": args.lr, "optimizer": args.optimizer, "steps": args.steps, "batch_size": args.batch_size,
+        "seed": args.seed, "trainable": args.trainable, "objective": args.objective, "chat": args.chat,
+        "max_length": args.max_length,
+    }
+    return LearningDynamicsSettings.build(train=train, eval_every=args.eval_every, n_probes=args.n_probes)
+
+
+def data_of(args: argparse.Namespace):
+    """The training rows and companion sets named by `--data`, `--also`, `--wrong` (each read and checked)."""
+    from lg_pipeline.dynamics.learning.run import TrainingData
     from lg_pipeline.io.study_json import load_study_json
 
-    train = load_study_json(args.data)
-    also = {level: load_study_json(path) for level, path in parse_also(args.also).items()}
-    for level, rows in also.items():
-        check_aligned(train, rows, f"--also {level}")
-    wrong = load_study_json(args.wrong) if args.wrong else None
-    if wrong is not None:
-        check_aligned(train, wrong, "--wrong")
-    if args.objective == "dpo" and wrong is None:
-        raise InputError("--objective dpo needs --wrong (the rejected responses of the same rows)")
-    n_trained = rows_to_train(len(train), args.n_probes, args.steps, args.batch_size)
-    probes = build_probes(train, args.n_probes, n_trained, args.seed, also, wrong)
-    model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
-    chat = spec.chat if args.chat is None else args.chat
-    config = TrainConfig(
-        learning_rate=args.lr,
-        optimizer=args.optimizer,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        trainable=args.trainable,
-        objective=args.objective,
-        chat=chat,
-        max_length=args.max_length,
+    also = parse_also(args.also)
+    labels = {"rows": f"--data {args.data}", "wrong": "--wrong", **{level: f"--also {level}" for level in also}}
+    return TrainingData(
+        load_study_json(args.data),
+        {level: load_study_json(path) for level, path in also.items()},
+        load_study_json(args.wrong) if args.wrong else None,
+        labels,
     )
-    trainable_parameters(model, config.trainable)  # a model without q/k/v/o fails here, before the progress bar
-    bar = tqdm(total=args.steps, unit="step", desc=spec.display_name)
 
-    def progress(step: int, total: int) -> None:
-        bar.update(step - bar.n)
 
-    summary = run_dynamics(
-        model,
-        tokenizer,
-        train[:n_trained],  # rows after these are only the held-out probes' prompts
-        probes,
-        config,
-        args.out,
-        args.eval_every,
-        wrong[:n_trained] if args.objective == "dpo" else None,
-        progress,
-    )
-    bar.close()
+def run(args: argparse.Namespace) -> int:
+    from lg_pipeline.cli.runs import check_model_inputs, model_loader, progress_bar
+    from lg_pipeline.dynamics.learning.run import run_learning_dynamics
+    from lg_pipeline.io.manifest import data_file_fields
+
+    settings = settings_of(args)
+    check_model_inputs(args.model, args.device, args.dtype)
+    data = data_of(args)
+    load = model_loader(args.model, args.device, args.dtype, args.cache_dir)
+    with progress_bar(settings.train.steps, "step", args.model) as bar:
+
+        def progress(step: int, total: int) -> None:
+            bar.update(step - bar.n)
+
+        summary = run_learning_dynamics(
+            settings, data, load, args.out, wait=False, report=bar.write, progress=progress,
+            provenance=data_file_fields(args.data),
+        )
     print(
-        f"wrote {args.out}: {summary.steps} steps, {len(probes)} probes, eval steps {summary.eval_steps}; "
+        f"wrote {args.out}: {summary.steps} steps, {summary.n_probes} probes, eval steps {summary.eval_steps}; "
         f"R² of predicted vs measured over probes: {summary.r2:.4f} "
         f"(per step: {', '.join(f'{s}: {v:.4f}' for s, v in summary.r2_by_step.items())})"
     )

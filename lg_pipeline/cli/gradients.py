@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-batch-tokens", type=int, default=None,
                    help="padded tokens per forward/backward (default: 1024 on a CPU, 8192 on a GPU)")
     g.add_argument("--method", choices=["core", "full-svd"], default="core")
+    g.add_argument("--stats-schedule", choices=["after-backward", "in-hook"], default=None,
+                   help="statistics after the backward on one thread per core, or in the backward hook as each "
+                        "gradient arrives; the same numbers (default: in-hook on CUDA, after-backward on a CPU)")
     g.add_argument("--encoding", choices=["pair", "study"], default="pair",
                    help="pair: prompt and response tokenized apart (default); study: the study's whole-text rules")
     g.add_argument("--targets", default="q,k,v,o", help="module-name suffixes, e.g. q,k,v,o,gate,up,down or fc1")
@@ -30,50 +33,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.set_defaults(func=run)
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    """Numbers that would silently compute something else (`--limit -1` drops the last row, ...)."""
-    from lg_pipeline.errors import InputError
-
-    if args.limit is not None and args.limit < 1:
-        raise InputError(f"--limit must be at least 1, got {args.limit}")
-    if args.max_length < 2:
-        raise InputError(f"--max-length must be at least 2 tokens, got {args.max_length}")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.max_batch_tokens is not None and args.max_batch_tokens < 1:
-        raise InputError(f"--max-batch-tokens must be at least 1, got {args.max_batch_tokens}")
-
-
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    import dataclasses
 
     from data_sources.models.catalog import open_model
-    from lg_pipeline.gradients.devices import check_device
+    from lg_pipeline.cli.runs import check_model_inputs, progress_bar
+    from lg_pipeline.errors import InputError
     from lg_pipeline.gradients.engine import EngineConfig
-    from lg_pipeline.gradients.runner import check_output_path, run_to_parquet
+    from lg_pipeline.gradients.runner import check_engine_settings, check_output_path, run_to_parquet
     from lg_pipeline.gradients.targets import find_targets, parse_suffixes
     from lg_pipeline.io.locks import output_lock
+    from lg_pipeline.io.manifest import data_file_fields
     from lg_pipeline.io.study_json import load_study_json
 
-    _check_args(args)
+    if args.limit is not None and args.limit < 1:  # `--limit -1` would silently drop the last row
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    config = EngineConfig(
+        args.method, parse_suffixes(args.targets), args.batch_size, args.max_length, False,
+        encoding=args.encoding, max_batch_tokens=args.max_batch_tokens, stats_schedule=args.stats_schedule,
+    )
+    check_engine_settings(config)
     out = check_output_path(args.out, [args.data])  # before anything is loaded: nothing is touched on bad input
-    targets = parse_suffixes(args.targets)
-    check_device(args.device)
-    examples = load_study_json(args.data)[: args.limit]
+    check_model_inputs(args.model, args.device, args.dtype)
+    rows = load_study_json(args.data)
+    examples = rows[: args.limit]
     with output_lock(out, wait=False):  # a second writer is refused here, naming the holder
         model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
-        chat = spec.chat if args.chat is None else args.chat
-        config = EngineConfig(
-            args.method, targets, args.batch_size, args.max_length, chat,
-            encoding=args.encoding, max_batch_tokens=args.max_batch_tokens,
-        )
+        config = dataclasses.replace(config, chat=spec.chat if args.chat is None else args.chat)
         find_targets(model, config.targets)  # a bad --targets fails here, before the progress bar is drawn
-        bar = tqdm(total=len(examples), unit="ex", desc=spec.display_name)
-        summary = run_to_parquet(
-            model, tokenizer, examples, config, out, report=bar.write, prune=args.prune, wait=False, inputs=[args.data]
-        )
-        bar.update(len(examples))
-        bar.close()
+        provenance = {
+            "model": spec.name, "model_source": spec.source, **data_file_fields(args.data), "limit": args.limit,
+            "n_examples": len(rows),
+        }
+        with progress_bar(len(examples), "ex", spec.display_name) as bar:
+            summary = run_to_parquet(
+                model, tokenizer, examples, config, out, report=bar.write, prune=args.prune, wait=False,
+                inputs=[args.data], provenance=provenance,
+            )
+            bar.update(len(examples))
     print(f"wrote {out}: {summary.counts} in {summary.seconds:.1f}s (resumed {summary.resumed})")
     if summary.truncated:
         print(f"  {summary.truncated} responses cut at --max-length {args.max_length} (rows flagged `truncated`)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from lg_pipeline.vocabulary import REASONING_LEVELS
 
@@ -45,6 +46,8 @@ def _list_tasks(provider) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from data_sources.datasets.zero_shot_tasks import OfflineTasks
+    from lg_pipeline.cli.runs import check_model_inputs, model_loader
+    from lg_pipeline.dynamics.zero_shot.run import run_zero_shot
     from lg_pipeline.errors import InputError
 
     provider = OfflineTasks(args.release_dir, args.cache_dir)
@@ -53,69 +56,69 @@ def run(args: argparse.Namespace) -> int:
     for flag in ("model", "train_tasks", "test_tasks", "out"):
         if not getattr(args, flag):
             raise InputError(f"--{flag.replace('_', '-')} is required (or --list-tasks)")
-    config, split = _prepare(args, provider)
-    from data_sources.models.catalog import open_model
-    from lg_pipeline.dynamics.zero_shot.run import run_zero_shot
-
-    model, tokenizer, spec = open_model(args.model, args.device, args.dtype, args.cache_dir)
-    config = _with_chat(config, spec.chat if args.chat is None else args.chat, spec.name)
-    result = run_zero_shot(model, tokenizer, split, config, args.out, report=lambda m: print(m, flush=True))
+    settings = settings_of(args)
+    check_model_inputs(args.model, args.device, args.dtype)
+    load = model_loader(args.model, args.device, args.dtype, args.cache_dir)
+    result = run_zero_shot(
+        settings, provider, load, args.out, wait=False, report=lambda m: print(m, flush=True), on_change="refuse"
+    )
     timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     print(f"wrote {args.out}: orderings {', '.join(result.orderings_done)} (resumed {result.resumed}); {timing}")
-    _figures(result.out, spec.display_name, args.level)
+    _figures(result.out, Path(args.model).name, args.level)
     _summary(result.out)
     return 0
 
 
-def _figures(out, model: str, level: str) -> None:
-    import pandas as pd
-
-    from lg_pipeline.dynamics.zero_shot.figures import loss_figure, seen_distance_figure
-
-    name = f"{model}, {level} CoT training"
-    loss_figure(pd.read_parquet(out / "zero_shot.parquet"), out / "zero_shot.png", f"Held-out loss, {name}")
-    seen = pd.read_parquet(out / "seen_distance.parquet")
-    seen_distance_figure(seen, out / "seen_distance.png", f"Seen-data distance, {name}")
-    print(f"figures: {out / 'zero_shot.png'}, {out / 'seen_distance.png'}")
-
-
-def _summary(out) -> None:
-    """Held-out loss (all test items) per ordering at every eval step, as the run measured it."""
-    import pandas as pd
-
-    losses = pd.read_parquet(out / "zero_shot.parquet")
-    table = losses[losses.task == "__all__"].pivot(index="step", columns="ordering", values="loss")
-    print("held-out loss, all test items:")
-    print(table.round(4).to_string())
-
-
-def _prepare(args: argparse.Namespace, provider):
-    """Settings and the task split, checked before the model is loaded (bad input fails fast)."""
-    from lg_pipeline.dynamics.zero_shot.run import ZeroShotConfig
-    from lg_pipeline.dynamics.zero_shot.tasks import build_split, parse_task_list
+def settings_of(args: argparse.Namespace):
+    """The run's settings from the flags (checked on construction: every bad setting in one line)."""
+    from lg_pipeline.dynamics.zero_shot.run import ZeroShotSettings
+    from lg_pipeline.dynamics.zero_shot.tasks import parse_task_list
     from lg_pipeline.gradients.targets import parse_suffixes
 
-    config = ZeroShotConfig(
+    train = {
+        "learning_rate": args.lr, "optimizer": args.optimizer, "batch_size": args.batch_size, "seed": args.seed,
+        "trainable": args.trainable, "chat": args.chat, "max_length": args.max_length,
+    }
+    return ZeroShotSettings.build(
+        train=train,
+        train_tasks=tuple(parse_task_list(args.train_tasks, "--train-tasks")),
+        test_tasks=tuple(parse_task_list(args.test_tasks, "--test-tasks")),
+        level=args.level,
+        per_task=args.per_task,
+        per_test_task=args.per_test_task,
         orderings=tuple(s.strip() for s in args.orderings.split(",") if s.strip()),
         eval_every=args.eval_every,
-        learning_rate=args.lr,
-        optimizer=args.optimizer,
-        batch_size=args.batch_size,
         embedder=args.embedder,
-        seed=args.seed,
-        max_length=args.max_length,
-        trainable=args.trainable,
         targets=parse_suffixes(args.targets),
         cache_dir=args.cache_dir,
     )
-    config.check()
-    train = parse_task_list(args.train_tasks, "--train-tasks")
-    test = parse_task_list(args.test_tasks, "--test-tasks")
-    split = build_split(train, test, provider, args.level, args.per_task, args.per_test_task, args.seed)
-    return config, split
 
 
-def _with_chat(config, chat: bool, model_name: str):
-    import dataclasses
+def _figures(out: Path, model: str, level: str) -> None:
+    import pandas as pd
 
-    return dataclasses.replace(config, chat=chat, extra={**config.extra, "model": model_name})
+    from lg_pipeline.dynamics.zero_shot.figures import loss_figure, seen_distance_figure
+    from lg_pipeline.dynamics.zero_shot.run import zero_shot_run
+    from lg_pipeline.io.locks import output_lock
+
+    folder = zero_shot_run(out)
+    name = f"{model}, {level} CoT training"
+    with output_lock(folder.location, wait=True):  # the figures go into the run folder: one writer at a time
+        losses = pd.read_parquet(folder.table("zero_shot"))
+        loss_figure(losses, out / "zero_shot.png", f"Held-out loss, {name}")
+        seen = pd.read_parquet(folder.table("seen_distance"))
+        seen_distance_figure(seen, out / "seen_distance.png", f"Seen-data distance, {name}")
+    print(f"figures: {out / 'zero_shot.png'}, {out / 'seen_distance.png'}")
+
+
+def _summary(out: Path) -> None:
+    """Held-out loss (all test items) per ordering at every eval step, as the run measured it."""
+    import pandas as pd
+
+    from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
+    from lg_pipeline.dynamics.zero_shot.run import zero_shot_run
+
+    losses = pd.read_parquet(zero_shot_run(out).table("zero_shot"))
+    table = losses[losses.task == ALL_TASKS].pivot(index="step", columns="ordering", values="loss")
+    print("held-out loss, all test items:")
+    print(table.round(4).to_string())

@@ -2,7 +2,9 @@
 
 Shared by both dynamics wings (learning and zero-shot), which train through
 `fine_tune(model, tokenizer, examples, config, callbacks=(), rejected=None) -> TrainResult`
-with a frozen `TrainConfig`: add fields with defaults, never rename or reorder arguments.
+with a frozen `TrainSettings` (checked on construction): add fields with defaults, never rename or reorder
+arguments. A run receives its model as a `LoadedModel` from a `ModelLoader`, called only once every input is
+checked and the output is locked.
 
 - SFT: a `trl.SFTTrainer` whose loss is the gradient engine's (mean cross-entropy over each
   example's response tokens, averaged over the batch), on the engine's encoding and chat
@@ -15,7 +17,9 @@ with a frozen `TrainConfig`: add fields with defaults, never rename or reorder a
 - Trainable: `attention` (q/k/v/o weights of every layer, the study's scope) or `all`.
 - Plain SGD (no momentum, no weight decay, no clipping) or AdamW, constant learning rate:
   updates are then exactly what the configuration says.
-- Device and dtype are the model's own; evaluation hooks are `TrainerCallback`s.
+- Device and dtype are the model's own (fp16 refused: `refuse_float16`); evaluation hooks are
+  `TrainerCallback`s. A training loss that is not finite stops the run (`RunStopped`, naming the step and the
+  learning rate) instead of training on into NaN weights.
 """
 
 from __future__ import annotations
@@ -23,15 +27,29 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import math
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lg_pipeline.errors import InputError
+from transformers import TrainerCallback
+
+from lg_pipeline.errors import (
+    InputError,
+    RunStopped,
+    SettingsError,
+    int_at_least,
+    one_of,
+    positive_number,
+    raise_problems,
+    setting,
+)
 from lg_pipeline.example import Example
-from lg_pipeline.gradients.encoding import IGNORE_INDEX, Encoded, encode, prompt_ids
-from lg_pipeline.gradients.engine import model_device, requires_grad_only
+from lg_pipeline.gradients.capture import grad_only_for
+from lg_pipeline.gradients.encoding import Encoded, encode, prompt_ids
+from lg_pipeline.gradients.engine import model_device
+from lg_pipeline.gradients.padding import right_padded
 from lg_pipeline.gradients.targets import find_targets
 from lg_pipeline.vocabulary import ATTENTION
 
@@ -43,8 +61,9 @@ _OPTIM = {"sgd": "sgd", "adamw": "adamw_torch"}
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """How to train. `steps` wins over `epochs` when both are set; one of them must be."""
+class TrainSettings:
+    """How to train. `steps` wins over `epochs` when both are set; one of them must be. `chat` None: the model's
+    own choice (its catalog entry, or its tokenizer's chat template), which a run resolves once it is loaded."""
 
     learning_rate: float = 1e-4
     optimizer: Optimizer = "sgd"
@@ -54,23 +73,80 @@ class TrainConfig:
     seed: int = 0
     trainable: Trainable = "attention"
     objective: Objective = "sft"
-    chat: bool = False
+    chat: bool | None = False
     max_length: int = 1024
     dpo_beta: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.optimizer not in _OPTIM:
-            raise InputError(f"--optimizer: '{self.optimizer}' is not one of {', '.join(_OPTIM)}")
-        if self.trainable not in ("attention", "all"):
-            raise InputError(f"--trainable: '{self.trainable}' is not attention or all")
-        if self.objective not in ("sft", "dpo"):
-            raise InputError(f"--objective: '{self.objective}' is not sft or dpo")
-        if (self.steps is None or self.steps < 1) and (self.epochs is None or self.epochs <= 0):
-            raise InputError("--steps: give a positive number of steps (or epochs)")
-        if self.batch_size < 1:
-            raise InputError(f"--batch-size: {self.batch_size} is not positive")
-        if not self.learning_rate > 0:
-            raise InputError(f"--lr: {self.learning_rate} is not positive")
+        raise_problems(self.problems())
+
+    def problems(self) -> list[str | None]:
+        no_length = (self.steps is None or int_at_least("steps", self.steps, 1)) and (
+            self.epochs is None or positive_number("epochs", self.epochs)
+        )
+        return [
+            positive_number("learning_rate", self.learning_rate),
+            one_of("optimizer", self.optimizer, tuple(_OPTIM)),
+            setting("steps", f"give a positive number of steps (or epochs), got {self.steps!r}") if no_length else None,
+            int_at_least("batch_size", self.batch_size, 1),
+            int_at_least("seed", self.seed, 0, 2**32 - 1),  # numpy's seed range
+            one_of("trainable", self.trainable, ("attention", "all")),
+            one_of("objective", self.objective, ("sft", "dpo")),
+            None if self.chat in (None, True, False) else setting("chat", f"must be true or false, got {self.chat!r}"),
+            int_at_least("max_length", self.max_length, 2),
+            positive_number("dpo_beta", self.dpo_beta),
+        ]
+
+
+class HoldsTrainSettings:
+    """Mixin of a run's settings object that holds a `TrainSettings` as `train` (checked in `__post_init__`)."""
+
+    @classmethod
+    def train_defaults(cls) -> dict[str, Any]:
+        """The training settings this kind of run starts from (`build` overrides them field by field)."""
+        return {}
+
+    @classmethod
+    def build(cls, train: Mapping[str, Any], **fields: Any) -> Any:
+        """`cls(train=TrainSettings(**train), **fields)`, with every problem of both in one SettingsError."""
+        problems: list[str] = []
+        try:
+            train_settings = TrainSettings(**{**cls.train_defaults(), **train})
+        except SettingsError as exc:
+            problems += exc.templates
+            train_settings = TrainSettings()  # stands in while the run's own settings are checked
+        try:
+            settings = cls(train=train_settings, **fields)
+        except SettingsError as exc:
+            problems += exc.templates
+        if problems:
+            raise SettingsError(problems)
+        return settings
+
+
+@dataclass
+class LoadedModel:
+    """A model as a run receives it: weights and tokenizer, whether its prompts take the chat template by default,
+    and its name and source (for the tables' run manifest)."""
+
+    model: Any
+    tokenizer: Any
+    chat: bool = False
+    name: str = ""
+    source: str = ""
+
+
+# Called by a run only after its inputs are checked and its output is locked: bad input never waits for weights.
+ModelLoader = Callable[[], LoadedModel]
+
+
+def refuse_float16(model: Any) -> None:
+    """fp16 weights train and measure without loss scaling: small gradients underflow to 0, and the gradient
+    statistics, kernels and alignments come out wrong without an error (bf16 has fp32's range)."""
+    import torch
+
+    if next(model.parameters()).dtype == torch.float16:
+        raise InputError("dtype float16: gradients underflow without loss scaling; use bfloat16 or float32")
 
 
 @dataclass
@@ -88,13 +164,9 @@ def trainable_parameters(model: Any, trainable: Trainable) -> list[str]:
         return [n for n, _ in model.named_parameters()]
     try:
         return [t.parameter for t in find_targets(model, ATTENTION)]
-    except InputError as exc:  # named for this command's option, not the engine's --targets
-        raise InputError(f"--trainable attention: {str(exc).removeprefix('--targets: ')}") from None
-
-
-def only_trainable(model: Any, names: Sequence[str]) -> contextlib.AbstractContextManager[None]:
-    """Let exactly `names` require a gradient for the run; the caller's flags come back afterwards."""
-    return requires_grad_only(model, names)
+    except InputError as exc:  # named for this setting, not the engine's targets
+        found = str(exc).removeprefix("--targets: ").replace("{", "{{").replace("}", "}}")
+        raise SettingsError(["{trainable} attention: " + found]) from None
 
 
 @contextlib.contextmanager
@@ -112,18 +184,21 @@ def fine_tune(
     model: Any,
     tokenizer: Any,
     examples: Sequence[Example],
-    config: TrainConfig = TrainConfig(),
+    config: TrainSettings = TrainSettings(),
     callbacks: Sequence[Any] = (),
     rejected: Sequence[Example] | None = None,
 ) -> TrainResult:
     """Train `model` in place on `examples` in their order; `rejected` (same rows) for DPO."""
     if config.objective == "dpo" and rejected is None:
-        raise InputError("--objective dpo needs --wrong (the rejected responses of the same rows)")
+        raise InputError("objective dpo needs the rejected responses of the same rows (a wrong-answer set)")
+    if config.chat is None:
+        raise ValueError("TrainSettings.chat is None: the run resolves it from the model before training")
     names = trainable_parameters(model, config.trainable)
     if not names:
-        raise InputError(f"--trainable {config.trainable}: no parameter of {type(model).__name__} matched")
+        raise InputError(f"trainable {config.trainable}: no parameter of {type(model).__name__} matched")
+    callbacks = [FiniteLoss(config.learning_rate), *callbacks]
     _ensure_pad_token(tokenizer)
-    with tempfile.TemporaryDirectory(prefix="lg-train-") as out, only_trainable(model, names):
+    with tempfile.TemporaryDirectory(prefix="lg-train-") as out, grad_only_for(model, names):
         if config.objective == "dpo":
             trainer, skipped = _dpo_trainer(model, tokenizer, examples, rejected, config, list(callbacks), out)
         else:
@@ -135,6 +210,21 @@ def fine_tune(
         history = list(trainer.state.log_history)
     model.eval()
     return TrainResult(int(output.global_step), history, skipped)
+
+
+class FiniteLoss(TrainerCallback):
+    """Stops training at the first step whose loss is not finite, naming the step and the learning rate."""
+
+    def __init__(self, learning_rate: float):
+        self.learning_rate = learning_rate
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise RunStopped([
+                f"step {state.global_step - 1}: the training loss is {float(loss)} (not finite); the run stopped: "
+                f"lower {{learning_rate}} (it is {self.learning_rate:g})"
+            ])
 
 
 def _quiet(trainer: Any) -> None:
@@ -150,7 +240,7 @@ def _ensure_pad_token(tokenizer: Any) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
-def _schedule(config: TrainConfig) -> dict[str, Any]:
+def _schedule(config: TrainSettings) -> dict[str, Any]:
     """Arguments common to both trainers: steps, optimizer, seed, device; nothing saved or reported."""
     return {
         "learning_rate": config.learning_rate,
@@ -166,6 +256,7 @@ def _schedule(config: TrainConfig) -> dict[str, Any]:
         "seed": config.seed,
         "data_seed": config.seed,
         "logging_steps": 1,
+        "logging_nan_inf_filter": False,  # a NaN loss is logged as NaN (and stops the run), not averaged away
         "save_strategy": "no",
         "eval_strategy": "no",
         "report_to": "none",
@@ -177,7 +268,7 @@ def _schedule(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def _arguments(config_cls: type, model: Any, config: TrainConfig, out: str, **extra: Any) -> Any:
+def _arguments(config_cls: type, model: Any, config: TrainSettings, out: str, **extra: Any) -> Any:
     """A TRL config that keeps the model where it is: `use_cpu` when it lives on the CPU."""
     common = _schedule(config)
     use_cpu = model_device(model).type == "cpu"
@@ -195,7 +286,7 @@ class _InOrder:
 
 
 def encode_examples(
-    tokenizer: Any, examples: Sequence[Example], config: TrainConfig
+    tokenizer: Any, examples: Sequence[Example], config: TrainSettings
 ) -> tuple[list[Encoded], dict[str, str]]:
     """The engine's encoding of each example; those with no response token left are skipped (with why)."""
     kept, skipped = [], {}
@@ -206,7 +297,8 @@ def encode_examples(
         else:
             kept.append(enc)
     if not kept:
-        raise InputError(f"training data: no example has a response token within max_length={config.max_length}")
+        problem = f"{config.max_length} leaves no response token in any training row"
+        raise SettingsError([setting("max_length", problem)])
     return kept, skipped
 
 
@@ -257,24 +349,14 @@ def _sft_trainer(model, tokenizer, examples, config, callbacks, out):
 
 
 class RightPadCollator:
-    """Right-pads `input_ids` / `labels` (-100) the way the gradient engine batches; keeps `example_id`."""
+    """Right-pads `input_ids` / `labels` (-100) with the engine's builder (`padding.right_padded`)."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"])
-            mask[i, :n] = 1
-            labels[i, :n] = torch.tensor(r["labels"])
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = right_padded([(r["input_ids"], r["labels"]) for r in rows], self.pad_id)
+        return {"input_ids": batch.ids, "attention_mask": batch.mask, "labels": batch.labels}
 
 
 def _dpo_trainer(model, tokenizer, examples, rejected, config, callbacks, out):
@@ -282,7 +364,7 @@ def _dpo_trainer(model, tokenizer, examples, rejected, config, callbacks, out):
     from trl import DPOConfig, DPOTrainer
 
     if len(rejected) != len(examples):
-        raise InputError(f"--wrong: {len(rejected)} rows, the training data has {len(examples)}")
+        raise InputError(f"rejected responses: {len(rejected)} rows, the training data has {len(examples)}")
     rows, skipped = _preference_rows(tokenizer, examples, rejected, config)
 
     class EngineEncodingDPOTrainer(_InOrder, DPOTrainer):
@@ -310,7 +392,7 @@ def _preference_rows(tokenizer, examples, rejected, config) -> tuple[list[dict[s
     rows, skipped = [], {}
     for good, bad in zip(examples, rejected, strict=True):
         if good.instruction != bad.instruction:
-            raise InputError(f"--wrong: row {good.example_id} has another instruction than the training row")
+            raise InputError(f"rejected responses: row {good.example_id} has another instruction than the training row")
         prompt = prompt_ids(tokenizer, good.instruction, config.chat)
         room = config.max_length - len(prompt)
         chosen = list(tokenizer(good.response, add_special_tokens=False)["input_ids"])[:room]
@@ -320,5 +402,6 @@ def _preference_rows(tokenizer, examples, rejected, config) -> tuple[list[dict[s
             continue
         rows.append({"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": worse})
     if not rows:
-        raise InputError(f"training data: no pair has response tokens within max_length={config.max_length}")
+        problem = f"{config.max_length} leaves no response token in any training pair"
+        raise SettingsError([setting("max_length", problem)])
     return rows, skipped

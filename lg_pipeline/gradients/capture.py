@@ -1,144 +1,218 @@
-"""Hooks that keep each target layer's input X and output gradient Δ, and turn them into statistics.
+"""The one owner of hooks on the studied matrices: register, run the backward, release.
 
-Two schedules, same numbers:
-- in the hook (`workers=0`): each target's statistics are computed as its output gradient
-  arrives, so at most one layer's Δ is alive at a time. Right on CUDA, where the small
-  factorisations are fast and memory is what runs out.
-- after the backward (`workers>0`): the hooks only keep X and Δ; once the backward is done
-  the per-example jobs run on `workers` threads, each single-threaded. On a CPU the
-  small QRs and eigensolves (a few hundred rows) scale badly across threads, so one per
-  core beats every core on one: the LAPACK calls stop waiting on each other.
-Layers fed the same input tensor (q/k/v, gate/up) share one QR of it in both schedules.
-An example's last position predicts nothing and no position attends to it, so its Δ is
-exactly 0: it is left out, which changes no entry of G and makes the rank rule exact
-(σ_min = 0 whenever the T−1 positions with a gradient are fewer than min(out, in)).
+A linear layer's per-example gradient is G = Δᵀ X (X: its inputs, Δ: its output gradients, one row
+per token), so everything measured from a backward needs only X and Δ per matrix and example. A
+`Capture` registers a forward hook on each target layer (keeping X) and a tensor hook on its output;
+as each Δ arrives in the backward it hands the batch's (X, Δ) to every *consumer* it was given, then
+drops them: what is done with them belongs to the consumer (the engine's statistics in
+`gradients/statistics`, the learning-dynamics probes' inner products and kernel, the zero-shot
+gradient ordering). One forward and one backward feed them all.
+
+No parameter needs a gradient for that (the backward then skips every weight-gradient GEMM), so the
+graph is made to start at the embeddings' output, the backward runs to it with `autograd.grad`, and
+no `.grad` is touched: a capture can run inside a training step without disturbing the trainer.
+`grad_only_for` is the one "gradients only for these weights" context, and `finite_logits` the one
+hook on the whole model (the runner's NaN guard). The shape follows Opacus' `GradSampleModule` (one
+owner of hooks) and Kronfluence's trackers (a named lifecycle, one quantity per consumer).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol
 
-from lg_pipeline.gradients.spectra import factor_stats, r_factor
 from lg_pipeline.gradients.targets import Target
 
-# One job: an example's slice of one layer input, and the (target index, example, Δ) fed by it.
-Job = tuple[Any, list[tuple[int, int, Any]]]
+
+@dataclass(frozen=True)
+class Factors:
+    """One target's factors for a whole batch, as its output gradient arrives.
+
+    `x` (batch, width, in) and `delta` (batch, width, out) are right-padded like the batch and in the
+    model's dtype; pad positions and each sequence's last position carry Δ = 0. `source` identifies
+    the input tensor: layers fed the same input (q/k/v, gate/up) have the same one.
+    """
+
+    index: int
+    x: Any
+    delta: Any
+    source: tuple[int, int]
 
 
-class FactorCapture:
-    """Register on `model` for one forward/backward of a batch with the given token counts."""
+class Consumer(Protocol):
+    """What is done with the factors: `on_factors` in the backward, `finish` once it is over."""
 
-    def __init__(self, model: Any, targets: list[Target], lengths: list[int], workers: int = 0):
-        self.lengths = lengths
-        self.rows = [n - 1 for n in lengths]  # positions whose Δ can be non-zero (all but the last)
-        self.workers = workers
-        self.stats: dict[tuple[int, int], Any] = {}  # (target index, example) -> stat vector
-        self._jobs: dict[tuple[int, int, int], Job] = {}  # (input id, input version, example) -> job
-        self._r_cache: dict[tuple[int, int, int], Callable[[], Any]] = {}
-        # Inputs are keyed by id(): hold them so no freed tensor's id is reused by a later layer's input.
+    def on_factors(self, factors: Factors) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class _Calls:
+    """A consumer that calls a function with each target's factors and has nothing to finish."""
+
+    def __init__(self, fn: Callable[[Factors], None]):
+        self.fn = fn
+
+    def on_factors(self, factors: Factors) -> None:
+        self.fn(factors)
+
+    def finish(self) -> None:
+        pass
+
+
+class KeptFactors:
+    """A consumer that keeps every target's X and Δ of the batch (the kernel's training side, the benchmark)."""
+
+    def __init__(self) -> None:
+        self.factors: dict[int, Factors] = {}
+
+    @property
+    def x(self) -> dict[int, Any]:
+        return {i: f.x for i, f in self.factors.items()}
+
+    @property
+    def delta(self) -> dict[int, Any]:
+        return {i: f.delta for i, f in self.factors.items()}
+
+    def on_factors(self, factors: Factors) -> None:
+        self.factors[factors.index] = factors
+
+    def finish(self) -> None:
+        pass
+
+
+def consumer(on_factors: Callable[[Factors], None]) -> Consumer:
+    """A consumer from a function of each target's factors (for a reduction with nothing to finish)."""
+    return _Calls(on_factors)
+
+
+class Capture:
+    """Hooks on `targets` of `model` for one forward/backward of `n_rows` sequences; use as a `with` block.
+
+    Inside the block only `trainable` parameters require a gradient (none by default); every flag
+    and hook is restored or removed on leaving it, whatever happens.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        targets: Sequence[Target],
+        n_rows: int,
+        consumers: Sequence[Consumer] = (),
+        trainable: Iterable[str] = (),
+    ):
+        self.model, self.targets, self.n_rows = model, list(targets), n_rows
+        self.consumers, self.trainable = list(consumers), set(trainable)
+        self._graph_inputs: list[Any] = []
+        # Inputs are identified by id(): hold them so no freed tensor's id is reused by a later layer's input.
         self._inputs: list[Any] = []
-        modules = dict(model.named_modules())
-        self._handles = [
-            modules[t.module_path].register_forward_hook(self._forward_hook(i)) for i, t in enumerate(targets)
-        ]
-        # No parameter requires a gradient: make the graph start at the embeddings.
-        self._handles.append(
-            model.get_input_embeddings().register_forward_hook(lambda m, a, out: out.requires_grad_(True))
-        )
+        self._handles: list[Any] = []
+        self._flags = contextlib.ExitStack()
+
+    def __enter__(self) -> Capture:
+        self._flags.enter_context(grad_only_for(self.model, self.trainable))
+        try:
+            modules = dict(self.model.named_modules())
+            for index, target in enumerate(self.targets):
+                self._handles.append(modules[target.module_path].register_forward_hook(self._forward_hook(index)))
+            self._handles.append(self.model.get_input_embeddings().register_forward_hook(self._start_graph))
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def backward(self, value: Any, also: Sequence[Any] = ()) -> tuple[Any, ...]:
+        """Backward of the scalar `value`: consumers see every target's factors, then finish.
+
+        Returns the gradients of `also` (trainable tensors outside the targets; None where unused).
+        """
+        import torch
+
+        if not self._graph_inputs:
+            raise RuntimeError("no forward ran inside the capture: nothing to take a backward of")
+        inputs = [*self._graph_inputs, *also]
+        grads = torch.autograd.grad(value, inputs, allow_unused=True)
+        for consumer in self.consumers:
+            consumer.finish()
+        return tuple(grads[len(self._graph_inputs) :])
+
+    def release(self) -> None:
+        """Remove every hook and restore every flag; idempotent."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._inputs.clear()
+        self._graph_inputs.clear()
+        self._flags.close()
+
+    def _start_graph(self, module: Any, args: Any, out: Any) -> None:
+        """No weight needs a gradient: the graph starts at the embeddings' output."""
+        if not out.requires_grad:
+            out.requires_grad_(True)
+        self._graph_inputs.append(out)
 
     def _forward_hook(self, index: int) -> Callable:
-        def hook(module, args, output):
-            self._inputs.append(args[0])
-            x = self._per_example(args[0].detach())
-            key = (id(args[0]), args[0]._version)
-            output.register_hook(lambda grad: self._on_grad(index, x, key, grad))
+        def hook(module: Any, args: Any, output: Any) -> None:
+            layer_input = args[0]
+            self._inputs.append(layer_input)
+            source = (id(layer_input), layer_input._version)
+            x = self._per_row(layer_input.detach())
+            output.register_hook(lambda grad: self._deliver(index, x, source, grad))
 
         return hook
 
-    def _per_example(self, t: Any) -> Any:
+    def _per_row(self, t: Any) -> Any:
         """(batch, width, features) whatever the layer saw: OPT-style blocks flatten tokens to 2-D."""
-        return t.reshape(len(self.lengths), -1, t.shape[-1])
+        return t.reshape(self.n_rows, -1, t.shape[-1])
 
-    def _on_grad(self, index: int, x: Any, key: tuple[int, int], grad: Any) -> None:
+    def _deliver(self, index: int, x: Any, source: tuple[int, int], grad: Any) -> None:
         import torch
 
-        grad = self._per_example(grad)
-        for b, n in enumerate(self.rows):
-            if self.workers:
-                self._jobs.setdefault((*key, b), (x[b, :n], []))[1].append((index, b, grad[b, :n]))
-                continue
-            xb = x[b, :n]
-            shared_r = self._r_cache.setdefault((*key, b), _once(lambda xb=xb: r_factor(xb)))
-            with torch.no_grad():
-                self.stats[index, b] = factor_stats(xb, grad[b, :n], shared_r)
-
-    def finish(self) -> None:
-        """Run the jobs kept by the hooks (after-backward schedule); a no-op for the in-hook one."""
-        jobs, self._jobs = list(self._jobs.values()), {}
-        for done in _on_single_threaded_workers(_run_job, jobs, self.workers):
-            self.stats.update(done)
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._r_cache.clear()
-        self._jobs.clear()
-        self._inputs.clear()
+        factors = Factors(index, x, self._per_row(grad.detach()), source)
+        with torch.no_grad():
+            for consumer in self.consumers:
+                consumer.on_factors(factors)
 
 
-def _run_job(job: Job) -> dict[tuple[int, int], Any]:
-    """Statistics of every target fed by one input slice, sharing the input's R factor."""
-    import torch
+@contextlib.contextmanager
+def grad_only_for(model: Any, names: Iterable[str] = ()) -> Iterator[None]:
+    """Exactly the named parameters require a gradient for the block; every flag comes back after it.
 
-    x, items = job
-    shared_r = _once(lambda: r_factor(x))
-    with torch.no_grad():  # grad mode is per thread
-        return {(index, b): factor_stats(x, delta, shared_r) for index, b, delta in items}
-
-
-def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """fn, computed on the first call only."""
-    box: list[Any] = []
-    return lambda: box[0] if box else (box.append(fn()) or box[0])
-
-
-def _on_single_threaded_workers(fn: Callable[[Any], Any], jobs: list, workers: int) -> list:
-    """map(fn, jobs) on `workers` threads, torch limited to one thread each.
-
-    In a process whose main thread has not run an OpenMP region yet, a worker's setting is
-    the process-wide default: the caller's is restored. (numpy's BLAS, which the eigensolves
-    use on a CPU, is held to one thread for the whole batch by `single_threaded_blas`.)
+    `.grad` is left alone: a trainer's accumulated gradients survive a measurement taken inside its step.
     """
-    import torch
-
-    if not jobs:
-        return []
-    saved = torch.get_num_threads()
+    saved = {n: p.requires_grad for n, p in model.named_parameters()}
+    keep = set(names)
     try:
-        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            return list(pool.map(fn, jobs))
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in keep)
+        yield
     finally:
-        torch.set_num_threads(saved)
+        for n, p in model.named_parameters():
+            p.requires_grad_(saved[n])
 
 
-def single_threaded_blas(device: Any) -> contextlib.AbstractContextManager:
-    """On a CPU, numpy's BLAS (OpenBLAS: `spectra.singular_values`' Grams and eigensolves) on one thread.
+@contextlib.contextmanager
+def finite_logits(model: Any) -> Iterator[None]:
+    """Fail a batch whose logits hold NaN or inf as "loss is not finite", before the spectra turn it into a
+    linear-algebra error (a NaN weight, an fp16 overflow). The engine splits the batch to find the example."""
 
-    Its calls come from one-threaded workers or from inside torch's backward; OpenBLAS threads of
-    its own would compete with both (and spin after each call). Process-wide while it is held.
-    """
-    from threadpoolctl import threadpool_limits
+    def check(_module: Any, _inputs: Any, output: Any) -> None:
+        import torch
 
-    cpu = getattr(device, "type", str(device)) == "cpu"
-    return threadpool_limits(1, user_api="blas") if cpu else contextlib.nullcontext()
+        logits = getattr(output, "logits", None)
+        if logits is not None and not bool(torch.isfinite(logits).all()):
+            raise FloatingPointError("loss is not finite (NaN or inf in the model's logits)")
 
-
-def default_workers(device: Any) -> int:
-    """CPU with several torch threads: one worker per thread, after the backward; otherwise in the hook."""
-    import torch
-
-    threads = torch.get_num_threads()
-    return threads if getattr(device, "type", str(device)) == "cpu" and threads > 1 else 0
+    handle = model.register_forward_hook(check)
+    try:
+        yield
+    finally:
+        handle.remove()

@@ -1,9 +1,9 @@
 """Per-example gradient statistics of every studied matrix of a causal LM.
 
 Two methods, same numbers:
-- `core` (default): batches of examples, one forward/backward per batch. Hooks keep
-  each target layer's input X and output gradient Δ; statistics come from the
-  factors (see `spectra.factor_stats`, scheduled by `capture`). No parameter needs a
+- `core` (default): batches of examples, one forward/backward per batch. The capture's
+  hooks hand each target layer's input X and output gradient Δ to the statistics
+  (`gradients/statistics`, from the factors: `spectra.stacked_factor_stats`). No parameter needs a
   gradient, so the backward skips every weight-gradient GEMM, which pays for forming
   G per example; the vocabulary projection runs only where a label follows, in chunks of
   positions (`lg_pipeline.gradients.loss`), so its memory does not grow with the batch.
@@ -13,7 +13,6 @@ Two methods, same numbers:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,9 +20,17 @@ from typing import Any, Literal
 
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
-from lg_pipeline.gradients.capture import FactorCapture, default_workers, single_threaded_blas
+from lg_pipeline.gradients.capture import Capture, grad_only_for
 from lg_pipeline.gradients.encoding import ENCODINGS, IGNORE_INDEX, Encoded, encode, study_drops_system
+from lg_pipeline.gradients.padding import encoded_batch
 from lg_pipeline.gradients.spectra import matrix_stats
+from lg_pipeline.gradients.statistics import (
+    MatrixStatistics,
+    check_schedule,
+    default_schedule,
+    default_workers,
+    single_threaded_blas,
+)
 from lg_pipeline.gradients.targets import Target, find_targets
 from lg_pipeline.schema import MATRIX_STATS
 from lg_pipeline.vocabulary import ATTENTION
@@ -44,8 +51,8 @@ class EngineConfig:
     batch_size: int = 4
     max_length: int = 1024
     chat: bool = False
-    # Threads for the statistics after each backward (see lg_pipeline.gradients.capture); 0: in the hook,
-    # as each gradient arrives (bounded memory); None: per device (CPU: torch's threads, CUDA: 0).
+    # Threads for the statistics after the backward (lg_pipeline.gradients.statistics); None: per device
+    # (CPU: torch's threads, CUDA: 1). 0 with no schedule set means in the hook (the setting's older meaning).
     stats_workers: int | None = None
     # How text becomes tokens: `pair` (prompt and response apart) or `study` (the study's whole-text
     # rules); see lg_pipeline.gradients.encoding.
@@ -54,6 +61,9 @@ class EngineConfig:
     # this, so activation memory is bounded whatever `batch_size` is (one example always runs alone).
     # None: per device (`default_token_budget`).
     max_batch_tokens: int | None = None
+    # When the statistics are computed: `in-hook` (as each gradient arrives) or `after-backward` (on
+    # `stats_workers` threads); the same numbers either way. None: per device (CUDA in-hook, CPU after-backward).
+    stats_schedule: str | None = None
 
 
 @dataclass
@@ -133,6 +143,8 @@ def check_config(model: Any, config: EngineConfig) -> None:
 
     if config.encoding not in ENCODINGS:
         raise InputError(f"encoding '{config.encoding}' is not one of {', '.join(ENCODINGS)}")
+    if config.stats_schedule is not None:
+        check_schedule(config.stats_schedule)
     if next(model.parameters()).dtype == torch.float16:
         raise InputError("dtype float16: gradients underflow without loss scaling; use bfloat16 or float32")
 
@@ -148,7 +160,8 @@ class _BatchRunner:
         self.batch_size = 1 if config.method == "full-svd" else max(1, config.batch_size)
         device = model_device(model)
         self.token_budget = config.max_batch_tokens or default_token_budget(device)
-        self.workers = default_workers(device) if config.stats_workers is None else config.stats_workers
+        self.schedule = stats_schedule(config, device)
+        self.workers = default_workers(device) if config.stats_workers is None else max(1, config.stats_workers)
 
     def fits(self, batch: list[Encoded]) -> bool:
         return fits_one_pass(batch, self.batch_size, self.token_budget)
@@ -157,7 +170,7 @@ class _BatchRunner:
         try:
             if self.method == "full-svd":
                 return _full_svd_example(self.model, self.targets, batch, self.pad_id)
-            return _core_batch(self.model, self.targets, batch, self.pad_id, self.workers)
+            return _core_batch(self.model, self.targets, batch, self.pad_id, self.schedule, self.workers)
         except Exception as exc:  # recorded per example, never swallowed silently
             reason, out_of_memory = f"{type(exc).__name__}: {exc}"[:500], is_out_of_memory(exc)
         # Recover here, outside the `except` block: the exception's traceback holds the failed batch's frames
@@ -177,6 +190,13 @@ class _BatchRunner:
                 self.batch_size,
             )
         return self.run(batch[:half]) + self.run(batch[half:])
+
+
+def stats_schedule(config: EngineConfig, device: Any) -> str:
+    """The configured schedule; else in the hook for `stats_workers=0`, else the device's default."""
+    if config.stats_schedule is not None:
+        return config.stats_schedule
+    return "in-hook" if config.stats_workers == 0 else default_schedule(device)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -205,67 +225,24 @@ def model_device(model: Any):
 
 
 def batch_tensors(batch: list[Encoded], pad_id: int, device) -> tuple[Any, Any, Any]:
-    """Right-padded ids, attention mask and labels (-100 on prompt and padding)."""
-    import torch
-
-    width = max(e.n_tokens for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-    for i, e in enumerate(batch):
-        ids[i, : e.n_tokens] = torch.tensor(e.input_ids)
-        mask[i, : e.n_tokens] = 1
-        labels[i, : e.n_tokens] = torch.tensor(e.labels())
-    return ids.to(device), mask.to(device), labels.to(device)
-
-
-@contextlib.contextmanager
-def requires_grad_only(model: Any, names: Iterable[str]) -> Iterator[None]:
-    """Exactly the named parameters require a gradient for the block; every flag comes back after it."""
-    saved = {n: p.requires_grad for n, p in model.named_parameters()}
-    keep = set(names)
-    try:
-        for n, p in model.named_parameters():
-            p.requires_grad_(n in keep)
-        yield
-    finally:
-        for n, p in model.named_parameters():
-            p.requires_grad_(saved[n])
-
-
-@contextlib.contextmanager
-def grad_only_for(model: Any, names: set[str]) -> Iterator[None]:
-    """`requires_grad_only`, and no parameter gradient left behind (the engine's passes own none)."""
-    try:
-        with requires_grad_only(model, names):
-            yield
-    finally:
-        model.zero_grad(set_to_none=True)
+    """Right-padded ids, attention mask and labels (-100 on prompt and padding): `padding.encoded_batch`'s."""
+    padded = encoded_batch(batch, pad_id, device)
+    return padded.ids, padded.mask, padded.labels
 
 
 def _core_batch(
-    model: Any, targets: list[Target], batch: list[Encoded], pad_id: int, workers: int = 0
+    model: Any, targets: list[Target], batch: list[Encoded], pad_id: int, schedule: str, workers: int = 1
 ) -> list[ExampleResult]:
-    import torch
-
     from lg_pipeline.gradients.loss import response_losses
 
-    ids, mask, labels = batch_tensors(batch, pad_id, model_device(model))
-    keep = positions_with_loss(model, labels)
-    capture = FactorCapture(model, targets, [e.n_tokens for e in batch], workers)
-    try:
-        with single_threaded_blas(ids.device):
-            with grad_only_for(model, set()):
-                losses = response_losses(model, ids, mask, labels, keep)
-                losses.sum().backward()
-            capture.finish()
-    finally:
-        capture.close()
-    if len({i for i, _ in capture.stats}) != len(targets):
-        raise RuntimeError(f"gradients reached {len({i for i, _ in capture.stats})} of {len(targets)} target layers")
+    padded = encoded_batch(batch, pad_id, model_device(model))
+    keep = positions_with_loss(model, padded.labels)
+    stats = MatrixStatistics(targets, padded.lengths, schedule, workers)
+    with single_threaded_blas(padded.ids.device), Capture(model, targets, len(batch), [stats]) as capture:
+        losses = response_losses(model, padded.ids, padded.mask, padded.labels, keep)
+        capture.backward(losses.sum())
     # (targets, batch, stats) -> one host transfer for the whole batch.
-    table = torch.stack([torch.stack([capture.stats[i, b] for b in range(len(batch))]) for i in range(len(targets))])
-    table = table.cpu().tolist()
+    table = stats.table().cpu().tolist()
     loss_values = losses.detach().cpu().tolist()
     return [
         _result(e, loss_values[b], targets, [table[i][b] for i in range(len(targets))]) for b, e in enumerate(batch)
@@ -294,10 +271,13 @@ def _full_svd_example(model: Any, targets: list[Target], batch: list[Encoded], p
     params = dict(model.named_parameters())
     ids = torch.tensor([enc.input_ids], device=model_device(model))
     labels = torch.tensor([enc.labels()], device=ids.device)
-    with grad_only_for(model, {t.parameter for t in targets}):
-        loss = model(input_ids=ids, labels=labels, use_cache=False).loss
-        loss.backward()
-        stats = [matrix_stats(params[t.parameter].grad).cpu().tolist() for t in targets]
+    try:
+        with grad_only_for(model, {t.parameter for t in targets}):
+            loss = model(input_ids=ids, labels=labels, use_cache=False).loss
+            loss.backward()
+            stats = [matrix_stats(params[t.parameter].grad).cpu().tolist() for t in targets]
+    finally:
+        model.zero_grad(set_to_none=True)  # the engine's passes own no gradient
     return [_result(enc, float(loss.detach().cpu()), targets, stats)]
 
 

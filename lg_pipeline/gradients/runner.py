@@ -1,56 +1,65 @@
 """Run the engine over a dataset into a resumable Parquet table, with progress and counted outcomes.
 
-Used by the CLI and the Dagster assets alike. What it promises:
-- **One writer per output** (`lg_pipeline.io.locks`): a second writer is refused at once (`wait=False`, the CLI)
-  or waits its turn (`wait=True`, a Dagster run).
-- **Resume**: results go to disk batch by batch, in chunks named per writer; a rerun skips every example
-  recorded as `ok` (with its rows) or `skipped`, and retries the failed ones.
+Used by the CLI and the Dagster assets alike. The table, its outcomes (`<name>.status.parquet`) and its run key
+(`<name>.run.json`) form one run folder (`lg_pipeline.io.run_folder`), which gives the promises every run keeps:
+- **One writer per output**: a second writer is refused at once (`wait=False`, the CLI) or waits its turn
+  (`wait=True`, a Dagster run).
+- **Resume**: results go to disk batch by batch (statistics and outcomes, then the batch's commit marker); a rerun
+  skips every example recorded as `ok` (with its rows) or `skipped`, and retries the failed ones.
 - **Reuse only what was computed the same way**: the run key hashes the engine version, a fingerprint of the
   weights, their dtype, the device type, every `EngineConfig` field that changes a number, and the extra
-  columns; every row carries it (with the readable provenance of `schema.PROVENANCE_COLUMNS`).
+  columns; every row carries it (with the readable provenance of `schema.PROVENANCE_COLUMNS`), and so does the
+  table's run manifest (`lg_pipeline.io.manifest`: model, data, targets, the examples asked for, ...).
 - **Finished work is never deleted before its replacement is complete**: a run with another key computes
-  beside the old table (chunks under the key's own name) and swaps the new one in when it finishes; an
-  unreadable (truncated) table is recomputed the same way. Earlier examples not asked for this time are kept
-  unless `prune=True`, and the run says which it did.
-- **A write that fails** (disk full, read-only) is one line; the finished chunks stay for the next run.
+  beside the old table and swaps the new one in when it finishes; an unreadable (truncated) table is recomputed
+  the same way. Earlier examples not asked for this time are kept unless `prune=True`, and the run says which.
+- **A write that fails** (disk full, read-only) is one line; the finished batches stay for the next run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import errno
 import hashlib
-import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lg_pipeline.errors import InputError
-from lg_pipeline.example import Example
+from lg_pipeline.errors import InputError, SettingsError
+from lg_pipeline.example import Example, stable_id
+from lg_pipeline.gradients.capture import finite_logits
 from lg_pipeline.gradients.encoding import encode, study_drops_system
 from lg_pipeline.gradients.engine import ENGINE_VERSION, EngineConfig, ExampleResult, compute_gradient_stats
-from lg_pipeline.io.atomic import ChunkedTable, atomic_write_text, write_parquet
-from lg_pipeline.io.locks import output_lock
+from lg_pipeline.gradients.targets import find_targets
+from lg_pipeline.io.run_folder import RunFiles, RunFolder, RunWriter, TableSpec
 from lg_pipeline.schema import GRADIENT_COLUMNS, PROVENANCE_COLUMNS, STATUS_COLUMNS
 
 # EngineConfig fields that never change a number (the two methods agree; batching and threads are scheduling).
-SCHEDULING_FIELDS = ("method", "batch_size", "stats_workers", "max_batch_tokens")
-WRITE_ERRORS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG)
+SCHEDULING_FIELDS = ("method", "batch_size", "stats_workers", "max_batch_tokens", "stats_schedule")
 PARQUET_MAGIC = b"PAR1"
+GRADIENT_FILES = RunFiles(
+    kind="gradient",
+    tables={
+        "stats": TableSpec(keys=("example_id", "parameter"), order=(), kind="gradient_stats"),
+        "status": TableSpec(keys=("example_id",), order=(), kind="gradient_status"),
+    },
+    main="stats",
+)
+
+
+def gradient_run(stats_path: str | Path) -> RunFolder:
+    """The run folder of a statistics table: the table, its outcomes and its run key, side by side."""
+    return GRADIENT_FILES.beside(stats_path)
 
 
 def status_path(stats_path: str | Path) -> Path:
-    stats_path = Path(stats_path)
-    return stats_path.with_name(stats_path.stem + ".status.parquet")
+    return gradient_run(stats_path).table("status")
 
 
 def key_path(stats_path: str | Path) -> Path:
     """The readable run key of the finished table (what it was computed with)."""
-    stats_path = Path(stats_path)
-    return stats_path.with_name(stats_path.stem + ".run.json")
+    return gradient_run(stats_path).settings_file
 
 
 @dataclass
@@ -96,15 +105,19 @@ class Progress:
             )
 
 
-def check_config(config: EngineConfig) -> None:
-    """Settings that would silently compute something else (`--batch-size 0` as 1, `--max-length -1`)."""
-    if not isinstance(config.batch_size, int) or config.batch_size < 1:
-        raise InputError(f"batch size must be a positive integer, got {config.batch_size}")
-    if not isinstance(config.max_length, int) or config.max_length < 2:
-        raise InputError(f"max length must be at least 2 tokens (prompt and response), got {config.max_length}")
+def check_engine_settings(config: EngineConfig) -> None:
+    """Settings that would silently compute something else (`batch_size 0` as 1, `max_length -1`), all at once,
+    each naming its setting (`SettingsError`; the CLI names them by its flags)."""
+    problems = []
+    if isinstance(config.batch_size, bool) or not isinstance(config.batch_size, int) or config.batch_size < 1:
+        problems.append("{batch_size} must be at least 1, got " + repr(config.batch_size))
+    if isinstance(config.max_length, bool) or not isinstance(config.max_length, int) or config.max_length < 2:
+        problems.append("{max_length} must be at least 2 tokens (prompt and response), got " + repr(config.max_length))
     budget = config.max_batch_tokens
-    if budget is not None and (not isinstance(budget, int) or budget < 1):
-        raise InputError(f"max batch tokens must be a positive integer, got {budget}")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        problems.append("{max_batch_tokens} must be at least 1, got " + repr(budget))
+    if problems:
+        raise SettingsError(problems)
 
 
 def check_output_path(out: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
@@ -165,29 +178,24 @@ def run_to_parquet(
     prune: bool = False,
     wait: bool = True,
     inputs: Sequence[str | Path] = (),
+    provenance: Mapping[str, Any] | None = None,
 ) -> RunSummary:
     """Compute statistics for `examples` into `out_path` (+ `.status.parquet` outcomes, `.run.json` key).
 
     `prune`: the finished table holds exactly these examples (else earlier ones of the same key are kept).
     `wait`: wait for another writer of `out_path` (a Dagster run) instead of failing at once (the CLI).
+    `provenance`: what the caller knows of where the data and weights came from, for the tables' run manifest
+    (`model`, `model_source`, `data_file`, `data_hash`, `limit`, `n_examples`, ...).
     """
     out = check_output_path(out_path, inputs)
-    check_config(config)
+    check_engine_settings(config)
     if not examples:
         raise InputError(f"{out}: no examples to compute")
     fields = run_key_fields(model, config, extra_columns)
-    key = run_key(fields)
-    with output_lock(out, wait=wait, report=report):
-        run = _Run(out, key, fields, model, tokenizer, examples, config, extra_columns or {}, report)
-        try:
-            return run.execute(prune)
-        except OSError as exc:
-            if exc.errno not in WRITE_ERRORS:
-                raise
-            raise InputError(
-                f"{out}: cannot write ({exc.strerror}); {run.finished_examples} finished examples are kept, "
-                "rerun to resume"
-            ) from None
+    run = _GradientRun(out, fields, model, tokenizer, examples, config, extra_columns or {}, report)
+    kept = lambda: f"{run.finished_examples} finished examples are kept"  # noqa: E731
+    with gradient_run(out).writing(fields, wait=wait, report=report, kept=kept) as writer:
+        return run.execute(writer, prune, dict(provenance or {}))
 
 
 def weights_fingerprint(model: Any) -> str:
@@ -208,18 +216,25 @@ def weights_fingerprint(model: Any) -> str:
     return digest.hexdigest()[:16]
 
 
+def model_identity(model: Any) -> dict[str, Any]:
+    """What identifies the weights a run computes with: class and origin, fingerprint, dtype, device type."""
+    param = next(model.parameters())
+    return {
+        "model": f"{type(model).__name__}:{getattr(model, 'name_or_path', '')}",
+        "weights": weights_fingerprint(model),
+        "dtype": str(param.dtype).removeprefix("torch."),
+        "device_type": param.device.type,
+    }
+
+
 def run_key_fields(model: Any, config: EngineConfig, extra_columns: dict[str, Any] | None) -> dict[str, Any]:
     """Everything that changes a number: engine, weights, dtype, device type, settings (by name), extras."""
-    param = next(model.parameters())
     settings = {
         f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in SCHEDULING_FIELDS
     }
     return {
         "engine": ENGINE_VERSION,
-        "model": f"{type(model).__name__}:{getattr(model, 'name_or_path', '')}",
-        "weights": weights_fingerprint(model),
-        "dtype": str(param.dtype).removeprefix("torch."),
-        "device_type": param.device.type,
+        **model_identity(model),
         **settings,
         "extra": {k: str(v) for k, v in sorted((extra_columns or {}).items())},
     }
@@ -231,11 +246,7 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, (int, float, bool, str)) else str(value)
 
 
-def run_key(fields: dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def provenance(fields: dict[str, Any], key: str) -> dict[str, Any]:
+def row_provenance(fields: dict[str, Any], key: str) -> dict[str, Any]:
     """The per-run provenance columns of every row (`truncated` is per example, set later)."""
     return {
         "run_key": key,
@@ -247,73 +258,47 @@ def provenance(fields: dict[str, Any], key: str) -> dict[str, Any]:
     }
 
 
-def describe_change(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
-    if old is None:
-        return "no run key recorded"
-    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed) or "same settings"
+def examples_hash(examples: Sequence[Example]) -> str:
+    """A hash of the rows themselves (ids, prompts, responses), for data that came from no single file."""
+    return stable_id(*(stable_id(e.example_id, e.instruction, e.response) for e in examples))
 
 
-class _Run:
+class _GradientRun:
     """One call of `run_to_parquet`, holding the output's lock."""
 
-    def __init__(self, out, key, fields, model, tokenizer, examples, config, extra, report):
-        self.out, self.key, self.fields = out, key, fields
+    def __init__(self, out, fields, model, tokenizer, examples, config, extra, report):
+        self.out, self.fields = out, fields
         self.model, self.tokenizer, self.examples, self.config = model, tokenizer, examples, config
         self.extra, self.report = extra, report
-        # Chunks under the key's own name: work done another way is never joined, and the old table stays.
-        self.stats = ChunkedTable(out, out.with_name(f"{out.name}.{key}.parts"))
-        self.status = ChunkedTable(status_path(out), status_path(out).with_name(f"{status_path(out).name}.{key}.parts"))
         self.finished_examples = 0
 
-    def execute(self, prune: bool) -> RunSummary:
+    def execute(self, writer: RunWriter, prune: bool, provenance: dict[str, Any]) -> RunSummary:
         started = time.monotonic()
-        base_stats, base_status = self._finished_table()
-        earlier_status = _concat(base_status, self.status.read_chunks())
-        earlier_stats = _concat(base_stats, self.stats.read_chunks())
+        finished = writer.finished()
+        base_stats, base_status = (finished["stats"], finished["status"]) if finished else (None, None)
+        earlier_status = _concat(base_status, writer.committed("status"))
+        earlier_stats = _concat(base_stats, writer.committed("stats"))
         wanted = {e.example_id for e in self.examples}
         done = _done_ids(earlier_stats, earlier_status) & wanted
         self.finished_examples = len(done)
         todo = [e for e in self.examples if e.example_id not in done]
         if done:
             self.report(f"resuming: {len(done)} examples already done, {len(todo)} to go")
-        self._compute(todo)
-        return self._finish(base_stats, base_status, wanted, len(done), prune, time.monotonic() - started)
+        self._compute(todo, writer)
+        status, others = self._finish(writer, base_stats, base_status, wanted, prune, provenance)
+        return self._summary(status, wanted, len(done), time.monotonic() - started, others, prune, writer.key)
 
-    def _finished_table(self) -> tuple[Any, Any]:
-        """The finished table and outcomes, if readable and computed with this key; else (None, None), said why."""
-        import pandas as pd
-
-        if not self.out.exists() and not status_path(self.out).exists():
-            return None, None
-        try:
-            stats, status = pd.read_parquet(self.out), pd.read_parquet(status_path(self.out))
-        except Exception as exc:  # a torn or missing file: recomputed, never fatal
-            reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-            self.report(f"{self.out}: cannot read the finished table ({reason}); recomputing it")
-            return None, None
-        keys = set(stats.get("run_key", pd.Series([None]))) | set(status.get("run_key", pd.Series([None])))
-        if keys <= {self.key}:
-            return stats, status
-        change = describe_change(_read_key(key_path(self.out)), self.fields)
-        self.report(
-            f"{self.out} was computed another way ({change}): computing beside it; it is replaced when this run "
-            "finishes"
-        )
-        return None, None
-
-    def _compute(self, todo: list[Example]) -> None:
+    def _compute(self, todo: list[Example], writer: RunWriter) -> None:
         by_id = {e.example_id: e for e in todo}
-        common = provenance(self.fields, self.key)
+        common = row_provenance(self.fields, writer.key)
         progress = Progress(len(todo), self.report)
         progress.start(self.config.batch_size)
         results = compute_gradient_stats(self.model, self.tokenizer, todo, self.config)
         with finite_logits(self.model):
-            self._write(results, by_id, common, progress)
+            self._write(results, by_id, common, progress, writer)
 
-    def _write(
-        self, results: Iterator[ExampleResult], by_id: dict[str, Example], common: dict, progress: Progress
-    ) -> None:
+    def _write(self, results: Iterator[ExampleResult], by_id: dict[str, Example], common: dict, progress: Progress,
+               writer: RunWriter) -> None:
         import pandas as pd
 
         for batch in _batches(results, self.config.batch_size):
@@ -323,11 +308,12 @@ class _Run:
                 for res in batch
                 for r in res.rows
             ]
-            if rows:
-                columns = [*GRADIENT_COLUMNS, *PROVENANCE_COLUMNS, *self.extra]
-                self.stats.append(pd.DataFrame(rows, columns=columns))
-            outcomes = [(r.example_id, r.status, r.reason, self.key) for r in batch]
-            self.status.append(pd.DataFrame(outcomes, columns=[*STATUS_COLUMNS, "run_key"]))
+            columns = [*GRADIENT_COLUMNS, *PROVENANCE_COLUMNS, *self.extra]
+            outcomes = [(r.example_id, r.status, r.reason, writer.key) for r in batch]
+            writer.commit("batch", {
+                "stats": pd.DataFrame(rows, columns=columns) if rows else None,
+                "status": pd.DataFrame(outcomes, columns=[*STATUS_COLUMNS, "run_key"]),
+            })
             self.finished_examples += len(batch)
             progress.advance(batch)
 
@@ -353,10 +339,10 @@ class _Run:
         )
         return longer is not None and longer.n_tokens > self.config.max_length
 
-    def _finish(self, base_stats, base_status, wanted, resumed, prune, seconds) -> RunSummary:
+    def _finish(self, writer, base_stats, base_status, wanted, prune, provenance) -> tuple[Any, int]:
         import pandas as pd
 
-        status = _latest_status(_concat(base_status, self.status.read_chunks()))
+        status = _latest_status(_concat(base_status, writer.committed("status")))
         others = set(status.example_id) - wanted
         if prune:
             status = status[status.example_id.isin(wanted)]
@@ -365,32 +351,40 @@ class _Run:
         elif others:
             self.report(f"kept {len(others)} earlier examples not asked for this time (prune to drop them)")
         ok_ids = set(status.loc[status.status == "ok", "example_id"])
-        empty = pd.DataFrame(columns=[*GRADIENT_COLUMNS, *PROVENANCE_COLUMNS, *self.extra])
-        # Statistics first, outcomes next, the readable key last; the chunks go only once their file is in place.
-        self.stats.finish(
-            keep=lambda f: f[f.example_id.isin(ok_ids)].drop_duplicates(["example_id", "parameter"], keep="last"),
-            empty=empty,
-            base=base_stats,
-        )
-        status_chunks = self.status.chunks()
-        write_parquet(status.reset_index(drop=True), status_path(self.out))
-        described = json.dumps({"run_key": self.key, **self.fields}, indent=1, sort_keys=True)
-        atomic_write_text(key_path(self.out), described)
-        self.status.drop(status_chunks)
-        self._remove_dead_temp_files()
-        return self._summary(status, wanted, resumed, seconds, len(others), prune)
+        stats = _concat(base_stats, writer.committed("stats"))
+        if stats is None:
+            stats = pd.DataFrame(columns=[*GRADIENT_COLUMNS, *PROVENANCE_COLUMNS, *self.extra])
+        stats = stats[stats.example_id.isin(ok_ids)].drop_duplicates(["example_id", "parameter"], keep="last")
+        status = status.reset_index(drop=True)
+        manifest = self._manifest(status, provenance)
+        writer.finish({"stats": stats.reset_index(drop=True), "status": status}, manifest)
+        return status, len(others)
 
-    def _remove_dead_temp_files(self) -> None:
-        """Temp files of writes that never finished (a killed writer): safe to remove while holding the lock."""
-        for table in (self.stats, self.status):
-            folders = [table.path.parent, *table.path.parent.glob(f"{table.path.name}.*.parts")]
-            for folder in folders:
-                prefix = f".{table.path.name}." if folder == table.path.parent else ".chunk-"
-                for tmp in folder.glob(f"{prefix}*.tmp"):
-                    tmp.unlink(missing_ok=True)
-            table.drop([])
+    def _manifest(self, status: Any, provenance: dict[str, Any]) -> dict[str, Any]:
+        """Where the table came from: what the caller knows (model name, data file), and what the run knows."""
+        asked = [e.example_id for e in self.examples]
+        asked_ids = set(asked)
+        kept = [i for i in status.example_id if i not in asked_ids]
+        known = {k: self.extra[k] for k in ("model", "dataset", "level", "correctness") if k in self.extra}
+        return {
+            "model": self.fields["model"],
+            "data_hash": examples_hash(self.examples),
+            "n_examples": len(self.examples),
+            **known,
+            **provenance,
+            "weights_fingerprint": self.fields["weights"],
+            "targets": list(self.config.targets),
+            "encoding": self.config.encoding,
+            "dtype": self.fields["dtype"],
+            "device_type": self.fields["device_type"],
+            "engine_version": ENGINE_VERSION,
+            "example_ids": [*asked, *kept],
+            "parameters": [t.parameter for t in find_targets(self.model, self.config.targets)],
+            "columns": {k: str(v) for k, v in self.extra.items()},
+            "settings": {f.name: _plain(getattr(self.config, f.name)) for f in dataclasses.fields(self.config)},
+        }
 
-    def _summary(self, status, wanted, resumed, seconds, others, prune) -> RunSummary:
+    def _summary(self, status, wanted, resumed, seconds, others, prune, key) -> RunSummary:
         import pandas as pd
 
         mine = status[status.example_id.isin(wanted)]
@@ -409,7 +403,7 @@ class _Run:
             int(truncated),
             0 if prune else others,
             others if prune else 0,
-            self.key,
+            key,
         )
 
 
@@ -421,32 +415,6 @@ def non_finite_parameters(model: Any) -> list[str]:
         return [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
 
 
-@contextlib.contextmanager
-def finite_logits(model: Any) -> Iterator[None]:
-    """Fail a batch whose logits hold NaN or inf as "loss is not finite", before the spectra turn it into a
-    linear-algebra error (a NaN weight, an fp16 overflow). The engine splits the batch to find the example."""
-
-    def check(_module: Any, _inputs: Any, output: Any) -> None:
-        import torch
-
-        logits = getattr(output, "logits", None)
-        if logits is not None and not bool(torch.isfinite(logits).all()):
-            raise FloatingPointError("loss is not finite (NaN or inf in the model's logits)")
-
-    handle = model.register_forward_hook(check)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-def _read_key(path: Path) -> dict[str, Any] | None:
-    try:
-        fields = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    fields.pop("run_key", None)
-    return fields if isinstance(fields, dict) else None
 
 
 def _concat(*frames: Any) -> Any:

@@ -1,7 +1,9 @@
-"""Atomic files and resumable per-partition result stores.
+"""Atomic files and chunked tables: the only module that names temp files.
 
-Every file appears whole or not at all (write to a temp name, then `os.replace`), so a
-run killed midway never leaves a half-written table that a later run trusts.
+Every file appears whole or not at all (write to a temp name beside it, then `os.replace`), so a run killed
+midway never leaves a half-written table that a later run trusts. A write that fails names the file it was
+writing, never its temp name. A killed writer can leave its temp file behind; `remove_temp_files` (called by the
+owner of the folder, holding its lock) is the one place that knows what those look like.
 """
 
 from __future__ import annotations
@@ -10,28 +12,47 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
+TEMP_SUFFIX = ".tmp"
+CHUNK_GLOB = "chunk-*.parquet"
+
+
+def _temp_prefix(name: str) -> str:
+    return f".{name}."
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=TEMP_SUFFIX)
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())  # the new name never points at data still only in the page cache
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from None
         raise
     return path
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """The same error about `path` (what the user asked to write), not the temp file beside it."""
+    if exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -52,55 +73,60 @@ def write_parquet(frame: pd.DataFrame, path: str | Path, manifest: Mapping[str, 
     return atomic_write_bytes(path, buf.getvalue())
 
 
-class ChunkedTable:
-    """A table built chunk by chunk: finished chunks survive a crash and are skipped on resume.
+def temp_files(folder: str | Path, names: Iterable[str] | None = None) -> list[Path]:
+    """Temp files left in `folder` by writes that never finished: of the files `names`, or of any file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    prefixes = [_temp_prefix(n) for n in names] if names is not None else ["."]
+    return sorted(
+        p for prefix in prefixes for p in folder.glob(f"{prefix}*{TEMP_SUFFIX}") if p.name.endswith(TEMP_SUFFIX)
+    )
 
-    Chunks live in `parts` (default `<path>.parts/`), each named by time, process and a random tag, so two
-    writers never overwrite each other's chunk and the names sort in the order they were written.
-    `finish()` joins them into `path` and then removes exactly the chunks it joined.
+
+def remove_temp_files(folder: str | Path, names: Iterable[str] | None = None) -> int:
+    """Remove `temp_files(folder, names)`; only safe for the folder's one writer (holding its lock)."""
+    found = temp_files(folder, names)
+    for path in found:
+        path.unlink(missing_ok=True)
+    return len(found)
+
+
+class ChunkedTable:
+    """One table written chunk by chunk into its own folder: finished chunks survive a crash.
+
+    Each chunk is named by time, process and a random tag, so two writers never overwrite each other's chunk and
+    the names sort in the order they were written. Which chunks count is the caller's business (a run folder's
+    commit markers); this class only writes, lists, reads and removes them.
     """
 
-    def __init__(self, path: str | Path, parts: str | Path | None = None):
-        self.path = Path(path)
-        self.parts = Path(parts) if parts else self.path.with_name(self.path.name + ".parts")
-
-    def chunks(self) -> list[Path]:
-        return sorted(self.parts.glob("chunk-*.parquet")) if self.parts.is_dir() else []
-
-    def read_chunks(self, chunks: list[Path] | None = None) -> pd.DataFrame | None:
-        import pandas as pd
-
-        frames = [pd.read_parquet(p) for p in (self.chunks() if chunks is None else chunks)]
-        return pd.concat(frames, ignore_index=True) if frames else None
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
 
     def append(self, frame: pd.DataFrame) -> Path:
         name = f"chunk-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
-        return write_parquet(frame, self.parts / name)
+        return write_parquet(frame, self.folder / name)
 
-    def finish(
-        self,
-        keep: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
-        empty: pd.DataFrame | None = None,
-        base: pd.DataFrame | None = None,
-    ) -> Path:
-        """Join `base` (earlier finished rows) and the chunks, filtered by `keep`, into the final file; then
-        drop the chunks joined (only once the file is in place, so a crash before leaves them to resume from)."""
+    def chunks(self) -> list[str]:
+        """Names of the chunks on disk, in the order they were written."""
+        return sorted(p.name for p in self.folder.glob(CHUNK_GLOB)) if self.folder.is_dir() else []
+
+    def read(self, names: Iterable[str]) -> pd.DataFrame | None:
         import pandas as pd
 
-        chunks = self.chunks()
-        frames = [f for f in (base, self.read_chunks(chunks)) if f is not None]
-        frame = pd.concat(frames, ignore_index=True) if frames else empty
-        if frame is None:
-            raise ValueError(f"{self.path}: no chunks to finish")
-        write_parquet((keep(frame) if keep else frame).reset_index(drop=True), self.path)
-        self.drop(chunks)
-        return self.path
+        frames = [pd.read_parquet(self.folder / n) for n in sorted(names)]
+        return pd.concat(frames, ignore_index=True) if frames else None
 
-    def drop(self, chunks: list[Path] | None = None) -> None:
-        """Remove `chunks` (default all), then the parts folder if nothing else is left in it."""
-        for chunk in self.chunks() if chunks is None else chunks:
-            chunk.unlink(missing_ok=True)
-        try:
-            self.parts.rmdir()
-        except OSError:
-            pass  # missing, or still holding another writer's files
+    def remove(self, names: Iterable[str]) -> None:
+        """Remove the chunks `names`, the temp files of unfinished chunks, then the folder if nothing is left."""
+        for name in names:
+            (self.folder / name).unlink(missing_ok=True)
+        remove_temp_files(self.folder)
+        remove_empty_folder(self.folder)
+
+
+def remove_empty_folder(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # missing, or still holding files (another key's, a writer's)

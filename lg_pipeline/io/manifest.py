@@ -28,7 +28,7 @@ FIELDS: dict[str, str] = {
     "model_source": "where the weights came from (packaged_gguf, hub, local, ...)",
     "weights_fingerprint": "a sample hash of the weights (gradients.runner.weights_fingerprint)",
     "data_file": "the input data file's name (no folder)",
-    "data_hash": "sha1 of the input data",
+    "data_hash": "sha1 of the input data file (`data_file_fields`), or of the rows when they came from no one file",
     "dataset": "dataset name, where known",
     "level": "CoT level or wiki cut, where known",
     "correctness": "correct | wrong, where known",
@@ -43,7 +43,19 @@ FIELDS: dict[str, str] = {
     "parameters": "every studied matrix of the model (completeness is checked against them)",
     "columns": "extra columns the run added to every row (name -> value)",
     "settings": "the run's settings object, as a JSON object",
+    "inputs": "the tables this one was computed from (file path -> data version), for derived tables",
 }
+
+
+def data_file_fields(path: str | Path) -> dict[str, str]:
+    """`data_file` (the name, no folder) and `data_hash` (sha1 of its bytes) of one input file."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"data_file": Path(path).name, "data_hash": digest.hexdigest()}
 
 
 def encode_manifest(manifest: Mapping[str, Any]) -> bytes:

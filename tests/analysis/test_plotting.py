@@ -8,7 +8,7 @@ import pytest
 
 from lg_pipeline.analysis import plotting
 from lg_pipeline.analysis.curves import CURVE_COLUMNS
-from lg_pipeline.vocabulary import LEVEL_LABELS
+from lg_pipeline.vocabulary import LEVEL_LABELS, MODULE_COLORS
 
 pytestmark = pytest.mark.slow  # draws figures (seconds each)
 
@@ -82,7 +82,7 @@ def test_correct_vs_wrong_uses_same_colour_two_styles(tmp_path, captured):
     paths = plotting.plot_correct_vs_wrong(curves(), "M", "GSM8K", "nuclear_norm", tmp_path / "cw", REASONING)
     assert_image_ok(paths[0])
     lines = {line.get_label(): line for line in captured[0][0][1]}
-    assert lines["Q correct"].get_color() == lines["Q wrong"].get_color() == plotting.MODULE_COLORS["q_proj"]
+    assert lines["Q correct"].get_color() == lines["Q wrong"].get_color() == MODULE_COLORS["q_proj"]
     assert lines["Q correct"].get_linestyle() != lines["Q wrong"].get_linestyle()
 
 

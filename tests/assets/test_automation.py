@@ -168,21 +168,23 @@ def materialized(instance, asset: str, partition: str) -> None:
     instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition))
 
 
-def checked(instance, partition: str, passed: bool) -> None:
-    """The blocking check of a statistics partition reports on its latest materialization (as its step does)."""
+def checked(
+    instance, partition: str, passed: bool, asset: str = "gradient_stats", check: str = "gradient_stats_valid"
+) -> None:
+    """A partition's blocking check reports on its latest materialization (as its step does)."""
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
         AssetCheckEvaluationTargetMaterializationData,
     )
 
-    asset = dg.AssetKey("gradient_stats")
+    key = dg.AssetKey(asset)
     latest = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset, asset_partitions=[str(partition)]), limit=1
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[str(partition)]), limit=1
     ).records[0]
     target = AssetCheckEvaluationTargetMaterializationData(
         storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp
     )
     evaluation = dg.AssetCheckEvaluation(
-        asset_key=asset, check_name="gradient_stats_valid", passed=passed, partition=str(partition),
+        asset_key=key, check_name=check, passed=passed, partition=str(partition),
         blocking=True, target_materialization_data=target,
     )  # fmt: skip
     instance.report_runless_asset_event(evaluation)
@@ -393,3 +395,287 @@ def test_sensor_stores_the_gpu_pool_limit_before_requesting_runs(world, tmp_path
         tick(SimpleNamespace(instance=instance, tmp=tmp_path))
         info = instance.event_log_storage.get_concurrency_info(GPU_POOL)
         assert info.slot_count == project["concurrency"]["pools"]["default_limit"] == 1
+
+
+# ------------------------------------------------------------------------------------------------ the refresh sensor
+def _left_to_stopped_sensors(defs: dg.Definitions) -> set[str]:
+    """The assets with an automation condition that no automation sensor RUNNING by default evaluates."""
+    from dagster._core.definitions.sensor_definition import SensorType
+
+    repo = defs.get_repository_def()
+    graph = repo.asset_graph
+    conditioned = {k for k in graph.get_all_asset_keys() if graph.get(k).automation_condition is not None}
+    evaluated = set()
+    for sensor in repo.sensor_defs:
+        automation = sensor.sensor_type in (SensorType.AUTOMATION, SensorType.AUTO_MATERIALIZE)
+        if automation and sensor.default_status == dg.DefaultSensorStatus.RUNNING:
+            evaluated |= sensor.asset_selection.resolve(graph)
+    return {k.to_user_string() for k in conditioned - evaluated}
+
+
+def test_every_asset_with_an_automation_condition_is_evaluated_by_a_running_sensor():
+    from lg_pipeline.definitions import defs
+
+    repo = defs.get_repository_def()
+    conditioned = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()
+                   if repo.asset_graph.get(k).automation_condition is not None}  # fmt: skip
+    assert {"layer_summary", "figures", "dynamics_figures", "zero_shot_figures"} <= conditioned
+    assert _left_to_stopped_sensors(defs) == set()
+    assert "default_automation_condition_sensor" not in {s.name for s in repo.sensor_defs}  # Dagster's, Stopped
+
+
+def test_an_asset_given_a_condition_later_is_covered_too():
+    """The sensor's target is derived from the code location's assets; the control shows the check can fail."""
+    from lg_pipeline.definitions import defs
+
+    @dg.asset(automation_condition=dg.AutomationCondition.eager())
+    def added_later() -> None: ...
+
+    def with_sensor_over(covered: list) -> dg.Definitions:
+        sensor = sensors.refresh_sensor(covered)
+        return dg.Definitions(assets=[*defs.assets, added_later], sensors=[sensor], resources=defs.resources)
+
+    assert _left_to_stopped_sensors(with_sensor_over(list(defs.assets))) == {"added_later"}  # the old, fixed list
+    assert _left_to_stopped_sensors(with_sensor_over([*defs.assets, added_later])) == set()
+
+
+def refresh_tick(world, cursor=None):
+    """One evaluation of the refresh sensor's conditions, over exactly its target (what the daemon evaluates)."""
+    from lg_pipeline.definitions import defs
+
+    sensor = defs.get_repository_def().get_sensor_def(sensors.REFRESH_SENSOR)
+    return dg.evaluate_automation_conditions(
+        defs=defs, instance=world.instance, asset_selection=sensor.asset_selection, cursor=cursor
+    )
+
+
+@pytest.mark.parametrize(
+    "run, check, figures",
+    [
+        ("training_dynamics", "training_dynamics_complete", "dynamics_figures"),
+        ("zero_shot_dynamics", "zero_shot_complete", "zero_shot_figures"),
+    ],
+)
+def test_a_materialized_dynamics_run_refreshes_its_figures_without_a_click(world, run, check, figures):
+    world.instance.add_dynamic_partitions("model", ["a"])
+    learning = run == "training_dynamics"
+    partition = multi_key("a", V1) if learning else dg.MultiPartitionKey({"model": "a", "ordering": "rt"})
+    result = refresh_tick(world)
+    assert result.total_requested == 0
+    materialized(world.instance, run, partition)
+    result = refresh_tick(world, result.cursor)
+    assert result.total_requested == 0  # its blocking check has not run yet
+    checked(world.instance, partition, True, run, check)
+    result = refresh_tick(world, result.cursor)
+    assert result.get_num_requested(dg.AssetKey(figures)) == 1 and result.total_requested == 1
+    materialized(world.instance, figures, None)
+    result = refresh_tick(world, result.cursor)
+    assert result.total_requested == 0  # handled: once
+
+
+# ---------------------------------------------------------------------------------------------- unbuildable partitions
+def test_the_catalog_sensor_observes_each_partition_that_cannot_build_once_per_change(world, monkeypatch):
+    from assets.partitions import unbuildable_partitions
+
+    monkeypatch.delenv("LG_TEACHER", raising=False)
+    world.instance.add_dynamic_partitions("model", ["a"])
+    unbuildable = unbuildable_partitions()
+    assert unbuildable  # the teacher levels, while no teacher is set
+
+    def observed(result) -> dict[tuple[str, str], str]:
+        return {(e.asset_key.to_user_string(), e.partition): e.metadata["cannot build here"].value
+                for e in result.asset_events}  # fmt: skip
+
+    refresh = refresh_tick(world)
+    first = tick(world)
+    per_model = ("gradient_stats", "training_dynamics")
+    expected = {("curated_dataset", v): why for v, why in unbuildable.items()}
+    expected |= {(asset, f"a|{v}"): why for v, why in unbuildable.items() for asset in per_model}
+    assert observed(first) == expected
+    second = tick(world, first.cursor)
+    assert second.asset_events == [] and second.cursor == first.cursor  # nothing changed: nothing said again
+    for event in first.asset_events:  # what the daemon does with them
+        world.instance.report_runless_asset_event(event)
+    assert refresh_tick(world, refresh.cursor).total_requested == 0  # an observation is no update: no refresh
+    world.instance.add_dynamic_partitions("model", ["b"])
+    third = tick(world, second.cursor)
+    assert set(observed(third)) == {(asset, f"b|{v}") for v in unbuildable for asset in per_model}
+    world.instance.delete_dynamic_partition("model", "b")
+    monkeypatch.setenv("LG_TEACHER", "precomputed")
+    fourth = tick(world, third.cursor)
+    assert set(observed(fourth)) == set(expected)  # every one of them, but of the deleted model's partitions
+    assert set(observed(fourth).values()) == {"(buildable now)"}
+
+
+# ------------------------------------------------------------------------------------------------ a quiet terminal
+def _sensor_lines(err: str) -> list[str]:
+    """The messages the sensor logged (its console logger's lines, less the time and level)."""
+    return [line.split(" - INFO - ", 1)[1] for line in err.splitlines() if " - INFO - " in line]
+
+
+def test_the_catalog_sensor_says_each_line_once_per_change(world, capfd):
+    """The backlog line was logged every tick, and again as the skip reason the daemon prints: twice every 30 s."""
+    world.instance.add_dynamic_partitions("model", ["a"])
+    capfd.readouterr()
+    cursor, results = None, []
+    for _ in range(3):  # work to request: the same requests each tick (run keys keep them from running twice)
+        results.append(tick(world, cursor))
+        cursor = results[-1].cursor
+    for v in (V1, V2):
+        materialized(world.instance, "curated_dataset", v)
+        materialized(world.instance, "gradient_stats", multi_key("a", v))
+    for _ in range(3):  # nothing missing
+        results.append(tick(world, cursor))
+        cursor = results[-1].cursor
+    lines = _sensor_lines(capfd.readouterr().err)
+    assert lines and len(lines) == len(set(lines)), lines
+    assert sum("curated table(s) to build" in line for line in lines) == 1
+    assert not [line for line in lines if "nothing missing" in line]  # the skip reason says it (the daemon logs it)
+    assert [r.skip_reason.skip_message for r in results[3:]] == ["nothing missing"] * 3
+
+
+def _daemon_lines(logger_name: str, messages: list[str]) -> list[str]:
+    """What the daemon's logger lets through of `messages`, with the project's filters installed."""
+    import logging
+
+    from assets.automation.daemon_log import install_daemon_log_filters
+
+    install_daemon_log_filters()
+    install_daemon_log_filters()  # once per process, however often the instance is loaded
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger = logging.getLogger(logger_name)
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        for message in messages:
+            logger.info(message)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return seen
+
+
+def test_the_daemon_says_each_line_of_a_sensor_tick_once_per_change():
+    from assets.automation.daemon_log import SENSOR_LOGGER
+
+    beat, skip = "Checking for new runs for sensor: cat_sensor", "Sensor cat_sensor skipped: "
+    done = 'Skipping 1 run for sensor cat_sensor already completed with run keys: ["curated:x"]'
+    launch = ["Creating new run for cat_sensor", "Launching run for cat_sensor", "Completed launch of run 1 for cat"]
+    ticks = [[beat, skip + "nothing missing"]] * 3 + [[beat, *launch], [beat, done], [beat, done]]
+    ticks += [[beat, skip + "nothing missing"], [beat, skip + "1 waiting"], [beat, skip + "1 waiting"]]
+    ticks += [["Checking for new runs for sensor: other", "Sensor other skipped: 1 waiting"]]
+    said = _daemon_lines(SENSOR_LOGGER, ["Instance is configured with the following daemons", *sum(ticks, [])])
+    assert said == [
+        "Instance is configured with the following daemons",  # before any tick
+        beat,
+        skip + "nothing missing",  # then two ticks alike: nothing
+        *launch,
+        done,  # its heartbeat was in the tick before: not news (nor ever again, after the first tick)
+        skip + "nothing missing",
+        skip + "1 waiting",
+        "Checking for new runs for sensor: other",  # another sensor's ticks are its own
+        "Sensor other skipped: 1 waiting",
+    ]
+
+
+def test_a_quiet_automation_tick_says_nothing_and_a_new_evaluation_id_is_no_news():
+    from assets.automation.daemon_log import AUTOMATION_LOGGER
+
+    def tick(evaluation: int, runs: int) -> list[str]:
+        where = "for refresh_results in lg_pipeline.definitions"
+        return [
+            f"Checking 4 assets/checks and 0 observable source assets {where} in thread dagster-daemon-ASSET",
+            "Prefetching asset records for 7 records.",
+            f"Tick produced {runs} runs and 0 asset evaluations for evaluation ID {evaluation} {where}",
+            f"Submitting {runs} runs for evaluation {evaluation} {where}",
+            f"Finished auto-materialization tick {where}",
+        ]
+
+    said = _daemon_lines(AUTOMATION_LOGGER, [*tick(7, 0), *tick(9, 0), *tick(11, 1), *tick(13, 0), *tick(15, 0)])
+    assert said[:5] == tick(7, 0)  # the first tick, in full
+    assert said[5:] == [tick(11, 1)[2], tick(11, 1)[3], tick(13, 0)[2], tick(13, 0)[3]]  # what changed, and back
+
+
+def test_a_run_waiting_for_the_gpu_pool_reads_as_words():
+    from assets.automation.daemon_log import QUEUE_LOGGER
+
+    counts = {"gpu": {"granularity": "run", "slot_count": 1, "pending_step_count": 0, "pending_step_run_ids": [],
+                      "launched_count": 0, "in_progress_count": 1}}  # fmt: skip
+    raw = f"Run 3f2a is blocked by global concurrency limits: {json.dumps(counts)}"  # Dagster's line
+    (said,) = _daemon_lines(QUEUE_LOGGER, [raw])
+    assert said == (
+        "Run 3f2a waits in the queue for pool 'gpu': 1 of 1 slot(s) taken (1 run(s) in progress, 0 just launched); "
+        "it starts when a slot frees"
+    )
+    assert "{" not in said
+    assert _daemon_lines(QUEUE_LOGGER, ["Run 3f2a is blocked by global concurrency limits: {not json}"]) == [
+        "Run 3f2a is blocked by global concurrency limits: {not json}"  # a shape it cannot read passes unchanged
+    ]
+
+
+def test_the_filters_match_what_dagster_1_13_prints():
+    """The filters read Dagster's own lines: a Dagster that prints them otherwise must fail here, not go unnoticed."""
+    import inspect
+
+    from dagster._core.op_concurrency_limits_counter import GlobalOpConcurrencyLimitsCounter
+    from dagster._daemon import asset_daemon
+    from dagster._daemon import sensor as sensor_daemon
+    from dagster._daemon.asset_daemon import AssetDaemon
+    from dagster._daemon.daemon import SensorDaemon, get_default_daemon_logger
+    from dagster._daemon.run_coordinator import queued_run_coordinator_daemon as queue
+
+    from assets.automation.daemon_log import AUTOMATION_LOGGER, QUEUE_LOGGER, SENSOR_LOGGER
+
+    assert get_default_daemon_logger(queue.QueuedRunCoordinatorDaemon.__name__).name == QUEUE_LOGGER
+    assert get_default_daemon_logger(SensorDaemon.__name__).name == SENSOR_LOGGER
+    assert 'is blocked by global concurrency limits: {concurrency_blocked_info}"' in inspect.getsource(queue)
+    assert get_default_daemon_logger(AssetDaemon.__name__).name == AUTOMATION_LOGGER
+    assert 'f"Checking for new runs for sensor: {remote_sensor.name}"' in inspect.getsource(sensor_daemon)
+    automation = inspect.getsource(asset_daemon)  # a tick's first line, naming the sensor
+    assert 'f"Checking {num_target_entities} assets/checks and"' in automation
+    assert 'return f" for {sensor.name} in {repo_name}"' in automation  # "... source assets for <sensor> in ..."
+    assert 'evaluation ID"' in automation and 'f" {evaluation_id}{print_group_name}"' in automation  # an id a tick
+    source = inspect.getsource(GlobalOpConcurrencyLimitsCounter.get_blocked_run_debug_info)
+    assert all(f'"{k}"' in source for k in ("slot_count", "in_progress_count", "launched_count", "pending_step_count"))
+
+
+def _project_instance_settings() -> dict:
+    return yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy" / "local" / "dagster.yaml").read_text())
+
+
+def test_the_instance_keeps_dagster_debug_events_off_the_terminal(capfd):
+    @dg.asset
+    def says_hello(context) -> None:  # (no annotation: this module postpones them, Dagster reads it)
+        context.log.info("hello from our code")
+
+    def terminal(overrides: dict) -> str:
+        with dg.instance_for_test(overrides=overrides) as instance:
+            capfd.readouterr()
+            assert dg.materialize([says_hello], instance=instance).success
+            return capfd.readouterr().err
+
+    settings = _project_instance_settings()
+    assert settings["python_logs"]["python_log_level"] == "INFO"
+    loud = terminal({})
+    assert " - DEBUG - " in loud and "STEP_START" in loud  # control: Dagster's default prints every event
+    quiet = terminal({"python_logs": settings["python_logs"]})
+    assert " - DEBUG - " not in quiet and "STEP_START" not in quiet
+    assert "hello from our code" in quiet  # INFO and up from our code stays
+
+
+def test_the_instance_queues_runs_with_the_readable_coordinator():
+    import logging
+
+    from assets.automation.daemon_log import QUEUE_LOGGER, ReadablePoolWaits, ReadableQueuedRunCoordinator
+
+    settings = _project_instance_settings()
+    overrides = {k: settings[k] for k in ("run_coordinator", "concurrency")}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        assert isinstance(instance.run_coordinator, ReadableQueuedRunCoordinator)
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue.max_concurrent_runs == settings["concurrency"]["runs"]["max_concurrent_runs"]
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    assert any(isinstance(f, ReadablePoolWaits) for f in logging.getLogger(QUEUE_LOGGER).filters)

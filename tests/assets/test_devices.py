@@ -176,7 +176,7 @@ def test_two_gradient_runs_at_once_get_different_simulated_gpus(tmp_path, monkey
 
 
 # ------------------------------------------------------------------------------------------------ out of memory
-def _oom_on_batches_over_one(model, targets, batch, pad_id, workers=0, sizes=None):
+def _oom_on_batches_over_one(model, targets, batch, pad_id, *scheduling, sizes=None):
     import torch
 
     from lg_pipeline.gradients.engine import ExampleResult

@@ -50,5 +50,33 @@ def test_inline_png_scales_a_wide_figure_for_the_ui_and_keeps_the_file(tmp_path)
     md = inline_png(path, "A [wide] figure")
     assert md.startswith("![A \\[wide\\] figure](data:image/png;base64,")
     shown = Image.open(io.BytesIO(base64.b64decode(md.split("base64,")[1].rstrip(")"))))
-    assert shown.size == (INLINE_WIDTH, 270)
+    assert shown.size == (INLINE_WIDTH, round(500 * INLINE_WIDTH / 2000))
     assert path.read_bytes() == before
+
+
+def _shown_widths(md: str) -> list[int]:
+    """The pixel width of every image inlined in a Markdown string: what the UI's <img> is drawn at."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    found = re.findall(r"\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)
+    return [Image.open(io.BytesIO(base64.b64decode(data))).width for data in found]
+
+
+def test_no_inline_figure_is_wider_than_the_dialog_on_a_1280_px_screen(tmp_path):
+    from PIL import Image
+
+    from assets.metadata import INLINE_WIDTH, dialog_content_width, fits_dialog, inline_png
+
+    assert dialog_content_width(1280) == 984  # 80vw less 2 x 20 px padding
+    assert fits_dialog(INLINE_WIDTH) and not fits_dialog(1080)  # 1080 px overflowed with a scrollbar
+    widths = []
+    for k, width in enumerate((300, INLINE_WIDTH, INLINE_WIDTH + 1, 1453, 4000)):
+        path = tmp_path / f"f{k}.png"
+        Image.new("RGB", (width, 200), "white").save(path)
+        widths += _shown_widths(inline_png(path))
+    assert widths == [300, INLINE_WIDTH, INLINE_WIDTH, INLINE_WIDTH, INLINE_WIDTH]  # never scaled up
+    assert all(fits_dialog(w) for w in widths)

@@ -74,6 +74,13 @@ def test_graph_end_to_end(world):
     assert set(curves.layer) == set(range(N_LAYERS))
     variants = pd.read_parquet(store.summary("tiny") / "variants.parquet").set_index("dataset")
     assert variants.demo["commonsense_demo"] and not variants.demo["champ"].any()
+    from lg_pipeline.io.manifest import read_manifest
+
+    for table in ("curves", "mad", "variants"):  # every table says where it came from
+        manifest = read_manifest(store.summary_table("tiny", table))
+        assert manifest["kind"] == f"summary.{table}" and len(manifest["inputs"]) == len(VARIANTS)
+    assert read_manifest(store.gradients(StatsKey.of("tiny", VARIANTS[0])))["model"] == "tiny"
+    assert read_manifest(store.curated(VARIANTS[0]))["kind"] == "curated"
     result = run(world, [figures])
     assert result.success, failure_message(result)
     meta = result.asset_materializations_for_node("figures")[0].metadata
@@ -95,20 +102,20 @@ def test_graph_end_to_end(world):
 
 def test_failing_check_blocks_summary_and_figures(world, monkeypatch):
     """An engine bug (σ_max above the nuclear norm) is caught by the check and stops the model's summary."""
-    import lg_pipeline.gradients.capture as capture
+    import lg_pipeline.gradients.spectra as spectra
     from assets.analysis.summaries import layer_summary
     from assets.curation.assets import curated_dataset
     from assets.gradients.assets import gradient_stats
     from assets.partitions import multi_key
 
-    real = capture.factor_stats
+    real = spectra.stacked_factor_stats
 
     def broken(*args, **kwargs):
         stats = real(*args, **kwargs).clone()
-        stats[1] = stats[0] * 2
+        stats[:, 1] = stats[:, 0] * 2
         return stats
 
-    monkeypatch.setattr(capture, "factor_stats", broken)
+    monkeypatch.setattr(spectra, "stacked_factor_stats", broken)
     store, variant = world[1]["store"], "commonsense_demo__none__wrong"
     assert run(world, [curated_dataset], variant).success
     result = run(world, [gradient_stats], multi_key("tiny", variant))

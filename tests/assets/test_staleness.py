@@ -87,9 +87,9 @@ def test_engine_version_bump_marks_statistics_stale_and_new_numbers_flow_down(ca
     the summary, then the figures, turn STALE only once rematerialized statistics carry a new data version."""
     from dagster._core.definitions.data_version import StaleStatus
 
-    import lg_pipeline.gradients.capture as capture
     import lg_pipeline.gradients.engine as engine
     import lg_pipeline.gradients.runner as gradient_run
+    import lg_pipeline.gradients.spectra as spectra
     from assets.partitions import multi_key
     from lg_pipeline.definitions import defs
 
@@ -132,8 +132,8 @@ def test_engine_version_bump_marks_statistics_stale_and_new_numbers_flow_down(ca
         # (The engine's resume key holds ENGINE_VERSION too, so earlier numbers are not reused.)
         monkeypatch.setattr(engine, "ENGINE_VERSION", new_version)
         monkeypatch.setattr(gradient_run, "ENGINE_VERSION", new_version)
-        real = capture.factor_stats
-        monkeypatch.setattr(capture, "factor_stats", lambda *a, **k: real(*a, **k) * 1.001)
+        real = spectra.stacked_factor_stats
+        monkeypatch.setattr(spectra, "stacked_factor_stats", lambda *a, **k: real(*a, **k) * 1.001)
         assert [c.passed for c in run(bumped, "gradient_stats", key).get_asset_check_evaluations()] == [True]
         assert statuses(bumped) == [fresh, stale, fresh]
         assert [c.asset_key for c in root_causes(bumped, summary, MODEL)] == [grad]

@@ -27,6 +27,7 @@ def _json(path: Path, rows) -> str:
 
 
 def _dynamics(model_dir, tmp_path, *extra) -> list[str]:
+    tmp_path.mkdir(exist_ok=True)
     data = _json(tmp_path / "train.json", ROWS)
     return ["dynamics", "--model", str(model_dir), "--data", data, "--out", str(tmp_path / "out"), *extra]
 
@@ -50,10 +51,52 @@ def test_bad_settings_end_with_one_line_and_exit_2(model_dir, tmp_path, capsys, 
     assert len(lines) == 1 and expected in lines[0]
 
 
-def test_an_unaligned_also_file_is_named(model_dir, tmp_path, capsys):
-    other = _json(tmp_path / "detailed.json", ROWS[1:] + ROWS[:1])
-    assert main(_dynamics(model_dir, tmp_path, "--also", f"detailed={other}")) == 2
-    assert "--also detailed: row 0 has another instruction" in _error(capsys)[0]
+def test_companion_files_are_matched_by_instruction_and_an_incomplete_one_is_left_out_saying_so(
+    model_dir, tmp_path, capsys
+):
+    detailed = [{**r, "output": "Step by step: " + r["output"]} for r in ROWS]
+    small = ["--steps", "1", "--eval-every", "1", "--n-probes", "2"]
+    aligned = _json(tmp_path / "aligned.json", detailed)
+    assert main([*_dynamics(model_dir, tmp_path / "a", "--also", f"detailed={aligned}"), *small]) == 0
+    rotated = _json(tmp_path / "rotated.json", detailed[1:] + detailed[:1])
+    assert main([*_dynamics(model_dir, tmp_path / "b", "--also", f"detailed={rotated}"), *small]) == 0
+    probes = [pd.read_parquet(tmp_path / run / "out" / "probes.parquet") for run in ("a", "b")]
+    pd.testing.assert_frame_equal(*probes)
+    assert "other_level:detailed" in set(probes[0].probe_type)
+    shorter = _json(tmp_path / "shorter.json", detailed[1:])
+    capsys.readouterr()
+    assert main([*_dynamics(model_dir, tmp_path / "c", "--also", f"detailed={shorter}"), *small]) == 0
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert "--also detailed: 1 of 6 training instructions not found; left out" in said
+    assert "other_level:detailed" not in set(pd.read_parquet(tmp_path / "c" / "out" / "probes.parquet").probe_type)
+
+
+def test_a_loss_that_is_not_finite_is_one_line_naming_the_step_and_the_flag_exit_1(model_dir, tmp_path, capsys):
+    args = _dynamics(model_dir, tmp_path, "--steps", "3", "--eval-every", "1", "--n-probes", "2", "--lr", "1e30")
+    assert main(args) == 1
+    (line,) = _error(capsys)
+    assert "step 0" in line and "not finite" in line and "lower --lr (it is 1e+30)" in line
+    assert not list((tmp_path / "out").glob("*.parquet"))
+
+
+def test_a_second_writer_is_refused_at_once_naming_the_holder(model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from lg_pipeline.io.locks import output_lock
+
+    out = tmp_path / "out"
+    args = _dynamics(model_dir, tmp_path)
+    with output_lock(out):
+        proc = subprocess.run([sys.executable, "-m", "lg_pipeline.cli", *args], capture_output=True, text=True,
+                              timeout=300)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.replace("\r", "\n").splitlines() if line.startswith("lg-pipeline")]
+    assert len(lines) == 1 and f"{out} is being written by pid {os.getpid()}" in lines[0]
+    assert "Loading weights" not in proc.stderr, "refused before the model loads"
+    assert not out.exists()
 
 
 def test_a_model_without_attention_projections_is_named(tmp_path, capsys):

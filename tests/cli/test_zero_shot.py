@@ -76,3 +76,22 @@ def test_a_tiny_model_runs_every_table(model_dir, tmp_path, capsys):
     tasks = pd.read_parquet(out / "tasks.parquet")
     assert list(tasks.columns) == ["example_id", "task", "split", "instruction", "response"]
     assert set(pd.read_parquet(out / "alignment.parquet").module) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+
+
+def test_a_rerun_with_another_dtype_is_refused_naming_it_and_touches_nothing(model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    small = {"--orderings": "rt", "--train-tasks": "gcd,lcm", "--per-task": "1", "--per-test-task": "1"}
+    assert main(args(model_dir, out, **small)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix == ".parquet"}
+    capsys.readouterr()
+    assert main([*args(model_dir, out, **small), "--dtype", "bfloat16"]) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("lg-pipeline")]
+    assert f"{out}: holds a run with other settings (dtype: 'float32' -> 'bfloat16'" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.suffix == ".parquet"} == before
+
+
+def test_a_loss_that_is_not_finite_is_one_line_naming_the_flag_exit_1(model_dir, tmp_path, capsys):
+    small = {"--orderings": "rt", "--train-tasks": "gcd,lcm", "--per-task": "2", "--lr": "1e30"}
+    assert main(args(model_dir, tmp_path / "out", **small)) == 1
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("lg-pipeline")]
+    assert "ordering rt, step 1" in line and "not finite" in line and "lower --lr (it is 1e+30)" in line

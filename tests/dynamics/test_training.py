@@ -1,7 +1,7 @@
 import pytest
 from transformers import TrainerCallback
 
-from lg_pipeline.dynamics.training import TrainConfig, fine_tune, trainable_parameters
+from lg_pipeline.dynamics.training import TrainSettings, fine_tune, trainable_parameters
 from lg_pipeline.errors import InputError
 from tests.helpers.builders import make_model, make_tokenizer
 from tests.helpers.dynamics import rows, wrong_rows
@@ -22,7 +22,7 @@ def test_batches_follow_the_given_order_and_wrap_around(single_thread):
     model, tokenizer = make_model("llama-gqa"), make_tokenizer()
     data = rows(4)[::-1]  # an order that is not the ids' order
     seen = _Batches()
-    fine_tune(model, tokenizer, data, TrainConfig(steps=3, batch_size=2, learning_rate=1e-3), callbacks=[seen])
+    fine_tune(model, tokenizer, data, TrainSettings(steps=3, batch_size=2, learning_rate=1e-3), callbacks=[seen])
     expected = [encode(tokenizer, e, False, 1024).input_ids for e in data + data[:2]]
     got = [[t for t in row if t != tokenizer.pad_token_id] for batch in seen.seen for row in batch]
     assert got == expected
@@ -31,7 +31,7 @@ def test_batches_follow_the_given_order_and_wrap_around(single_thread):
 def test_attention_scope_trains_only_q_k_v_o_and_restores_the_flags(single_thread):
     model, tokenizer = make_model("gemma3"), make_tokenizer()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    fine_tune(model, tokenizer, rows(), TrainConfig(steps=1, batch_size=2, learning_rate=1e-2))
+    fine_tune(model, tokenizer, rows(), TrainSettings(steps=1, batch_size=2, learning_rate=1e-2))
     changed = {n for n, p in model.named_parameters() if not (p.detach() == before[n]).all()}
     assert changed == set(trainable_parameters(model, "attention"))
     assert all(p.requires_grad for p in model.parameters())
@@ -48,7 +48,7 @@ def test_the_engine_loss_is_what_the_trainer_optimises(single_thread):
 
     model, tokenizer = make_model("llama-mha"), make_tokenizer()
     reference = copy.deepcopy(model)
-    result = fine_tune(model, tokenizer, rows(), TrainConfig(steps=1, batch_size=2, learning_rate=1e-3))
+    result = fine_tune(model, tokenizer, rows(), TrainSettings(steps=1, batch_size=2, learning_rate=1e-3))
     batch = to_batch([encode(tokenizer, e, False, 1024) for e in rows(2)], tokenizer.pad_token_id, "cpu")
     with torch.no_grad():
         want = per_example_loss(reference(input_ids=batch.ids, attention_mask=batch.mask).logits, batch.labels).mean()
@@ -57,20 +57,20 @@ def test_the_engine_loss_is_what_the_trainer_optimises(single_thread):
 
 def test_dpo_trains_with_a_frozen_reference(single_thread):
     model, tokenizer = make_model("qwen2"), make_tokenizer()
-    config = TrainConfig(steps=2, batch_size=2, learning_rate=1e-2, objective="dpo", optimizer="adamw")
+    config = TrainSettings(steps=2, batch_size=2, learning_rate=1e-2, objective="dpo", optimizer="adamw")
     result = fine_tune(model, tokenizer, rows(), config, rejected=wrong_rows())
     assert result.steps == 2
     assert result.log_history[1]["rewards/margins"] > 0
 
 
-def test_bad_settings_name_the_input():
+def test_bad_settings_name_the_setting():
     model, tokenizer = make_model("llama-gqa"), make_tokenizer()
-    with pytest.raises(InputError, match="--objective dpo needs --wrong"):
-        fine_tune(model, tokenizer, rows(), TrainConfig(objective="dpo"))
-    with pytest.raises(InputError, match="--optimizer"):
-        TrainConfig(optimizer="lion")
-    with pytest.raises(InputError, match="--steps"):
-        TrainConfig(steps=0)
+    with pytest.raises(InputError, match="objective dpo needs the rejected responses"):
+        fine_tune(model, tokenizer, rows(), TrainSettings(objective="dpo"))
+    with pytest.raises(InputError, match="optimizer: must be one of sgd, adamw, got 'lion'"):
+        TrainSettings(optimizer="lion")
+    with pytest.raises(InputError, match="steps: give a positive number of steps"):
+        TrainSettings(steps=0)
     import torch
 
     class NoAttention(torch.nn.Module):
@@ -80,3 +80,49 @@ def test_bad_settings_name_the_input():
 
     with pytest.raises(InputError, match="q_proj"):
         trainable_parameters(NoAttention(), "attention")
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"learning_rate": float("inf")}, "learning_rate: must be a finite number above 0, got inf"),
+        ({"learning_rate": float("nan")}, "learning_rate: must be a finite number above 0, got nan"),
+        ({"learning_rate": 0.0}, "learning_rate: must be a finite number above 0, got 0.0"),
+        ({"seed": -1}, "seed: must be an integer from 0 to 4294967295, got -1"),
+        ({"batch_size": 0}, "batch_size: must be an integer at least 1, got 0"),
+        ({"max_length": 1}, "max_length: must be an integer at least 2, got 1"),
+        ({"trainable": "some"}, "trainable: must be one of attention, all, got 'some'"),
+        ({"objective": "ppo"}, "objective: must be one of sft, dpo, got 'ppo'"),
+        ({"steps": None, "epochs": None}, "steps: give a positive number of steps (or epochs), got None"),
+        ({"dpo_beta": -1.0}, "dpo_beta: must be a finite number above 0, got -1.0"),
+    ],
+)
+def test_each_bad_setting_is_named_on_construction(fields, problem):
+    from lg_pipeline.errors import SettingsError
+
+    with pytest.raises(SettingsError) as caught:
+        TrainSettings(**fields)
+    assert str(caught.value) == problem
+
+
+def test_every_bad_setting_of_a_run_comes_in_one_message_named_per_front_end():
+    from lg_pipeline.dynamics.learning.run import LearningDynamicsSettings
+    from lg_pipeline.errors import SettingsError
+
+    with pytest.raises(SettingsError) as caught:
+        LearningDynamicsSettings.build(train={"learning_rate": -1.0, "seed": -2}, eval_every=0, n_probes=1)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("learning_rate: must be a finite number above 0") and "; seed: " in message
+    assert "; eval_every: must be an integer at least 1, got 0" in message
+    flags = caught.value.render({"learning_rate": "--lr", "eval_every": "--eval-every", "seed": "--seed"})
+    assert flags.startswith("--lr: must be") and "--eval-every: must be" in flags
+
+
+def test_a_loss_that_is_not_finite_stops_training_naming_the_step(single_thread):
+    from lg_pipeline.errors import RunStopped
+
+    model, tokenizer = make_model("llama-gqa"), make_tokenizer()
+    stopped = r"step \d+: the training loss is (nan|inf) .*lower learning_rate \(it is 1e\+30\)"
+    with pytest.raises(RunStopped, match=stopped):
+        fine_tune(model, tokenizer, rows(), TrainSettings(steps=4, batch_size=2, learning_rate=1e30))

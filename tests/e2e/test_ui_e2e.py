@@ -12,8 +12,12 @@
 4. If Chromium is installed, a headless screenshot of the asset graph must show our asset names, and a real
    browser (DevTools protocol, `browser.py`) must find every figure of the run inline in the `figures` asset's
    metadata (each group opened with its "[Show Markdown]" click), and no partition this environment cannot build.
-5. `dagster dev`, started as `make ui` starts it, prints no Beta/Preview/"will not be used" warning, and the catalog
-   sensor says once (not every tick) that the hub-only model of the catalog is not registered.
+5. `dagster dev`, started as `make ui` starts it, prints no Beta/Preview/"will not be used" warning and no DEBUG
+   line, the catalog sensor says once (not every tick) that the hub-only model of the catalog is not registered and
+   each of its lines once per change, and a run held back by the `gpu` pool reads as words, not JSON.
+6. Every asset with an automation condition (the dynamics and zero-shot figures too) is evaluated by the running
+   `refresh_results` sensor, as its page shows; a partition that needs a teacher says so in the descriptions and in
+   its event history.
 
 Everything lives in a tmp dir: DAGSTER_HOME, the catalog (tiny random Llamas with SmolLM2's real tokenizer,
 as `local` models), outputs and cache. Takes about three minutes on 2 cores.
@@ -410,6 +414,10 @@ def test_gradient_runs_launched_together_share_the_gpu_pool(world, limit):
     if limit == 1:
         assert second["launched"] >= first["end"], (first, second)  # the second left the queue once the first ended
         assert second["start"] >= first["end"], (first, second)
+        log = dagit.log.read_text(errors="replace")
+        assert "is blocked by global concurrency limits" not in log  # Dagster's raw-JSON line, rewritten
+        if second["launched"] - second["enqueued"] > 10:  # the queue daemon (every ~5 s) saw it wait
+            assert "waits in the queue for pool 'gpu'" in log, dagit.tail()
     else:
         assert second["start"] < first["end"], (first, second)  # side by side
 
@@ -445,6 +453,20 @@ query { assetOrError(assetKey: {path: ["figures"]}) { ... on Asset { assetMateri
   ... on TableMetadataEntry { table { records } } } } } } }"""
 PARTITIONS = """
 query($path: [String!]!) { assetNodes(assetKeys: [{path: $path}]) { partitionKeys description } }"""
+OBSERVATIONS = """
+query($path: [String!]!, $partitions: [String!]) { assetOrError(assetKey: {path: $path}) { ... on Asset {
+  assetObservations(partitions: $partitions, limit: 5) {
+    partition metadataEntries { label ... on TextMetadataEntry { text } } } } } }"""
+AUTOMATION = """
+query($path: [String!]!) { assetNodes(assetKeys: [{path: $path}]) {
+  automationCondition { label }
+  targetingInstigators { __typename ... on Sensor { name sensorType sensorState { status } } } } }"""
+SENSOR_TICKS = """
+query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
+  ... on Sensor { sensorState { ticks(limit: 1000) { status } } } } }"""
+EVALUATIONS = """
+query($path: [String!]!) { assetConditionEvaluationRecordsOrError(assetKey: {path: $path}, limit: 5) {
+  __typename ... on AssetConditionEvaluationRecords { records { evaluationId } } } }"""
 OPEN_GROUPS = """
 (() => Array.from(document.querySelectorAll('tr'))
   .filter(tr => tr.cells.length && tr.cells[0].innerText.trim().startsWith('figures: '))
@@ -535,7 +557,21 @@ def test_only_partitions_this_environment_can_build(world, tmp_path):
     (curated,) = dagit.gql(PARTITIONS, path=["curated_dataset"])["assetNodes"]
     assert set(curated["partitionKeys"]) == set(availability.buildable)
     assert "Not partitioned here" in curated["description"]
+    teacher = [v for v, why in variant_availability("").reasons.items() if "needs a teacher" in why]
+    assert teacher and set(teacher) <= set(curated["partitionKeys"])  # LG_TEACHER unset: partitions that cannot build
+    for variant in teacher:
+        assert f"`{variant}`" in curated["description"]
+    observed = wait_for(
+        "the catalog sensor's observation of a partition that needs a teacher",
+        lambda: dagit.gql(OBSERVATIONS, path=["curated_dataset"], partitions=teacher[:1])["assetOrError"][
+            "assetObservations"
+        ],
+        dagit,
+    )
+    why = {e["label"]: e.get("text") for e in observed[0]["metadataEntries"]}["cannot build here"]
+    assert why.startswith("needs a teacher: set `teacher` on the curation resource or LG_TEACHER"), why
     (stats,) = dagit.gql(PARTITIONS, path=["gradient_stats"])["assetNodes"]
+    assert f"`{teacher[0]}`" in stats["description"]
     models = {key.split("|")[0] for key in stats["partitionKeys"]}
     assert HUB_MODEL not in models and "tiny-a" in models
     assert {key.split("|")[1] for key in stats["partitionKeys"]} <= set(availability.buildable)
@@ -557,6 +593,47 @@ def test_dagster_dev_is_quiet_and_says_skipped_models_once(world):
     log = world["dagit"].log.read_text(errors="replace")
     for noise in ("BetaWarning", "PreviewWarning", "will not be used", "SupersessionWarning"):
         assert noise not in log, f"{noise} in the dagster dev output"
-    ticks = log.count("Checking for new runs for sensor: model_catalog_sensor")
-    assert ticks >= 3
+    ticks = len(world["dagit"].gql(SENSOR_TICKS, selector={**world["location"], "sensorName": "model_catalog_sensor"})[
+        "sensorOrError"]["sensorState"]["ticks"])  # fmt: skip
+    assert ticks >= 3  # (the log says a tick like the one before it no more: counted in the tick history)
+    assert log.count("Checking for new runs for sensor: model_catalog_sensor") < ticks
     assert log.count(f"model {HUB_MODEL} is not registered") == 1  # once, not every tick
+    assert " - DEBUG - " not in log  # python_log_level INFO: Dagster's DEBUG events stay in the UI's run log
+    said = [
+        line.split(" - INFO - ", 1)[1]
+        for line in log.splitlines()
+        if "model_catalog_sensor" in line and " - INFO - " in line and "Checking for new runs" not in line
+    ]
+    repeated = [a for a, b in zip(said, said[1:], strict=False) if a == b]
+    assert said and not repeated, repeated  # each line once per change ("nothing missing" was twice every tick)
+    assert log.count("nothing missing") < ticks / 2, log.count("nothing missing")
+    automation_ticks = log.count("Finished auto-materialization tick for refresh_results")
+    assert automation_ticks < ticks, automation_ticks  # six lines every tick, alike or not, before
+
+
+def test_every_conditioned_asset_is_evaluated_by_the_running_sensor(world, tmp_path):
+    """`dynamics_figures` and `zero_shot_figures` were left to Dagster's stopped default sensor: never evaluated."""
+    dagit = world["dagit"]
+    for asset in ("dynamics_figures", "zero_shot_figures", "layer_summary", "figures"):
+        (node,) = dagit.gql(AUTOMATION, path=[asset])["assetNodes"]
+        assert node["automationCondition"], asset
+        sensors = [(i["name"], i["sensorState"]["status"]) for i in node["targetingInstigators"] if i.get("name")]
+        assert sensors == [("refresh_results", "RUNNING")], (asset, sensors)
+
+        def evaluated(asset: str = asset) -> list[Any] | None:
+            found = dagit.gql(EVALUATIONS, path=[asset])["assetConditionEvaluationRecordsOrError"]
+            return found.get("records") or None
+
+        wait_for(f"an evaluation of {asset}'s automation condition", evaluated, dagit)
+    _chromium_or_skip()
+    from tests.e2e.browser import Browser
+
+    shots = Path(os.environ.get("LG_E2E_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    with Browser(1280, 720) as browser:
+        browser.goto(f"{dagit.url}/assets/dynamics_figures")
+        text = browser.wait_for(
+            "document.body.innerText.includes('refresh_results') && document.body.innerText", timeout_s=90
+        )
+        browser.screenshot(shots / "dynamics-figures-automation.png")
+    assert "default_automation_condition_sensor" not in text

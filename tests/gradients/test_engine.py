@@ -48,12 +48,13 @@ def run(model: Any, tokenizer: Any, examples: list[Example], **config: Any) -> l
     return results
 
 
-# Statistics computed in the hook as each gradient arrives (0), or after the backward on 2 threads.
-SCHEDULES = pytest.mark.parametrize("workers", [0, 2], ids=["in-hook", "2-workers"])
+# Statistics computed in the hook as each gradient arrives (the CUDA schedule), or after the backward on 2 threads.
+IN_HOOK, AFTER_BACKWARD = {"stats_schedule": "in-hook"}, {"stats_schedule": "after-backward", "stats_workers": 2}
+SCHEDULES = pytest.mark.parametrize("schedule", [IN_HOOK, AFTER_BACKWARD], ids=["in-hook", "after-backward"])
 
 
-def core_and_reference(model: Any, tokenizer: Any, examples: list[Example], workers: int = 0, **config: Any):
-    core = results_frame(run(model, tokenizer, examples, method="core", batch_size=4, stats_workers=workers, **config))
+def core_and_reference(model: Any, tokenizer: Any, examples: list[Example], schedule: dict = IN_HOOK, **config: Any):
+    core = results_frame(run(model, tokenizer, examples, method="core", batch_size=4, **schedule, **config))
     reference = results_frame(run(model, tokenizer, examples, method="full-svd", **config))
     return core, reference
 
@@ -81,12 +82,10 @@ def assert_every_route_ran(frame: Any, shapes: dict[str, tuple[int, int]]) -> No
 @pytest.mark.parametrize("batch_size", [1, 4])
 @pytest.mark.parametrize("encoding", ["pair", "study"])
 @pytest.mark.parametrize("kind", MODEL_KINDS)
-def test_core_matches_full_svd_on_every_family(kind, encoding, batch_size, workers, tokenizer):
+def test_core_matches_full_svd_on_every_family(kind, encoding, batch_size, schedule, tokenizer):
     model = make_model(kind)
     config = {"targets": ALL_TARGETS, "encoding": encoding}
-    core = results_frame(
-        run(model, tokenizer, EXAMPLES, method="core", batch_size=batch_size, stats_workers=workers, **config)
-    )
+    core = results_frame(run(model, tokenizer, EXAMPLES, method="core", batch_size=batch_size, **schedule, **config))
     reference = results_frame(run(model, tokenizer, EXAMPLES, method="full-svd", **config))
     assert stats_mismatches(core, reference) == []
     assert_every_route_ran(core, weight_shapes(model, ALL_TARGETS))
@@ -114,7 +113,7 @@ def test_core_matches_full_svd_with_chat_template(llama, tokenizer, encoding):
 
 
 @SCHEDULES
-def test_inputs_shared_by_layers_are_never_mixed_up_across_layers(workers, tokenizer):
+def test_inputs_shared_by_layers_are_never_mixed_up_across_layers(schedule, tokenizer):
     """q/k/v (and gate/up) share one QR of their common input, cached by tensor identity.
 
     A deeper model frees and reallocates many tensors during the forward: a cache keyed
@@ -122,7 +121,7 @@ def test_inputs_shared_by_layers_are_never_mixed_up_across_layers(workers, token
     """
     model = make_model("llama-gqa", layers=6)
     short = [example("a", 5, 14), example("b", 8, 9), example("c", 4, 20)]
-    core, reference = core_and_reference(model, tokenizer, short, workers, targets=ALL_TARGETS)
+    core, reference = core_and_reference(model, tokenizer, short, schedule, targets=ALL_TARGETS)
     assert stats_mismatches(core, reference) == []
 
 
@@ -154,10 +153,8 @@ VARIED = [example("v1", 8, 4), example("v2", 30, 170), example("v3", 5, 40), exa
 
 
 @SCHEDULES
-def test_batch_of_four_equals_batch_of_one(llama, tokenizer, workers):
-    batched = results_frame(
-        run(llama, tokenizer, VARIED, method="core", batch_size=4, targets=ALL_TARGETS, stats_workers=workers)
-    )
+def test_batch_of_four_equals_batch_of_one(llama, tokenizer, schedule):
+    batched = results_frame(run(llama, tokenizer, VARIED, method="core", batch_size=4, targets=ALL_TARGETS, **schedule))
     single = results_frame(run(llama, tokenizer, VARIED, method="core", batch_size=1, targets=ALL_TARGETS))
     assert stats_mismatches(batched, single) == []
     # Not vacuous: examples differ from one another far beyond the tolerance.
@@ -214,6 +211,28 @@ def test_another_batch_members_length_does_not_leak(llama, tokenizer):
     after = results_frame(run(llama, tokenizer, [short, grown], method="core", targets=ALL_TARGETS))
     assert stats_mismatches(after.loc[["me"]], before.loc[["me"]]) == []
     assert stats_mismatches(after.loc[["neighbour"]], before.loc[["neighbour"]]) != []
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_both_schedules_agree_with_full_svd_on_the_chat_template_and_the_study_encoding(kind, tokenizer):
+    """Every tiny family, both schedules, on the other encoding and the chat path (the CUDA schedule, on a CPU)."""
+    model = make_model(kind)
+    config = {"targets": ALL_TARGETS, "encoding": "study", "chat": True}
+    reference = results_frame(run(model, tokenizer, VARIED, method="full-svd", **config))
+    for schedule in (IN_HOOK, AFTER_BACKWARD):
+        core = results_frame(run(model, tokenizer, VARIED, method="core", batch_size=5, **schedule, **config))
+        assert stats_mismatches(core, reference) == [], schedule
+
+
+def test_the_schedule_is_the_configured_one_else_the_devices(llama):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert engine.stats_schedule(EngineConfig(), cpu) == "after-backward"
+    assert engine.stats_schedule(EngineConfig(), cuda) == "in-hook"
+    assert engine.stats_schedule(EngineConfig(stats_workers=0), cpu) == "in-hook"  # the setting's older meaning
+    forced = EngineConfig(stats_schedule="after-backward", stats_workers=0)
+    assert engine.stats_schedule(forced, cuda) == "after-backward"
+    with pytest.raises(InputError, match="stats schedule 'hook'"):
+        engine.check_config(llama, EngineConfig(stats_schedule="hook"))
 
 
 def test_unknown_target_suffix_is_an_input_error_naming_it(llama, tokenizer):

@@ -27,7 +27,7 @@ def test_the_failed_batch_memory_is_released_before_the_halves_run(llama, tokeni
     real_core = engine._core_batch
     seen: dict[str, object] = {}
 
-    def core_batch(model, targets, batch, pad_id, workers=0):
+    def core_batch(model, targets, batch, pad_id, *schedule):
         if len(batch) > 1:  # a real forward whose graph holds a large activation, then the allocator gives up
             ids, mask, _ = engine.batch_tensors(batch, pad_id, engine.model_device(model))
             logits = model(input_ids=ids, attention_mask=mask).logits
@@ -41,7 +41,7 @@ def test_the_failed_batch_memory_is_released_before_the_halves_run(llama, tokeni
         if "rss_at_half" not in seen:
             seen["alive_at_half"] = seen["activation"]() is not None
             seen["rss_at_half"] = resident_bytes()
-        return real_core(model, targets, batch, pad_id, workers)
+        return real_core(model, targets, batch, pad_id, *schedule)
 
     monkeypatch.setattr(engine, "_core_batch", core_batch)
     targets = find_targets(llama, ("q_proj",))

@@ -170,3 +170,37 @@ def test_progress_reports_every_example_with_its_tokens_rate_and_eta(llama, toke
         assert f"({ex.example_id}): {stats[ex.example_id]} tokens" in line
         assert " ex/s, " in line and "ETA " in line
     assert per_example[-1].endswith("ETA 0s")
+
+
+def test_the_table_and_its_outcomes_say_where_they_came_from(llama, tokenizer, tmp_path):
+    import json
+
+    from lg_pipeline.gradients.engine import ENGINE_VERSION
+    from lg_pipeline.gradients.runner import key_path
+    from lg_pipeline.gradients.targets import find_targets
+    from lg_pipeline.io.manifest import read_manifest
+
+    out = tmp_path / "stats.parquet"
+    provenance = {"data_file": "d.json", "data_hash": "abc", "limit": 3, "n_examples": 6, "model_source": "local"}
+    run_to_parquet(llama, tokenizer, EXAMPLES[:3], CONFIG, out, EXTRA, lambda m: None, provenance=provenance)
+    stats, status = read_manifest(out), read_manifest(status_path(out))
+    assert stats["kind"] == "gradient_stats" and status["kind"] == "gradient_status"
+    key = json.loads(key_path(out).read_text())["run_key"]
+    for manifest in (stats, status):
+        assert manifest["run_key"] == key and manifest["model"] == "tiny" and manifest["dataset"] == "unit"
+        assert {k: manifest[k] for k in provenance} == provenance
+        assert manifest["example_ids"] == ["ex0", "ex1", "ex2"] and manifest["targets"] == list(CONFIG.targets)
+        assert manifest["engine_version"] == ENGINE_VERSION and manifest["dtype"] == "float32"
+        assert manifest["parameters"] == [t.parameter for t in find_targets(llama, CONFIG.targets)]
+        assert manifest["columns"] == {"model": "tiny", "dataset": "unit"}
+    assert set(pd.read_parquet(out).parameter) == set(stats["parameters"])
+
+
+def test_bad_engine_settings_are_named_all_at_once():
+    from lg_pipeline.errors import SettingsError
+    from lg_pipeline.gradients.runner import check_engine_settings
+
+    with pytest.raises(SettingsError) as caught:
+        check_engine_settings(EngineConfig(batch_size=0, max_length=1, max_batch_tokens=0))
+    assert caught.value.settings() == ["batch_size", "max_length", "max_batch_tokens"]
+    assert str(caught.value).startswith("batch_size must be at least 1, got 0; max_length must be at least 2 tokens")

@@ -1,5 +1,6 @@
-"""Faults a run must survive: kill -9 at random points, two writers, a torn table, a full disk,
-settings changed between runs (chat/no-chat), a NaN weight, responses cut at max_length."""
+"""Faults a run must survive: kill -9 at every write boundary and at random points, two writers, a torn table, a
+full disk (at every write), settings changed between runs (chat/no-chat, weights, dtype), a NaN weight, responses cut
+at max_length."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from lg_pipeline.gradients.engine import EngineConfig
 from lg_pipeline.gradients.runner import key_path, run_to_parquet, status_path
 from lg_pipeline.io import atomic
 from lg_pipeline.io.locks import output_lock
+from tests.helpers import faults
 from tests.helpers.builders import example, make_model, stats_mismatches
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -51,9 +53,9 @@ def _child(target, *args: Any, slow_s: float = 0.0) -> int:
         if slow_s:  # spread the run over time so that kills land at varied points (also inside writes)
             original = atomic.write_parquet
 
-            def slow_write(frame, path):
+            def slow_write(frame, path, *args):
                 time.sleep(slow_s)
-                return original(frame, path)
+                return original(frame, path, *args)
 
             atomic.write_parquet = slow_write
             runner_module.write_parquet = slow_write
@@ -68,6 +70,59 @@ def _child(target, *args: Any, slow_s: float = 0.0) -> int:
 def _wait(pid: int) -> int:
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.slow
+def test_kill_9_at_every_write_boundary_then_a_rerun_equals_an_uninterrupted_run(llama, tokenizer, tmp_path):
+    import shutil
+
+    folder = tmp_path / "out"
+    out = folder / "stats.parquet"
+    examples, config = EXAMPLES[:3], EngineConfig(batch_size=1, targets=("q_proj", "v_proj"), max_length=256)
+    run = lambda: run_to_parquet(llama, tokenizer, examples, config, out, **QUIET)  # noqa: E731
+    run()
+    stats, status = indexed(out), pd.read_parquet(status_path(out)).set_index("example_id").sort_index()
+    shutil.rmtree(folder)
+
+    def check() -> None:
+        assert stats_mismatches(indexed(out), stats, rel=1e-6) == []
+        pd.testing.assert_frame_equal(pd.read_parquet(status_path(out)).set_index("example_id").sort_index(), status)
+        assert set(pd.read_parquet(status_path(out)).status) == {"ok"}
+
+    assert faults.kill_at_every_boundary(run, folder, check, minimum=20) == []
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_every_write_is_one_line_and_the_rerun_completes(llama, tokenizer, tmp_path, monkeypatch):
+    examples, config = EXAMPLES[:3], EngineConfig(batch_size=1, targets=("q_proj",), max_length=256)
+    reference_out = tmp_path / "reference.parquet"
+    run_to_parquet(llama, tokenizer, examples, config, reference_out, **QUIET)
+    reference = indexed(reference_out)
+    for n in range(1, 13):  # 3 batches of (statistics, outcomes, marker), then the three finished files
+        out = tmp_path / f"run{n}" / "stats.parquet"
+        with monkeypatch.context() as patch:
+            faults.full_disk_at(patch, n)
+            with pytest.raises(InputError) as caught:
+                run_to_parquet(llama, tokenizer, examples, config, out, **QUIET)
+        message = str(caught.value)
+        assert "\n" not in message and f"{out}: cannot write (No space left on device)" in message, message
+        assert ".tmp" not in message
+        summary = run_to_parquet(llama, tokenizer, examples, config, out, **QUIET)
+        assert summary.counts["ok"] == 3 and stats_mismatches(indexed(out), reference, rel=1e-6) == [], n
+        assert faults.leftovers(out.parent) == []
+
+
+def test_other_weights_are_computed_beside_and_never_mixed(tokenizer, tmp_path):
+    out = tmp_path / "stats.parquet"
+    config = EngineConfig(batch_size=2, targets=("q_proj",))
+    run_to_parquet(make_model("llama-gqa"), tokenizer, EXAMPLES[:2], config, out, **QUIET)
+    said: list[str] = []
+    other = make_model("llama-gqa", seed=1)
+    summary = run_to_parquet(other, tokenizer, EXAMPLES[:2], config, out, report=said.append)
+    assert summary.resumed == 0 and any("computed another way (weights:" in line for line in said)
+    fresh = tmp_path / "fresh.parquet"
+    run_to_parquet(other, tokenizer, EXAMPLES[:2], config, fresh, **QUIET)
+    assert stats_mismatches(indexed(out), indexed(fresh), rel=0) == [] and pd.read_parquet(out).run_key.nunique() == 1
 
 
 @pytest.mark.slow

@@ -100,14 +100,33 @@ def test_the_cheaper_route_is_the_core_far_below_the_width_and_g_close_to_it():
     assert spectra.core_is_cheaper(512, 4096, 4096)
 
 
-@pytest.mark.parametrize(("rows", "cols"), [(40, 64), (64, 40), (48, 48)])
-def test_numpy_and_torch_eigensolves_of_the_gram_agree(rows, cols):
-    """The CPU route (numpy) and the accelerator route (torch), both on this CPU, on an ill-conditioned matrix."""
-    gen = torch.Generator().manual_seed(2)
-    u, _ = torch.linalg.qr(torch.randn(rows, min(rows, cols), generator=gen, dtype=torch.float64))
-    v, _ = torch.linalg.qr(torch.randn(cols, min(rows, cols), generator=gen, dtype=torch.float64))
-    m = (u * torch.logspace(0, -6, min(rows, cols), dtype=torch.float64)) @ v.T
-    on_numpy, on_torch = spectra.gram_eigenvalues_numpy(m), spectra.gram_eigenvalues_torch(m)
-    assert on_numpy.shape == on_torch.shape == (min(rows, cols),)
-    assert torch.allclose(on_numpy, on_torch, rtol=0, atol=1e-14)
-    assert on_numpy[-1] == pytest.approx(1.0, rel=1e-12)  # σ_max² of the made spectrum
+def test_a_stack_with_rows_of_its_own_per_matrix_matches_each_full_svd():
+    """One stack, both routes (3 and 10 rows through the core, 31 through G's Gram, 32 and 40 at full rank);
+    whatever lies past a matrix's own rows, in X or Δ, is ignored."""
+    gen = torch.Generator().manual_seed(4)
+    rows = [3, 10, 31, 32, 40]
+    x, delta = torch.randn(5, 40, 48, generator=gen), torch.randn(5, 40, 32, generator=gen) * 1e-3
+    assert [spectra.takes_core(r, 32, 48) for r in rows] == [True, True, False, False, False]
+    stacked = spectra.stacked_factor_stats(x, delta, rows)
+    for n, r in enumerate(rows):
+        got, want = stacked[n], matrix_stats(delta[n, :r].T @ x[n, :r])
+        frames = [pd.DataFrame([s.tolist()], columns=list(MATRIX_STATS)) for s in (got, want)]
+        index = pd.MultiIndex.from_tuples([(str(r), "G")], names=["example_id", "parameter"])
+        assert stats_mismatches(*(f.set_index(index).assign(loss=1.0, n_tokens=r) for f in frames)) == [], r
+        assert (got[MATRIX_STATS.index("sigma_min")] == 0) == (r < 32)
+    assert torch.equal(stacked[1], spectra.factor_stats(x[1, :10], delta[1, :10]))
+
+
+def test_a_large_stack_is_cut_into_pieces_without_changing_a_number(monkeypatch):
+    x, delta = _factors(12, 64, 48)
+    stack_x, stack_d = x.expand(7, -1, -1).contiguous(), delta.expand(7, -1, -1).contiguous()
+    whole = spectra.stacked_factor_stats(stack_x, stack_d, [12] * 7)
+    monkeypatch.setattr(spectra, "STACK_ELEMENTS", 2 * 64 * 48)  # two matrices per piece
+    assert torch.allclose(spectra.stacked_factor_stats(stack_x, stack_d, [12] * 7), whole, rtol=1e-6)
+
+
+def test_the_spectra_alone_are_the_statistics_singular_values():
+    x, delta = _factors(20, 64, 48)
+    (svals,) = spectra.stacked_singular_values(x[None], delta[None], [20])
+    stats = spectra.factor_stats(x, delta)
+    assert float(svals[0, :20].sum()) == pytest.approx(float(stats[0]), rel=1e-6)

@@ -1,4 +1,4 @@
-"""Shared by the learning-dynamics tests: a tiny run recorded with the callback, and materialised references."""
+"""Shared by the dynamics tests: a tiny run recorded with the callback, materialised references, model loaders."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from lg_pipeline.dynamics.learning.callback import DynamicsCallback
 from lg_pipeline.dynamics.learning.measure import response_logp_sum, to_batch
 from lg_pipeline.dynamics.learning.probes import build_probes
-from lg_pipeline.dynamics.training import TrainConfig, fine_tune
+from lg_pipeline.dynamics.training import LoadedModel, TrainSettings, fine_tune
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.encoding import encode
 from lg_pipeline.gradients.loss import per_example_loss
@@ -31,9 +31,14 @@ def one_step(model, tokenizer, lr=1e-2, trainable="attention", probe_batch_size=
     callback = DynamicsCallback(
         tokenizer, probes, eval_every=1, probe_batch_size=probe_batch_size, train_examples=rows()
     )
-    config = TrainConfig(steps=1, batch_size=batch_size, learning_rate=lr, trainable=trainable, optimizer=optimizer)
+    config = TrainSettings(steps=1, batch_size=batch_size, learning_rate=lr, trainable=trainable, optimizer=optimizer)
     fine_tune(model, tokenizer, rows(), config, callbacks=[callback])
     return before, callback, probes
+
+
+def loader(model, tokenizer, chat: bool = False, name: str = "tiny"):
+    """A run's model loader handing over a fresh copy of `model` each time (runs train the model in place)."""
+    return lambda: LoadedModel(copy.deepcopy(model), tokenizer, chat, name, "test")
 
 
 def logp_gradients(model, tokenizer, example: Example, names) -> tuple[float, dict[str, Any]]:

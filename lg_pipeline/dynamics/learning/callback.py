@@ -7,8 +7,10 @@ At every eval step s (step 0 and every `eval_every` steps):
 3. after the step (θ_{s+1}): the weights go back to θ_s for one probe pass (logp_sum at θ_s,
    predicted change per matrix ⟨∇_W logp_sum, W_{s+1} − W_s⟩, NTK per layer), then forward to
    θ_{s+1} for the measured logp_sum.
-Every step adds a `train_log` row (loss, learning rate, update norm). Tables go to a sink,
-`sink(table, frame)`; the default keeps them in memory (`callback.tables()`).
+Every step adds a `train_log` row (loss, learning rate, update norm). Tables go to a sink, one call per part:
+`sink("step-<s>", {table: frame})` with every table of eval step s, and `sink("train_log", {"train_log": frame})`
+when training ends; the default keeps them in memory (`callback.tables()`). A log-probability or predicted change
+that is not finite stops the run (`RunStopped`, naming the step and the learning rate) before the step is emitted.
 
 Works in a plain user `Trainer` as long as the batch is fed as `input_ids`/`attention_mask`/
 `labels` (right-padded); without labels (DPO) the kernel and batch statistics are skipped.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from transformers import TrainerCallback
@@ -37,6 +39,7 @@ from lg_pipeline.dynamics.learning.measure import (
     train_pass,
 )
 from lg_pipeline.dynamics.learning.probes import Probe
+from lg_pipeline.errors import RunStopped
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.encoding import Encoded, encode
 from lg_pipeline.gradients.engine import pad_token_id
@@ -44,7 +47,7 @@ from lg_pipeline.gradients.targets import Target
 from lg_pipeline.schema import MATRIX_STATS
 from lg_pipeline.vocabulary import layer_index
 
-Sink = Callable[[str, Any], None]
+Sink = Callable[[str, Mapping[str, Any]], None]
 TABLES = ("logprobs", "influence", "influence_summary", "kernel", "train_log", "train_gradient_stats")
 
 
@@ -91,15 +94,20 @@ class DynamicsCallback(TrainerCallback):
         # batch rows are chosen and rejected responses under another loss.
         self.batch_measurements = batch_measurements
         self._frames: dict[str, list[Any]] = defaultdict(list)
-        self.sink = sink or (lambda table, frame: self._frames[table].append(frame))
+        self.sink = sink or self._keep
         self.skipped_probes: dict[str, str] = {}
         self._hook = None
         self._recorded: list[dict[str, Any]] = []
         self._pending: dict[int, dict[str, Any]] = {}
+        self._train_log: list[dict[str, Any]] = []
         # Wall-clock seconds of each measurement phase per eval step (the benchmark reads them).
         self.seconds: dict[int, dict[str, float]] = defaultdict(dict)
 
     # --- results -------------------------------------------------------------------------------
+
+    def _keep(self, part: str, frames: Mapping[str, Any]) -> None:
+        for table, frame in frames.items():
+            self._frames[table].append(frame)
 
     def tables(self) -> dict[str, Any]:
         """The in-memory tables (default sink): one DataFrame per name in TABLES."""
@@ -165,11 +173,14 @@ class DynamicsCallback(TrainerCallback):
             self._emit_train_log({**row, "loss": float(logs["loss"])})
 
     def on_train_end(self, args, state, control, **kwargs):
+        import pandas as pd
+
         for step in sorted(self._pending):
             self._emit_train_log(self._pending.pop(step))
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        self.sink("train_log", {"train_log": pd.DataFrame(self._train_log)})
 
     # --- measurement ---------------------------------------------------------------------------
 
@@ -247,13 +258,29 @@ class DynamicsCallback(TrainerCallback):
                     "measured_delta": logp_after[k] - logp_before[k],
                 }
             )
-        self.sink("logprobs", pd.DataFrame(rows_lp))
-        self.sink("influence", pd.DataFrame(rows_inf))
-        self.sink("influence_summary", pd.DataFrame(rows_sum))
+        frames = {
+            "logprobs": pd.DataFrame(rows_lp),
+            "influence": pd.DataFrame(rows_inf),
+            "influence_summary": pd.DataFrame(rows_sum),
+        }
         if self._train is not None:
             ids = self._train_example_ids(step)
-            self.sink("kernel", self._kernel_frame(step, probes, effects, ids))
-            self.sink("train_gradient_stats", self._stats_frame(step, ids))
+            frames["kernel"] = self._kernel_frame(step, probes, effects, ids)
+            frames["train_gradient_stats"] = self._stats_frame(step, ids)
+        self._stop_unless_finite(step, frames)
+        self.sink(f"step-{step}", frames)
+
+    def _stop_unless_finite(self, step: int, frames: Mapping[str, Any]) -> None:
+        """A NaN or inf log-probability, prediction or statistic is not a measurement: stop, naming the step."""
+        import numpy as np
+
+        for table, frame in frames.items():
+            numbers = frame.select_dtypes("number").to_numpy(dtype=float)
+            if numbers.size and not np.isfinite(numbers).all():
+                raise RunStopped([
+                    f"step {step}: {table} holds values that are not finite (NaN or inf weights); the run stopped: "
+                    f"lower {{learning_rate}} (it is {self._lr:g})"
+                ])
 
     def _train_example_ids(self, step: int) -> list[str]:
         batch = self._train_batch
@@ -304,9 +331,7 @@ class DynamicsCallback(TrainerCallback):
         return pd.DataFrame(rows)
 
     def _emit_train_log(self, row: dict[str, Any]) -> None:
-        import pandas as pd
-
-        self.sink("train_log", pd.DataFrame([row]))
+        self._train_log.append(row)
 
 
 def _cat(parts):

@@ -1,9 +1,9 @@
 """One forward/backward per batch that measures what an update does, reduced in the hooks.
 
-- `train_pass`: a training batch at θ_s, with the engine's loss per example. The engine's
-  own `FactorCapture` computes its per-example gradient statistics from the same backward;
-  these hooks keep each example's X and Δ for the kernel.
-- `probe_pass`: probes at θ_s, f = Σ_b logp_sum_b. As each layer's Δ arrives, the hook turns it
+- `train_pass`: a training batch at θ_s, with the engine's loss per example. One capture
+  (`gradients/capture`) feeds two consumers from the same backward: the engine's statistics
+  (`gradients/statistics`) and one that keeps each example's X and Δ for the kernel.
+- `probe_pass`: probes at θ_s, f = Σ_b logp_sum_b. As each layer's Δ arrives, a consumer turns it
   into the probes' predicted changes ⟨Δᵀ X, U⟩ (and the NTK against the kept training
   factors), then drops it: at most one layer's Δ is alive.
 - `logprobs`: log-probabilities only, no gradient.
@@ -16,47 +16,26 @@ trains) get ⟨∇ logp_sum, ΔP⟩ from `autograd.grad`, one probe at a time.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lg_pipeline.dynamics.learning.influence import predicted_delta
 from lg_pipeline.dynamics.learning.kernel import ntk
 from lg_pipeline.dynamics.training import evaluating
-from lg_pipeline.gradients.capture import FactorCapture
-from lg_pipeline.gradients.encoding import IGNORE_INDEX, Encoded
-from lg_pipeline.gradients.engine import positions_with_loss, requires_grad_only
+from lg_pipeline.gradients.capture import Capture, Factors, KeptFactors, consumer
+from lg_pipeline.gradients.engine import model_device, positions_with_loss
 from lg_pipeline.gradients.loss import kept_labels, per_example_loss, response_ce_sums
+from lg_pipeline.gradients.padding import Batch, encoded_batch
+from lg_pipeline.gradients.statistics import (
+    MatrixStatistics,
+    default_schedule,
+    default_workers,
+    single_threaded_blas,
+)
 from lg_pipeline.gradients.targets import Target
 
-
-@dataclass
-class Batch:
-    """Right-padded token ids, attention mask and labels of some encoded sequences."""
-
-    ids: Any
-    mask: Any
-    labels: Any
-    lengths: list[int]
-
-    @property
-    def n_response_tokens(self) -> list[int]:
-        return (self.labels != IGNORE_INDEX).sum(1).tolist()
-
-
-def to_batch(encoded: Sequence[Encoded], pad_id: int, device: Any) -> Batch:
-    import torch
-
-    width = max(e.n_tokens for e in encoded)
-    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    labels = torch.full_like(ids, IGNORE_INDEX)
-    for i, e in enumerate(encoded):
-        ids[i, : e.n_tokens] = torch.tensor(e.input_ids)
-        mask[i, : e.n_tokens] = 1
-        labels[i, : e.n_tokens] = torch.tensor(e.labels())
-    return Batch(ids.to(device), mask.to(device), labels.to(device), [e.n_tokens for e in encoded])
+to_batch = encoded_batch  # encoded sequences -> one right-padded `Batch` (the engine's one builder)
 
 
 def batch_from_inputs(inputs: dict[str, Any]) -> Batch | None:
@@ -78,43 +57,6 @@ def batch_from_inputs(inputs: dict[str, Any]) -> Batch | None:
 def response_logp_sum(logits: Any, labels: Any) -> Any:
     """Σ over response tokens of log p(y_t | x, y_<t) per sequence, on (tokens, vocab) rows like the engine."""
     return -response_ce_sums(logits, labels)
-
-
-def weights_frozen(model: Any, except_names: Sequence[str] = ()) -> contextlib.AbstractContextManager[None]:
-    """No parameter requires a gradient except `except_names`; flags restored, `.grad` left alone."""
-    return requires_grad_only(model, except_names)
-
-
-class LayerHooks:
-    """Forward hooks on the studied layers; `on_grad(index, x, delta)` runs as each Δ arrives.
-
-    x and delta are (batch, width, features) whatever the layer saw; the embeddings' output is
-    made to require a gradient so the graph exists even when no weight does.
-    """
-
-    def __init__(self, model: Any, targets: Sequence[Target], n_rows: int, on_grad: Callable[[int, Any, Any], None]):
-        self.n_rows, self.on_grad = n_rows, on_grad
-        self.embedded: list[Any] = []
-        modules = dict(model.named_modules())
-        self._handles = [modules[t.module_path].register_forward_hook(self._hook(i)) for i, t in enumerate(targets)]
-        self._handles.append(model.get_input_embeddings().register_forward_hook(self._start_graph))
-
-    def _start_graph(self, module, args, out):
-        if not out.requires_grad:
-            out.requires_grad_(True)
-        self.embedded.append(out)
-
-    def _hook(self, index: int) -> Callable:
-        def hook(module, args, output):
-            x = args[0].detach().reshape(self.n_rows, -1, args[0].shape[-1])
-            output.register_hook(lambda g: self.on_grad(index, x, g.reshape(self.n_rows, -1, g.shape[-1])))
-
-        return hook
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self.embedded.clear()
 
 
 def _logits(model: Any, batch: Batch) -> tuple[Any, Any]:
@@ -150,25 +92,19 @@ def train_pass(model: Any, targets: Sequence[Target], batch: Batch) -> TrainFact
     import torch
 
     out = TrainFactors(lengths=list(batch.lengths), n_response_tokens=batch.n_response_tokens)
-
-    def keep(index, x, delta):
-        out.x[index], out.delta[index] = x, delta.detach()
-
-    n = len(batch.lengths)
-    hooks = LayerHooks(model, targets, n, keep)
-    stats = FactorCapture(model, list(targets), list(batch.lengths), workers=0)
-    try:
-        with evaluating(model), weights_frozen(model), torch.enable_grad():
+    device = model_device(model)
+    kept = KeptFactors()
+    stats = MatrixStatistics(targets, batch.lengths, default_schedule(device), default_workers(device))
+    with evaluating(model), torch.enable_grad(), single_threaded_blas(device):
+        with Capture(model, targets, len(batch.lengths), [kept, stats]) as capture:
             logits, labels = _logits(model, batch)
             losses = per_example_loss(logits, labels)
             del logits
-            torch.autograd.grad(losses.sum(), hooks.embedded)
-        stats.finish()
-    finally:
-        stats.close()
-        hooks.close()
+            capture.backward(losses.sum())
+    out.x, out.delta = kept.x, kept.delta
     out.losses = losses.detach().cpu().tolist()
-    out.stats = {k: v.cpu().tolist() for k, v in stats.stats.items()}
+    table = stats.table().cpu().tolist()
+    out.stats = {(i, b): table[i][b] for i in range(len(targets)) for b in range(len(batch.lengths))}
     return out
 
 
@@ -205,24 +141,21 @@ def probe_pass(
     predicted = torch.zeros(n, len(targets), dtype=torch.float64)
     kernel = None if train is None else torch.zeros(n, len(train.losses), len(targets), dtype=torch.float64)
 
-    def reduce(index, x, delta):
-        with torch.no_grad():
-            predicted[:, index] = predicted_delta(x, delta, updates[index]).double().cpu()
-            if kernel is not None:
-                kernel[:, :, index] = ntk(x, delta, train.x[index], train.delta[index]).double().cpu()
+    def reduce(f: Factors) -> None:
+        i = f.index
+        predicted[:, i] = predicted_delta(f.x, f.delta, updates[i]).double().cpu()
+        if kernel is not None:
+            kernel[:, :, i] = ntk(f.x, f.delta, train.x[i], train.delta[i]).double().cpu()
 
-    hooks = LayerHooks(model, targets, n, reduce)
     params = [p for p, _ in rest.values()]
-    try:
-        with evaluating(model), weights_frozen(model, list(rest)), torch.enable_grad():
+    with evaluating(model), torch.enable_grad():
+        with Capture(model, targets, n, [consumer(reduce)], trainable=rest) as capture:
             logits, labels = _logits(model, batch)
             logp = response_logp_sum(logits, labels)
             del logits
-            grads = torch.autograd.grad(logp.sum(), hooks.embedded + params, allow_unused=True)
-    finally:
-        hooks.close()
+            grads = capture.backward(logp.sum(), also=params)
     rest_effect = {}
-    for (name, (_, update)), grad in zip(rest.items(), grads[len(grads) - len(params) :], strict=True):
+    for (name, (_, update)), grad in zip(rest.items(), grads, strict=True):
         value = 0.0 if grad is None else float((grad.double() * update.double()).sum())
         rest_effect[name] = [value]
     return ProbeEffects(logp.detach().cpu().tolist(), predicted, kernel, rest_effect)

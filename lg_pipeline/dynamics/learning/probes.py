@@ -17,7 +17,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from lg_pipeline.errors import InputError
+from lg_pipeline.errors import SettingsError, setting
 from lg_pipeline.example import Example, stable_id
 
 PROBE_COLUMNS = ("probe_id", "prompt_id", "probe_type", "instruction", "response")
@@ -69,9 +69,9 @@ def build_probes(
 ) -> list[Probe]:
     """The probes of `n_probes` prompts: rows [0, n_trained_rows) are trained, the rest held out."""
     if n_probes < 1:
-        raise InputError(f"--n-probes: {n_probes} is not positive")
+        raise SettingsError([setting("n_probes", f"{n_probes} is not positive")])
     if n_probes > len(train):
-        raise InputError(f"--n-probes: {n_probes} probes but the training data has {len(train)} rows")
+        raise SettingsError([setting("n_probes", f"{n_probes} probes but the training data has {len(train)} rows")])
     rng = random.Random(seed)
     trained_pool = list(range(n_trained_rows))
     held_pool = list(range(n_trained_rows, len(train)))
@@ -110,10 +110,16 @@ def _probe(row: Example, probe_type: str, response: str) -> Probe:
     return Probe(probe_id, row.example_id, probe_type, row.instruction, response)
 
 
-def check_aligned(train: Sequence[Example], other: Sequence[Example], name: str) -> None:
-    """`other` (an --also or --wrong file) must hold the same instructions in the same order."""
-    if len(other) != len(train):
-        raise InputError(f"{name}: {len(other)} rows, the training data has {len(train)}")
-    for k, (a, b) in enumerate(zip(train, other, strict=True)):
-        if a.instruction != b.instruction:
-            raise InputError(f"{name}: row {k} has another instruction than the training data (not aligned)")
+def matched(train: Sequence[Example], other: Sequence[Example]) -> list[Example] | None:
+    """A companion set's rows in the order of `train`'s instructions (any order in `other`; extra rows ignored);
+    None when one of `train`'s instructions is missing from it. The one rule for companion sets (other CoT levels,
+    the wrong-answer set), whoever hands them in."""
+    by_instruction = {e.instruction: e for e in other}
+    found = [by_instruction.get(e.instruction) for e in train]
+    return None if any(e is None for e in found) else found
+
+
+def missing_instructions(train: Sequence[Example], other: Sequence[Example]) -> int:
+    """How many of `train`'s rows have no row with the same instruction in `other`."""
+    present = {e.instruction for e in other}
+    return sum(e.instruction not in present for e in train)

@@ -1,28 +1,54 @@
-"""A learning-dynamics run: fine-tune with `DynamicsCallback`, tables written per eval step, resumable.
+"""A learning-dynamics run: fine-tune with `DynamicsCallback` into a resumable run folder, one entry point.
 
-Each eval step's tables are appended atomically as chunks (`<table>.parquet.parts/`), the
-summary last, so a step counts as done once its `influence_summary` chunk exists. A rerun into
-the same folder replays the training steps (same data order, seed and optimizer: the same
-weights) and measures only the eval steps not done yet; `finish` joins the chunks.
+`run_learning_dynamics(settings, data, load, out)` does every step, in this order, for the asset and the CLI
+alike: the settings were checked on construction; the companion sets are matched to the rows, the probes drawn
+and the trained rows chosen (`plan_run`); the output folder is checked and locked; only then is the model loaded
+(`load`), its dtype checked, and the run trained and measured.
+
+The folder (`lg_pipeline.io.run_folder`) holds one table per measurement (`TABLES`), `probes`, `summary.json`
+and `run.json`. Each eval step is one committed part (every table of the step, then its marker); the train log is
+one more part when training ends. A rerun with the same run key replays the training steps (same data order, seed
+and optimizer: the same weights) and measures only the eval steps not committed yet; a rerun of a finished run
+trains nothing. A run key that changed (settings, weights, dtype, device type, data) computes beside the finished
+tables and replaces them when it is complete.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lg_pipeline.dynamics.learning.callback import TABLES, DynamicsCallback
+from lg_pipeline.dynamics.learning.callback import TABLES, DynamicsCallback, is_eval_step
 from lg_pipeline.dynamics.learning.influence import r_squared
-from lg_pipeline.dynamics.learning.probes import PROBE_COLUMNS, Probe
-from lg_pipeline.dynamics.training import TrainConfig, fine_tune
+from lg_pipeline.dynamics.learning.probes import (
+    PROBE_COLUMNS,
+    Probe,
+    build_probes,
+    matched,
+    missing_instructions,
+    rows_to_train,
+)
+from lg_pipeline.dynamics.training import (
+    HoldsTrainSettings,
+    LoadedModel,
+    ModelLoader,
+    TrainSettings,
+    fine_tune,
+    refuse_float16,
+    trainable_parameters,
+)
+from lg_pipeline.errors import InputError, SettingsError, int_at_least, raise_problems
 from lg_pipeline.example import Example
-from lg_pipeline.io.atomic import ChunkedTable, atomic_write_text, write_parquet
+from lg_pipeline.gradients.runner import examples_hash, model_identity
+from lg_pipeline.io.locks import output_lock
+from lg_pipeline.io.run_folder import SETTINGS_FILE, RunFiles, RunFolder, RunWriter, TableSpec
 
+# Bump when the numbers a run produces could change.
+LEARNING_DYNAMICS_VERSION = "dynamics-1"
 # Rows that identify one value of each table (a replayed step overwrites, never duplicates).
 KEYS: dict[str, tuple[str, ...]] = {
     "logprobs": ("step", "probe_id"),
@@ -32,8 +58,64 @@ KEYS: dict[str, tuple[str, ...]] = {
     "train_log": ("step",),
     "train_gradient_stats": ("step", "example_id", "parameter"),
 }
-SUMMARY_FILE = "summary.json"
-RUN_FILE = "run.json"  # the settings the finished steps were measured with
+TRAIN_LOG = "train_log"
+RUN_FILE = SETTINGS_FILE  # for readers that name it (the names inside a run folder live in io.run_folder)
+LEARNING_FILES = RunFiles(
+    kind="dynamics",
+    tables={
+        **{t: TableSpec(KEYS[t], KEYS[t]) for t in TABLES},
+        "probes": TableSpec(("probe_id",), PROBE_COLUMNS, order=()),
+    },
+    others=("check.json",),  # the completeness check's verdict (assets.gates)
+)
+
+
+def learning_run(out: str | Path) -> RunFolder:
+    """The run folder at `out`: where each of its files is (`.table(name)`, `.settings_file`, `.summary_file`)."""
+    return LEARNING_FILES.at(out)
+
+
+@dataclass(frozen=True)
+class LearningDynamicsSettings(HoldsTrainSettings):
+    """Everything a learning-dynamics run is asked for: how it trains, how often it measures, how many probes.
+    The probes are drawn with `train.seed`."""
+
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval_every: int = 5
+    n_probes: int = 6
+
+    def __post_init__(self) -> None:
+        raise_problems([
+            None if isinstance(self.train, TrainSettings) else "{train}: must be a TrainSettings",
+            int_at_least("eval_every", self.eval_every, 1),
+            int_at_least("n_probes", self.n_probes, 1),
+        ])
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The rows a run trains on, and its companion sets: the same prompts' responses at other CoT levels
+    (`other_levels`, by level) and a wrong-answer set (`wrong`). Companions are matched to the rows by instruction,
+    in any order (`probes.matched`); a set missing one of the rows' instructions is left out, and the run says so.
+    `labels` name the sets in messages (by level, and `wrong`): the CLI's flags, or the asset's variants."""
+
+    rows: Sequence[Example]
+    other_levels: Mapping[str, Sequence[Example]] = field(default_factory=dict)
+    wrong: Sequence[Example] | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def label(self, name: str) -> str:
+        return self.labels.get(name, "the wrong-answer set" if name == "wrong" else f"the {name} CoT set")
+
+
+@dataclass(frozen=True)
+class DynamicsPlan:
+    """What a run will do, decided before any model is loaded."""
+
+    train: list[Example]  # the rows trained on (the rest are only the held-out probes' prompts)
+    probes: list[Probe]
+    rejected: list[Example] | None  # DPO: the wrong-answer responses of the trained rows
+    companions: dict[str, str]  # set -> "matched" or why it was left out
 
 
 @dataclass(frozen=True)
@@ -48,112 +130,214 @@ class DynamicsSummary:
     resumed_steps: list[int]
     skipped_examples: dict[str, str]
     skipped_probes: dict[str, str]
+    companions: dict[str, str] = field(default_factory=dict)
 
 
-class StepStore:
-    """The run folder: one chunked table per output, probes.parquet and summary.json."""
+def plan_run(
+    settings: LearningDynamicsSettings, data: TrainingData, report: Callable[[str], None] = print
+) -> DynamicsPlan:
+    """Companions matched, probes drawn, trained rows chosen: every input checked, no model needed."""
+    rows = list(data.rows)
+    if not rows:
+        raise InputError(f"{data.labels.get('rows', 'the training data')}: no rows to train on")
+    train = settings.train
+    steps = train.steps or math.ceil((train.epochs or 1.0) * len(rows) / train.batch_size)
+    n_trained = rows_to_train(len(rows), settings.n_probes, steps, train.batch_size)
+    companions, levels = {}, {}
+    for level, other in data.other_levels.items():
+        levels[level] = _companion(data, rows, level, other, companions, report)
+    wrong = _companion(data, rows, "wrong", data.wrong, companions, report) if data.wrong is not None else None
+    if train.objective == "dpo" and wrong is None:
+        label = data.label("wrong").replace("{", "{{").replace("}", "}}")
+        why = "(none given)" if data.wrong is None else f"({companions['wrong']})"
+        raise SettingsError(["{objective} dpo needs " + label + ": the rejected responses of the same rows " + why])
+    probes = build_probes(rows, settings.n_probes, n_trained, train.seed,
+                          {k: v for k, v in levels.items() if v is not None}, wrong)
+    rejected = wrong[:n_trained] if train.objective == "dpo" and wrong is not None else None
+    return DynamicsPlan(rows[:n_trained], probes, rejected, companions)
 
-    def __init__(self, out_dir: str | Path):
-        self.dir = Path(out_dir)
-        self.tables = {t: ChunkedTable(self.dir / f"{t}.parquet") for t in TABLES}
 
-    def start(self, fingerprint: dict[str, Any]) -> None:
-        """Keep finished steps only if they came from the same run settings; otherwise start over."""
-        path = self.dir / RUN_FILE
-        if path.is_file() and json.loads(path.read_text()) != fingerprint:
-            for table in self.tables.values():
-                shutil.rmtree(table.parts, ignore_errors=True)
-        atomic_write_text(path, json.dumps(fingerprint, indent=1, sort_keys=True))
+def _companion(data, rows, name, other, companions, report) -> list[Example] | None:
+    found = matched(rows, other)
+    if found is None:
+        missing = missing_instructions(rows, other)
+        companions[name] = f"left out: {missing} of {len(rows)} training instructions not in it"
+        report(f"{data.label(name)}: {missing} of {len(rows)} training instructions not found; left out")
+    else:
+        companions[name] = "matched"
+    return found
 
-    def done_steps(self) -> set[int]:
-        frame = self.tables["influence_summary"].read_chunks()
-        return set() if frame is None else {int(s) for s in frame["step"].unique()}
 
-    def append(self, table: str, frame: Any) -> None:
-        if len(frame):
-            self.tables[table].append(frame)
+def run_learning_dynamics(
+    settings: LearningDynamicsSettings,
+    data: TrainingData,
+    load: ModelLoader,
+    out: str | Path,
+    *,
+    wait: bool = True,
+    report: Callable[[str], None] = print,
+    progress: Callable[[int, int], None] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> DynamicsSummary:
+    """Train and measure into `out` (resuming a stopped run there); returns the R² summary.
 
-    def finish(self) -> None:
+    `wait`: wait for another writer of `out` (a Dagster run) instead of failing at once (the CLI). `provenance`:
+    what the caller knows of where the data came from (`data_file`, `data_hash`, `dataset`, `level`, ...), for the
+    tables' run manifest. The model is trained in place: `load` should hand over a model the caller may change.
+    """
+    plan = plan_run(settings, data, report)
+    folder = learning_run(out)
+    folder.check_target()
+    with output_lock(folder.location, wait=wait, report=report):  # before the weights load: a second run waits
+        loaded = load()
+        refuse_float16(loaded.model)
+        run = _LearningRun(settings, plan, loaded, folder, report, progress, dict(provenance or {}))
+        kept = lambda: f"{len(run.committed_steps)} finished eval steps are kept"  # noqa: E731
+        with folder.writing(run.fields(), wait=wait, report=report, kept=kept) as writer:
+            return run.execute(writer)
+
+
+class _LearningRun:
+    """One call of `run_learning_dynamics` with its model loaded, holding the folder's lock."""
+
+    def __init__(self, settings, plan, loaded: LoadedModel, folder, report, progress, provenance):
+        chat = loaded.chat if settings.train.chat is None else settings.train.chat
+        self.settings = replace(settings, train=replace(settings.train, chat=chat))
+        self.plan, self.loaded, self.folder = plan, loaded, folder
+        self.report, self.progress, self.provenance = report, progress, provenance
+        self.parameters = trainable_parameters(loaded.model, self.settings.train.trainable)  # fails before writing
+        self.committed_steps: set[int] = set()
+
+    def fields(self) -> dict[str, Any]:
+        """Everything that changes a number: the settings, the rows, probes and rejected responses, the weights."""
+        plan = self.plan
+        return {
+            "version": LEARNING_DYNAMICS_VERSION,
+            "config": asdict(self.settings.train),
+            "eval_every": self.settings.eval_every,
+            "n_probes": self.settings.n_probes,
+            "probes": [p.probe_id for p in plan.probes],
+            "rows": examples_hash(plan.train),
+            "rejected": examples_hash(plan.rejected) if plan.rejected is not None else None,
+            **model_identity(self.loaded.model),
+        }
+
+    def eval_steps(self) -> list[int]:
+        train = self.settings.train
+        steps = train.steps or math.ceil((train.epochs or 1.0) * len(self.plan.train) / train.batch_size)
+        return [s for s in range(steps) if is_eval_step(s, self.settings.eval_every)]
+
+    def execute(self, writer: RunWriter) -> DynamicsSummary:
+        finished = writer.finished()
+        finished_steps = set() if finished is None else {int(s) for s in finished["influence_summary"].step}
+        committed = {int(p.removeprefix("step-")) for p in writer.done_parts() if p.startswith("step-")}
+        done = finished_steps | committed
+        self.committed_steps, wanted = set(done), set(self.eval_steps())
+        previous = self._previous_summary(finished)
+        if previous is not None and wanted <= finished_steps and not writer.commits():
+            writer.discard_staging()
+            self.report(f"{self.folder.location}: finished with these settings; nothing to do")
+            return replace(previous, resumed_steps=sorted(done))
+        meta = self._train_log_meta(writer)
+        if meta is None and previous is not None and wanted <= finished_steps:
+            meta = {k: getattr(previous, k) for k in ("steps", "skipped_examples", "skipped_probes")}
+        if meta is None or not wanted <= done:
+            meta = self._train(writer, done)
+        return self._finish(writer, sorted(done), meta)
+
+    def _previous_summary(self, finished: Any) -> DynamicsSummary | None:
+        """The summary of a finished run with this key (None when unfinished or unreadable)."""
+        if finished is None or not self.folder.summary_file.is_file():
+            return None
+        try:
+            return DynamicsSummary(**json.loads(self.folder.summary_file.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _train_log_meta(self, writer: RunWriter) -> dict[str, Any] | None:
+        """What the committed train log recorded (steps taken, examples and probes left out), if training ended."""
+        found = [c.meta for c in writer.commits() if c.part == TRAIN_LOG]
+        return found[-1] if found else None
+
+    def _train(self, writer: RunWriter, done: set[int]) -> dict[str, Any]:
+        train_log: dict[str, Any] = {}
+
+        def sink(part: str, frames: Mapping[str, Any]) -> None:
+            if part == TRAIN_LOG:
+                train_log.update(frames)
+                return
+            writer.commit(part, frames)
+            self.committed_steps.add(int(part.removeprefix("step-")))
+
+        settings, loaded = self.settings, self.loaded
+        callback = DynamicsCallback(
+            loaded.tokenizer,
+            self.plan.probes,
+            eval_every=settings.eval_every,
+            chat=bool(settings.train.chat),
+            max_length=settings.train.max_length,
+            sink=sink,
+            done_steps=done,
+            train_examples=self.plan.train,
+            batch_measurements=settings.train.objective == "sft",
+            progress=self.progress,
+        )
+        result = fine_tune(
+            loaded.model, loaded.tokenizer, self.plan.train, settings.train, callbacks=[callback],
+            rejected=self.plan.rejected,
+        )
+        meta = {"steps": result.steps, "skipped_examples": result.skipped, "skipped_probes": callback.skipped_probes}
+        writer.commit(TRAIN_LOG, train_log, meta)
+        return meta
+
+    def _finish(self, writer: RunWriter, resumed: list[int], meta: dict[str, Any]) -> DynamicsSummary:
         import pandas as pd
 
-        for name, table in self.tables.items():
-            keys = list(KEYS[name])
-            keep = lambda f, keys=keys: f.drop_duplicates(keys, keep="last").sort_values(keys)  # noqa: E731
-            table.finish(keep, empty=pd.DataFrame(columns=keys))
+        probes = pd.DataFrame([asdict(p) for p in self.plan.probes], columns=list(PROBE_COLUMNS))
+        tables = {name: writer.table(name) for name in TABLES}
+        tables["probes"] = writer.table("probes", probes)
+        summary = summarize(
+            tables["influence_summary"], meta["steps"], len(self.plan.probes), resumed, meta["skipped_examples"],
+            meta["skipped_probes"], self.plan.companions,
+        )
+        text = json.dumps(_no_nan(asdict(summary)), indent=2)
+        writer.finish(tables, self._manifest(writer), {self.folder.summary_file.name: text})
+        return summary
+
+    def _manifest(self, writer: RunWriter) -> dict[str, Any]:
+        identity = writer.fields
+        return {
+            "model": self.loaded.name or identity["model"],
+            "model_source": self.loaded.source or None,
+            "data_hash": examples_hash(self.plan.train),
+            "n_examples": len(self.plan.train),
+            **self.provenance,
+            "weights_fingerprint": identity["weights"],
+            "targets": sorted({p.rsplit(".", 2)[-2] for p in self.parameters if "." in p}),
+            "encoding": "pair",
+            "dtype": identity["dtype"],
+            "device_type": identity["device_type"],
+            "engine_version": LEARNING_DYNAMICS_VERSION,
+            "example_ids": [e.example_id for e in self.plan.train],
+            "parameters": self.parameters,
+            "settings": asdict(self.settings),
+        }
 
 
-def write_probes(probes: Sequence[Probe], out_dir: str | Path) -> Path:
-    import pandas as pd
-
-    frame = pd.DataFrame([asdict(p) for p in probes], columns=list(PROBE_COLUMNS))
-    return write_parquet(frame, Path(out_dir) / "probes.parquet")
-
-
-def run_dynamics(
-    model: Any,
-    tokenizer: Any,
-    train: Sequence[Example],
-    probes: Sequence[Probe],
-    config: TrainConfig,
-    out_dir: str | Path,
-    eval_every: int = 5,
-    rejected: Sequence[Example] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> DynamicsSummary:
-    """Train and measure into `out_dir` (resuming a stopped run there); returns the R² summary."""
-    store = StepStore(out_dir)
-    store.dir.mkdir(parents=True, exist_ok=True)
-    store.start(_fingerprint(config, eval_every, probes, train, rejected))
-    write_probes(probes, out_dir)
-    done = store.done_steps()
-    callback = DynamicsCallback(
-        tokenizer,
-        probes,
-        eval_every=eval_every,
-        chat=config.chat,
-        max_length=config.max_length,
-        sink=store.append,
-        done_steps=done,
-        train_examples=train,
-        batch_measurements=config.objective == "sft",
-        progress=progress,
-    )
-    result = fine_tune(model, tokenizer, train, config, callbacks=[callback], rejected=rejected)
-    store.finish()
-    summary = summarize(out_dir, result.steps, len(probes), sorted(done), result.skipped, callback.skipped_probes)
-    atomic_write_text(store.dir / SUMMARY_FILE, json.dumps(_no_nan(asdict(summary)), indent=2))
-    return summary
-
-
-def summarize(out_dir, steps, n_probes, resumed, skipped_examples, skipped_probes) -> DynamicsSummary:
-    import pandas as pd
-
-    frame = pd.read_parquet(Path(out_dir) / "influence_summary.parquet")
+def summarize(frame, steps, n_probes, resumed, skipped_examples, skipped_probes, companions=None) -> DynamicsSummary:
+    """R² of predicted vs measured change over the `influence_summary` rows, overall and per eval step."""
     by_step = {str(int(s)): r_squared(g["predicted_delta"], g["measured_delta"]) for s, g in frame.groupby("step")}
     return DynamicsSummary(
-        steps=steps,
+        steps=int(steps),
         eval_steps=sorted(int(s) for s in frame["step"].unique()),
         n_probes=n_probes,
         r2=r_squared(frame["predicted_delta"], frame["measured_delta"]),
         r2_by_step=by_step,
-        resumed_steps=resumed,
+        resumed_steps=list(resumed),
         skipped_examples=dict(skipped_examples),
         skipped_probes=dict(skipped_probes),
+        companions=dict(companions or {}),
     )
-
-
-def _fingerprint(config, eval_every, probes, train, rejected) -> dict[str, Any]:
-    from lg_pipeline.example import stable_id
-
-    rows = [stable_id(e.example_id, e.instruction, e.response) for e in train]
-    wrong = [stable_id(e.example_id, e.response) for e in rejected] if rejected is not None else None
-    return {
-        "config": asdict(config),
-        "eval_every": eval_every,
-        "probes": [p.probe_id for p in probes],
-        "train": stable_id(*rows),
-        "rejected": stable_id(*wrong) if wrong else None,
-    }
 
 
 def _no_nan(value: Any) -> Any:

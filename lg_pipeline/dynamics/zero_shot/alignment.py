@@ -17,18 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lg_pipeline.example import Example
-from lg_pipeline.gradients.capture import FactorCapture
+from lg_pipeline.gradients.capture import Capture, Factors, consumer
 from lg_pipeline.gradients.encoding import Encoded, encode
 
 # The engine's batch layout and loss, so these gradients are the engine's (right padding, response-only labels).
-from lg_pipeline.gradients.engine import (
-    batch_tensors,
-    grad_only_for,
-    model_device,
-    pad_token_id,
-    positions_with_loss,
-)
+from lg_pipeline.gradients.engine import model_device, pad_token_id, positions_with_loss
 from lg_pipeline.gradients.loss import per_example_loss
+from lg_pipeline.gradients.padding import encoded_batch
 from lg_pipeline.gradients.targets import Target, find_targets
 from lg_pipeline.vocabulary import ATTENTION
 
@@ -44,19 +39,6 @@ class AlignmentConfig:
     test_form: str = "auto"  # auto | factors | pooled (tests force each form)
 
 
-class _FactorTap(FactorCapture):
-    """The engine's capture hooks, handing each example's (X, Δ) of each target to a callback, no statistics."""
-
-    def __init__(self, model: Any, targets: list[Target], lengths: list[int], on_factors: Callable):
-        super().__init__(model, targets, lengths, workers=0)
-        self._on_factors = on_factors
-
-    def _on_grad(self, index: int, x: Any, key: tuple[int, int], grad: Any) -> None:
-        grad = self._per_example(grad)
-        for b, n in enumerate(self.lengths):
-            self._on_factors(index, b, x[b, :n], grad[b, :n])
-
-
 def _encode_all(tokenizer: Any, items: Sequence[Example], config: AlignmentConfig) -> list[Encoded]:
     from lg_pipeline.errors import InputError
 
@@ -70,16 +52,19 @@ def _encode_all(tokenizer: Any, items: Sequence[Example], config: AlignmentConfi
 
 
 def _backward(model: Any, targets: list[Target], batch: list[Encoded], pad_id: int, scale: float, on_factors) -> None:
-    """One forward/backward of Σ scale·L_b with the capture hooks on; no parameter gets a gradient."""
-    ids, mask, labels = batch_tensors(batch, pad_id, model_device(model))
-    tap = _FactorTap(model, targets, [e.n_tokens for e in batch], on_factors)
-    try:
-        with grad_only_for(model, set()):
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **positions_with_loss(model, labels))
-            losses = per_example_loss(logits.logits, labels)
-            (losses.sum() * scale).backward()
-    finally:
-        tap.close()
+    """One forward/backward of Σ scale·L_b through the capture, each example's (X, Δ) of each target to
+    `on_factors(index, example, x, delta)`; no parameter gets a gradient."""
+    padded = encoded_batch(batch, pad_id, model_device(model))
+
+    def per_example(f: Factors) -> None:
+        for b, n in enumerate(padded.lengths):
+            on_factors(f.index, b, f.x[b, :n], f.delta[b, :n])
+
+    with Capture(model, targets, len(batch), [consumer(per_example)]) as capture:
+        keep = positions_with_loss(model, padded.labels)
+        logits = model(input_ids=padded.ids, attention_mask=padded.mask, use_cache=False, **keep).logits
+        losses = per_example_loss(logits, padded.labels)
+        capture.backward(losses.sum() * scale)
 
 
 class _TestGradient:

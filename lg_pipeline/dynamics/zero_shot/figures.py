@@ -1,20 +1,30 @@
 """Figures of zero-shot dynamics: held-out loss vs step per ordering, seen-data distance, None vs Detailed CoT.
 
-Each takes the run tables (`zero_shot`, `seen_distance`; a `level` column where levels are compared) and writes
-one PNG atomically. An ordering has one colour in every figure; axis limits come from the data.
+Each takes the run tables (`zero_shot`, `seen_distance`; a `level` column where levels are compared), draws on the
+analysis canvas and writes the PNG at `path` (and a PDF beside it) atomically, returning the PNG. An ordering has
+one colour in every figure; axis limits come from the data.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pandas as pd
 
-from lg_pipeline.analysis.plotting import module_color
+from lg_pipeline.analysis.canvas import (
+    figure_legend,
+    figure_title,
+    grid,
+    integer_ticks,
+    module_color,
+    module_label,
+    panel_title,
+    png,
+    save_figure,
+    wrap,
+)
 from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
 from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
-from lg_pipeline.io.atomic import atomic_write_bytes
 from lg_pipeline.vocabulary import LEVEL_LABELS
 
 ORDERING_LABELS = {
@@ -28,32 +38,17 @@ ORDERING_LABELS = {
     "gradient": "Gradient (⟨∇L_u, ∇L_test⟩)",
 }
 SEEN_METRICS = ("min", "avg", "max", "centroid")
+LEVEL_STYLES = {"none": "-", "simplified": "-.", "detailed": "--"}
 
 
 def ordering_color(name: str) -> str:
     return f"C{ORDERINGS.index(name)}" if name in ORDERINGS else "black"
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
-
-
-def _panels(n: int, rows: int = 1, size: tuple[float, float] = (4.2, 3.2)):
-    plt = _pyplot()
-    fig, axes = plt.subplots(rows, n, figsize=(size[0] * n, size[1] * rows), squeeze=False)
-    return fig, axes
+    """Write `path` (a `.png`) and the PDF beside it; returns the PNG."""
+    path = Path(path)
+    return png(save_figure(fig, path.with_name(path.stem) if path.suffix == ".png" else path))
 
 
 def _task_order(frame: pd.DataFrame, column: str) -> list[str]:
@@ -61,81 +56,105 @@ def _task_order(frame: pd.DataFrame, column: str) -> list[str]:
     return [ALL_TASKS, *tasks] if ALL_TASKS in set(frame[column]) else tasks
 
 
+def _ordering_handles(orderings) -> list:
+    from matplotlib.lines import Line2D
+
+    return [
+        Line2D([], [], color=ordering_color(o), marker="o", ms=4, label=ORDERING_LABELS.get(o, o)) for o in orderings
+    ]
+
+
+def _orderings(frame: pd.DataFrame) -> list[str]:
+    present = set(frame.ordering)
+    return [o for o in ORDERINGS if o in present] + sorted(present - set(ORDERINGS))
+
+
+def _task_title(task: str) -> str:
+    return "All held-out tasks" if task == ALL_TASKS else task
+
+
 def loss_figure(losses: pd.DataFrame, path: Path, title: str) -> Path:
     """One panel for all test items, then one per test task; a line per ordering."""
     tasks = _task_order(losses, "task")
-    fig, axes = _panels(len(tasks))
-    for ax, task in zip(axes[0], tasks, strict=True):
+    fig, axes = wrap(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
         part = losses[losses.task == task]
         for ordering, rows in part.groupby("ordering", sort=False):
             rows = rows.sort_values("step")
-            ax.plot(rows.step, rows.loss, marker="o", ms=3, color=ordering_color(ordering),
-                    label=ORDERING_LABELS.get(ordering, ordering))
-        ax.set_title("All held-out tasks" if task == ALL_TASKS else task)
+            ax.plot(rows.step, rows.loss, marker="o", ms=3, color=ordering_color(ordering))
+        panel_title(ax, _task_title(task))
         ax.set_xlabel("training step")
+        ax.set_ylabel("held-out loss")
+        integer_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("held-out loss")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title, y=1.03)
+    figure_legend(fig, _ordering_handles(_orderings(losses)))
+    figure_title(fig, title)
     return _save(fig, path)
 
 
 def seen_distance_figure(seen: pd.DataFrame, path: Path, title: str) -> Path:
     """Rows: min / avg / max / centroid distance of the seen training data; columns: test tasks."""
     tasks = _task_order(seen, "test_task")
-    fig, axes = _panels(len(tasks), rows=len(SEEN_METRICS), size=(3.8, 2.5))
+    fig, axes = grid(len(SEEN_METRICS), len(tasks), panel=(3.8, 2.5))
     for r, metric in enumerate(SEEN_METRICS):
         for c, task in enumerate(tasks):
             ax = axes[r][c]
             part = seen[(seen.test_task == task) & (seen.step > 0)]
             for ordering, rows in part.groupby("ordering", sort=False):
                 rows = rows.sort_values("step")
-                ax.plot(rows.step, rows[metric], marker="o", ms=3, color=ordering_color(ordering),
-                        label=ORDERING_LABELS.get(ordering, ordering))
+                ax.plot(rows.step, rows[metric], marker="o", ms=3, color=ordering_color(ordering))
             if r == 0:
-                ax.set_title(task)
+                panel_title(ax, _task_title(task))
             if c == 0:
                 ax.set_ylabel(f"{metric} −cos")
             if r == len(SEEN_METRICS) - 1:
                 ax.set_xlabel("training step")
+            integer_ticks(ax.xaxis)
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=6)
-    fig.suptitle(title, y=1.03)
+    figure_legend(fig, _ordering_handles(_orderings(seen)))
+    figure_title(fig, title, "rows: min, mean, max and centroid distance of the data seen so far to the test task")
     return _save(fig, path)
 
 
 def level_figure(losses: pd.DataFrame, path: Path, title: str) -> Path:
     """Held-out loss (all test items) per ordering, one line per training level: None vs Detailed CoT."""
+    from matplotlib.lines import Line2D
+
     part = losses[losses.task == ALL_TASKS]
-    orderings = [o for o in ORDERINGS if o in set(part.ordering)]
-    fig, axes = _panels(len(orderings))
-    styles = {"none": "-", "simplified": "-.", "detailed": "--"}
-    for ax, ordering in zip(axes[0], orderings, strict=True):
+    orderings = _orderings(part)
+    fig, axes = wrap(len(orderings))
+    for ax, ordering in zip(axes, orderings, strict=True):
         for level, rows in part[part.ordering == ordering].groupby("level", sort=False):
             rows = rows.sort_values("step")
-            ax.plot(rows.step, rows.loss, styles.get(level, ":"), marker="o", ms=3, color=ordering_color(ordering),
-                    label=LEVEL_LABELS.get(level, level))
-        ax.set_title(ORDERING_LABELS.get(ordering, ordering))
+            style = LEVEL_STYLES.get(level, ":")
+            ax.plot(rows.step, rows.loss, style, marker="o", ms=3, color=ordering_color(ordering))
+        panel_title(ax, ORDERING_LABELS.get(ordering, ordering))
         ax.set_xlabel("training step")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("held-out loss (all tasks)")
+        integer_ticks(ax.xaxis)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("held-out loss (all tasks)")
-    fig.suptitle(title, y=1.03)
+    levels = [lv for lv in dict.fromkeys(part.level)]
+    handles = [
+        Line2D([], [], color="black", ls=LEVEL_STYLES.get(lv, ":"), label=LEVEL_LABELS.get(lv, lv)) for lv in levels
+    ]
+    figure_legend(fig, handles, "training level")
+    figure_title(fig, title)
     return _save(fig, path)
 
 
 def alignment_figure(alignment: pd.DataFrame, path: Path, title: str) -> Path:
     """Σ over training items of ⟨∇_W L_u, ∇_W L_test⟩ per layer, one line per studied module: where the gradient
     ordering's score comes from."""
-    fig, axes = _panels(1, size=(6.0, 3.4))
+    fig, axes = grid(1, 1, panel=(6.0, 3.8))
     ax = axes[0][0]
     per_layer = alignment.groupby(["module", "layer"], sort=True).alignment.sum().reset_index()
     for module, rows in per_layer.groupby("module", sort=False):
-        ax.plot(rows.layer, rows.alignment, marker="o", ms=3, color=module_color(module), label=module)
+        ax.plot(rows.layer, rows.alignment, marker="o", ms=3, color=module_color(module), label=module_label(module))
     ax.axhline(0, color="black", lw=0.5)
     ax.set_xlabel("layer")
     ax.set_ylabel("Σ_u ⟨∇L_u, ∇L_test⟩")
-    ax.legend(fontsize=7)
+    integer_ticks(ax.xaxis)
+    ax.legend()
     ax.grid(alpha=0.3)
-    fig.suptitle(title, y=1.03)
+    figure_title(fig, title)
     return _save(fig, path)

@@ -2,17 +2,20 @@
 
 The loss of an item is its mean response-token cross-entropy under the engine's encoding (`per_example_loss`
 on the engine's right-padded batches), so at step 0 it is exactly the `loss` column the gradient engine writes.
-`HeldOutLossCallback` is a plain `TrainerCallback`: it works in any transformers `Trainer` / TRL run.
+`HeldOutLossCallback` is a plain `TrainerCallback`: it works in any transformers `Trainer` / TRL run. A held-out loss
+that is not finite stops the run (`RunStopped`, naming the ordering, the step and the learning rate).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from transformers import TrainerCallback
 
 from lg_pipeline.dynamics.training import evaluating
+from lg_pipeline.errors import RunStopped
 from lg_pipeline.gradients.encoding import Encoded
 
 # The engine's batch layout, so these losses are the engine's.
@@ -80,16 +83,22 @@ class HeldOutLossCallback(TrainerCallback):
         self.every, self.ordering, self.batch_size, self.report = every, ordering, batch_size, report
         self.rows: list[dict] = []
 
-    def _measure(self, step: int) -> None:
+    def _measure(self, step: int, learning_rate: float) -> None:
         losses = held_out_losses(self.model, self.tokenizer, self.items, self.batch_size)
+        bad = [v for v in losses if not math.isfinite(v)]
+        if bad:
+            raise RunStopped([
+                f"ordering {self.ordering}, step {step}: the held-out loss is {bad[0]} (not finite) for {len(bad)} "
+                f"of {len(losses)} items; the run stopped: lower {{learning_rate}} (it is {learning_rate:g})"
+            ])
         rows = loss_rows(self.ordering, step, self.tasks, losses)
         self.rows.extend(rows)
         if self.report:
             self.report(f"{self.ordering} step {step}: held-out loss {rows[-1]['loss']:.4f}")
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self._measure(0)
+        self._measure(0, args.learning_rate)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:
-            self._measure(state.global_step)
+            self._measure(state.global_step, args.learning_rate)

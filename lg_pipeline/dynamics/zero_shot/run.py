@@ -1,11 +1,18 @@
 """Zero-shot dynamics: held-out-task loss through one epoch of fine-tuning, per ordering of the same items.
 
-For each ordering the model starts from the same weights and trains one epoch with the same seed and
-hyper-parameters through the shared training code (`lg_pipeline.dynamics.training.fine_tune`, TRL); the
-held-out loss is measured at step 0 and every K steps. Outputs in one folder (Parquet): `tasks`, `orderings`,
-`zero_shot`, `seen_distance`, and `alignment` (per layer) when the `gradient` ordering is asked for. Each
-finished ordering is kept in `parts/` at once, so a run that stops resumes with the next ordering; `run.json`
-records the settings, and a folder holding a run with other settings is never mixed into.
+`run_zero_shot(settings, tasks, load, out)` does every step, in this order, for the asset and the CLI alike: the
+settings were checked on construction; the task split is drawn (bad task names, too few items fail here); the
+output folder is checked and locked; only then is the model loaded (`load`), its dtype checked, and each ordering
+trained. For each ordering the model starts from the same weights and trains one epoch with the same seed and
+hyper-parameters through the shared training code (`lg_pipeline.dynamics.training.fine_tune`, TRL); the held-out
+loss is measured at step 0 and every K steps.
+
+Outputs in one run folder (`lg_pipeline.io.run_folder`, Parquet): `tasks`, `orderings`, `zero_shot`,
+`seen_distance`, and `alignment` (per layer; empty unless the `gradient` ordering is asked for). Each finished
+ordering is one committed part, so a run that stops resumes with the next ordering; asking for more orderings
+later extends the same run. A run with another key (settings, split, weights, dtype, device type) is refused
+(`on_change="refuse"`, the CLI) or computed beside the finished one and swapped in when complete (`"beside"`,
+the asset): never mixed.
 """
 
 from __future__ import annotations
@@ -13,76 +20,108 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lg_pipeline.dynamics.training import TrainConfig, fine_tune
-from lg_pipeline.dynamics.zero_shot.alignment import AlignmentConfig, alignments, total_alignment
+from lg_pipeline.dynamics.training import (
+    HoldsTrainSettings,
+    LoadedModel,
+    ModelLoader,
+    TrainSettings,
+    fine_tune,
+    refuse_float16,
+)
+from lg_pipeline.dynamics.zero_shot.alignment import ALIGNMENT_COLUMNS, AlignmentConfig, alignments, total_alignment
 from lg_pipeline.dynamics.zero_shot.embeddings import EMBEDDERS, make_embedder
 from lg_pipeline.dynamics.zero_shot.held_out import LOSS_COLUMNS, HeldOutLossCallback, eval_steps
 from lg_pipeline.dynamics.zero_shot.orderings import EMBEDDING_ORDERINGS, ORDERINGS, distances, make_ordering, wsd
 from lg_pipeline.dynamics.zero_shot.seen_distance import SEEN_COLUMNS, seen_distance_rows
-from lg_pipeline.dynamics.zero_shot.tasks import TaskSplit, split_frame
-from lg_pipeline.errors import InputError
+from lg_pipeline.dynamics.zero_shot.tasks import TaskProvider, TaskSplit, build_split, split_frame, split_problems
+from lg_pipeline.errors import SettingsError, int_at_least, one_of, raise_problems, setting
+from lg_pipeline.example import stable_id
 from lg_pipeline.gradients.encoding import Encoded, encode
-from lg_pipeline.io.atomic import atomic_write_text, write_parquet
+from lg_pipeline.gradients.runner import examples_hash, model_identity
+from lg_pipeline.io.locks import output_lock
+from lg_pipeline.io.run_folder import OnChange, RunFiles, RunFolder, RunWriter, TableSpec
 from lg_pipeline.vocabulary import ATTENTION
 
 ORDERING_COLUMNS = ("ordering", "position", "example_id", "task", "score")
+TASK_COLUMNS = ("example_id", "task", "split", "instruction", "response")
 # Bump when the numbers a run produces could change (2: orderings without a score of their own carry the WSD).
 ZERO_SHOT_VERSION = "zero-shot-2"
 OPTIMIZERS = ("adamw", "sgd")
+ALIGNMENT = "alignment"  # the part holding the gradient ordering's alignments (computed once per run)
+ZERO_SHOT_FILES = RunFiles(
+    kind="zero_shot",
+    tables={
+        "tasks": TableSpec(("example_id",), TASK_COLUMNS, order=()),
+        "orderings": TableSpec(("ordering", "position"), ORDERING_COLUMNS),
+        "zero_shot": TableSpec(("ordering", "step", "task"), LOSS_COLUMNS, order=("ordering",)),
+        "seen_distance": TableSpec(("ordering", "step", "test_task"), SEEN_COLUMNS, order=("ordering",)),
+        ALIGNMENT: TableSpec(("example_id", "parameter"), ALIGNMENT_COLUMNS, order=()),
+    },
+    others=("zero_shot.png", "seen_distance.png", "zero_shot.pdf", "seen_distance.pdf"),  # the CLI's figures
+)
+
+
+def zero_shot_run(out: str | Path) -> RunFolder:
+    """The run folder at `out`: where each of its files is (`.table(name)`, `.settings_file`)."""
+    return ZERO_SHOT_FILES.at(out)
+
+
+def _one_epoch() -> TrainSettings:
+    """The paper's training: AdamW at 1e-5, one epoch, batches of 4, every weight."""
+    return TrainSettings(learning_rate=1e-5, optimizer="adamw", steps=None, epochs=1.0, batch_size=4, trainable="all")
 
 
 @dataclass(frozen=True)
-class ZeroShotConfig:
-    """How each ordering trains and is measured (the paper: AdamW, one epoch, full fine-tuning)."""
+class ZeroShotSettings(HoldsTrainSettings):
+    """Everything a zero-shot run is asked for: the split (tasks, level, items per task), the orderings, how each
+    trains (`train`; its `epochs` per ordering, `steps` unset) and is measured. Items are drawn with `train.seed`."""
 
+    train_tasks: tuple[str, ...]
+    test_tasks: tuple[str, ...]
+    train: TrainSettings = field(default_factory=_one_epoch)
+    level: str = "none"
+    per_task: int = 5
+    per_test_task: int = 4
     orderings: tuple[str, ...] = ("rt", "nft", "fft")
     eval_every: int = 4
-    learning_rate: float = 1e-5
-    optimizer: str = "adamw"
-    batch_size: int = 4
     embedder: str = "minilm"
-    seed: int = 0
-    chat: bool = False
-    max_length: int = 1024
-    trainable: str = "all"
     targets: tuple[str, ...] = ATTENTION  # the studied matrices the gradient ordering sums over
-    cache_dir: str = ".cache"
-    extra: dict[str, Any] = field(default_factory=dict)  # recorded in run.json (model name, level, ...)
+    cache_dir: str = ".cache"  # where the MiniLM weights are unpacked (changes no number)
 
-    def check(self) -> None:
-        """One line naming a bad setting."""
-        unknown = [o for o in self.orderings if o not in ORDERINGS]
-        if unknown:
-            raise InputError(f"--orderings: unknown ordering {unknown[0]!r} (known: {', '.join(ORDERINGS)})")
-        if not self.orderings:
-            raise InputError("--orderings: no ordering given")
-        if self.embedder not in EMBEDDERS:
-            raise InputError(f"--embedder: must be one of {', '.join(EMBEDDERS)}, got {self.embedder!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"--optimizer: must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        for name in ("eval_every", "batch_size"):
+    def __post_init__(self) -> None:
+        for name in ("train_tasks", "test_tasks", "orderings", "targets"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"--{name.replace('_', '-')}: must be a positive integer, got {value!r}")
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+        unknown = [o for o in self.orderings if o not in ORDERINGS]
+        train = self.train
+        known = ", ".join(ORDERINGS)
+        sft = getattr(train, "objective", "sft") == "sft"
+        raise_problems([
+            None if isinstance(train, TrainSettings) else "{train}: must be a TrainSettings",
+            *split_problems(self.train_tasks, self.test_tasks, self.level, self.per_task, self.per_test_task),
+            setting("orderings", "no ordering given") if not self.orderings else None,
+            setting("orderings", f"unknown ordering {unknown[0]!r} (known: {known})") if unknown else None,
+            int_at_least("eval_every", self.eval_every, 1),
+            one_of("embedder", self.embedder, EMBEDDERS),
+            setting("targets", "no module suffix given") if not self.targets else None,
+            one_of("optimizer", getattr(train, "optimizer", None), OPTIMIZERS),
+            None if sft else setting("objective", "zero-shot runs train with sft"),
+        ])
 
-    def train_config(self, n_items: int) -> TrainConfig:
-        return TrainConfig(
-            learning_rate=self.learning_rate,
-            optimizer=self.optimizer,  # type: ignore[arg-type]
-            steps=math.ceil(n_items / self.batch_size),  # one epoch
-            batch_size=self.batch_size,
-            seed=self.seed,
-            trainable=self.trainable,  # type: ignore[arg-type]
-            chat=self.chat,
-            max_length=self.max_length,
-        )
+    @classmethod
+    def train_defaults(cls) -> dict[str, Any]:
+        return asdict(_one_epoch())
+
+    def steps(self, n_items: int) -> int:
+        """Optimizer steps of one ordering: `train.steps`, else `train.epochs` passes over the items."""
+        return self.train.steps or math.ceil((self.train.epochs or 1.0) * n_items / self.train.batch_size)
 
 
 @dataclass
@@ -93,170 +132,206 @@ class ZeroShotResult:
     seconds: dict[str, float]  # embedding, alignment, and training per ordering
 
 
-def _encode(tokenizer: Any, items: Sequence[tuple[str, Any]], config: ZeroShotConfig) -> list[Encoded]:
+def draw_split(settings: ZeroShotSettings, tasks: TaskProvider | None) -> TaskSplit:
+    """The settings' task split, drawn from `tasks` (or the settings' `name=FILE.json` tasks)."""
+    return build_split(settings.train_tasks, settings.test_tasks, tasks, settings.level, settings.per_task,
+                       settings.per_test_task, settings.train.seed)
+
+
+def run_zero_shot(
+    settings: ZeroShotSettings,
+    tasks: TaskProvider | None,
+    load: ModelLoader,
+    out: str | Path,
+    *,
+    wait: bool = True,
+    report: Callable[[str], None] = print,
+    on_change: OnChange = "beside",
+    provenance: Mapping[str, Any] | None = None,
+) -> ZeroShotResult:
+    """Train and measure every ordering not finished yet in `out`, then write the tables; the model ends as given.
+
+    `wait`: wait for another writer of `out` (a Dagster run) instead of failing at once (the CLI). `on_change`: a
+    finished run with other settings in `out` is replaced once this one is complete (`beside`) or refused.
+    """
+    split = draw_split(settings, tasks)
+    folder = zero_shot_run(out)
+    folder.check_target()
+    with output_lock(folder.location, wait=wait, report=report):  # before the weights load: a second run waits
+        loaded = load()
+        refuse_float16(loaded.model)
+        run = _ZeroShotRun(settings, split, loaded, folder, report, dict(provenance or {}))
+        kept = lambda: f"{len(run.finished)} finished orderings are kept"  # noqa: E731
+        with folder.writing(run.fields(), wait=wait, report=report, on_change=on_change, kept=kept) as writer:
+            return run.execute(writer)
+
+
+def _encode(tokenizer: Any, items: Sequence[tuple[str, Any]], train: TrainSettings) -> list[Encoded]:
     """Every item must keep a response token: a skipped training item would shift what each step has seen."""
-    out = []
+    out, lost = [], []
     for _, e in items:
-        enc = encode(tokenizer, e, config.chat, config.max_length)
+        enc = encode(tokenizer, e, bool(train.chat), train.max_length)
         if enc is None:
-            raise InputError(f"item {e.example_id!r}: no response token left within --max-length {config.max_length}")
+            lost.append(e.example_id)
         out.append(enc)
+    if lost:
+        raise SettingsError([setting("max_length", f"{train.max_length} leaves no response token of item {lost[0]!r}"
+                                                   f" ({len(lost)} of {len(items)} items)")])
     return out
 
 
-def _settings(split: TaskSplit, config: ZeroShotConfig) -> dict[str, Any]:
-    record = asdict(config)
-    record.pop("orderings")  # asking for more orderings later extends the same run
-    record.update(version=ZERO_SHOT_VERSION, level=split.level,
-                  tasks=split_frame(split)[["example_id", "task", "split", "instruction", "response"]]
-                  .to_dict("list"))
-    return json.loads(json.dumps(record, default=list))
+class _ZeroShotRun:
+    """One call of `run_zero_shot` with its model loaded: items, embeddings, initial weights, the folder's writer."""
 
-
-def _claim(out: Path, settings: dict[str, Any], replace: bool) -> None:
-    """Resume only a run with the same settings; `replace` clears one with other settings."""
-    import shutil
-
-    path = out / "run.json"
-    if path.is_file() and json.loads(path.read_text()) != settings:
-        if not replace:
-            raise InputError(f"--out {out}: holds a run with other settings (use another folder)")
-        shutil.rmtree(out / "parts", ignore_errors=True)
-    atomic_write_text(path, json.dumps(settings, indent=1))
-
-
-class _Run:
-    """The state one run shares between its orderings: items, embeddings, initial weights, outputs."""
-
-    def __init__(self, model, tokenizer, split: TaskSplit, config: ZeroShotConfig, out: Path, report):
-        self.model, self.tokenizer, self.split, self.config, self.out = model, tokenizer, split, config, out
-        self.report = report
+    def __init__(self, settings: ZeroShotSettings, split: TaskSplit, loaded: LoadedModel, folder: RunFolder, report,
+                 provenance: dict[str, Any]):
+        chat = loaded.chat if settings.train.chat is None else settings.train.chat
+        self.settings = replace(settings, train=replace(settings.train, chat=chat))
+        self.split, self.loaded, self.folder, self.report, self.provenance = split, loaded, folder, report, provenance
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.train = split.train_items()
         self.test = split.test_items()
         self.train_tasks = [t for t, _ in self.train]
         self.test_tasks = [t for t, _ in self.test]
-        self.train_enc = _encode(tokenizer, self.train, config)
-        self.test_enc = _encode(tokenizer, self.test, config)
+        self.train_enc = _encode(self.tokenizer, self.train, self.settings.train)
+        self.test_enc = _encode(self.tokenizer, self.test, self.settings.train)
         self.seconds: dict[str, float] = {}
+        self.finished: list[str] = []
         self._emb: tuple[np.ndarray, np.ndarray] | None = None
         self._align: np.ndarray | None = None
-        self.initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
-    def part(self, ordering: str, table: str) -> Path:
-        return self.out / "parts" / f"{ordering}.{table}.parquet"
+    def fields(self) -> dict[str, Any]:
+        """Everything that changes a number; `orderings` left out (asking for more later extends the same run)."""
+        settings = self.settings
+        return {
+            "version": ZERO_SHOT_VERSION,
+            **asdict(settings.train),
+            "eval_every": settings.eval_every,
+            "embedder": settings.embedder,
+            "targets": list(settings.targets),
+            "level": self.split.level,
+            "tasks": split_frame(self.split)[list(TASK_COLUMNS)].to_dict("list"),
+            **model_identity(self.model),
+        }
+
+    def execute(self, writer: RunWriter) -> ZeroShotResult:
+        finished = writer.finished()
+        done = set() if finished is None else set(finished["zero_shot"].ordering)
+        done |= writer.done_parts() - {ALIGNMENT}
+        resumed = [o for o in self.settings.orderings if o in done]
+        self.finished = sorted(done)
+        todo = [o for o in self.settings.orderings if o not in done]
+        if finished is not None and not todo and not writer.commits():
+            writer.discard_staging()
+            return ZeroShotResult(self.folder.location, list(self.settings.orderings), resumed, self.seconds)
+        for name in todo:
+            self.report(f"ordering {name}: training {len(self.train)} items, {len(self.test)} held-out items")
+            writer.commit(name, self.run_ordering(name, writer))
+            self.finished.append(name)
+        self._finish(writer)
+        return ZeroShotResult(self.folder.location, list(self.settings.orderings), resumed, self.seconds)
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """(train, test) embeddings at the initial weights, computed once."""
         if self._emb is None:
             started = time.monotonic()
-            embed = make_embedder(self.config.embedder, self.config.cache_dir, self.model, self.tokenizer)
+            embed = make_embedder(self.settings.embedder, self.settings.cache_dir, self.model, self.tokenizer)
             self._emb = (embed([e for _, e in self.train]), embed([e for _, e in self.test]))
             self.seconds["embedding"] = time.monotonic() - started
         return self._emb
 
-    def alignment(self) -> np.ndarray:
-        """Σ over the studied matrices of ⟨∇L_u, ∇L_test⟩ at step 0; the per-layer table is written."""
+    def alignment(self, writer: RunWriter) -> np.ndarray:
+        """Σ over the studied matrices of ⟨∇L_u, ∇L_test⟩ at step 0; the per-layer table is committed once."""
         if self._align is None:
-            path = self.out / "alignment.parquet"
-            if path.is_file():
-                import pandas as pd
-
-                frame = pd.read_parquet(path)
-            else:
+            frame = writer.table(ALIGNMENT)
+            if not len(frame):
                 started = time.monotonic()
-                cfg = AlignmentConfig(self.config.targets, self.config.batch_size, self.config.max_length,
-                                      self.config.chat)
+                train = self.settings.train
+                cfg = AlignmentConfig(self.settings.targets, train.batch_size, train.max_length, bool(train.chat))
                 frame = alignments(self.model, self.tokenizer, [e for _, e in self.train], [e for _, e in self.test],
                                    cfg)
                 self.seconds["alignment"] = time.monotonic() - started
-                write_parquet(frame, path)
+                writer.commit(ALIGNMENT, {ALIGNMENT: frame})
             self._align = total_alignment(frame, [e.example_id for _, e in self.train])
         return self._align
 
-    def ordering(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+    def ordering(self, name: str, writer: RunWriter) -> tuple[np.ndarray, np.ndarray]:
         """(order, score); orderings without a score of their own (rt, round_robin, cluster) get each item's WSD,
         so the WSD profile of every ordering can be compared."""
         needs_embeddings = name in EMBEDDING_ORDERINGS
         train_emb, test_emb = self.embeddings() if needs_embeddings else (None, None)
-        order, score = make_ordering(name, self.train_tasks, self.config.seed, train_emb, test_emb, self.alignment)
+        order, score = make_ordering(name, self.train_tasks, self.settings.train.seed, train_emb, test_emb,
+                                     lambda: self.alignment(writer))
         if np.isnan(score).all():
             score = wsd(distances(*self.embeddings()))[order]
         return order, score
 
-    def run_ordering(self, name: str) -> None:
+    def run_ordering(self, name: str, writer: RunWriter) -> dict[str, Any]:
+        """Train one ordering from the initial weights; its three tables (the model ends at the initial weights)."""
         import pandas as pd
 
-        order, score = self.ordering(name)
+        order, score = self.ordering(name, writer)
         ordered = [self.train[i][1] for i in order]
-        train_config = self.config.train_config(len(ordered))
+        settings = self.settings
+        steps = settings.steps(len(ordered))
+        train = replace(settings.train, steps=steps, epochs=None)
         callback = HeldOutLossCallback(self.model, self.tokenizer, self.test_enc, self.test_tasks,
-                                       self.config.eval_every, name, self.config.batch_size, self.report)
+                                       settings.eval_every, name, train.batch_size, self.report)
         self.model.load_state_dict(self.initial)
         started = time.monotonic()
-        fine_tune(self.model, self.tokenizer, ordered, train_config, callbacks=[callback])
+        try:
+            fine_tune(self.model, self.tokenizer, ordered, train, callbacks=[callback])
+        finally:
+            self.model.load_state_dict(self.initial)
         self.seconds[f"train:{name}"] = time.monotonic() - started
-        self.model.load_state_dict(self.initial)
-        steps = eval_steps(train_config.steps, self.config.eval_every)
         train_emb, test_emb = self.embeddings()
-        seen = seen_distance_rows(name, order, steps, self.config.batch_size, train_emb, test_emb, self.test_tasks)
+        seen = seen_distance_rows(name, order, eval_steps(steps, settings.eval_every), train.batch_size, train_emb,
+                                  test_emb, self.test_tasks)
         rows = [
             {"ordering": name, "position": k, "example_id": self.train[i][1].example_id,
              "task": self.train[i][0], "score": float(score[k])}
             for k, i in enumerate(order)
         ]
-        # The loss table last: its presence marks the ordering finished.
-        write_parquet(pd.DataFrame(rows, columns=list(ORDERING_COLUMNS)), self.part(name, "orderings"))
-        write_parquet(pd.DataFrame(seen, columns=list(SEEN_COLUMNS)), self.part(name, "seen_distance"))
-        write_parquet(pd.DataFrame(callback.rows, columns=list(LOSS_COLUMNS)), self.part(name, "zero_shot"))
+        return {
+            "orderings": pd.DataFrame(rows, columns=list(ORDERING_COLUMNS)),
+            "seen_distance": pd.DataFrame(seen, columns=list(SEEN_COLUMNS)),
+            "zero_shot": pd.DataFrame(callback.rows, columns=list(LOSS_COLUMNS)),
+        }
 
+    def _finish(self, writer: RunWriter) -> None:
+        tables = {name: writer.table(name) for name in ZERO_SHOT_FILES.tables if name != "tasks"}
+        tables["tasks"] = writer.table("tasks", split_frame(self.split))
+        writer.finish(tables, self._manifest(writer))
 
-def run_zero_shot(
-    model: Any,
-    tokenizer: Any,
-    split: TaskSplit,
-    config: ZeroShotConfig,
-    out: str | Path,
-    report: Callable[[str], None] = print,
-    replace: bool = False,
-) -> ZeroShotResult:
-    """Train and measure every ordering not finished yet in `out`, then join the tables; the model ends as given."""
-    config.check()
-    out = Path(out)
-    _claim(out, _settings(split, config), replace)
-    write_parquet(split_frame(split), out / "tasks.parquet")
-    run = _Run(model, tokenizer, split, config, out, report)
-    done, resumed = [], []
-    for name in config.orderings:
-        if run.part(name, "zero_shot").is_file():
-            resumed.append(name)
-        else:
-            report(f"ordering {name}: training {len(run.train)} items, {len(run.test)} held-out items")
-            run.run_ordering(name)
-        done.append(name)
-    _join(out)
-    return ZeroShotResult(out, done, resumed, run.seconds)
+    def _manifest(self, writer: RunWriter) -> dict[str, Any]:
+        identity = writer.fields
+        items = [e for _, e in self.train] + [e for _, e in self.test]
+        return {
+            "model": self.loaded.name or identity["model"],
+            "model_source": self.loaded.source or None,
+            "data_hash": examples_hash(items),
+            "n_examples": len(items),
+            "level": self.split.level,
+            **self.provenance,
+            "weights_fingerprint": identity["weights"],
+            "targets": list(self.settings.targets),
+            "encoding": "pair",
+            "dtype": identity["dtype"],
+            "device_type": identity["device_type"],
+            "engine_version": ZERO_SHOT_VERSION,
+            "example_ids": [e.example_id for _, e in self.train],
+            "settings": {**asdict(self.settings), "orderings": sorted(self.finished)},
+        }
 
 
 def comparable_runs_key(out: str | Path) -> str:
-    """Runs with equal keys differ only in ordering and training level: same tasks, test items, hyper-parameters."""
-    from lg_pipeline.example import stable_id
-
-    settings = json.loads((Path(out) / "run.json").read_text())
-    tasks = settings["tasks"]
+    """Runs with equal keys differ only in ordering and training level: same tasks, test items, hyper-parameters,
+    weights."""
+    settings = zero_shot_run(out).read_settings() or {}
+    tasks = settings.get("tasks") or {"example_id": [], "split": [], "response": []}
     rows = list(zip(tasks["example_id"], tasks["split"], tasks["response"], strict=True))
     test = [(i, r) for i, s, r in rows if s == "test"]
-    train = [i for i, s in zip(tasks["example_id"], tasks["split"], strict=True) if s == "train"]
-    fixed = {k: v for k, v in settings.items() if k not in ("tasks", "level", "extra", "cache_dir")}
-    return stable_id(json.dumps([fixed, train, test], sort_keys=True))
-
-
-def _join(out: Path) -> None:
-    """The per-ordering parts of every finished ordering as the four output tables."""
-    import pandas as pd
-
-    finished = sorted(p.name.split(".")[0] for p in (out / "parts").glob("*.zero_shot.parquet"))
-    for table, columns in (("orderings", ORDERING_COLUMNS), ("zero_shot", LOSS_COLUMNS),
-                           ("seen_distance", SEEN_COLUMNS)):
-        frames = [pd.read_parquet(out / "parts" / f"{o}.{table}.parquet") for o in finished]
-        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns))
-        write_parquet(frame, out / f"{table}.parquet")
+    train = [i for i, s, _ in rows if s == "train"]
+    fixed = {k: v for k, v in settings.items() if k not in ("run_key", "tasks", "level", "cache_dir")}
+    return stable_id(json.dumps([fixed, train, test], sort_keys=True, default=str))

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from lg_pipeline.errors import InputError
+from lg_pipeline.errors import InputError, SettingsError, int_at_least, one_of, raise_problems, setting
 from lg_pipeline.example import Example
 from lg_pipeline.io.study_json import load_study_json
 from lg_pipeline.vocabulary import REASONING_LEVELS
@@ -94,19 +94,44 @@ def _json_items(name: str, file: str, n: int, seed: int) -> list[Example]:
     return [rows[i] for i in keep]
 
 
-def draw_task(spec: str, provider: TaskProvider | None, level: str | None, n: int, seed: int, flag: str) -> Task:
-    """One task with exactly n items, or an InputError naming the task (unknown, or too few items)."""
-    name, file = parse_task(spec)
+def draw_task(spec: str, provider: TaskProvider | None, level: str | None, n: int, seed: int, name: str) -> Task:
+    """One task with exactly n items, or a SettingsError naming the task and the setting `name` that lists it."""
+    task, file = parse_task(spec)
     if file is not None:
-        drawn = _json_items(name, file, n, seed)
-    elif provider is not None and provider.has(name):
-        drawn = provider.draw(name, level, n, seed)
+        drawn = _json_items(task, file, n, seed)
+    elif provider is not None and provider.has(task):
+        drawn = provider.draw(task, level, n, seed)
     else:
-        raise InputError(f"{flag}: unknown task {name!r} (lg-pipeline zero-shot --list-tasks lists the offline ones)")
+        hint = "lg-pipeline zero-shot --list-tasks lists the offline ones"
+        raise SettingsError([setting(name, f"unknown task {task!r} ({hint})")])
     if len(drawn) < n:
-        raise InputError(f"{flag}: task {name!r} has {len(drawn)} item(s), {n} asked")
-    items = tuple(Example(f"{name}/{i}", e.instruction.strip(), e.response.strip()) for i, e in enumerate(drawn[:n]))
-    return Task(name, items)
+        raise SettingsError([setting(name, f"task {task!r} has {len(drawn)} item(s), {n} asked")])
+    items = tuple(Example(f"{task}/{i}", e.instruction.strip(), e.response.strip()) for i, e in enumerate(drawn[:n]))
+    return Task(task, items)
+
+
+def split_problems(
+    train: Sequence[str], test: Sequence[str], level: str, per_task: int, per_test_task: int
+) -> list[str | None]:
+    """What is wrong with a split before any task is drawn (problem templates naming the settings)."""
+    problems = [one_of("level", level, REASONING_LEVELS), int_at_least("per_task", per_task, 1),
+                int_at_least("per_test_task", per_test_task, 1)]
+    names = {}
+    for tasks, name in ((train, "train_tasks"), (test, "test_tasks")):
+        try:
+            names[name] = [parse_task(s)[0] for s in tasks]
+        except InputError as exc:
+            problems.append(setting(name, str(exc)))
+            names[name] = []
+        if not tasks:
+            problems.append(setting(name, "no task given"))
+        repeated = sorted({n for n in names[name] if names[name].count(n) > 1})
+        if repeated:
+            problems.append(setting(name, f"task {repeated[0]!r} is given twice"))
+    both = [n for n in names["train_tasks"] if n in names["test_tasks"]]
+    if both:
+        problems.append(f"task {both[0]!r} is in both {{train_tasks}} and {{test_tasks}}")
+    return problems
 
 
 def build_split(
@@ -119,22 +144,9 @@ def build_split(
     seed: int = 0,
 ) -> TaskSplit:
     """Draw the training tasks at `level` and the test tasks at their first level; reject overlapping splits."""
-    if level not in REASONING_LEVELS:
-        raise InputError(f"--level: must be one of {', '.join(REASONING_LEVELS)}, got {level!r}")
-    for value, flag in ((per_task, "--per-task"), (per_test_task, "--per-test-task")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{flag}: must be a positive integer, got {value!r}")
-    train_names = [parse_task(s)[0] for s in train]
-    test_names = [parse_task(s)[0] for s in test]
-    for names, flag in ((train_names, "--train-tasks"), (test_names, "--test-tasks")):
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise InputError(f"{flag}: task {repeated[0]!r} is given twice")
-    both = [n for n in train_names if n in test_names]
-    if both:
-        raise InputError(f"task {both[0]!r} is in both --train-tasks and --test-tasks")
-    train_tasks = tuple(draw_task(s, provider, level, per_task, seed, "--train-tasks") for s in train)
-    test_tasks = tuple(draw_task(s, provider, None, per_test_task, seed, "--test-tasks") for s in test)
+    raise_problems(split_problems(train, test, level, per_task, per_test_task))
+    train_tasks = tuple(draw_task(s, provider, level, per_task, seed, "train_tasks") for s in train)
+    test_tasks = tuple(draw_task(s, provider, None, per_test_task, seed, "test_tasks") for s in test)
     return TaskSplit(train_tasks, test_tasks, level)
 
 

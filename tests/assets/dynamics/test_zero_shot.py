@@ -73,4 +73,23 @@ def test_bad_input_fails_with_one_line_naming_it(world):
     key = dg.MultiPartitionKey({"model": "tiny", "ordering": "rt"})
     result = run(world, [zero_shot_dynamics], key, {**SPLIT, "test_tasks": ["gcd"]})
     assert not result.success
-    assert "'gcd' is in both --train-tasks and --test-tasks" in failure(result)
+    assert "'gcd' is in both train_tasks and test_tasks" in failure(result)
+
+
+def test_the_asset_and_the_cli_give_identical_tables(world, tmp_path, single_thread):
+    """Both translate into `run_zero_shot`: the same split, ordering and settings, the same run."""
+    from assets.dynamics.zero_shot import zero_shot_dynamics
+    from lg_pipeline.cli import main
+    from tests.helpers.faults import assert_same_tables, tables
+
+    store = world[1]["store"]
+    key = dg.MultiPartitionKey({"model": "tiny", "ordering": "nft"})
+    split = {**SPLIT, "level": "none", "train_tasks": ["gcd", "lcm"]}
+    assert run(world, [zero_shot_dynamics], key, split).success
+    args = ["zero-shot", "--model", "tiny", "--train-tasks", "gcd,lcm", "--test-tasks", "chain_sum,count_bits",
+            "--per-task", "2", "--per-test-task", "2", "--eval-every", "1", "--batch-size", "2", "--lr", "1e-3",
+            "--embedder", "model", "--orderings", "nft", "--level", "none", "--max-length",
+            str(world[1]["compute"].max_length), "--cache-dir", world[1]["compute"].cache_dir,
+            "--out", str(tmp_path / "cli")]
+    assert main(args) == 0
+    assert_same_tables(tables(tmp_path / "cli"), tables(store.zero_shot("tiny", "none", "nft")), rtol=0)

@@ -5,7 +5,7 @@ import pytest
 
 from lg_pipeline.dynamics.learning.callback import DynamicsCallback
 from lg_pipeline.dynamics.learning.probes import build_probes
-from lg_pipeline.dynamics.training import TrainConfig, fine_tune
+from lg_pipeline.dynamics.training import TrainSettings, fine_tune
 from tests.helpers.builders import make_model, make_tokenizer
 from tests.helpers.dynamics import one_step, rows, wrong_rows
 
@@ -34,7 +34,7 @@ def test_every_eval_step_records_before_and_after_and_every_step_a_train_log_row
     model, tokenizer = make_model("llama-mha"), make_tokenizer()
     probes = build_probes(rows(), 3, 6, seed=1, wrong=wrong_rows())
     callback = DynamicsCallback(tokenizer, probes, eval_every=2, train_examples=rows())
-    fine_tune(model, tokenizer, rows(), TrainConfig(steps=4, batch_size=2, learning_rate=1e-3), callbacks=[callback])
+    fine_tune(model, tokenizer, rows(), TrainSettings(steps=4, batch_size=2, learning_rate=1e-3), callbacks=[callback])
     tables = callback.tables()
     assert sorted(tables["influence_summary"].step.unique()) == [0, 2]
     assert sorted(tables["logprobs"].step.unique()) == [0, 1, 2, 3]
@@ -52,7 +52,7 @@ def test_callback_works_inside_a_plain_user_trainer(tmp_path, single_thread):
     from lg_pipeline.dynamics.training import RightPadCollator, encode_examples
 
     model, tokenizer = make_model("llama-gqa"), make_tokenizer()
-    encoded, _ = encode_examples(tokenizer, rows(), TrainConfig())
+    encoded, _ = encode_examples(tokenizer, rows(), TrainSettings())
     data = datasets.Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels()} for e in encoded])
     probes = build_probes(rows(), 3, 8, seed=0)
     callback = DynamicsCallback(tokenizer, probes, eval_every=1)
@@ -87,7 +87,7 @@ def test_dpo_run_is_measured_without_kernel(single_thread):
     model, tokenizer = make_model("qwen2"), make_tokenizer()
     probes = build_probes(rows(), 2, 4, seed=0, wrong=wrong_rows())
     callback = DynamicsCallback(tokenizer, probes, eval_every=1, batch_measurements=False)
-    config = TrainConfig(steps=2, batch_size=2, learning_rate=1e-2, objective="dpo")
+    config = TrainSettings(steps=2, batch_size=2, learning_rate=1e-2, objective="dpo")
     fine_tune(model, tokenizer, rows(), config, callbacks=[callback], rejected=wrong_rows())
     tables = callback.tables()
     summary = tables["influence_summary"]

@@ -1,6 +1,12 @@
 import pytest
 
-from lg_pipeline.dynamics.learning.probes import IRRELEVANT_TEXT, build_probes, check_aligned, trained_rows
+from lg_pipeline.dynamics.learning.probes import (
+    IRRELEVANT_TEXT,
+    build_probes,
+    matched,
+    missing_instructions,
+    trained_rows,
+)
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
 from tests.helpers.dynamics import rows, wrong_rows
@@ -33,14 +39,16 @@ def test_a_one_word_answer_gets_no_shuffled_probe():
     assert "shuffled_words" not in {p.probe_type for p in build_probes(data, 2, 2)}
 
 
-def test_more_probes_than_rows_and_unaligned_files_name_the_input():
-    with pytest.raises(InputError, match="--n-probes: 9 probes but the training data has 8 rows"):
+def test_more_probes_than_rows_name_the_setting():
+    with pytest.raises(InputError, match="n_probes: 9 probes but the training data has 8 rows"):
         build_probes(rows(), 9, 4)
+
+
+def test_companion_sets_are_matched_by_instruction_in_any_order():
     shifted = rows()[1:] + rows()[:1]
-    with pytest.raises(InputError, match="--also detailed: row 0 .*not aligned"):
-        check_aligned(rows(), shifted, "--also detailed")
-    with pytest.raises(InputError, match="--wrong: 7 rows"):
-        check_aligned(rows(), rows(7), "--wrong")
+    assert matched(rows(), shifted) == rows()
+    assert matched(rows(4), wrong_rows(8)) == wrong_rows(4)  # rows of other instructions are ignored
+    assert matched(rows(), rows(7)) is None and missing_instructions(rows(), rows(7)) == 1
 
 
 def test_trained_rows_counts_the_rows_an_in_order_run_sees():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lg_pipeline.dynamics.zero_shot.alignment import AlignmentConfig, alignments, total_alignment
-from lg_pipeline.gradients.encoding import encode
 from lg_pipeline.gradients.targets import find_targets
 from tests.helpers.builders import ALL_TARGETS, example, make_model
+from tests.helpers.materialised import example_gradients
 
 TRAIN = [example(f"u{i}", 6 + i, 5 + 3 * i) for i in range(5)]
 TEST = [example(f"t{j}", 8 + 2 * j, 4 + j) for j in range(3)]
@@ -22,12 +22,9 @@ def materialised(model, tokenizer, targets) -> dict[tuple[str, str], float]:
     def grads(items, scale):
         total = {t.parameter: torch.zeros_like(params[t.parameter], dtype=torch.float64) for t in targets}
         for e in items:
-            enc = encode(tokenizer, e, False, 1024)
-            model.zero_grad(set_to_none=True)
-            loss = model(input_ids=torch.tensor([enc.input_ids]), labels=torch.tensor([enc.labels()])).loss
-            loss.backward()
+            _, grad = example_gradients(model, tokenizer, e)
             for t in targets:
-                total[t.parameter] += scale * params[t.parameter].grad.double()
+                total[t.parameter] += scale * grad[t.parameter].double()
         return total
 
     test_grad = grads(TEST, 1.0 / len(TEST))

@@ -5,15 +5,17 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from lg_pipeline.dynamics.training import LoadedModel
 from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS, held_out_losses
 from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
-from lg_pipeline.dynamics.zero_shot.run import ZeroShotConfig, run_zero_shot
+from lg_pipeline.dynamics.zero_shot.run import ZeroShotSettings, run_zero_shot
 from lg_pipeline.dynamics.zero_shot.tasks import build_split
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.encoding import encode
 from lg_pipeline.gradients.engine import EngineConfig, compute_gradient_stats
-from tests.helpers.builders import make_model, text
+from tests.helpers import faults
+from tests.helpers.builders import make_model, make_tokenizer, text
 
 pytestmark = pytest.mark.slow  # trains
 
@@ -36,12 +38,23 @@ class HandMadeTasks:
         return items[:n]
 
 
+TRAIN, TEST = ("add", "sort", "spell", "count"), ("ask", "tell")
+
+
 def split(per_task: int = 3):
-    return build_split(["add", "sort", "spell", "count"], ["ask", "tell"], HandMadeTasks(), "none", per_task, 2)
+    return build_split(list(TRAIN), list(TEST), HandMadeTasks(), "none", per_task, 2)
 
 
-def config(**kw) -> ZeroShotConfig:
-    return ZeroShotConfig(**{"eval_every": 2, "batch_size": 2, "embedder": "model", "learning_rate": 1e-3, **kw})
+def config(learning_rate=1e-3, **kw) -> ZeroShotSettings:
+    fields = {"train_tasks": TRAIN, "test_tasks": TEST, "per_task": 3, "per_test_task": 2, "eval_every": 2,
+              "embedder": "model", **kw}
+    return ZeroShotSettings.build(train={"batch_size": 2, "learning_rate": learning_rate}, **fields)
+
+
+def run(model, tokenizer, settings, out, **options):
+    """The run on `model` itself (not a copy): it must end with the weights it was given."""
+    load = lambda: LoadedModel(model, tokenizer)  # noqa: E731
+    return run_zero_shot(settings, HandMadeTasks(), load, out, **{"report": lambda m: None, **options})
 
 
 def test_held_out_loss_at_step_zero_is_the_engines_loss(tokenizer, single_thread, tmp_path):
@@ -51,7 +64,7 @@ def test_held_out_loss_at_step_zero_is_the_engines_loss(tokenizer, single_thread
     encoded = [encode(tokenizer, e, False, 1024) for e in items]
     losses = held_out_losses(model, tokenizer, encoded, batch_size=3)
     assert losses == pytest.approx([engine[e.example_id] for e in items], rel=1e-5)
-    result = run_zero_shot(model, tokenizer, split(), config(orderings=("rt",)), tmp_path, report=lambda m: None)
+    result = run(model, tokenizer, config(orderings=("rt",)), tmp_path)
     table = pd.read_parquet(result.out / "zero_shot.parquet")
     step0 = table[(table.step == 0) & (table.task == ALL_TASKS)].loss.item()
     assert step0 == pytest.approx(sum(engine.values()) / len(engine), rel=1e-5)
@@ -60,7 +73,7 @@ def test_held_out_loss_at_step_zero_is_the_engines_loss(tokenizer, single_thread
 def test_every_ordering_trains_a_permutation_of_the_same_items(tokenizer, single_thread, tmp_path):
     model = make_model("llama-gqa", seed=4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = run_zero_shot(model, tokenizer, split(), config(orderings=ORDERINGS), tmp_path, report=lambda m: None)
+    result = run(model, tokenizer, config(orderings=ORDERINGS), tmp_path)
     assert all((model.state_dict()[k] == v).all() for k, v in before.items())  # the model ends as given
     orders = pd.read_parquet(result.out / "orderings.parquet")
     tasks = pd.read_parquet(result.out / "tasks.parquet")
@@ -93,21 +106,21 @@ def test_every_ordering_trains_a_permutation_of_the_same_items(tokenizer, single
 
 def test_a_stopped_run_resumes_and_other_settings_are_refused(tokenizer, single_thread, tmp_path):
     model = make_model("llama-gqa", seed=5)
-    quiet = {"report": lambda m: None}
-    run_zero_shot(model, tokenizer, split(), config(orderings=("rt",)), tmp_path, **quiet)
+    refuse = {"on_change": "refuse"}
+    run(model, tokenizer, config(orderings=("rt",)), tmp_path, **refuse)
     first = pd.read_parquet(tmp_path / "zero_shot.parquet")
-    again = run_zero_shot(model, tokenizer, split(), config(orderings=("rt", "round_robin")), tmp_path, **quiet)
+    again = run(model, tokenizer, config(orderings=("rt", "round_robin")), tmp_path, **refuse)
     assert again.resumed == ["rt"] and again.orderings_done == ["rt", "round_robin"]
     both = pd.read_parquet(tmp_path / "zero_shot.parquet")
     pd.testing.assert_frame_equal(both[both.ordering == "rt"].reset_index(drop=True), first)
     with pytest.raises(InputError, match="other settings"):
-        run_zero_shot(model, tokenizer, split(), config(orderings=("rt",), learning_rate=1e-2), tmp_path, **quiet)
+        run(model, tokenizer, config(orderings=("rt",), learning_rate=1e-2), tmp_path, **refuse)
 
 
 @pytest.mark.parametrize(
     "train,test,per_task,message",
     [
-        (["add", "ask"], ["ask"], 3, "'ask' is in both --train-tasks and --test-tasks"),
+        (["add", "ask"], ["ask"], 3, "'ask' is in both train_tasks and test_tasks"),
         (["add", "nope"], ["ask"], 3, "unknown task 'nope'"),
         (["add"], ["ask"], 4, "task 'add' has 3 item"),
     ],
@@ -118,8 +131,8 @@ def test_bad_splits_are_one_line_naming_the_task(train, test, per_task, message)
 
 
 def test_an_unknown_ordering_is_named():
-    with pytest.raises(InputError, match="unknown ordering 'nearest'"):
-        config(orderings=("rt", "nearest")).check()
+    with pytest.raises(InputError, match="orderings: unknown ordering 'nearest'"):
+        config(orderings=("rt", "nearest"))
 
 
 def test_a_json_file_is_a_task(tmp_path):
@@ -131,3 +144,95 @@ def test_a_json_file_is_a_task(tmp_path):
     mine = s.train[1]
     assert mine.name == "mine" and [e.example_id for e in mine.items] == ["mine/0", "mine/1", "mine/2"]
     assert all(e.instruction.startswith("q") for e in mine.items)
+
+
+# --- faults: kill -9 at every write boundary, two writers, a full disk, other weights / dtype, NaN, fp16 ----------
+SMALL = {"orderings": ("rt", "gradient"), "per_task": 1, "per_test_task": 1, "eval_every": 1}
+
+
+def small(out, model=None, **options):
+    model = model if model is not None else make_model("llama-gqa", seed=6)
+    return run(model, make_tokenizer(), config(**SMALL), out, **options)
+
+
+@pytest.fixture(scope="module")
+def small_reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference") / "run"
+    small(out)
+    return faults.tables(out)
+
+
+def test_every_table_says_where_it_came_from(tmp_path, single_thread, small_reference):
+    from lg_pipeline.dynamics.zero_shot.run import ZERO_SHOT_FILES, ZERO_SHOT_VERSION, zero_shot_run
+    from lg_pipeline.io.manifest import read_manifest
+
+    small(tmp_path, provenance={"model": "tiny"})
+    folder = zero_shot_run(tmp_path)
+    for table in ZERO_SHOT_FILES.tables:
+        manifest = read_manifest(folder.table(table))
+        assert manifest["kind"] == f"zero_shot.{table}" and manifest["model"] == "tiny", table
+        assert manifest["engine_version"] == ZERO_SHOT_VERSION and manifest["level"] == "none"
+        assert manifest["settings"]["orderings"] == ["gradient", "rt"] and manifest["dtype"] == "float32"
+    assert len(pd.read_parquet(folder.table("alignment"))) > 0
+
+
+def test_kill_9_at_every_write_boundary_then_a_rerun_equals_an_uninterrupted_run(tmp_path, single_thread,
+                                                                                 small_reference):
+    out = tmp_path / "run"
+    check = lambda: faults.assert_same_tables(faults.tables(out), small_reference)  # noqa: E731
+    assert faults.kill_at_every_boundary(lambda: small(out), out, check, minimum=25) == []
+
+
+@pytest.mark.parametrize("apart_s", [0.0, 1.0], ids=["together", "a second apart"])
+def test_two_writers_one_refused_or_both_complete(tmp_path, single_thread, small_reference, apart_s):
+    out = tmp_path / "run"
+    codes = faults.two_writers(lambda wait: small(out, wait=wait), out, apart_s)
+    assert codes in ([0, 0], [0, faults.REFUSED]), codes
+    faults.assert_same_tables(faults.tables(out), small_reference)
+    assert faults.leftovers(out) == []
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_completes_the_tables(tmp_path, single_thread, small_reference,
+                                                                 monkeypatch):
+    out = tmp_path / "run"
+    check = lambda: faults.assert_same_tables(faults.tables(out), small_reference)  # noqa: E731
+    # the alignment, an ordering's chunks and marker, the finished tables
+    faults.full_disk_then_rerun(monkeypatch, lambda: small(out), out, (1, 2, 4, 7, 11, 15),
+                                "finished orderings are kept", check)
+
+
+@pytest.mark.parametrize("other", ["weights", "dtype"])
+def test_other_weights_or_dtype_are_refused_or_computed_beside_never_mixed(tmp_path, single_thread, other):
+    import torch
+
+    out = tmp_path / "run"
+    small(out)
+    before = {p.name: p.read_bytes() for p in out.glob("*.parquet")}
+    changed = make_model("llama-gqa", seed=7) if other == "weights" else make_model("llama-gqa", seed=6).to(
+        torch.bfloat16
+    )
+    with pytest.raises(InputError, match=f"holds a run with other settings \\(.*{other}: "):
+        small(out, model=changed, on_change="refuse")
+    assert {p.name: p.read_bytes() for p in out.glob("*.parquet")} == before
+    result = small(out, model=changed, on_change="beside")
+    assert result.resumed == []
+    fresh = tmp_path / "fresh"
+    small(fresh, model=changed)
+    faults.assert_same_tables(faults.tables(out), faults.tables(fresh))
+
+
+def test_a_held_out_loss_that_is_not_finite_stops_the_run(tmp_path, single_thread):
+    from lg_pipeline.errors import RunStopped
+
+    with pytest.raises(RunStopped) as caught:
+        run(make_model("llama-gqa", seed=6), make_tokenizer(), config(learning_rate=1e30, **SMALL), tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message and "step 1" in message and "not finite" in message
+    assert "lower learning_rate (it is 1e+30)" in message
+    assert not list(tmp_path.glob("*.parquet"))
+
+
+def test_fp16_weights_are_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(InputError, match="dtype float16"):
+        small(tmp_path / "run", model=make_model("llama-gqa").half())
+    assert not (tmp_path / "run").exists()
