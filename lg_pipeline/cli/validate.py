@@ -83,11 +83,11 @@ def _check_readable(path: Path) -> None:
     except Exception as exc:  # ArrowInvalid, OSError: a torn, empty or foreign file
         raise InputError(f"{path}: not a readable Parquet table ({type(exc).__name__})") from None
     kind = (read_manifest(path) or {}).get("kind", "")
+    if kind == "gradient_status" or (not kind and {"example_id", "status"} <= columns and "parameter" not in columns):
+        raise InputError(f"{path}: is an outcome log, not a statistics table (validate the table beside it)")
     if kind and kind != "gradient_stats":
         folder = f": validate its folder {path.parent}" if "." in kind else ""
         raise InputError(f"{path}: its manifest says it is a {kind} table, not a statistics table{folder}")
-    if {"example_id", "status"} <= columns and "parameter" not in columns:
-        raise InputError(f"{path}: is an outcome log, not a statistics table (validate the table beside it)")
     needed = {"example_id", "parameter", "layer", "module", "loss", "n_tokens", "n_response_tokens"}
     if not needed & columns:
         raise InputError(f"{path}: not a statistics table (none of {', '.join(sorted(needed))})")

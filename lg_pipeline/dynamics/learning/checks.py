@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from lg_pipeline.dynamics.learning.callback import TABLES, is_eval_step
 from lg_pipeline.dynamics.learning.influence import r_squared
 from lg_pipeline.dynamics.learning.probes import PROBE_COLUMNS
-from lg_pipeline.dynamics.learning.run import KEYS, RUN_FILE, SUMMARY_FILE
+from lg_pipeline.dynamics.learning.run import KEYS, RUN_FILE
+from lg_pipeline.io.run_folder import SUMMARY_FILE
 from lg_pipeline.expectations import TABLE_MEANINGS, RuleReport, Rules, TableSpec, read_run_tables
 from lg_pipeline.gradients.checks import MEANINGS as STATS_MEANINGS
 from lg_pipeline.gradients.checks import check_rows
