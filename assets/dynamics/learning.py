@@ -166,9 +166,7 @@ def _run(context: dg.AssetCheckExecutionContext, store: OutputStore):
     if not runs:
         return key, None
     # The most recently written run of this partition (an SFT and a DPO run may both exist).
-    from lg_pipeline.dynamics.learning.run import SUMMARY_FILE
-
-    return key, max(runs, key=lambda o: (store.dynamics(key, o) / SUMMARY_FILE).stat().st_mtime)
+    return key, max(runs, key=lambda o: learning_run(store.dynamics(key, o)).summary_file.stat().st_mtime)
 
 
 @dg.asset_check(

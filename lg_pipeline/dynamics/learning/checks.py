@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 from lg_pipeline.dynamics.learning.callback import TABLES, is_eval_step
 from lg_pipeline.dynamics.learning.influence import r_squared
 from lg_pipeline.dynamics.learning.probes import PROBE_COLUMNS
-from lg_pipeline.dynamics.learning.run import KEYS, RUN_FILE
-from lg_pipeline.io.run_folder import SUMMARY_FILE
+from lg_pipeline.dynamics.learning.run import KEYS, RUN_FILE, learning_run
 from lg_pipeline.expectations import TABLE_MEANINGS, RuleReport, Rules, TableSpec, read_run_tables
 from lg_pipeline.gradients.checks import MEANINGS as STATS_MEANINGS
 from lg_pipeline.gradients.checks import check_rows
+from lg_pipeline.io.run_folder import SUMMARY_FILE
 from lg_pipeline.schema import GRADIENT_COLUMNS
 from lg_pipeline.vocabulary import layer_index
 
@@ -124,7 +124,7 @@ def check_run_folder(
     steps = steps if steps is not None else setting(record, "steps")
     eval_every = eval_every if eval_every is not None else setting(record, "eval_every")
     objective = objective or setting(record, "objective") or "sft"
-    rules.check("summary_file", (out / SUMMARY_FILE).is_file(), f"missing {SUMMARY_FILE}", where=SUMMARY_FILE)
+    rules.check("summary_file", learning_run(out).summary_file.is_file(), f"missing {SUMMARY_FILE}", where=SUMMARY_FILE)
     needed = [*ALWAYS, *(t for t in TABLES if t not in ALWAYS and objective == "sft")]
     missing = [t for t in (PROBES, *needed) if not (out / f"{t}.parquet").is_file()]
     if not rules.check("tables", not missing, f"missing table(s): {', '.join(missing)}"):

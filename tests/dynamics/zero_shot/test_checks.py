@@ -118,12 +118,10 @@ def test_an_asked_ordering_that_never_ran_is_named(folder):
 
 @pytest.mark.slow
 def test_a_real_tiny_run_passes_every_rule(tokenizer, single_thread, tmp_path):
-    from lg_pipeline.dynamics.zero_shot.run import run_zero_shot
-    from tests.dynamics.zero_shot.test_run import config, split
+    from tests.dynamics.zero_shot.test_run import config, run
     from tests.helpers.builders import make_model
 
     orderings = ("rt", "gradient")
-    run_zero_shot(make_model("llama-gqa", seed=3), tokenizer, split(), config(orderings=orderings), tmp_path,
-                  report=lambda m: None)
+    run(make_model("llama-gqa", seed=3), tokenizer, config(orderings=orderings), tmp_path)
     report = check_run_folder(tmp_path, orderings)
     assert report.passed and not report.unchecked, report.explain()
