@@ -50,8 +50,8 @@ def output_kind(path: str | Path) -> str:
     if not path.is_dir():
         raise InputError(f"{path}: not a file or folder")
     from lg_pipeline.dynamics.learning.callback import TABLES as LEARNING_TABLES
-    from lg_pipeline.io.run_folder import SUMMARY_FILE
     from lg_pipeline.dynamics.zero_shot.checks import TABLES as ZERO_SHOT_TABLES
+    from lg_pipeline.io.run_folder import SUMMARY_FILE
 
     learning = any((path / f"{t}.parquet").is_file() for t in LEARNING_TABLES) or (path / SUMMARY_FILE).is_file()
     zero_shot = any((path / f"{t}.parquet").is_file() for t in ZERO_SHOT_TABLES)

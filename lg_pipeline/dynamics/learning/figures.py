@@ -180,8 +180,8 @@ def kernel_terms(influence: pd.DataFrame, kernel: pd.DataFrame, summary: pd.Data
     if len(studied):
         parts.append(studied.rename(columns={"predicted_delta": "value"}).assign(quantity="term"))
     if len(kernel):
-        batch = kernel.groupby(["step", "probe_id", "layer", "module"], as_index=False).ntk.sum()
-        parts.append(batch.rename(columns={"ntk": "value"}).assign(quantity="kernel"))
+        batch = kernel.groupby(["step", "probe_id", "layer", "module"], as_index=False).grad_inner.sum()
+        parts.append(batch.rename(columns={"grad_inner": "value"}).assign(quantity="kernel"))
     if not parts:
         return pd.DataFrame(columns=["quantity", "probe_type", "module", "layer", "value"])
     frame = pd.concat([p[["quantity", "step", "probe_id", "layer", "module", "value"]] for p in parts])

@@ -53,7 +53,7 @@ def run_tables(objective: str = "sft", level: str = "none", seed: int = 0, kerne
         "influence": pd.DataFrame(
             influence, columns=["step", "probe_id", "layer", "module", "parameter", "predicted_delta"]
         ),
-        "kernel": pd.DataFrame(kern, columns=["step", "probe_id", "example_id", "layer", "module", "ntk"]),
+        "kernel": pd.DataFrame(kern, columns=["step", "probe_id", "example_id", "layer", "module", "grad_inner"]),
         "train_gradient_stats": pd.DataFrame(stats, columns=STATS_COLUMNS),
     }
     if not kernel:  # DPO: batches without labels, no kernel and no batch statistics
@@ -96,7 +96,8 @@ def test_kernel_terms_are_the_means_over_probes_and_steps_of_each_layer_and_modu
     terms = figures.kernel_terms(tables["influence"], tables["kernel"], tables["influence_summary"])
     kernel, influence = tables["kernel"], tables["influence"]
     wrong = kernel.probe_id.str.endswith("-wrong") & (kernel.layer == 3) & (kernel.module == "v_proj")
-    expected = kernel[wrong].groupby(["step", "probe_id"]).ntk.sum().mean()  # Σ over the batch, mean over the rest
+    # Σ over the batch, mean over the rest
+    expected = kernel[wrong].groupby(["step", "probe_id"]).grad_inner.sum().mean()
     got = terms.set_index(["quantity", "probe_type", "module", "layer"]).value
     assert got.loc[("kernel", "wrong", "v_proj", 3)] == pytest.approx(expected)
     held = influence.probe_id.str.endswith("-held_out") & (influence.layer == 0) & (influence.module == "q_proj")
