@@ -26,6 +26,7 @@ from lg_pipeline.dynamics.learning.callback import TABLES, DynamicsCallback, is_
 from lg_pipeline.dynamics.learning.influence import r_squared
 from lg_pipeline.dynamics.learning.measure import greedy_responses
 from lg_pipeline.dynamics.learning.probes import (
+    GREEDY,
     PROBE_COLUMNS,
     Probe,
     build_probes,
@@ -233,7 +234,8 @@ class _LearningRun:
             "eval_every": self.settings.eval_every,
             "n_probes": self.settings.n_probes,
             "greedy_max_new_tokens": self.settings.greedy_max_new_tokens,
-            "probes": [p.probe_id for p in plan.probes],
+            # The greedy probes follow from the weights and greedy_max_new_tokens, both named here.
+            "probes": [p.probe_id for p in plan.probes if p.probe_type != GREEDY],
             "rows": examples_hash(plan.train),
             "rejected": examples_hash(plan.rejected) if plan.rejected is not None else None,
             **model_identity(self.loaded.model),
