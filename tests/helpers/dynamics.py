@@ -64,3 +64,10 @@ def _gradients(model, tokenizer, example, names, objective):
     for p in wanted:
         p.requires_grad_(False)
     return float(value), dict(zip(names, grads, strict=True))
+
+
+def sequence_logp(model, tokenizer, example: Example) -> Any:
+    """logp_sum of one (prompt, response) at `model`'s weights, as a graph to differentiate (plain forward)."""
+    batch = to_batch([encode(tokenizer, example, False, 1024)], tokenizer.pad_token_id, "cpu")
+    logits = model(input_ids=batch.ids, attention_mask=batch.mask).logits
+    return response_logp_sum(logits, batch.labels)[0]

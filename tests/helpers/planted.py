@@ -132,7 +132,8 @@ def learning_folder(folder: Path) -> Path:
         [(p, prompt, t, f"question {prompt}", f"response {p}") for p, prompt, t in PROBES],
         columns=["probe_id", "prompt_id", "probe_type", "instruction", "response"],
     )
-    logprobs, influence, summary, kernel, stats = [], [], [], [], []
+    logprobs, influence, summary, kernel, stats, residuals = [], [], [], [], [], []
+    peaked = (0.4, 2.1, 330.0, 0.8)  # max_prob_mean, entropy_mean, a_norm_mean, residual_norm_mean
     for step in EVAL_STEPS:
         for probe, _, probe_type in PROBES:
             terms = rng.normal(0, 1e-3, len(PARAMETERS))
@@ -141,11 +142,13 @@ def learning_folder(folder: Path) -> Path:
             predicted = float(terms.sum())
             before, n = -40.0 - 10 * rng.random(), 20 + PROBES.index((probe, _, probe_type))
             after = before + predicted * 1.01
-            logprobs += [(s, probe, probe_type, lp, lp / n, n) for s, lp in ((step, before), (step + 1, after))]
-            summary.append((step, probe, probe_type, predicted, after - before))
-            kernel += [(step, probe, e, layer, m, float(rng.normal())) for e in BATCHES[step] for layer, m, _ in
-                       PARAMETERS]
+            logprobs += [(s, probe, probe_type, lp, lp / n, n, *peaked)
+                         for s, lp in ((step, before), (step + 1, after))]
+            summary.append((step, probe, probe_type, predicted, after - before, predicted, 0.0))
+            kernel += [(step, probe, e, layer, m, k, k, 0.0) for e in BATCHES[step] for layer, m, _ in PARAMETERS
+                       for k in [float(rng.normal())]]
         for e in BATCHES[step]:
+            residuals.append((step, e, "chosen", 1 / 6, 0.9, 6))
             for layer, m, name in PARAMETERS:
                 row = matrix_stats(rng.normal(0, 1e-2, (8, 6)), 12)
                 stats.append({"step": step, "example_id": e, "layer": layer, "module": m, "parameter": name,
@@ -153,12 +156,16 @@ def learning_folder(folder: Path) -> Path:
     tables = {
         "probes": probes,
         "logprobs": pd.DataFrame(logprobs, columns=["step", "probe_id", "probe_type", "logp_sum", "logp_mean",
-                                                    "n_response_tokens"]),
+                                                    "n_response_tokens", "max_prob_mean", "entropy_mean",
+                                                    "a_norm_mean", "residual_norm_mean"]),
         "influence": pd.DataFrame(influence, columns=["step", "probe_id", "layer", "module", "parameter",
                                                       "predicted_delta"]),
         "influence_summary": pd.DataFrame(summary, columns=["step", "probe_id", "probe_type", "predicted_delta",
-                                                            "measured_delta"]),
-        "kernel": pd.DataFrame(kernel, columns=["step", "probe_id", "example_id", "layer", "module", "ntk"]),
+                                                            "measured_delta", "chosen_share", "rejected_share"]),
+        "kernel": pd.DataFrame(kernel, columns=["step", "probe_id", "example_id", "layer", "module", "grad_inner",
+                                                "grad_inner_chosen", "grad_inner_rejected"]),
+        "train_residuals": pd.DataFrame(residuals, columns=["step", "example_id", "term", "weight",
+                                                            "residual_norm_mean", "n_response_tokens"]),
         "train_log": pd.DataFrame({"step": range(STEPS), "loss": [5.3, 5.2, 5.1, 5.0], "learning_rate": 1e-4,
                                    "update_norm": [2e-4, 1.9e-4, 1.8e-4, 1.7e-4]}),
         "train_gradient_stats": pd.DataFrame(stats),

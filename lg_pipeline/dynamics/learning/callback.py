@@ -3,20 +3,25 @@
 At every eval step s (step 0 and every `eval_every` steps):
 1. the trainer's forward on step s's batch is recorded (a forward pre-hook, inputs only);
 2. before the optimizer steps (θ_s): the engine's per-example gradient statistics of that
-   batch and the factors of its examples' gradients (for the NTK); the trained weights are kept;
-3. after the step (θ_{s+1}): the weights go back to θ_s for one probe pass (logp_sum at θ_s,
-   predicted change per matrix ⟨∇_W logp_sum, W_{s+1} − W_s⟩, NTK per layer), then forward to
-   θ_{s+1} for the measured logp_sum.
+   batch and the factors of its examples' gradients (for `grad_inner`); the trained weights are kept;
+3. after the step (θ_{s+1}): the weights go back to θ_s for one probe pass (logp_sum and probability concentration
+   at θ_s, predicted change per matrix ⟨∇_W logp_sum, W_{s+1} − W_s⟩, `grad_inner` per layer and training row) and
+   the current greedy responses of the `greedy` probes' prompts (`greedy_now`), then forward to θ_{s+1} for the
+   measured logp_sum.
 Every step adds a `train_log` row (loss, learning rate, update norm). Tables go to a sink, one call per part:
 `sink("step-<s>", {table: frame})` with every table of eval step s, and `sink("train_log", {"train_log": frame})`
 when training ends; the default keeps them in memory (`callback.tables()`). A log-probability or predicted change
 that is not finite stops the run (`RunStopped`, naming the step and the learning rate) before the step is emitted.
 
 Works in a plain user `Trainer` as long as the batch is fed as `input_ids`/`attention_mask`/
-`labels` (right-padded); without labels (DPO) the kernel and batch statistics are skipped.
+`labels` (right-padded); a batch without labels gets no kernel and batch statistics.
 `train_examples` (the training rows) lets the kernel and statistics name each batch row by its example id.
-The kernel and statistics are those of the engine's per-example loss (mean response-token CE) whatever loss the
-trainer optimises; the predicted change always uses the update the optimizer actually made.
+SFT: the kernel and statistics are those of the engine's per-example loss (mean response-token CE). DPO
+(`dpo_beta` given; TRL's batch of B chosen rows then B rejected rows, the reference being the model as training
+began, as `fine_tune` builds it): those of TRL's sigmoid loss, the kernel split into the chosen and the rejected
+term. The predicted change always uses the update the optimizer actually made; its split into the two terms
+(`chosen_share` + `rejected_share`) is exact only where the update is −lr·∇L (plain SGD, no momentum or weight
+decay) and every trained weight is a studied matrix: elsewhere the DPO shares are NaN (SFT: all chosen).
 """
 
 from __future__ import annotations
@@ -30,10 +35,14 @@ from typing import Any
 from transformers import TrainerCallback
 
 from lg_pipeline.dynamics.learning.measure import (
+    CONCENTRATION,
     Batch,
+    PreferenceTerms,
     TrainFactors,
     batch_from_inputs,
+    greedy_responses,
     logprobs,
+    measured_logprobs,
     probe_pass,
     to_batch,
     train_pass,
@@ -48,7 +57,12 @@ from lg_pipeline.schema import MATRIX_STATS
 from lg_pipeline.vocabulary import layer_index
 
 Sink = Callable[[str, Mapping[str, Any]], None]
-TABLES = ("logprobs", "influence", "influence_summary", "kernel", "train_log", "train_gradient_stats")
+TABLES = (
+    "logprobs", "influence", "influence_summary", "kernel", "train_log", "train_gradient_stats", "train_residuals",
+    "greedy_now",
+)
+SHARES = ("chosen_share", "rejected_share")  # NaN where the split is not defined (see the module's docstring)
+TERMS = ("chosen", "rejected")
 
 
 def is_eval_step(step: int, eval_every: int) -> bool:
@@ -84,15 +98,20 @@ class DynamicsCallback(TrainerCallback):
         progress: Callable[[int, int], None] | None = None,
         time_logprobs_only: bool = False,
         batch_measurements: bool = True,
+        dpo_beta: float | None = None,
+        greedy_max_new_tokens: int = 16,
     ):
         self.tokenizer, self.probes, self.eval_every = tokenizer, list(probes), max(1, eval_every)
         self.chat, self.max_length, self.probe_batch_size = chat, max_length, max(1, probe_batch_size)
         self.done_steps, self.progress = set(done_steps), progress
         self.train_examples = list(train_examples)  # names the recorded batches' rows (else step<s>:row<b>)
         self.time_logprobs_only = time_logprobs_only
-        # Kernel and gradient statistics of the batch, with the engine's SFT loss per row: off for DPO, whose
-        # batch rows are chosen and rejected responses under another loss.
+        # Kernel and gradient statistics of the recorded batch (off: only the probes are measured).
         self.batch_measurements = batch_measurements
+        self.dpo_beta = dpo_beta  # None: SFT
+        self.greedy_max_new_tokens = greedy_max_new_tokens
+        # The `greedy` probes' prompts, decoded again at every eval step.
+        self.greedy_probes = [p for p in self.probes if p.probe_type == "greedy"]
         self._frames: dict[str, list[Any]] = defaultdict(list)
         self.sink = sink or self._keep
         self.skipped_probes: dict[str, str] = {}
@@ -131,6 +150,8 @@ class DynamicsCallback(TrainerCallback):
             enc = encode(self.tokenizer, example, self.chat, self.max_length)
             if enc is not None:
                 self.example_ids.setdefault(tuple(enc.input_ids), example.example_id)
+        # DPO's reference: the trained weights as training begins (`fine_tune` copies the model then).
+        self._reference = {n: p.detach().clone() for n, p in self.trained.items()} if self.dpo_beta else {}
         self._hook = model.register_forward_pre_hook(self._record, with_kwargs=True)
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -143,13 +164,16 @@ class DynamicsCallback(TrainerCallback):
         self._recording = False
         self._before = {n: p.detach().clone() for n, p in self.trained.items()}
         self._lr = _learning_rate(optimizer)
+        self._plain_sgd = _is_plain_sgd(optimizer)
         self._train: TrainFactors | None = None
         self._train_batch: Batch | None = None
         if self._measure and self._recorded and self.batch_measurements:
             self._train_batch = batch_from_inputs(self._recorded[-1])
+            if self._train_batch is not None and self.dpo_beta and len(self._train_batch.lengths) % 2:
+                self._train_batch = None  # not a chosen-then-rejected batch
             if self._train_batch is not None:
                 started = time.perf_counter()
-                self._train = train_pass(self.model, self.targets, self._train_batch)
+                self._train = train_pass(self.model, self.targets, self._train_batch, self._preference())
                 self.seconds[self._step]["train_pass"] = time.perf_counter() - started
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -183,6 +207,22 @@ class DynamicsCallback(TrainerCallback):
         self.sink("train_log", {"train_log": pd.DataFrame(self._train_log)})
 
     # --- measurement ---------------------------------------------------------------------------
+
+    def _preference(self) -> PreferenceTerms | None:
+        """DPO: β and the reference's logp_sum of the recorded batch's rows (the weights at θ_0, then back)."""
+        import torch
+
+        if not self.dpo_beta:
+            return None
+        with torch.no_grad():
+            for n, p in self.trained.items():
+                p.copy_(self._reference[n])
+            try:
+                reference = logprobs(self.model, self._train_batch)
+            finally:
+                for n, p in self.trained.items():
+                    p.copy_(self._before[n])
+        return PreferenceTerms(self.dpo_beta, reference)
 
     def _record(self, module, args, kwargs):
         if self._recording_now():
@@ -222,33 +262,71 @@ class DynamicsCallback(TrainerCallback):
         started = time.perf_counter()
         try:
             effects = [probe_pass(self.model, self.targets, b, updates, self._train, rest) for b in batches]
+            greedy_started = time.perf_counter()
+            greedy = self._greedy_frame(step)
+            self.seconds[step]["greedy"] = time.perf_counter() - greedy_started
         finally:
             with torch.no_grad():
                 for n, p in self.trained.items():
                     p.copy_(after[n])
         middle = time.perf_counter()
-        measured = [v for b in batches for v in logprobs(self.model, b)]
-        self.seconds[step]["probe_pass"] = middle - started
+        after_parts = [measured_logprobs(self.model, b) for b in batches]
+        measured = [v for lp, _ in after_parts for v in lp]
+        peaked_after = {c: [v for _, peaked in after_parts for v in peaked[c]] for c in CONCENTRATION}
+        self.seconds[step]["probe_pass"] = greedy_started - started
         self.seconds[step]["logprobs_after"] = time.perf_counter() - middle
-        self._emit_step(step, effects, measured, batches)
+        self._emit_step(step, effects, measured, batches, peaked_after, greedy)
 
-    def _emit_step(self, step, effects, logp_after, batches) -> None:
+    def _greedy_frame(self, step: int) -> Any:
+        """Each `greedy` probe's prompt decoded greedily now (θ_s), and that response's log-probability."""
+        import pandas as pd
+
+        if not self.greedy_probes:
+            return pd.DataFrame()
+        instructions = [p.instruction for p in self.greedy_probes]
+        responses = greedy_responses(self.model, self.tokenizer, instructions, self.chat, self.greedy_max_new_tokens)
+        found = []
+        for probe, response in zip(self.greedy_probes, responses, strict=True):
+            enc = encode(self.tokenizer, Example(probe.probe_id, probe.instruction, response), self.chat,
+                         self.max_length)
+            if enc is not None:  # an empty greedy response has no token to measure
+                found.append((probe, response, enc))
+        rows = []
+        device = next(self.model.parameters()).device
+        for k in range(0, len(found), self.probe_batch_size):
+            chunk = found[k : k + self.probe_batch_size]
+            batch = to_batch([e for _, _, e in chunk], self.pad_id, device)
+            logp, peaked = measured_logprobs(self.model, batch)
+            for j, (probe, response, _) in enumerate(chunk):
+                n = batch.n_response_tokens[j]
+                rows.append({
+                    "step": step, "prompt_id": probe.prompt_id, "probe_id": probe.probe_id, "response": response,
+                    "same_as_start": response == probe.response, "logp_sum": logp[j],
+                    "logp_mean": logp[j] / max(1, n), "n_response_tokens": n,
+                    **{c: peaked[c][j] for c in CONCENTRATION},
+                })
+        return pd.DataFrame(rows)
+
+    def _emit_step(self, step, effects, logp_after, batches, peaked_after, greedy) -> None:
         import pandas as pd
 
         probes = [p for p, _ in self._encoded]
         n_resp = [n for b in batches for n in b.n_response_tokens]
         logp_before = [v for e in effects for v in e.logp_sum]
+        peaked_before = {c: [v for e in effects for v in e.concentration[c]] for c in CONCENTRATION}
         predicted = _cat([e.predicted for e in effects])
         rest = {n: [v for e in effects for v in e.rest[n]] for n in self.rest_names}
+        shares = self._shares(effects)
         rows_lp, rows_inf, rows_sum = [], [], []
         for k, probe in enumerate(probes):
-            for s, lp in ((step, logp_before[k]), (step + 1, logp_after[k])):
-                rows_lp.append(_logprob_row(s, probe, lp, n_resp[k]))
+            for s, lp, peaked in ((step, logp_before[k], peaked_before), (step + 1, logp_after[k], peaked_after)):
+                rows_lp.append({**_logprob_row(s, probe, lp, n_resp[k]), **{c: peaked[c][k] for c in CONCENTRATION}})
             for i, t in enumerate(self.targets):
                 rows_inf.append(_influence_row(step, probe, t.layer, t.module, t.parameter, float(predicted[k, i])))
             for n in self.rest_names:
                 rows_inf.append(_influence_row(step, probe, _layer_or(n), _module_of(n), n, rest[n][k]))
             total = float(predicted[k].sum()) + sum(rest[n][k] for n in self.rest_names)
+            chosen, rejected = (total, 0.0) if shares is None else (float(shares[0][k]), float(shares[1][k]))
             rows_sum.append(
                 {
                     "step": step,
@@ -256,6 +334,8 @@ class DynamicsCallback(TrainerCallback):
                     "probe_type": probe.probe_type,
                     "predicted_delta": total,
                     "measured_delta": logp_after[k] - logp_before[k],
+                    "chosen_share": chosen,
+                    "rejected_share": rejected,
                 }
             )
         frames = {
@@ -267,6 +347,9 @@ class DynamicsCallback(TrainerCallback):
             ids = self._train_example_ids(step)
             frames["kernel"] = self._kernel_frame(step, probes, effects, ids)
             frames["train_gradient_stats"] = self._stats_frame(step, ids)
+            frames["train_residuals"] = self._residuals_frame(step, ids)
+        if len(greedy):
+            frames["greedy_now"] = greedy
         self._stop_unless_finite(step, frames)
         self.sink(f"step-{step}", frames)
 
@@ -275,25 +358,46 @@ class DynamicsCallback(TrainerCallback):
         import numpy as np
 
         for table, frame in frames.items():
-            numbers = frame.select_dtypes("number").to_numpy(dtype=float)
+            numbers = frame.drop(columns=list(SHARES), errors="ignore").select_dtypes("number").to_numpy(dtype=float)
             if numbers.size and not np.isfinite(numbers).all():
                 raise RunStopped([
                     f"step {step}: {table} holds values that are not finite (NaN or inf weights); the run stopped: "
                     f"lower {{learning_rate}} (it is {self._lr:g})"
                 ])
 
+    def _shares(self, effects) -> tuple[Any, Any] | None:
+        """DPO: each probe's chosen and rejected share of its predicted change, −lr/B Σ_u Σ_layers grad_inner of
+        each term's rows (None under SFT: all of it is the chosen term's). NaN where the update is not −lr·∇L."""
+        import torch
+
+        if not self.dpo_beta:
+            return None
+        n_probes = sum(len(e.logp_sum) for e in effects)
+        if self._train is None or not self._plain_sgd or self.rest_names:
+            nan = torch.full((n_probes,), math.nan, dtype=torch.float64)
+            return nan, nan
+        kernel = _cat([e.kernel for e in effects])  # (P, 2B, targets)
+        n = kernel.shape[1] // 2
+        scale = -self._lr / n
+        return scale * kernel[:, :n].sum(dim=(1, 2)), scale * kernel[:, n:].sum(dim=(1, 2))
+
     def _train_example_ids(self, step: int) -> list[str]:
         batch = self._train_batch
         out = []
-        for b, n in enumerate(batch.lengths):
+        rows = batch.lengths[: len(batch.lengths) // 2] if self._train.pairs else batch.lengths
+        for b, n in enumerate(rows):
             key = tuple(int(i) for i in batch.ids[b, :n].tolist())
             out.append(self.example_ids.get(key, f"step{step}:row{b}"))
         return out
 
     def _kernel_frame(self, step, probes, effects, ids):
         import pandas as pd
+        import torch
 
         kernel = _cat([e.kernel for e in effects])
+        n = len(ids)
+        chosen = kernel[:, :n]
+        rejected = kernel[:, n:] if self._train.pairs else torch.zeros_like(chosen)
         rows = [
             {
                 "step": step,
@@ -301,12 +405,31 @@ class DynamicsCallback(TrainerCallback):
                 "example_id": ids[u],
                 "layer": t.layer,
                 "module": t.module,
-                "ntk": float(kernel[k, u, i]),
+                "grad_inner": float(chosen[k, u, i] + rejected[k, u, i]),
+                "grad_inner_chosen": float(chosen[k, u, i]),
+                "grad_inner_rejected": float(rejected[k, u, i]),
             }
             for k, probe in enumerate(probes)
-            for u in range(len(ids))
+            for u in range(n)
             for i, t in enumerate(self.targets)
         ]
+        return pd.DataFrame(rows)
+
+    def _residuals_frame(self, step, ids):
+        """‖G‖ per trained example and term: the mean ‖π − e_y‖ of its row, and the weight w of its term −w·logp."""
+        import pandas as pd
+
+        train, n = self._train, len(ids)
+        rows = []
+        for r, weight in enumerate(train.weights):
+            rows.append({
+                "step": step,
+                "example_id": ids[r % n],
+                "term": TERMS[r // n],
+                "weight": weight,
+                "residual_norm_mean": train.residual_norm[r],
+                "n_response_tokens": train.row_response_tokens[r],
+            })
         return pd.DataFrame(rows)
 
     def _stats_frame(self, step, ids):
@@ -372,6 +495,18 @@ def _module_of(parameter: str) -> str:
     """`model.layers.0.input_layernorm.weight` -> `input_layernorm`; `model.embed_tokens.weight` -> `embed_tokens`."""
     parts = parameter.split(".")
     return parts[-2] if len(parts) > 1 else parts[0]
+
+
+def _is_plain_sgd(optimizer: Any) -> bool:
+    """Whether the step is −lr·∇L: torch SGD without momentum, dampening or weight decay (the trainer's wrapper
+    unwrapped). Gradient clipping is off in `fine_tune`."""
+    import torch
+
+    inner = getattr(optimizer, "optimizer", optimizer)
+    if not isinstance(inner, torch.optim.SGD):
+        return False
+    return all(not g.get("momentum") and not g.get("weight_decay") and not g.get("nesterov")
+               for g in inner.param_groups)
 
 
 def _learning_rate(optimizer: Any) -> float:

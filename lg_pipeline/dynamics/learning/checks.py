@@ -9,7 +9,11 @@ steps, eval_every, objective) and its summary (`summary.json`). Then:
   after minus before (so predicted and measured swapped is named), `logp_mean` = `logp_sum` / response tokens,
   every trained layer and matrix has its term, probe types as in the probe table;
 - ranges: log-probabilities ≤ 0, update norms and learning rates ≥ 0, a positive loss, every number finite,
-  integer steps and layers, one row per key; `train_gradient_stats` by the gradient check's row rules, per step.
+  integer steps and layers, one row per key; `train_gradient_stats` by the gradient check's row rules, per step;
+  probabilities in [0, 1], entropies and norms ≥ 0 (`logprobs`, `greedy_now`, `train_residuals`);
+- the two DPO terms: `chosen_share` + `rejected_share` = `predicted_delta` (NaN only under DPO where the split is
+  not defined; SFT: all chosen), `grad_inner` = its chosen + rejected parts (SFT: no rejected part), `greedy_now`
+  only for `greedy` probes at eval steps.
 The agreement (R² of measured by predicted change over every (eval step, probe)) is a warning below a threshold.
 Any malformed table is a failed rule naming the file, never an exception.
 """
@@ -21,8 +25,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lg_pipeline.dynamics.learning.callback import TABLES, is_eval_step
+from lg_pipeline.dynamics.learning.callback import SHARES, is_eval_step
 from lg_pipeline.dynamics.learning.influence import r_squared
+from lg_pipeline.dynamics.learning.measure import CONCENTRATION
 from lg_pipeline.dynamics.learning.probes import PROBE_COLUMNS
 from lg_pipeline.dynamics.learning.run import KEYS, RUN_FILE, learning_run
 from lg_pipeline.expectations import TABLE_MEANINGS, RuleReport, Rules, TableSpec, read_run_tables
@@ -35,20 +40,27 @@ from lg_pipeline.vocabulary import layer_index
 if TYPE_CHECKING:
     import pandas as pd
 
-# Tables a run always writes rows to; the kernel and batch statistics need labelled batches (not DPO).
-ALWAYS = ("logprobs", "influence", "influence_summary", "train_log")
+# Tables a run always writes rows to; `greedy_now` only when the run has `greedy` probes.
+ALWAYS = ("logprobs", "influence", "influence_summary", "train_log", "kernel", "train_gradient_stats",
+          "train_residuals")
+GREEDY_NOW = "greedy_now"
 PROBES = "probes"
 AGREEMENT_R2 = 0.9  # first-order agreement expected of SmolLM2-135M at the default learning rate
 COLUMNS: dict[str, tuple[str, ...]] = {
     PROBES: PROBE_COLUMNS,
-    "logprobs": ("step", "probe_id", "probe_type", "logp_sum", "logp_mean", "n_response_tokens"),
+    "logprobs": ("step", "probe_id", "probe_type", "logp_sum", "logp_mean", "n_response_tokens", *CONCENTRATION),
     "influence": ("step", "probe_id", "layer", "module", "parameter", "predicted_delta"),
-    "influence_summary": ("step", "probe_id", "probe_type", "predicted_delta", "measured_delta"),
-    "kernel": ("step", "probe_id", "example_id", "layer", "module", "ntk"),
+    "influence_summary": ("step", "probe_id", "probe_type", "predicted_delta", "measured_delta", *SHARES),
+    "kernel": ("step", "probe_id", "example_id", "layer", "module", "grad_inner", "grad_inner_chosen",
+               "grad_inner_rejected"),
+    "train_residuals": ("step", "example_id", "term", "weight", "residual_norm_mean", "n_response_tokens"),
+    GREEDY_NOW: ("step", "prompt_id", "probe_id", "response", "same_as_start", "logp_sum", "logp_mean",
+                 "n_response_tokens", *CONCENTRATION),
     "train_log": ("step", "loss", "learning_rate", "update_norm"),
     "train_gradient_stats": ("step", *GRADIENT_COLUMNS),
 }
-TEXT = {"probe_id", "prompt_id", "probe_type", "instruction", "response", "module", "parameter", "example_id"}
+TEXT = {"probe_id", "prompt_id", "probe_type", "instruction", "response", "module", "parameter", "example_id", "term",
+        "same_as_start"}
 WHOLE = ("step", "layer", "n_response_tokens", "n_tokens")
 
 
@@ -56,7 +68,8 @@ def _spec(name: str) -> TableSpec:
     columns = COLUMNS[name]
     numbers = tuple(c for c in columns if c not in TEXT)
     keys = ("probe_id",) if name == PROBES else KEYS[name]
-    return TableSpec(columns, keys, numbers, tuple(c for c in WHOLE if c in columns), numbers)
+    finite = tuple(c for c in numbers if c not in SHARES)  # NaN shares: where the DPO split is not defined
+    return TableSpec(columns, keys, numbers, tuple(c for c in WHOLE if c in columns), finite)
 
 
 SPECS: dict[str, TableSpec] = {name: _spec(name) for name in COLUMNS}
@@ -90,6 +103,14 @@ MEANINGS: dict[str, str] = {
     "learning_rate_nonnegative": "learning rates ≥ 0",
     "train_loss_positive": "training loss > 0",
     "agreement": f"R² of measured by predicted change ≥ {AGREEMENT_R2} (a warning)",
+    "probabilities_in_range": "mean max-token probabilities in [0, 1]",
+    "entropy_nonnegative": "mean entropies ≥ 0",
+    "norms_nonnegative": "‖A‖ and ‖π − e‖ norms ≥ 0, ‖A‖_F ≥ √(V − 1) > 0",
+    "shares_sum": "chosen_share + rejected_share = predicted_delta (SFT: all chosen)",
+    "shares_defined": "shares NaN only under DPO, and there both",
+    "kernel_terms_sum": "grad_inner = grad_inner_chosen + grad_inner_rejected (SFT: no rejected part)",
+    "residuals_complete": "‖π − e‖ of every example of each eval step's batch, per term (DPO: chosen and rejected)",
+    "greedy_known": "greedy_now rows only for `greedy` probes, at eval steps",
 }
 
 
@@ -125,7 +146,7 @@ def check_run_folder(
     eval_every = eval_every if eval_every is not None else setting(record, "eval_every")
     objective = objective or setting(record, "objective") or "sft"
     rules.check("summary_file", learning_run(out).summary_file.is_file(), f"missing {SUMMARY_FILE}", where=SUMMARY_FILE)
-    needed = [*ALWAYS, *(t for t in TABLES if t not in ALWAYS and objective == "sft")]
+    needed = [*ALWAYS, *([GREEDY_NOW] if _has_greedy_probes(out) else [])]
     missing = [t for t in (PROBES, *needed) if not (out / f"{t}.parquet").is_file()]
     if not rules.check("tables", not missing, f"missing table(s): {', '.join(missing)}"):
         return rules.report()
@@ -144,7 +165,9 @@ def check_run_folder(
         _identity_rules(tables, rules)
         _range_rules(tables, rules)
         if "train_gradient_stats" in tables:
-            _stats_rules(tables, record, rules)
+            _stats_rules(tables, record, rules, objective)
+        _concentration_rules(tables, rules)
+        _term_rules(tables, objective, eval_steps, rules)
         _agreement_rule(tables["influence_summary"], threshold, rules)
     except Exception as exc:  # malformed beyond what the rules foresaw: a failed check, never a traceback
         rules.broke(exc)
@@ -369,12 +392,12 @@ def _range_rules(tables: dict[str, pd.DataFrame], rules: Rules) -> None:
         rules.check(rule, ~bad, f"train_log: {int(bad.sum())} of {len(bad)} rows", where=_where("train_log"))
 
 
-def _stats_rules(tables: dict[str, pd.DataFrame], record: Any, rules: Rules) -> None:
-    """The gradient check's row rules on the batch statistics (one set per step)."""
+def _stats_rules(tables: dict[str, pd.DataFrame], record: Any, rules: Rules, objective: str = "sft") -> None:
+    """The gradient check's row rules on the batch statistics (one set per step; a DPO example is two rows)."""
     max_length = setting(record, "max_length")
     rules.where = _where("train_gradient_stats")
     try:
-        cap = max_length if isinstance(max_length, int) else None
+        cap = max_length * (2 if objective == "dpo" else 1) if isinstance(max_length, int) else None
         check_rows(tables["train_gradient_stats"], rules, ("step",), cap)
     finally:
         rules.where = ""
@@ -383,3 +406,74 @@ def _stats_rules(tables: dict[str, pd.DataFrame], record: Any, rules: Rules) -> 
 def _agreement_rule(summary: pd.DataFrame, threshold: float, rules: Rules) -> None:
     why = agreement_warning(r_squared(summary.predicted_delta, summary.measured_delta), threshold)
     rules.check("agreement", why is None, why or "", where=_where("influence_summary"), warning=True)
+
+
+def _has_greedy_probes(out: Path) -> bool:
+    import pandas as pd
+
+    try:
+        return bool((pd.read_parquet(out / f"{PROBES}.parquet", columns=["probe_type"]).probe_type == "greedy").any())
+    except Exception:  # an unreadable probe table is the table rules' to name
+        return False
+
+
+def _concentration_rules(tables: dict[str, pd.DataFrame], rules: Rules) -> None:
+    """Ranges of the probability-concentration columns and the training residuals."""
+    for name in ("logprobs", GREEDY_NOW):
+        if name not in tables:
+            continue
+        f = tables[name]
+        top = f.max_prob_mean
+        rules.check("probabilities_in_range", ~((top < 0) | (top > 1)),
+                    f"{name}: {int(((top < 0) | (top > 1)).sum())} mean max-token probabilities outside [0, 1]",
+                    where=_where(name))
+        rules.check("entropy_nonnegative", ~(f.entropy_mean < 0),
+                    f"{name}: {int((f.entropy_mean < 0).sum())} negative entropies", where=_where(name))
+        bad = (f.a_norm_mean <= 0) | (f.residual_norm_mean < 0)
+        rules.check("norms_nonnegative", ~bad, f"{name}: {int(bad.sum())} rows with a negative norm",
+                    where=_where(name))
+    residuals = tables["train_residuals"]
+    bad = residuals.residual_norm_mean < 0
+    rules.check("norms_nonnegative", ~bad, f"train_residuals: {int(bad.sum())} negative norms",
+                where=_where("train_residuals"))
+
+
+def _term_rules(tables: dict[str, pd.DataFrame], objective: str, eval_steps: list[int] | None, rules: Rules) -> None:
+    """The two DPO terms add up (shares to the predicted change, kernel parts to the kernel); SFT has one."""
+    import numpy as np
+
+    summary, kernel, residuals = tables["influence_summary"], tables["kernel"], tables["train_residuals"]
+    chosen, rejected, predicted = summary.chosen_share, summary.rejected_share, summary.predicted_delta
+    nan = chosen.isna() | rejected.isna()
+    lopsided = chosen.isna() ^ rejected.isna()
+    undefined = lopsided | (nan & (objective != "dpo"))
+    rules.check("shares_defined", ~undefined, f"influence_summary: {int(undefined.sum())} rows with a NaN share "
+                                              f"({objective})", where=_where("influence_summary"))
+    total = (chosen + rejected).to_numpy()
+    off = ~nan.to_numpy() & (np.abs(total - predicted.to_numpy()) > SUM_SLACK * np.maximum(1.0, np.abs(predicted)))
+    if objective != "dpo":
+        off = off | ~nan.to_numpy() & (rejected.to_numpy() != 0)
+    rules.check("shares_sum", ~off, f"influence_summary: {int(off.sum())} of {len(off)} rows whose shares do not add "
+                                    "up to predicted_delta", where=_where("influence_summary"))
+    parts = kernel.grad_inner_chosen + kernel.grad_inner_rejected
+    size = kernel.grad_inner_chosen.abs() + kernel.grad_inner_rejected.abs()
+    off = ((kernel.grad_inner - parts).abs() > SUM_SLACK * size + 1e-12).to_numpy()
+    if objective != "dpo":
+        off = off | (kernel.grad_inner_rejected != 0).to_numpy()
+    rules.check("kernel_terms_sum", ~off, f"kernel: {int(off.sum())} of {len(off)} rows whose parts do not add up",
+                where=_where("kernel"))
+    terms = {"chosen", "rejected"} if objective == "dpo" else {"chosen"}
+    stats = tables["train_gradient_stats"]
+    want = {(s, e, t) for s, e in zip(stats.step, stats.example_id, strict=True) for t in terms}
+    seen = set(zip(residuals.step, residuals.example_id, residuals.term, strict=True))
+    rules.check("residuals_complete", want == seen,
+                f"train_residuals: {len(want - seen)} (step, example, term) missing, {len(seen - want)} unexpected",
+                where=_where("train_residuals"))
+    if GREEDY_NOW in tables:
+        greedy = tables[GREEDY_NOW]
+        ids = set(tables[PROBES].probe_id[tables[PROBES].probe_type == "greedy"])
+        stray = ~greedy.probe_id.isin(ids)
+        if eval_steps is not None:
+            stray = stray | ~greedy.step.isin(eval_steps)
+        rules.check("greedy_known", ~stray, f"greedy_now: {int(stray.sum())} rows of another probe or step",
+                    where=_where(GREEDY_NOW))

@@ -1,5 +1,6 @@
 """Figures of learning-dynamics runs: probe curves (summed and per token), per-layer shares of the change, the
-kernel and per-matrix terms by layer and module, agreement, norms.
+kernel and per-matrix terms by layer and module, agreement, norms, and the squeezing figure (the greedy probes'
+log-probability and every probe's probability concentration over steps, SFT beside DPO).
 
 Every function is a pure function of the run tables (with `level` / `variant` / `objective` columns added by the
 caller when several runs are drawn together) to the files it writes, drawn on the analysis canvas; each returns
@@ -42,6 +43,7 @@ PROBE_TYPES = (
     "shuffled_words",
     "irrelevant",
     *(f"other_level:{level}" for level in REASONING_LEVELS),
+    "greedy",
 )
 DPO_NAMES = {"trained": "chosen", "wrong": "rejected"}  # what DPO trains each of these responses as
 CHANGES = {
@@ -180,8 +182,8 @@ def kernel_terms(influence: pd.DataFrame, kernel: pd.DataFrame, summary: pd.Data
     if len(studied):
         parts.append(studied.rename(columns={"predicted_delta": "value"}).assign(quantity="term"))
     if len(kernel):
-        batch = kernel.groupby(["step", "probe_id", "layer", "module"], as_index=False).ntk.sum()
-        parts.append(batch.rename(columns={"ntk": "value"}).assign(quantity="kernel"))
+        batch = kernel.groupby(["step", "probe_id", "layer", "module"], as_index=False).grad_inner.sum()
+        parts.append(batch.rename(columns={"grad_inner": "value"}).assign(quantity="kernel"))
     if not parts:
         return pd.DataFrame(columns=["quantity", "probe_type", "module", "layer", "value"])
     frame = pd.concat([p[["quantity", "step", "probe_id", "layer", "module", "value"]] for p in parts])
@@ -273,11 +275,55 @@ def plot_nuclear_norms(stats: pd.DataFrame, title: str, out_base: Path) -> Path:
     return png(save_figure(fig, out_base))
 
 
+SQUEEZE_ROWS = {
+    "logp_mean": "log p / token",
+    "max_prob_mean": "mean max-token probability",
+    "entropy_mean": "mean entropy (nats)",
+}
+GREEDY_NOW_STYLE = {"color": "black", "ls": "--", "marker": "x", "ms": 4}
+
+
+def plot_squeezing(logprobs: pd.DataFrame, greedy_now: pd.DataFrame, title: str, out_base: Path) -> Path:
+    """Ren & Sutherland's squeezing effect, per objective (a column each): the log-probability per token of each
+    probe type, the greedy response decoded at step 0 (`greedy`) and the one decoded now (`greedy now`), then how
+    peaked the model's next-token distribution is over those responses (max-token probability, entropy). Under DPO
+    the rejected term pushes mass onto the already likeliest tokens: the greedy curves and the max-token
+    probability rise, the entropy falls. Means over the probes of each type (and over levels and variants)."""
+    objectives = ordered(logprobs.objective, OBJECTIVES)
+    types = ordered(logprobs.probe_type, PROBE_TYPES)
+    fig, axes = grid(len(SQUEEZE_ROWS), len(objectives))
+    for c, objective in enumerate(objectives):
+        run = logprobs[logprobs.objective == objective]
+        now = greedy_now[greedy_now.objective == objective] if len(greedy_now) else greedy_now
+        for r, (column, ylabel) in enumerate(SQUEEZE_ROWS.items()):
+            ax = axes[r][c]
+            panel_title(ax, f"{objective.upper()} · {ylabel}")
+            for probe_type, group in run.groupby("probe_type"):
+                curve = group.groupby("step")[column].mean()
+                wide = 2.2 if probe_type == "greedy" else 1.0
+                ax.plot(curve.index, curve.values, marker="o", ms=3, lw=wide, color=probe_color(probe_type))
+            if len(now):
+                curve = now.groupby("step")[column].mean()
+                ax.plot(curve.index, curve.values, **GREEDY_NOW_STYLE)
+            ax.set_xlabel("step")
+            ax.set_ylabel(ylabel)
+            integer_ticks(ax.xaxis)
+    from matplotlib.lines import Line2D
+
+    handles = _probe_handles(types, objectives)
+    if len(greedy_now):
+        handles.append(Line2D([], [], label="greedy now (decoded at that step)", **GREEDY_NOW_STYLE))
+    figure_legend(fig, handles)
+    figure_title(fig, title, "greedy: the step-0 greedy response, kept fixed; greedy now: decoded again each eval step")
+    return png(save_figure(fig, out_base))
+
+
 def draw_figures(tables: Mapping[str, pd.DataFrame], out_dir: Path, name: str) -> dict[str, Path]:
     """Every figure of one model's runs, title -> PNG, written under `out_dir` as `<name>_<figure>.{png,pdf}`.
 
-    `tables`: the runs' `logprobs`, `influence_summary`, `influence`, `kernel` and `train_gradient_stats` (any may
-    be missing or empty), each with `variant`, `level` and `objective` columns; `name` names the model.
+    `tables`: the runs' `logprobs`, `influence_summary`, `influence`, `kernel`, `train_gradient_stats` and
+    `greedy_now` (any may be missing or empty), each with `variant`, `level` and `objective` columns; `name` names
+    the model. The squeezing figure needs the concentration columns (runs before them have none).
     """
     empty = pd.DataFrame()
     logprobs, summary = tables.get("logprobs", empty), tables.get("influence_summary", empty)
@@ -290,6 +336,10 @@ def draw_figures(tables: Mapping[str, pd.DataFrame], out_dir: Path, name: str) -
         ),
         "predicted vs measured": plot_predicted_vs_measured(summary, name, out / f"{name}_agreement"),
     }
+    greedy_now = tables.get("greedy_now", empty)
+    if len(logprobs) and set(SQUEEZE_ROWS) <= set(logprobs.columns):
+        title = f"{name}: squeezing (greedy responses and probability concentration)"
+        pngs["squeezing"] = plot_squeezing(logprobs, greedy_now, title, out / f"{name}_squeezing")
     if len(stats):
         title = f"{name}: gradient nuclear norms along training"
         pngs["nuclear norms"] = plot_nuclear_norms(stats, title, out / f"{name}_nuclear")

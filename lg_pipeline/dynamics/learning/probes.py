@@ -5,7 +5,8 @@ among those it never sees:
 - trained prompt: `trained` (its response), `other_level:<level>` (the same prompt's response
   at each other CoT level given), `wrong` (its wrong-set response), `other_prompt` (another
   trained prompt's response), `shuffled_words` (its response's words permuted),
-  `irrelevant` (a fixed non-task passage);
+  `irrelevant` (a fixed non-task passage), `greedy` (the model's own greedy response at step 0, decoded by the
+  run once the model is loaded: `with_greedy`);
 - held-out prompt: `held_out` (its own response).
 As in Ren & Sutherland's learning-dynamics probes, each is a (prompt, response) pair whose
 log-probability is measured, never trained on unless it is `trained`.
@@ -14,7 +15,7 @@ log-probability is measured, never trained on unless it is `trained`.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lg_pipeline.errors import SettingsError, setting
@@ -103,6 +104,21 @@ def _trained_probes(train, i, trained_pool, rng, other_levels, wrong, irrelevant
         out.append(_probe(row, "shuffled_words", " ".join(words)))
     out.append(_probe(row, "irrelevant", irrelevant))
     return out
+
+
+GREEDY = "greedy"
+
+
+def with_greedy(probes: Sequence[Probe], decode: Callable[[list[str]], list[str]]) -> list[Probe]:
+    """`probes` and a `greedy` probe per trained prompt: `decode(instructions)` gives the model's greedy responses
+    (at step 0, kept fixed). An empty response (the model stops at once) has nothing to measure: no probe."""
+    trained = [p for p in probes if p.probe_type == "trained"]
+    responses = decode([p.instruction for p in trained]) if trained else []
+    greedy = []
+    for probe, response in zip(trained, responses, strict=True):
+        if response.strip():
+            greedy.append(_probe(Example(probe.prompt_id, probe.instruction, probe.response), GREEDY, response))
+    return [*probes, *greedy]
 
 
 def _probe(row: Example, probe_type: str, response: str) -> Probe:

@@ -24,13 +24,16 @@ from typing import Any
 
 from lg_pipeline.dynamics.learning.callback import TABLES, DynamicsCallback, is_eval_step
 from lg_pipeline.dynamics.learning.influence import r_squared
+from lg_pipeline.dynamics.learning.measure import greedy_responses
 from lg_pipeline.dynamics.learning.probes import (
+    GREEDY,
     PROBE_COLUMNS,
     Probe,
     build_probes,
     matched,
     missing_instructions,
     rows_to_train,
+    with_greedy,
 )
 from lg_pipeline.dynamics.training import (
     HoldsTrainSettings,
@@ -57,6 +60,8 @@ KEYS: dict[str, tuple[str, ...]] = {
     "kernel": ("step", "probe_id", "example_id", "layer", "module"),
     "train_log": ("step",),
     "train_gradient_stats": ("step", "example_id", "parameter"),
+    "train_residuals": ("step", "example_id", "term"),
+    "greedy_now": ("step", "prompt_id"),
 }
 TRAIN_LOG = "train_log"
 RUN_FILE = SETTINGS_FILE  # for readers that name it (the names inside a run folder live in io.run_folder)
@@ -83,12 +88,15 @@ class LearningDynamicsSettings(HoldsTrainSettings):
     train: TrainSettings = field(default_factory=TrainSettings)
     eval_every: int = 5
     n_probes: int = 6
+    # Tokens of the `greedy` probes' responses (decoded at step 0 and again at every eval step); 0: no greedy probe.
+    greedy_max_new_tokens: int = 16
 
     def __post_init__(self) -> None:
         raise_problems([
             None if isinstance(self.train, TrainSettings) else "{train}: must be a TrainSettings",
             int_at_least("eval_every", self.eval_every, 1),
             int_at_least("n_probes", self.n_probes, 1),
+            int_at_least("greedy_max_new_tokens", self.greedy_max_new_tokens, 0),
         ])
 
 
@@ -206,7 +214,16 @@ class _LearningRun:
         self.plan, self.loaded, self.folder = plan, loaded, folder
         self.report, self.progress, self.provenance = report, progress, provenance
         self.parameters = trainable_parameters(loaded.model, self.settings.train.trainable)  # fails before writing
+        self.plan = replace(plan, probes=self._with_greedy(plan.probes))
         self.committed_steps: set[int] = set()
+
+    def _with_greedy(self, probes: list[Probe]) -> list[Probe]:
+        """The plan's probes and the model's own greedy responses of the trained prompts, decoded before training."""
+        tokens = self.settings.greedy_max_new_tokens
+        if tokens == 0:
+            return list(probes)
+        model, tokenizer, chat = self.loaded.model, self.loaded.tokenizer, bool(self.settings.train.chat)
+        return with_greedy(probes, lambda prompts: greedy_responses(model, tokenizer, prompts, chat, tokens))
 
     def fields(self) -> dict[str, Any]:
         """Everything that changes a number: the settings, the rows, probes and rejected responses, the weights."""
@@ -216,7 +233,9 @@ class _LearningRun:
             "config": asdict(self.settings.train),
             "eval_every": self.settings.eval_every,
             "n_probes": self.settings.n_probes,
-            "probes": [p.probe_id for p in plan.probes],
+            "greedy_max_new_tokens": self.settings.greedy_max_new_tokens,
+            # The greedy probes follow from the weights and greedy_max_new_tokens, both named here.
+            "probes": [p.probe_id for p in plan.probes if p.probe_type != GREEDY],
             "rows": examples_hash(plan.train),
             "rejected": examples_hash(plan.rejected) if plan.rejected is not None else None,
             **model_identity(self.loaded.model),
@@ -279,7 +298,8 @@ class _LearningRun:
             sink=sink,
             done_steps=done,
             train_examples=self.plan.train,
-            batch_measurements=settings.train.objective == "sft",
+            dpo_beta=settings.train.dpo_beta if settings.train.objective == "dpo" else None,
+            greedy_max_new_tokens=settings.greedy_max_new_tokens,
             progress=self.progress,
         )
         result = fine_tune(

@@ -26,7 +26,7 @@ def test_batched_probe_passes_equal_one_probe_at_a_time(single_thread):
         ("logprobs", ["step", "probe_id"]),
     ):
         a, b = _sorted(batched.tables()[table], keys), _sorted(single.tables()[table], keys)
-        value = {"influence": "predicted_delta", "kernel": "ntk", "logprobs": "logp_sum"}[table]
+        value = {"influence": "predicted_delta", "kernel": "grad_inner", "logprobs": "logp_sum"}[table]
         pd.testing.assert_series_equal(a[value], b[value], rtol=1e-4, atol=1e-7)
 
 

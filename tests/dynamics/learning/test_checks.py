@@ -56,7 +56,8 @@ def _noise_prediction(f):
     influence = pd.read_parquet(f / "influence.parquet")
     totals = influence.groupby(["step", "probe_id"]).predicted_delta.sum()
     edit(f, "influence_summary", lambda t: t.assign(
-        predicted_delta=[totals[(s, p)] for s, p in zip(t.step, t.probe_id, strict=True)]))
+        predicted_delta=[totals[(s, p)] for s, p in zip(t.step, t.probe_id, strict=True)]).assign(
+        chosen_share=lambda u: u.predicted_delta))
 
 
 DEFECTS: dict[str, Defect] = {
@@ -104,7 +105,17 @@ DEFECTS: dict[str, Defect] = {
     "module label of another parameter": defect(changed("influence", 0, "module", "k_proj"), "layer_labels"),
     "empty kernel": defect(dropped("kernel", lambda t: t.index >= 0), "kernel_complete"),
     "kernel missing an example": defect(dropped("kernel", lambda t: t.example_id == "e1"), "kernel_complete"),
-    "infinite kernel value": defect(changed("kernel", 2, "ntk", float("inf")), "finite"),
+    "infinite kernel value": defect(changed("kernel", 2, "grad_inner", float("inf")), "finite"),
+    "probability above one": defect(changed("logprobs", 1, "max_prob_mean", 1.2), "probabilities_in_range"),
+    "negative entropy": defect(changed("logprobs", 3, "entropy_mean", -0.1), "entropy_nonnegative"),
+    "negative softmax-Jacobian norm": defect(changed("logprobs", 0, "a_norm_mean", -1.0), "norms_nonnegative"),
+    "negative residual norm": defect(changed("train_residuals", 0, "residual_norm_mean", -0.5), "norms_nonnegative"),
+    "shares that do not add up": defect(changed("influence_summary", 1, "chosen_share", 0.5), "shares_sum"),
+    "a rejected share under SFT": defect(changed("influence_summary", 2, "rejected_share", 1e-3), "shares_sum"),
+    "a NaN share under SFT": defect(changed("influence_summary", 0, "rejected_share", float("nan")),
+                                    "shares_defined"),
+    "kernel parts that do not add up": defect(changed("kernel", 4, "grad_inner_chosen", 9.0), "kernel_terms_sum"),
+    "a missing residual": defect(dropped("train_residuals", lambda t: t.index == 0), "residuals_complete"),
     "σ_min > σ_max in train_gradient_stats": defect(
         lambda f: edit(f, "train_gradient_stats", lambda t: set_at(t, 0, "sigma_min", t.sigma_max.iloc[0] * 2)),
         "sigma_min_le_sigma_max"),

@@ -10,7 +10,9 @@ import pytest
 from lg_pipeline.dynamics.learning import figures
 from tests.helpers.figures import capture_saved_figures
 
-TYPES = ("trained", "wrong", "held_out", "other_prompt", "shuffled_words", "irrelevant", "other_level:detailed")
+TYPES = ("trained", "wrong", "held_out", "other_prompt", "shuffled_words", "irrelevant", "other_level:detailed",
+         "greedy")
+CONCENTRATION = ["max_prob_mean", "entropy_mean", "a_norm_mean", "residual_norm_mean"]
 MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 EVAL_STEPS = (0, 2, 4)
 N_LAYERS = 6
@@ -21,13 +23,16 @@ def run_tables(objective: str = "sft", level: str = "none", seed: int = 0, kerne
     """A small run's tables as the callback writes them, with the columns the asset adds (model, variant, ...)."""
     rng = np.random.default_rng(seed)
     probes = [(f"p{k}-{t}", t, 10 + 7 * k + 3 * i) for k in range(2) for i, t in enumerate(TYPES)]
-    logprobs, summary, influence, kern, stats = [], [], [], [], []
+    logprobs, summary, influence, kern, stats, greedy_now = [], [], [], [], [], []
     for step in EVAL_STEPS:
         for probe_id, probe_type, n_resp in probes:
             rise = 2.0 if probe_type == "trained" else (-1.5 if probe_type == "wrong" else 0.3)
             for s in (step, step + 1):
                 logp = -3.0 * n_resp + rise * s
-                logprobs.append((s, probe_id, probe_type, logp, logp / n_resp, n_resp))
+                peaked = 0.2 + 0.05 * s if probe_type == "greedy" else 0.2
+                logprobs.append((s, probe_id, probe_type, logp, logp / n_resp, n_resp, peaked, 3 - 5 * peaked, 9, 1))
+                if probe_type == "greedy" and s == step:
+                    greedy_now.append((s, probe_id, logp / n_resp + 0.5, 0.6, 1.0, 9, 1))
             terms = rng.normal(0.1, 0.05, size=(N_LAYERS, len(MODULES)))
             for layer in range(N_LAYERS):
                 for m, module in enumerate(MODULES):
@@ -45,15 +50,17 @@ def run_tables(objective: str = "sft", level: str = "none", seed: int = 0, kerne
     run = {"model": "m", "variant": f"champ__{level}__correct", "level": level, "objective": objective}
     frames = {
         "logprobs": pd.DataFrame(
-            logprobs, columns=["step", "probe_id", "probe_type", "logp_sum", "logp_mean", "n_response_tokens"]
+            logprobs,
+            columns=["step", "probe_id", "probe_type", "logp_sum", "logp_mean", "n_response_tokens", *CONCENTRATION],
         ),
+        "greedy_now": pd.DataFrame(greedy_now, columns=["step", "probe_id", "logp_mean", *CONCENTRATION]),
         "influence_summary": pd.DataFrame(
             summary, columns=["step", "probe_id", "probe_type", "predicted_delta", "measured_delta"]
         ),
         "influence": pd.DataFrame(
             influence, columns=["step", "probe_id", "layer", "module", "parameter", "predicted_delta"]
         ),
-        "kernel": pd.DataFrame(kern, columns=["step", "probe_id", "example_id", "layer", "module", "ntk"]),
+        "kernel": pd.DataFrame(kern, columns=["step", "probe_id", "example_id", "layer", "module", "grad_inner"]),
         "train_gradient_stats": pd.DataFrame(stats, columns=STATS_COLUMNS),
     }
     if not kernel:  # DPO: batches without labels, no kernel and no batch statistics
@@ -96,7 +103,8 @@ def test_kernel_terms_are_the_means_over_probes_and_steps_of_each_layer_and_modu
     terms = figures.kernel_terms(tables["influence"], tables["kernel"], tables["influence_summary"])
     kernel, influence = tables["kernel"], tables["influence"]
     wrong = kernel.probe_id.str.endswith("-wrong") & (kernel.layer == 3) & (kernel.module == "v_proj")
-    expected = kernel[wrong].groupby(["step", "probe_id"]).ntk.sum().mean()  # Σ over the batch, mean over the rest
+    # Σ over the batch, mean over the rest
+    expected = kernel[wrong].groupby(["step", "probe_id"]).grad_inner.sum().mean()
     got = terms.set_index(["quantity", "probe_type", "module", "layer"]).value
     assert got.loc[("kernel", "wrong", "v_proj", 3)] == pytest.approx(expected)
     held = influence.probe_id.str.endswith("-held_out") & (influence.layer == 0) & (influence.module == "q_proj")
@@ -137,6 +145,7 @@ def test_every_figure_of_a_model_is_drawn_legible_with_integer_ticks(tmp_path, m
         "log-probabilities",
         "predicted vs measured",
         "nuclear norms",
+        "squeezing",
         "layer shares champ__none__correct sft",
         "layer shares champ__detailed__correct sft",
         "layer shares champ__none__correct dpo",
@@ -189,3 +198,21 @@ def test_the_kernel_figure_has_a_row_per_quantity_and_says_when_dpo_has_no_kerne
     assert len(sft_fig.axes) == 2 * len(MODULES) and len(dpo_fig.axes) == len(MODULES)
     assert "no kernel" in dpo_fig.get_suptitle() and "no kernel" not in sft_fig.get_suptitle()
     assert "chosen" in [t.get_text() for t in dpo_fig.legends[0].get_texts()]
+
+
+@pytest.mark.slow  # draws a figure
+def test_the_squeezing_figure_puts_sft_beside_dpo_with_greedy_now_and_the_concentration(tmp_path, monkeypatch):
+    saved = capture_saved_figures(monkeypatch)
+    runs = several_runs()
+    figures.plot_squeezing(runs["logprobs"], runs["greedy_now"], "m", tmp_path / "squeeze")
+    fig = saved[-1].fig
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == [f"{o} · {q}" for q in figures.SQUEEZE_ROWS.values() for o in ("SFT", "DPO")]
+    logprobs = runs["logprobs"]
+    greedy = logprobs[(logprobs.objective == "dpo") & (logprobs.probe_type == "greedy")]
+    want = greedy.groupby("step").max_prob_mean.mean()
+    ax = next(a for a in fig.axes if a.get_title() == "DPO · mean max-token probability")
+    drawn = [line for line in ax.get_lines() if line.get_color() == figures.probe_color("greedy")]
+    assert list(drawn[0].get_ydata()) == pytest.approx(list(want.values))
+    now = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(now) == 1 and list(now[0].get_xdata()) == list(EVAL_STEPS)

@@ -1,6 +1,6 @@
 import pytest
 
-from lg_pipeline.dynamics.learning.kernel import ntk
+from lg_pipeline.dynamics.learning.kernel import grad_inner
 from tests.helpers.builders import MODEL_KINDS, make_model, make_tokenizer
 from tests.helpers.dynamics import logp_gradients, loss_gradients, one_step, rows
 
@@ -11,7 +11,7 @@ def test_factor_kernel_equals_inner_product_of_materialised_gradients():
 
     torch.manual_seed(1)
     x_o, d_o, x_u, d_u = torch.randn(2, 5, 6), torch.randn(2, 5, 3), torch.randn(3, 4, 6), torch.randn(3, 4, 3)
-    got = ntk(x_o, d_o, x_u, d_u)
+    got = grad_inner(x_o, d_o, x_u, d_u)
     want = torch.tensor(
         [[float(((d_o[p].T @ x_o[p]) * (d_u[u].T @ x_u[u])).sum()) for u in range(3)] for p in range(2)]
     )
@@ -19,7 +19,7 @@ def test_factor_kernel_equals_inner_product_of_materialised_gradients():
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
-def test_ntk_entries_equal_materialised_inner_products_per_layer(kind, single_thread):
+def test_grad_inner_entries_equal_materialised_inner_products_per_layer(kind, single_thread):
     model, tokenizer = make_model(kind), make_tokenizer()
     before, callback, probes = one_step(model, tokenizer)
     kernel = callback.tables()["kernel"]
@@ -36,7 +36,7 @@ def test_ntk_entries_equal_materialised_inner_products_per_layer(kind, single_th
             for row in got.itertuples():
                 name = params[row.layer, row.module]
                 want = float((g_o[name].double() * g_u[name].double()).sum())
-                worst = max(worst, abs(row.ntk - want) / max(abs(want), 1e-12))
+                worst = max(worst, abs(row.grad_inner - want) / max(abs(want), 1e-12))
     assert worst < 1e-4
 
 
@@ -45,7 +45,7 @@ def test_with_plain_sgd_the_prediction_is_minus_lr_over_batch_times_the_summed_k
     lr, batch = 1e-2, 2
     _, callback, _ = one_step(model, tokenizer, lr=lr, batch_size=batch)
     tables = callback.tables()
-    summed = tables["kernel"].groupby(["probe_id", "layer", "module"]).ntk.sum() * (-lr / batch)
+    summed = tables["kernel"].groupby(["probe_id", "layer", "module"]).grad_inner.sum() * (-lr / batch)
     predicted = tables["influence"].set_index(["probe_id", "layer", "module"]).predicted_delta
     ratio = (predicted.loc[summed.index] - summed).abs() / summed.abs().clip(lower=1e-9)
     assert ratio.max() < 1e-3
