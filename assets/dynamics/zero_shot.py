@@ -49,7 +49,12 @@ class ZeroShotConfig(dg.Config):
 
 
 def _keys(context: Any) -> tuple[str, str]:
-    dims = context.partition_key.keys_by_dimension
+    """(model, ordering) of the partition; a run launched with only the `dagster/partition` tag has the key as a
+    string."""
+    key = context.partition_key
+    if not isinstance(key, dg.MultiPartitionKey):
+        key = model_ordering_partitions.get_partition_key_from_str(str(key))
+    dims = key.keys_by_dimension
     return dims[MODEL], dims[ORDERING]
 
 

@@ -113,3 +113,13 @@ def test_the_asset_and_the_cli_give_identical_tables(world, tmp_path, single_thr
             "--out", str(tmp_path / "cli")]
     assert main(args) == 0
     assert_same_tables(tables(tmp_path / "cli"), tables(store.zero_shot("tiny", "none", "nft")), rtol=0)
+
+
+def test_a_partition_key_given_as_a_string_is_split():
+    """A run launched with only the `dagster/partition` tag (as `launchPipelineExecution` does) has a str key."""
+    from types import SimpleNamespace
+
+    from assets.dynamics.zero_shot import _keys
+
+    assert _keys(SimpleNamespace(partition_key="tiny|rt")) == ("tiny", "rt")
+    assert _keys(SimpleNamespace(partition_key=dg.MultiPartitionKey({"model": "m", "ordering": "nft"}))) == ("m", "nft")
