@@ -135,3 +135,44 @@ def record_lineage(
     add_lineage(meta, entries, sources)
     atomic_write_text(store.figures() / "lineage.json", json.dumps(entries, indent=1, sort_keys=True))
     return combined_version(sources)
+
+
+# The dynamics figures' lineage: the exact partitions of the run assets each figure was drawn from.
+PartitionVersions = dict[str, dict[str, str | None]]  # asset name -> partition key -> data version
+
+
+def partition_versions(instance: dg.DagsterInstance, asset: str, files: dict[str, Path]) -> dict[str, str | None]:
+    """{partition key: the data version of its latest materialization}; a partition without a Dagster record falls
+    back to `file:<version>` of the file its data version is computed from (`files`, by partition key)."""
+    from assets.metadata import file_version
+
+    versions = {}
+    for partition, path in sorted(files.items()):
+        version = _version(_latest(instance, dg.AssetKey(asset), partition))
+        if version is None and path.is_file():
+            version = f"file:{file_version(path)}"
+        versions[partition] = version
+    return versions
+
+
+def describe_partitions(sources: PartitionVersions) -> str:
+    """One markdown line under a dynamics figure: every partition it was drawn from, with its data version."""
+    items = [f"`{asset}[{key}]` v{(v or '?')[:13]}" for asset, keys in sorted(sources.items())
+             for key, v in keys.items()]
+    return f"_Drawn from {', '.join(items)}._"
+
+
+def merged(parts: Iterable[PartitionVersions]) -> PartitionVersions:
+    """The union of several figures' sources (a figure drawn from all of them)."""
+    out: PartitionVersions = {}
+    for part in parts:
+        for asset, keys in part.items():
+            out.setdefault(asset, {}).update(keys)
+    return out
+
+
+def sources_version(sources: PartitionVersions) -> str:
+    """A data version that changes exactly when a partition the figures were drawn from changes."""
+    import json
+
+    return hashlib.sha1(json.dumps(sources, sort_keys=True).encode()).hexdigest()[:16]

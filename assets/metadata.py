@@ -73,7 +73,7 @@ def _column_type(series: Any) -> str:
 
 def _record_value(value: Any) -> Any:
     if isinstance(value, float):
-        return None if math.isnan(value) else round(value, 6)
+        return None if math.isnan(value) else float(f"{value:.6g}")  # 6 significant digits: small deltas stay
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
     return value if isinstance(value, (int, bool)) or value is None else str(value)
@@ -113,3 +113,24 @@ def inline_png(path: Path, title: str | None = None, max_width: int = INLINE_WID
             scaled.save(buffer, format="PNG", optimize=True)
             data = buffer.getvalue()
     return f"![{escape_md(title or path.stem)}](data:image/png;base64,{base64.b64encode(data).decode()})"
+
+
+def figure_md(png: Path, title: str | None = None, drawn_from: str = "") -> str:
+    """A figure as the UI shows it: its title, the image inline, its files (the PNG and, where written, the PDF
+    beside it) and where it was drawn from, so every figure says which file it is and what it shows."""
+    files = " · ".join(f"{p.suffix[1:].upper()} `{p}`" for p in (png, png.with_suffix(".pdf")) if p.is_file())
+    parts = [f"### {escape_md(title)}" if title else "", inline_png(png, title), files, drawn_from]
+    return "\n\n".join(part for part in parts if part)
+
+
+# The training settings a dynamics run's materialization lists by name (the UI shows each as its own row).
+RUN_SETTINGS = ("objective", "learning_rate", "optimizer", "batch_size", "trainable", "steps", "epochs", "seed",
+                "max_length")
+
+
+def run_settings(train: Any, **more: Any) -> dict[str, Any]:
+    """A run's training settings (a `TrainSettings`) as metadata entries, unset ones left out, then `more`."""
+    from dataclasses import asdict
+
+    fields = asdict(train)
+    return {**{name: fields[name] for name in RUN_SETTINGS if fields.get(name) is not None}, **more}

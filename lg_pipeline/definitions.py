@@ -35,7 +35,8 @@ from assets.resources import resources_for  # noqa: E402
 
 ASSET_MODULES = [curation_assets, gradient_assets, summaries, figures, learning, zero_shot, dynamics_figures]
 CHECK_MODULES = [curation_checks, gradient_checks, learning, zero_shot]
-VARIANT_PARTITIONED = {"curated_dataset", "gradient_stats", "training_dynamics"}  # descriptions say what cannot build
+# Their descriptions say what cannot build.
+VARIANT_PARTITIONED = {"curated_dataset", "gradient_stats", "training_dynamics", "training_dynamics_dpo"}
 
 
 def _with_partition_note(note: str) -> Callable[[dg.AssetSpec], dg.AssetSpec]:

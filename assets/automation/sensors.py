@@ -152,7 +152,8 @@ def _said(cursor: str | None) -> dict[str, Any]:
 def _partition_notes(said: dict[str, Any]) -> dict[tuple[str, str], str]:
     """{(asset, partition key): why it cannot build} of the unbuildable variants: their curated tables and, for each
     registered model, their statistics and dynamics partitions."""
-    per_model = (gradient_stats.key.to_user_string(), "training_dynamics")  # by name: the dynamics import automation
+    # by name: the dynamics import automation
+    per_model = (gradient_stats.key.to_user_string(), "training_dynamics", "training_dynamics_dpo")
     notes = {}
     for variant, why in said.get("unbuildable", {}).items():
         notes[(curated_dataset.key.to_user_string(), variant)] = why

@@ -1,19 +1,27 @@
 """The dynamics figures, one group ("figures") beside the gradient figures: every learning-dynamics run whose
-completeness check passed, and every complete zero-shot run, shown inline in the UI."""
+completeness check passed, and every complete zero-shot run, shown inline in the UI.
 
+Like `figures`, every figure entry names its files and the exact run partitions (and data versions) it was drawn
+from (`assets.lineage`), the materialization holds tables comparing the runs (orderings; SFT vs DPO by probe type),
+and every PNG under the figure folders is reachable from the UI.
+"""
+
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from assets import gates
 from assets.automation.conditions import refresh_when_upstream_settles
-from assets.dynamics.learning import LEARNING_DYNAMICS_VERSION, training_dynamics
-from assets.dynamics.zero_shot import ZERO_SHOT_VERSION, zero_shot_dynamics
-from assets.metadata import inline_png, md_table
+from assets.dynamics.learning import DYNAMICS_ASSETS, LEARNING_DYNAMICS_VERSION, OBJECTIVES, dynamics_asset_name
+from assets.dynamics.zero_shot import ZERO_SHOT_ASSETS, ZERO_SHOT_VERSION, zero_shot_asset_name
+from assets.lineage import PartitionVersions, describe_partitions, merged, partition_versions, sources_version
+from assets.metadata import figure_md, md_table, table_value
 from assets.resources import OutputStore
 
-DYNAMICS_FIGURES_VERSION = "dynamics-figures-2"
-ZERO_SHOT_FIGURES_VERSION = "zero-shot-figures-1"
+DYNAMICS_FIGURES_VERSION = "dynamics-figures-3"
+ZERO_SHOT_FIGURES_VERSION = "zero-shot-figures-2"
+TABLE_ROWS = 500  # the comparison tables are small (runs x steps x tasks); none is cut in the demo
 
 
 def _read(store: OutputStore, runs: list[tuple[Any, str]], table: str) -> Any:
@@ -31,15 +39,42 @@ def _read(store: OutputStore, runs: list[tuple[Any, str]], table: str) -> Any:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def probe_type_comparison(summary: Any) -> Any:
+    """Δ log p (measured, mean over the probes of a type) at each run's last eval step: one row per model, variant
+    and probe type, one column per objective (empty where that objective has no checked run)."""
+    if not len(summary):
+        return summary
+    runs = ["model", "variant", "objective"]
+    last = summary[summary.step == summary.groupby(runs).step.transform("max")]
+    mean = last.groupby(["model", "variant", "probe_type", "objective"]).measured_delta.mean().unstack("objective")
+    mean = mean.reindex(columns=list(OBJECTIVES))
+    mean.columns = [f"Δ log p {o.upper()}" for o in mean.columns]
+    return mean.reset_index()
+
+
+def _learning_sources(context: Any, store: OutputStore, runs: list[tuple[Any, str]]) -> dict[str, PartitionVersions]:
+    """{model: the `training_dynamics*` partitions of its runs, with data versions}."""
+    sources: dict[str, PartitionVersions] = {}
+    for key, objective in runs:
+        asset = dynamics_asset_name(objective)
+        file = store.dynamics_table(key, objective, "influence_summary")  # what the run's data version hashes
+        versions = partition_versions(context.instance, asset, {str(key): file})
+        sources.setdefault(key.model, {}).setdefault(asset, {}).update(versions)
+    return sources
+
+
 @dg.asset(
-    deps=[training_dynamics],
+    deps=list(DYNAMICS_ASSETS.values()),
     code_version=f"{DYNAMICS_FIGURES_VERSION}+{LEARNING_DYNAMICS_VERSION}",
     group_name="figures",
     kinds={"matplotlib"},
     automation_condition=refresh_when_upstream_settles(),
     description="Probe log-probability curves per level (SFT | DPO; summed and per response token; DPO's trained "
     "and wrong responses named chosen and rejected), per-layer shares of the predicted change, the kernel and "
-    "per-matrix terms by layer and module, predicted vs measured, nuclear norms along training.",
+    "per-matrix terms by layer and module, predicted vs measured, nuclear norms along training. Each figure "
+    "lists its files and the `training_dynamics` / `training_dynamics_dpo` partitions it was drawn from; "
+    "`table: Δ log p by probe type` compares SFT and DPO at the last eval step; `table: runs` lists each run's "
+    "settings.",
 )
 def dynamics_figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.MaterializeResult:
     from lg_pipeline.dynamics.learning.figures import draw_figures
@@ -56,23 +91,63 @@ def dynamics_figures(context: dg.AssetExecutionContext, store: OutputStore) -> d
     out = store.dynamics_figures()
     names = ("logprobs", "influence_summary", "influence", "kernel", "train_gradient_stats")
     tables = {name: _read(store, runs, name) for name in names}
+    sources = _learning_sources(context, store, runs)
     meta: dict[str, Any] = {"runs": dg.MetadataValue.json([f"{k}/{o}" for k, o in runs])}
     meta["skipped_runs"] = dg.MetadataValue.json(skipped)
+    drawn: list[Path] = []
     for model in sorted(tables["logprobs"].model.unique()):
         of_model = {name: frame[frame.model == model] if len(frame) else frame for name, frame in tables.items()}
+        line = describe_partitions(sources[model])  # every figure of a model is drawn from all its runs' tables
         for title, png in draw_figures(of_model, out, model).items():
-            meta[f"figure: {model} {title}"] = dg.MetadataValue.md(f"**{model}: {title}**\n\n{inline_png(png)}")
-    context.log.info(f"{len(meta) - 2} figures in {out}")
-    return dg.MaterializeResult(metadata=meta)
+            meta[f"figure: {model} {title}"] = dg.MetadataValue.md(figure_md(png, f"{model}: {title}", line))
+            drawn.append(png)
+    comparison = probe_type_comparison(tables["influence_summary"])
+    meta["table: Δ log p by probe type, SFT vs DPO (last eval step)"] = table_value(comparison, TABLE_ROWS)
+    meta["table: runs"] = table_value(_run_settings(store, runs), TABLE_ROWS)
+    all_sources = merged(sources.values())
+    meta |= _files(out, drawn, all_sources)
+    context.log.info(f"{len(drawn)} figures in {out}")
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(sources_version(all_sources)))
+
+
+def _run_settings(store: OutputStore, runs: list[tuple[Any, str]]) -> Any:
+    """One row per drawn run: its partition and the training settings it ran with (from its settings file)."""
+    import pandas as pd
+
+    from assets.metadata import RUN_SETTINGS
+    from lg_pipeline.dynamics.learning.run import learning_run
+
+    rows = []
+    for key, objective in runs:
+        config = (learning_run(store.dynamics(key, objective)).read_settings() or {}).get("config", {})
+        rows.append({"asset": dynamics_asset_name(objective), "partition": str(key),
+                     **{name: config.get(name) for name in RUN_SETTINGS}})
+    return pd.DataFrame(rows)
+
+
+def _files(folder: Path, shown: list[Path], sources: PartitionVersions) -> dict[str, Any]:
+    """Every PNG in the figure folder: `png_files` lists them all with where each is shown; any not shown inline
+    above (left from an older run or version) is listed by path, so no written figure is out of reach."""
+    every = sorted(folder.rglob("*.png")) if folder.is_dir() else []
+    inline = {p.resolve() for p in shown}
+    files = {str(p): "inline above" if p.resolve() in inline else "by path only" for p in every}
+    return {
+        "png_files": dg.MetadataValue.json(files),
+        "drawn_from": dg.MetadataValue.json(sources),
+        "folder": dg.MetadataValue.path(str(folder)),
+    }
 
 
 @dg.asset(
-    deps=[zero_shot_dynamics],
+    deps=list(ZERO_SHOT_ASSETS.values()),
     code_version=f"{ZERO_SHOT_FIGURES_VERSION}+{ZERO_SHOT_VERSION}",
     group_name="figures",
     kinds={"matplotlib"},
     automation_condition=refresh_when_upstream_settles(),
-    description="Held-out loss vs step per ordering (all tasks, per task), seen-data distance, None vs Detailed CoT.",
+    description="Held-out loss vs step per ordering (all tasks, per task), seen-data distance, None vs Detailed "
+    "CoT, and every run's own figures. Each figure lists its file and the `zero_shot_dynamics*` partitions it was "
+    "drawn from; `table: held-out loss by ordering` compares the orderings at each eval step, per task and over "
+    "all tasks (`__all__`).",
 )
 def zero_shot_figures(context: dg.AssetExecutionContext, store: OutputStore) -> dg.MaterializeResult:
     from lg_pipeline.dynamics.zero_shot.figures import level_figure, loss_figure, seen_distance_figure
@@ -82,22 +157,75 @@ def zero_shot_figures(context: dg.AssetExecutionContext, store: OutputStore) -> 
         raise dg.Failure(description="no checked zero-shot run yet: materialize zero_shot_dynamics (and its check)")
     losses, seen = tables
     folder = store.zero_shot_figures()
+    sources = _zero_shot_sources(context, store, losses)
     meta: dict[str, Any] = {}
+    drawn: list[Path] = []
     for (model, level), part in losses.groupby(["model", "level"], sort=True):
-        name = f"{model}, {level} CoT training"
+        name, line = f"{model}, {level} CoT training", describe_partitions(sources[model, level])
         path = loss_figure(part, store.zero_shot_figure(model, level, "loss"), f"Held-out loss, {name}")
-        meta[f"figure: held-out loss, {name}"] = dg.MetadataValue.md(inline_png(path))
+        meta[f"figure: held-out loss, {name}"] = dg.MetadataValue.md(figure_md(path, None, line))
         s = seen[(seen.model == model) & (seen.level == level)]
-        path = seen_distance_figure(s, store.zero_shot_figure(model, level, "seen"), f"Seen-data distance, {name}")
-        meta[f"figure: seen-data distance, {name}"] = dg.MetadataValue.md(inline_png(path))
+        path2 = seen_distance_figure(s, store.zero_shot_figure(model, level, "seen"), f"Seen-data distance, {name}")
+        meta[f"figure: seen-data distance, {name}"] = dg.MetadataValue.md(figure_md(path2, None, line))
+        drawn += [path, path2]
     for model, part in losses.groupby("model"):
         if part.level.nunique() > 1:
             title = f"{model}: training level, same orderings"
             path = level_figure(part, store.zero_shot_figure(model, "levels"), title)
-            meta[f"figure: None vs Detailed CoT, {model}"] = dg.MetadataValue.md(inline_png(path))
+            line = describe_partitions(merged(v for (m, _), v in sources.items() if m == model))
+            meta[f"figure: None vs Detailed CoT, {model}"] = dg.MetadataValue.md(figure_md(path, None, line))
+            drawn.append(path)
     meta["runs"] = md_table(losses[["model", "level", "ordering"]].drop_duplicates(), 60)
-    context.log.info(f"{sum(k.startswith('figure') for k in meta)} zero-shot figures in {folder}")
-    return dg.MaterializeResult(metadata=meta)
+    meta["table: held-out loss by ordering"] = table_value(ordering_comparison(losses), TABLE_ROWS)
+    run_meta, run_pngs = _run_figures(store, losses, sources)
+    meta |= run_meta
+    all_sources = merged(sources.values())
+    meta |= _files(folder, drawn + run_pngs, all_sources)
+    context.log.info(f"{len(drawn) + len(run_pngs)} zero-shot figures in {folder}")
+    return dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(sources_version(all_sources)))
+
+
+def ordering_comparison(losses: Any) -> Any:
+    """Held-out loss at each eval step, one column per ordering: over all test items (`__all__`) and per task, one
+    row per model, training level, task and step."""
+    from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
+
+    wide = losses.pivot_table(index=["model", "level", "task", "step"], columns="ordering", values="loss")
+    wide.columns = [f"loss {c}" for c in wide.columns]
+    wide = wide.reset_index()
+    wide["_all_first"] = wide.task != ALL_TASKS
+    return wide.sort_values(["model", "level", "_all_first", "task", "step"]).drop(columns="_all_first")
+
+
+def _zero_shot_sources(context: Any, store: OutputStore, losses: Any) -> dict[tuple[str, str], PartitionVersions]:
+    """{(model, level): the `zero_shot_dynamics*` partitions (model|ordering) its figures were drawn from}."""
+    sources: dict[tuple[str, str], PartitionVersions] = {}
+    for (model, level), part in losses.groupby(["model", "level"], sort=True):
+        files = {f"{model}|{o}": store.zero_shot_table(model, level, o, "zero_shot") for o in part.ordering.unique()}
+        asset = zero_shot_asset_name(level)
+        sources[model, level] = {asset: partition_versions(context.instance, asset, files)}
+    return sources
+
+
+def _run_figures(
+    store: OutputStore, losses: Any, sources: dict[tuple[str, str], PartitionVersions]
+) -> tuple[dict[str, Any], list[Path]]:
+    """Each drawn run's own figures (its loss curves, the gradient ordering's alignments), one entry per level."""
+    meta, pngs = {}, []
+    for (model, level), part in losses.groupby(["model", "level"], sort=True):
+        asset, parts = [], []
+        for ordering in sorted(part.ordering.unique()):
+            key = f"{model}|{ordering}"
+            one = {a: {key: v[key]} for a, v in sources[model, level].items() if key in v}
+            for name in (ordering, "alignment") if ordering == "gradient" else (ordering,):
+                png = store.zero_shot_figure(model, level, name, run=True)
+                if png.is_file():
+                    parts.append(figure_md(png, f"{model}, {level} CoT, {name}", describe_partitions(one)))
+                    asset.append(png)
+        if parts:
+            meta[f"figures: runs of {model}, {level} CoT"] = dg.MetadataValue.md("\n\n".join(parts))
+            pngs += asset
+    return meta, pngs
 
 
 def _complete_runs(store: OutputStore) -> tuple[Any, Any] | None:

@@ -9,7 +9,7 @@ import dagster as dg
 from assets import gates
 from assets.curation.assets import curated_dataset
 from assets.failures import clear_errors
-from assets.metadata import file_version, inline_png, md_table
+from assets.metadata import file_version, inline_png, md_table, run_settings
 from assets.partitions import by_variant, curated_missing, model_variant_partitions, stats_key
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, OutputStore
@@ -25,9 +25,9 @@ DEMO_VARIANTS = ("champ__none__correct", "champ__detailed__correct")
 class DynamicsConfig(dg.Config):
     """Run settings (the launchpad's config). Defaults are the offline default's, sized for 2 CPU cores:
     10 SGD steps of one example, eval steps 0 and 5, 2 probe prompts (one trained prompt's 5-7 responses
-    and one held-out answer), sequences cut at 256 tokens."""
+    and one held-out answer), sequences cut at 256 tokens. The objective is the asset's (`training_dynamics`:
+    SFT, `training_dynamics_dpo`: DPO)."""
 
-    objective: str = "sft"
     steps: int = 10
     eval_every: int = 5
     learning_rate: float = 1e-4
@@ -80,32 +80,54 @@ def training_data(store: OutputStore, variant: VariantKey) -> Any:
     )
 
 
-def learning_settings(config: DynamicsConfig, compute: ComputeResource) -> Any:
-    """The launchpad's config as the run's settings (checked on construction, named as in the config)."""
+def learning_settings(config: DynamicsConfig, compute: ComputeResource, objective: str = "sft") -> Any:
+    """The launchpad's config (and the asset's objective) as the run's settings (checked on construction, named as
+    in the config)."""
     from lg_pipeline.dynamics.learning.run import LearningDynamicsSettings
 
     train = {
         "learning_rate": config.learning_rate, "optimizer": config.optimizer, "steps": config.steps,
         "batch_size": config.batch_size, "seed": config.seed, "trainable": config.trainable,
-        "objective": config.objective, "chat": None, "max_length": config.max_length or compute.max_length,
+        "objective": objective, "chat": None, "max_length": config.max_length or compute.max_length,
     }
     return LearningDynamicsSettings.build(train=train, eval_every=config.eval_every, n_probes=config.n_probes)
 
 
-@dg.asset(
-    partitions_def=model_variant_partitions,
-    deps=[dg.AssetDep(curated_dataset, partition_mapping=by_variant)],
-    code_version=LEARNING_DYNAMICS_VERSION,
-    group_name="dynamics",
-    kinds={"pytorch", "parquet"},
-    pool=GPU_POOL,
-    description=(
-        "Fine-tunes a copy of the model on the variant (TRL SFT or DPO) and follows probe log-probabilities: "
-        "measured change per eval step, predicted change per matrix, per-layer NTK, gradient statistics."
-    ),
-)
-def training_dynamics(
-    context: dg.AssetExecutionContext, config: DynamicsConfig, store: OutputStore, compute: ComputeResource
+OBJECTIVES = ("sft", "dpo")
+
+
+def dynamics_asset_name(objective: str) -> str:
+    """One asset per objective, so an SFT and a DPO run of one partition are two materializations, neither hiding
+    the other; SFT keeps the original name (and its records)."""
+    return "training_dynamics" if objective == "sft" else f"training_dynamics_{objective}"
+
+
+def _dynamics_asset(objective: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=dynamics_asset_name(objective),
+        partitions_def=model_variant_partitions,
+        deps=[dg.AssetDep(curated_dataset, partition_mapping=by_variant)],
+        code_version=LEARNING_DYNAMICS_VERSION,
+        group_name="dynamics",
+        kinds={"pytorch", "parquet"},
+        pool=GPU_POOL,
+        description=(
+            f"Fine-tunes a copy of the model on the variant (TRL, objective {objective.upper()}) and follows probe "
+            "log-probabilities: measured change per eval step, predicted change per matrix, per-layer NTK, gradient "
+            "statistics. The run's settings are in its metadata."
+        ),
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, config: DynamicsConfig, store: OutputStore, compute: ComputeResource
+    ) -> dg.MaterializeResult:
+        return _train(context, config, store, compute, objective)
+
+    return _asset
+
+
+def _train(
+    context: dg.AssetExecutionContext, config: DynamicsConfig, store: OutputStore, compute: ComputeResource,
+    objective: str,
 ) -> dg.MaterializeResult:
     from lg_pipeline.dynamics.learning.run import run_learning_dynamics
     from lg_pipeline.dynamics.training import LoadedModel
@@ -113,10 +135,10 @@ def training_dynamics(
 
     key = stats_key(context.partition_key)
     with clear_errors():
-        settings = learning_settings(config, compute)
+        settings = learning_settings(config, compute, objective)
         data = training_data(store, key.variant)
-        out = store.dynamics(key, config.objective)
-        gates.forget_dynamics(store, key, config.objective)
+        out = store.dynamics(key, objective)
+        gates.forget_dynamics(store, key, objective)
 
         def load() -> LoadedModel:
             loaded, tokenizer, spec = compute.load(key.model)
@@ -132,14 +154,14 @@ def training_dynamics(
         summary = run_learning_dynamics(
             settings, data, load, out, wait=True, report=context.log.info, progress=progress, provenance=provenance
         )
-    return dg.MaterializeResult(metadata=_metadata(key, config, summary, out), data_version=_version(out))
+    return dg.MaterializeResult(metadata=_metadata(key, settings, summary, out), data_version=_version(out))
 
 
 def _version(out) -> dg.DataVersion:
     return dg.DataVersion(file_version(learning_run(out).table("influence_summary")))
 
 
-def _metadata(key: StatsKey, config: DynamicsConfig, summary: Any, out) -> dict[str, Any]:
+def _metadata(key: StatsKey, settings: Any, summary: Any, out) -> dict[str, Any]:
     import pandas as pd
 
     frame = pd.read_parquet(learning_run(out).table("influence_summary"))
@@ -147,7 +169,7 @@ def _metadata(key: StatsKey, config: DynamicsConfig, summary: Any, out) -> dict[
     return {
         "model": key.model,
         "variant": str(key.variant),
-        "objective": config.objective,
+        **run_settings(settings.train, eval_every=settings.eval_every, n_probes=settings.n_probes),
         "steps": summary.steps,
         "eval_steps": dg.MetadataValue.json(summary.eval_steps),
         "probes": summary.n_probes,
@@ -159,28 +181,43 @@ def _metadata(key: StatsKey, config: DynamicsConfig, summary: Any, out) -> dict[
     }
 
 
-def _run(context: dg.AssetCheckExecutionContext, store: OutputStore):
-    """The partition's most recently written run folder: (key, objective), objective None when there is none."""
-    key = stats_key(context.partition_key)
-    runs = [objective for k, objective in store.dynamics_runs() if k == key]
-    if not runs:
-        return key, None
-    # The most recently written run of this partition (an SFT and a DPO run may both exist).
-    return key, max(runs, key=lambda o: learning_run(store.dynamics(key, o)).summary_file.stat().st_mtime)
+def _dynamics_checks(asset: dg.AssetsDefinition, objective: str) -> list[dg.AssetChecksDefinition]:
+    """The blocking completeness check and the agreement warning of one objective's asset."""
+    name = asset.key.to_user_string()
+
+    @dg.asset_check(
+        asset=asset,
+        name=f"{name}_complete",
+        partitions_def=model_variant_partitions,
+        blocking=True,
+        description="Every table and file written; every eval step has every probe before and after; predicted = Σ "
+        "of its per-matrix terms, measured = Δ log-probability; ranges, keys, finite numbers (as `lg-pipeline "
+        "validate`).",
+    )
+    def complete(context: dg.AssetCheckExecutionContext, store: OutputStore) -> dg.AssetCheckResult:
+        return _complete(stats_key(context.partition_key), objective, store)
+
+    @dg.asset_check(
+        asset=asset,
+        name=f"{name}_agreement",
+        partitions_def=model_variant_partitions,
+        blocking=False,
+        description=f"R² of measured by predicted change over probes ≥ {AGREEMENT_R2} (warning), with the scatter.",
+    )
+    def agreement(context: dg.AssetCheckExecutionContext, store: OutputStore) -> dg.AssetCheckResult:
+        return _agreement(stats_key(context.partition_key), objective, store)
+
+    return [complete, agreement]
 
 
-@dg.asset_check(
-    asset=training_dynamics,
-    partitions_def=model_variant_partitions,
-    blocking=True,
-    description="Every table and file written; every eval step has every probe before and after; predicted = Σ of "
-    "its per-matrix terms, measured = Δ log-probability; ranges, keys, finite numbers (as `lg-pipeline validate`).",
-)
-def training_dynamics_complete(context: dg.AssetCheckExecutionContext, store: OutputStore) -> dg.AssetCheckResult:
+def _has_run(store: OutputStore, key: StatsKey, objective: str) -> bool:
+    return (key, objective) in store.dynamics_runs()
+
+
+def _complete(key: StatsKey, objective: str, store: OutputStore) -> dg.AssetCheckResult:
     from lg_pipeline.dynamics.learning.checks import check_run_folder
 
-    key, objective = _run(context, store)
-    if objective is None:
+    if not _has_run(store, key, objective):
         return dg.AssetCheckResult(passed=False, metadata={"failures": dg.MetadataValue.json(["no run folder"])})
     report = check_run_folder(store.dynamics(key, objective), objective=objective)
     failures = report.details()
@@ -192,13 +229,7 @@ def training_dynamics_complete(context: dg.AssetCheckExecutionContext, store: Ou
     )
 
 
-@dg.asset_check(
-    asset=training_dynamics,
-    partitions_def=model_variant_partitions,
-    blocking=False,
-    description=f"R² of measured by predicted change over probes ≥ {AGREEMENT_R2} (warning), with the scatter.",
-)
-def training_dynamics_agreement(context: dg.AssetCheckExecutionContext, store: OutputStore) -> dg.AssetCheckResult:
+def _agreement(key: StatsKey, objective: str, store: OutputStore) -> dg.AssetCheckResult:
     import tempfile
     from pathlib import Path
 
@@ -207,12 +238,11 @@ def training_dynamics_agreement(context: dg.AssetCheckExecutionContext, store: O
     from lg_pipeline.dynamics.learning.checks import agreement, agreement_warning
     from lg_pipeline.dynamics.learning.figures import plot_predicted_vs_measured
 
-    key, objective = _run(context, store)
-    if objective is None:
+    if not _has_run(store, key, objective):
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN)
     out = store.dynamics(key, objective)
     r2 = agreement(out)
-    summary = pd.read_parquet(out / "influence_summary.parquet")
+    summary = pd.read_parquet(learning_run(out).table("influence_summary"))
     with tempfile.TemporaryDirectory() as tmp:
         png = plot_predicted_vs_measured(summary, f"{key.model} · {key.variant} · {objective}", Path(tmp) / "scatter")
         figure = inline_png(png)
@@ -228,3 +258,10 @@ def training_dynamics_agreement(context: dg.AssetCheckExecutionContext, store: O
             "scatter": dg.MetadataValue.md(figure),
         },
     )
+
+
+DYNAMICS_ASSETS = {objective: _dynamics_asset(objective) for objective in OBJECTIVES}
+DYNAMICS_CHECKS = {objective: _dynamics_checks(DYNAMICS_ASSETS[objective], objective) for objective in OBJECTIVES}
+training_dynamics, training_dynamics_dpo = DYNAMICS_ASSETS["sft"], DYNAMICS_ASSETS["dpo"]
+training_dynamics_complete, training_dynamics_agreement = DYNAMICS_CHECKS["sft"]
+training_dynamics_dpo_complete, training_dynamics_dpo_agreement = DYNAMICS_CHECKS["dpo"]

@@ -1,9 +1,10 @@
 """Zero-shot dynamics: held-out-task loss through fine-tuning of one model on one ordering of the training items.
 
-`zero_shot_dynamics[model|ordering]` trains in the `gpu` pool; the task split and the CoT level are run config
-(the launchpad's), and each (model, level, ordering) has its own folder, so None and Detailed CoT runs of the
-same orderings sit side by side. `zero_shot_complete` checks the folder; `zero_shot_figures` draws every
-model's orderings and levels inline in the UI.
+One asset per CoT level of the training responses (`zero_shot_dynamics`: None CoT, `zero_shot_dynamics_simplified`,
+`zero_shot_dynamics_detailed`), partitioned by model x ordering, so a Detailed run never hides the None run of
+the same partition; each trains in the `gpu` pool, the task split is run config (the launchpad's), and each
+(model, level, ordering) has its own folder. `zero_shot_complete` (`zero_shot_<level>_complete`) checks the folder;
+`zero_shot_figures` draws every model's orderings and levels inline in the UI.
 """
 
 from typing import Any
@@ -12,7 +13,7 @@ import dagster as dg
 
 from assets import gates
 from assets.failures import clear_errors
-from assets.metadata import file_version, inline_png, md_table
+from assets.metadata import figure_md, file_version, md_table, run_settings
 from assets.partitions import MODEL, model_partitions
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, CurationResource, OutputStore
@@ -20,6 +21,7 @@ from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
 from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
 from lg_pipeline.dynamics.zero_shot.run import ZERO_SHOT_VERSION
 from lg_pipeline.dynamics.zero_shot.tasks import DEMO_TEST_TASKS, DEMO_TRAIN_TASKS
+from lg_pipeline.vocabulary import LEVEL_LABELS, REASONING_LEVELS
 
 ORDERING = "ordering"
 model_ordering_partitions = dg.MultiPartitionsDefinition(
@@ -30,11 +32,11 @@ DEMO_MODEL = "smollm2-135m-instruct"
 
 
 class ZeroShotConfig(dg.Config):
-    """The task split, the CoT level of the training responses, and the training settings (the paper: AdamW)."""
+    """The task split and the training settings (the paper: AdamW); the CoT level of the training responses is the
+    asset's."""
 
     train_tasks: list[str] = list(DEMO_TRAIN_TASKS)
     test_tasks: list[str] = list(DEMO_TEST_TASKS)
-    level: str = "none"
     per_task: int = 4
     per_test_task: int = 4
     eval_every: int = 4
@@ -47,24 +49,50 @@ class ZeroShotConfig(dg.Config):
 
 
 def _keys(context: Any) -> tuple[str, str]:
-    dims = context.partition_key.keys_by_dimension
+    """(model, ordering) of the partition; a run launched with only the `dagster/partition` tag has the key as a
+    string."""
+    key = context.partition_key
+    if not isinstance(key, dg.MultiPartitionKey):
+        key = model_ordering_partitions.get_partition_key_from_str(str(key))
+    dims = key.keys_by_dimension
     return dims[MODEL], dims[ORDERING]
 
 
-@dg.asset(
-    partitions_def=model_ordering_partitions,
-    code_version=ZERO_SHOT_VERSION,
-    group_name="dynamics",
-    kinds={"pytorch", "parquet"},
-    pool=GPU_POOL,
-    description="Held-out-task loss at step 0 and every K steps of one epoch, seen-data distance (arXiv 2406.11721).",
-)
-def zero_shot_dynamics(
+def zero_shot_asset_name(level: str) -> str:
+    """One asset per training level; None CoT keeps the original name (and its records)."""
+    return "zero_shot_dynamics" if level == "none" else f"zero_shot_dynamics_{level}"
+
+
+def _zero_shot_asset(level: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=zero_shot_asset_name(level),
+        partitions_def=model_ordering_partitions,
+        code_version=ZERO_SHOT_VERSION,
+        group_name="dynamics",
+        kinds={"pytorch", "parquet"},
+        pool=GPU_POOL,
+        description=f"Held-out-task loss at step 0 and every K steps of one epoch of {LEVEL_LABELS[level]} training "
+        "responses, seen-data distance (arXiv 2406.11721). The run's settings are in its metadata.",
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        config: ZeroShotConfig,
+        store: OutputStore,
+        compute: ComputeResource,
+        curation: CurationResource,
+    ) -> dg.MaterializeResult:
+        return _train(context, config, store, compute, curation, level)
+
+    return _asset
+
+
+def _train(
     context: dg.AssetExecutionContext,
     config: ZeroShotConfig,
     store: OutputStore,
     compute: ComputeResource,
     curation: CurationResource,
+    level: str,
 ) -> dg.MaterializeResult:
     import pandas as pd
 
@@ -73,9 +101,9 @@ def zero_shot_dynamics(
     from lg_pipeline.dynamics.zero_shot.run import run_zero_shot
 
     model_name, ordering = _keys(context)
-    out = store.zero_shot(model_name, config.level, ordering)
+    out = store.zero_shot(model_name, level, ordering)
     with clear_errors():
-        settings = zero_shot_settings(config, ordering, compute)
+        settings = zero_shot_settings(config, ordering, compute, level)
         provider = OfflineTasks(curation.release_dir, compute.cache_dir)
 
         def load() -> LoadedModel:
@@ -85,13 +113,13 @@ def zero_shot_dynamics(
         # Another split or setting in this folder is computed beside it and replaces it once complete: the
         # launchpad's config is what the user asked for.
         result = run_zero_shot(settings, provider, load, out, wait=True, report=context.log.info, on_change="beside")
-    losses = pd.read_parquet(store.zero_shot_table(model_name, config.level, ordering, "zero_shot"))
+    losses = pd.read_parquet(store.zero_shot_table(model_name, level, ordering, "zero_shot"))
     overall = losses[losses.task == ALL_TASKS].sort_values("step")
-    figure = _figure(store, losses, model_name, config.level, ordering)
-    extra = _alignment_metadata(store, model_name, config.level, ordering)
+    figure = _figure(store, losses, model_name, level, ordering)
+    extra = _alignment_metadata(store, model_name, level, ordering)
     return dg.MaterializeResult(
         metadata={
-            "level": config.level,
+            **run_settings(settings.train, level=level, eval_every=settings.eval_every, embedder=settings.embedder),
             "train_tasks": dg.MetadataValue.json(config.train_tasks),
             "test_tasks": dg.MetadataValue.json(config.test_tasks),
             "held_out_loss_step_0": float(overall.loss.iloc[0]),
@@ -102,16 +130,16 @@ def zero_shot_dynamics(
             "device": compute.leased_device,
             "path": dg.MetadataValue.path(str(out)),
             "held_out_loss": md_table(overall[["step", "loss", "n_examples"]]),
-            "figure: held-out loss": dg.MetadataValue.md(inline_png(figure)),
+            "figure: held-out loss": dg.MetadataValue.md(figure_md(figure)),
             **extra,
         },
-        data_version=dg.DataVersion(file_version(store.zero_shot_table(model_name, config.level, ordering,
-                                                                       "zero_shot"))),
+        data_version=dg.DataVersion(file_version(store.zero_shot_table(model_name, level, ordering, "zero_shot"))),
     )
 
 
-def zero_shot_settings(config: ZeroShotConfig, ordering: str, compute: ComputeResource) -> Any:
-    """The launchpad's config (and the partition's ordering) as the run's settings, named as in the config."""
+def zero_shot_settings(config: ZeroShotConfig, ordering: str, compute: ComputeResource, level: str = "none") -> Any:
+    """The launchpad's config (the partition's ordering, the asset's level) as the run's settings, named as in the
+    config."""
     from lg_pipeline.dynamics.zero_shot.run import ZeroShotSettings
     from lg_pipeline.gradients.targets import parse_suffixes
 
@@ -120,7 +148,7 @@ def zero_shot_settings(config: ZeroShotConfig, ordering: str, compute: ComputeRe
         "seed": config.seed, "trainable": config.trainable, "chat": None, "max_length": compute.max_length,
     }
     return ZeroShotSettings.build(
-        train=train, train_tasks=tuple(config.train_tasks), test_tasks=tuple(config.test_tasks), level=config.level,
+        train=train, train_tasks=tuple(config.train_tasks), test_tasks=tuple(config.test_tasks), level=level,
         per_task=config.per_task, per_test_task=config.per_test_task, orderings=(ordering,),
         eval_every=config.eval_every, embedder=config.embedder, targets=parse_suffixes(compute.targets),
         cache_dir=compute.cache_dir,
@@ -138,7 +166,7 @@ def _alignment_metadata(store: OutputStore, model: str, level: str, ordering: st
         return {}
     figure = store.zero_shot_figure(model, level, "alignment", run=True)
     alignment_figure(alignment, figure, f"{model}, {level} CoT: ⟨∇L_u, ∇L_test⟩ per layer at step 0")
-    return {"figure: alignment per layer": dg.MetadataValue.md(inline_png(figure))}
+    return {"figure: alignment per layer": dg.MetadataValue.md(figure_md(figure))}
 
 
 def _figure(store: OutputStore, losses: Any, model: str, level: str, ordering: str) -> Any:
@@ -148,25 +176,41 @@ def _figure(store: OutputStore, losses: Any, model: str, level: str, ordering: s
     return loss_figure(losses, path, f"{model}, {level} CoT training, {ordering}")
 
 
-@dg.asset_check(
-    asset=zero_shot_dynamics,
-    partitions_def=model_ordering_partitions,
-    blocking=True,
-    description="All tables written, the ordering a permutation of the training items, finite losses at every eval "
-    "step, __all__ the task mean, step-0 losses shared, seen distances in range (as `lg-pipeline validate`).",
-)
-def zero_shot_complete(context: dg.AssetCheckExecutionContext, store: OutputStore) -> dg.AssetCheckResult:
+def _zero_shot_check(asset: dg.AssetsDefinition, level: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=asset,
+        name="zero_shot_complete" if level == "none" else f"zero_shot_{level}_complete",
+        partitions_def=model_ordering_partitions,
+        blocking=True,
+        description="All tables written, the ordering a permutation of the training items, finite losses at every "
+        "eval step, __all__ the task mean, step-0 losses shared, seen distances in range (as `lg-pipeline "
+        "validate`).",
+    )
+    def complete(context: dg.AssetCheckExecutionContext, store: OutputStore) -> dg.AssetCheckResult:
+        return _complete(store, *_keys(context), level)
+
+    return complete
+
+
+def _complete(store: OutputStore, model: str, ordering: str, level: str) -> dg.AssetCheckResult:
     from lg_pipeline.dynamics.zero_shot.checks import check_run_folder
 
-    model, ordering = _keys(context)
-    runs = [level for m, level, o in store.zero_shot_runs() if (m, o) == (model, ordering)]
-    problems = {}
-    for level in runs:
-        failures = check_run_folder(store.zero_shot(model, level, ordering), [ordering]).details()
-        gates.record_zero_shot(store, model, level, ordering, failures)
-        if failures:
-            problems[level] = failures
+    if (model, level, ordering) not in store.zero_shot_runs():
+        return dg.AssetCheckResult(passed=False, metadata={"level": level, "problems": dg.MetadataValue.json(
+            ["no run folder"])})
+    failures = check_run_folder(store.zero_shot(model, level, ordering), [ordering]).details()
+    gates.record_zero_shot(store, model, level, ordering, failures)
     return dg.AssetCheckResult(
-        passed=bool(runs) and not problems,
-        metadata={"levels": dg.MetadataValue.json(runs), "problems": dg.MetadataValue.json(problems)},
+        passed=not failures,
+        metadata={"level": level, "problems": dg.MetadataValue.json(failures)},
     )
+
+
+ZERO_SHOT_ASSETS = {level: _zero_shot_asset(level) for level in REASONING_LEVELS}
+ZERO_SHOT_CHECKS = {level: _zero_shot_check(asset, level) for level, asset in ZERO_SHOT_ASSETS.items()}
+zero_shot_dynamics = ZERO_SHOT_ASSETS["none"]
+zero_shot_dynamics_simplified = ZERO_SHOT_ASSETS["simplified"]
+zero_shot_dynamics_detailed = ZERO_SHOT_ASSETS["detailed"]
+zero_shot_complete = ZERO_SHOT_CHECKS["none"]
+zero_shot_simplified_complete = ZERO_SHOT_CHECKS["simplified"]
+zero_shot_detailed_complete = ZERO_SHOT_CHECKS["detailed"]

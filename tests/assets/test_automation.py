@@ -454,11 +454,13 @@ def refresh_tick(world, cursor=None):
     [
         ("training_dynamics", "training_dynamics_complete", "dynamics_figures"),
         ("zero_shot_dynamics", "zero_shot_complete", "zero_shot_figures"),
+        ("training_dynamics_dpo", "training_dynamics_dpo_complete", "dynamics_figures"),  # one asset per objective
+        ("zero_shot_dynamics_detailed", "zero_shot_detailed_complete", "zero_shot_figures"),  # and per level
     ],
 )
 def test_a_materialized_dynamics_run_refreshes_its_figures_without_a_click(world, run, check, figures):
     world.instance.add_dynamic_partitions("model", ["a"])
-    learning = run == "training_dynamics"
+    learning = run.startswith("training_dynamics")
     partition = multi_key("a", V1) if learning else dg.MultiPartitionKey({"model": "a", "ordering": "rt"})
     result = refresh_tick(world)
     assert result.total_requested == 0
@@ -488,7 +490,7 @@ def test_the_catalog_sensor_observes_each_partition_that_cannot_build_once_per_c
 
     refresh = refresh_tick(world)
     first = tick(world)
-    per_model = ("gradient_stats", "training_dynamics")
+    per_model = ("gradient_stats", "training_dynamics", "training_dynamics_dpo")
     expected = {("curated_dataset", v): why for v, why in unbuildable.items()}
     expected |= {(asset, f"a|{v}"): why for v, why in unbuildable.items() for asset in per_model}
     assert observed(first) == expected

@@ -66,3 +66,23 @@ def test_figures_data_version_follows_the_summaries():
     one = {"a": ModelSource("a", "s1", None)}
     assert combined_version(one) == combined_version({"a": ModelSource("a", "s1", "other run")})
     assert combined_version(one) != combined_version({"a": ModelSource("a", "s2", None)})
+
+
+@pytest.mark.slow  # a Dagster instance
+def test_dynamics_figures_name_the_latest_version_of_each_run_partition(tmp_path):
+    from assets.lineage import describe_partitions, merged, partition_versions, sources_version
+
+    stray = tmp_path / "influence_summary.parquet"
+    stray.write_bytes(b"run")  # a run written under another DAGSTER_HOME: only the file's version is known
+    with dg.instance_for_test() as instance:
+        materialize(instance, "training_dynamics_dpo", "a|champ__none__correct", "d1")
+        materialize(instance, "training_dynamics_dpo", "a|champ__none__correct", "d2")
+        files = {"a|champ__none__correct": tmp_path / "absent", "b|champ__none__correct": stray}
+        versions = partition_versions(instance, "training_dynamics_dpo", files)
+    assert versions["a|champ__none__correct"] == "d2"
+    assert versions["b|champ__none__correct"].startswith("file:")
+    line = describe_partitions({"training_dynamics_dpo": versions})
+    assert "`training_dynamics_dpo[a|champ__none__correct]` vd2" in line and "[b|champ__none__correct]` vfile:" in line
+    both = merged([{"x": {"p": "1"}}, {"x": {"q": "2"}, "y": {"p": "3"}}])
+    assert both == {"x": {"p": "1", "q": "2"}, "y": {"p": "3"}}
+    assert sources_version(both) != sources_version({"x": {"p": "1", "q": "2"}, "y": {"p": "4"}})

@@ -80,3 +80,25 @@ def test_no_inline_figure_is_wider_than_the_dialog_on_a_1280_px_screen(tmp_path)
         widths += _shown_widths(inline_png(path))
     assert widths == [300, INLINE_WIDTH, INLINE_WIDTH, INLINE_WIDTH, INLINE_WIDTH]  # never scaled up
     assert all(fits_dialog(w) for w in widths)
+
+
+def test_a_figure_entry_names_its_files_and_sources(tmp_path):
+    from PIL import Image
+
+    from assets.metadata import figure_md
+
+    png = tmp_path / "fig.png"
+    Image.new("RGB", (10, 10)).save(png)
+    (tmp_path / "fig.pdf").write_bytes(b"%PDF")
+    text = figure_md(png, "Loss [all]", "_Drawn from x._")
+    assert text.startswith("### Loss \\[all\\]") and "data:image/png;base64," in text
+    assert f"PNG `{png}` · PDF `{tmp_path / 'fig.pdf'}`" in text and text.endswith("_Drawn from x._")
+
+
+def test_run_settings_are_entries_by_name_and_unset_ones_left_out():
+    from assets.metadata import run_settings
+    from lg_pipeline.dynamics.training import TrainSettings
+
+    meta = run_settings(TrainSettings(learning_rate=3e-4, optimizer="adamw", steps=None, epochs=1.0, seed=7), level="x")
+    assert meta == {"objective": "sft", "learning_rate": 3e-4, "optimizer": "adamw", "batch_size": 2,
+                    "trainable": "attention", "epochs": 1.0, "seed": 7, "max_length": 1024, "level": "x"}

@@ -18,6 +18,10 @@
 6. Every asset with an automation condition (the dynamics and zero-shot figures too) is evaluated by the running
    `refresh_results` sensor, as its page shows; a partition that needs a teacher says so in the descriptions and in
    its event history.
+7. An SFT and a DPO learning-dynamics run of one partition and two zero-shot orderings, launched as the UI does:
+   each run's settings are in its materialization, the figures they refresh name their files and the partitions
+   they were drawn from, and the comparison tables (SFT vs DPO by probe type; orderings by step and task) exist;
+   at 1280x720 the dialog of a dynamics figure shows its path and lineage.
 
 Everything lives in a tmp dir: DAGSTER_HOME, the catalog (tiny random Llamas with SmolLM2's real tokenizer,
 as `local` models), outputs and cache. Takes about three minutes on 2 cores.
@@ -240,15 +244,20 @@ def _finished(dagit: Dagit, query: str, key: str, ident: str, done: set[str]) ->
     return status if status in done else None
 
 
-def launch_run(dagit: Dagit, location: dict[str, str], asset: str, partition: str, check: str | None = None) -> str:
-    """One partition of one asset (and its check), launched as the UI's Materialize button does: the run's id."""
+def launch_run(
+    dagit: Dagit, location: dict[str, str], asset: str, partition: str, check: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> str:
+    """One partition of one asset (and its check), launched as the UI's Materialize button does (with the
+    launchpad's `config` for the asset, if given): the run's id."""
     selector = {**location, "pipelineName": "__ASSET_JOB", "assetSelection": [{"path": [asset]}]}
     if check:
         selector["assetCheckSelection"] = [{"assetKey": {"path": [asset]}, "name": check}]
     tags = [{"key": "dagster/partition", "value": partition}]
-    launched = dagit.gql(
-        LAUNCH_RUN, params={"selector": selector, "mode": "default", "executionMetadata": {"tags": tags}}
-    )
+    params = {"selector": selector, "mode": "default", "executionMetadata": {"tags": tags}}
+    if config:
+        params["runConfigData"] = {"ops": {asset: {"config": config}}}
+    launched = dagit.gql(LAUNCH_RUN, params=params)
     result = launched["launchPipelineExecution"]
     assert result["__typename"] == "LaunchRunSuccess", result
     return result["run"]["runId"]
@@ -637,3 +646,99 @@ def test_every_conditioned_asset_is_evaluated_by_the_running_sensor(world, tmp_p
         )
         browser.screenshot(shots / "dynamics-figures-automation.png")
     assert "default_automation_condition_sensor" not in text
+
+
+# --------------------------------------------------------------------------------------- dynamics and zero-shot results
+LATEST_META = """
+query($path: [String!]!, $partitions: [String!]) { assetOrError(assetKey: {path: $path}) { ... on Asset {
+  assetMaterializations(partitions: $partitions, limit: 1) { partition metadataEntries { label __typename
+    ... on MarkdownMetadataEntry { mdStr } ... on JsonMetadataEntry { jsonString } ... on TextMetadataEntry { text }
+    ... on FloatMetadataEntry { floatValue } ... on IntMetadataEntry { intValue }
+    ... on TableMetadataEntry { table { records } } } } } } }"""
+DYNAMICS_RUN = {"steps": 2, "eval_every": 1, "n_probes": 2, "max_length": 192}
+ZERO_SHOT_RUN = {"train_tasks": ["commonsense_demo", "gcd", "lcm"], "test_tasks": ["chain_sum", "count_bits"],
+                 "per_task": 2, "per_test_task": 2, "eval_every": 1, "batch_size": 2, "learning_rate": 1e-3,
+                 "embedder": "model"}
+ROW_OF = """
+((label) => { const row = Array.from(document.querySelectorAll('tr'))
+  .find(tr => tr.cells.length && tr.cells[0].innerText.trim() === label); return row ? row.innerText : null; })"""
+DIALOG_TEXT = "(() => { const d = document.querySelector('[role=dialog]'); return d ? d.innerText : null; })()"
+
+
+def _latest_entries(dagit: Dagit, asset: str, partition: str | None = None) -> dict[str, Any] | None:
+    found = dagit.gql(LATEST_META, path=[asset], partitions=[partition] if partition else None)["assetOrError"]
+    records = found.get("assetMaterializations") or []
+    return {e["label"]: e for e in records[0]["metadataEntries"]} if records else None
+
+
+def _value(entry: dict[str, Any]) -> Any:
+    for field in ("text", "floatValue", "intValue", "mdStr"):
+        if field in entry:
+            return entry[field]
+    return json.loads(entry["jsonString"]) if "jsonString" in entry else None
+
+
+def _run_ok(dagit: Dagit, location: dict[str, str], asset: str, partition: str, check: str, config: dict) -> None:
+    run_id = launch_run(dagit, location, asset, partition, check, config)
+    assert wait_for_run(dagit, run_id, f"{asset}[{partition}]") == "SUCCESS", dagit.tail()
+
+
+def test_dynamics_and_zero_shot_results_show_settings_paths_lineage_and_comparisons(world, tmp_path):
+    dagit, location = world["dagit"], world["location"]
+    _computable(world)  # tiny-a registered, V_AUTO curated
+    wrong = V_AUTO.replace("__correct", "__wrong")  # DPO's rejected responses
+    assert wait_for_run(dagit, launch_run(dagit, location, "curated_dataset", wrong), "the wrong set") == "SUCCESS"
+    partition = f"tiny-a|{V_AUTO}"
+    for asset in ("training_dynamics", "training_dynamics_dpo"):
+        _run_ok(dagit, location, asset, partition, f"{asset}_complete", DYNAMICS_RUN)
+    for ordering in ("rt", "nft"):
+        _run_ok(dagit, location, "zero_shot_dynamics", f"tiny-a|{ordering}", "zero_shot_complete", ZERO_SHOT_RUN)
+    for asset, objective in (("training_dynamics", "sft"), ("training_dynamics_dpo", "dpo")):
+        run = _latest_entries(dagit, asset, partition)  # one latest materialization per objective: none hidden
+        settings = {k: _value(run[k]) for k in ("objective", "learning_rate", "optimizer", "batch_size", "trainable",
+                                                 "steps", "seed")}
+        assert settings == {"objective": objective, "learning_rate": 1e-4, "optimizer": "sgd", "batch_size": 1,
+                            "trainable": "attention", "steps": 2, "seed": 0}, settings
+
+    def refreshed(asset: str, *needed: str) -> dict[str, Any] | None:  # by the refresh sensor, without a click
+        entries = _latest_entries(dagit, asset)
+        drawn = json.dumps(_value(entries["drawn_from"])) if entries and "drawn_from" in entries else ""
+        return entries if all(n in drawn for n in needed) else None
+
+    learning = wait_for("dynamics_figures drawn from the SFT and DPO runs",
+                        lambda: refreshed("dynamics_figures", "training_dynamics_dpo", "training_dynamics\""), dagit)
+    zero_shot = wait_for("zero_shot_figures drawn from both orderings",
+                         lambda: refreshed("zero_shot_figures", "tiny-a|rt", "tiny-a|nft"), dagit)
+    for entries, source in ((learning, f"`training_dynamics_dpo[{partition}]` v"), (zero_shot, "`zero_shot_dynamics[")):
+        figures = {label: e["mdStr"] for label, e in entries.items() if label.startswith("figure")}
+        assert figures
+        for label, md in figures.items():  # every figure: inline, its file on disk, and what it was drawn from
+            paths = [line.split("PNG `")[1].split("`")[0] for line in md.splitlines() if "PNG `" in line]
+            assert paths and all(Path(p).is_file() for p in paths), label
+            assert "](data:image/png;base64," in md and "_Drawn from " in md and source in md, label
+        pngs = _value(entries["png_files"])
+        assert pngs and set(pngs.values()) == {"inline above"}, pngs  # every PNG written is shown
+    by_type = learning["table: Δ log p by probe type, SFT vs DPO (last eval step)"]
+    assert by_type["__typename"] == "TableMetadataEntry" and by_type["table"]["records"]
+    rows = [json.loads(r) for r in by_type["table"]["records"]]
+    assert all(r["Δ log p SFT"] is not None and r["Δ log p DPO"] is not None for r in rows), rows
+    orderings = [json.loads(r) for r in zero_shot["table: held-out loss by ordering"]["table"]["records"]]
+    assert {r["task"] for r in orderings} == {"__all__", "chain_sum", "count_bits"}
+    assert all(r["loss rt"] is not None and r["loss nft"] is not None for r in orderings)
+    _chromium_or_skip()
+    from tests.e2e.browser import Browser
+
+    shots = Path(os.environ.get("LG_E2E_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    label = next(k for k in learning if k.startswith("figure: ") and "log-probabilities" in k)
+    with Browser(1280, 720) as browser:
+        browser.goto(f"{dagit.url}/assets/dynamics_figures")
+        browser.wait_for(f"{ROW_OF}({json.dumps(label)})", timeout_s=90)
+        for table in ("table: Δ log p by probe type, SFT vs DPO (last eval step)", "table: runs"):
+            assert browser.eval(f"{ROW_OF}({json.dumps(table)})"), table  # the comparison tables are in the UI
+        browser.eval(f"{CLICK_GROUP}({json.dumps(label)})")
+        browser.wait_for(DIALOG_IMAGES, timeout_s=30)
+        text = browser.wait_for(DIALOG_TEXT, timeout_s=15)
+        time.sleep(1)  # the dialog fades in
+        browser.screenshot(shots / "dynamics-figure-dialog.png")
+    assert "Drawn from" in text and f"training_dynamics_dpo[{partition}]" in text and ".png" in text, text

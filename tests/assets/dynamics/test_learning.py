@@ -20,14 +20,31 @@ def world(tmp_path_factory):
 
 
 def _materialize(world, selection, partition_key=None, config=None):
-    run_config = {"ops": {"training_dynamics": {"config": config}}} if config else None
+    run_config = {"ops": {selection[0].key.to_user_string(): {"config": config}}} if config else None
     return materialize(world, selection, partition_key, run_config)
+
+
+def _latest(world, key, partition):
+    import dagster as dg
+
+    records = world[0].fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1
+    ).records
+    return records[0].asset_materialization
+
+
+def _png_files_listed(meta) -> bool:
+    """Every PNG in the figure folder is named in the `png_files` entry."""
+    from pathlib import Path
+
+    folder = Path(meta["folder"].value)
+    return all(str(p) in meta["png_files"].value for p in folder.rglob("*.png"))
 
 
 def test_training_dynamics_runs_is_checked_and_drawn(world):
     from assets.curation.assets import curated_dataset
     from assets.dynamics.figures import dynamics_figures
-    from assets.dynamics.learning import training_dynamics
+    from assets.dynamics.learning import DYNAMICS_ASSETS
     from assets.partitions import multi_key
 
     store = world[1]["store"]
@@ -38,11 +55,18 @@ def test_training_dynamics_runs_is_checked_and_drawn(world):
         ("champ__none__correct", "dpo"),
         ("champ__detailed__correct", "sft"),
     ):
-        result = _materialize(world, [training_dynamics], multi_key("tiny", variant), {**RUN, "objective": objective})
+        asset = DYNAMICS_ASSETS[objective]
+        name = asset.key.to_user_string()
+        result = _materialize(world, [asset], multi_key("tiny", variant), {**RUN, "learning_rate": 2e-4})
         assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
         checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-        assert checks["training_dynamics_complete"].passed, checks["training_dynamics_complete"].metadata
-        assert "scatter" in checks["training_dynamics_agreement"].metadata
+        assert checks[f"{name}_complete"].passed, checks[f"{name}_complete"].metadata
+        assert "scatter" in checks[f"{name}_agreement"].metadata
+        meta = result.asset_materializations_for_node(name)[0].metadata
+        settings = {k: meta[k].value for k in ("objective", "learning_rate", "optimizer", "batch_size", "trainable",
+                                               "steps", "seed")}
+        assert settings == {"objective": objective, "learning_rate": 2e-4, "optimizer": "sgd", "batch_size": 1,
+                            "trainable": "attention", "steps": 2, "seed": 0}
         out = store.dynamics(StatsKey.of("tiny", variant), objective)
         summary = pd.read_parquet(out / "influence_summary.parquet")
         assert sorted(summary.step.unique()) == [0, 1]
@@ -58,23 +82,40 @@ def test_training_dynamics_runs_is_checked_and_drawn(world):
     assert manifest["data_file"] == "champ__detailed__correct.parquet" and manifest["model_source"] == "local"
     probe_types = set(pd.read_parquet(out / "probes.parquet").probe_type)
     assert "other_level:none" in probe_types  # the aligned None-CoT table gave the same prompts' short answers
+    partition = str(multi_key("tiny", "champ__none__correct"))
+    for objective, asset in DYNAMICS_ASSETS.items():  # the DPO run hides no SFT run: one latest of each
+        assert _latest(world, asset.key, partition).metadata["objective"].value == objective
     figures = _materialize(world, [dynamics_figures])
     assert figures.success
     meta = figures.asset_materializations_for_node("dynamics_figures")[0].metadata
     titles = [k for k in meta if k.startswith("figure:")]
     assert any("log-probabilities" in t for t in titles) and any("layer shares" in t for t in titles)
-    assert "data:image/png;base64," in meta[titles[0]].value
+    for title in titles:  # inline, its file, and the exact run partitions it was drawn from
+        text = meta[title].value
+        assert "data:image/png;base64," in text and ".png`" in text, title
+        assert f"`training_dynamics[{partition}]` v" in text and f"`training_dynamics_dpo[{partition}]` v" in text
+    drawn = meta["drawn_from"].value
+    version = _latest(world, DYNAMICS_ASSETS["dpo"].key, partition).tags["dagster/data_version"]
+    assert drawn["training_dynamics_dpo"][partition] == version
+    by_type = meta["table: Δ log p by probe type, SFT vs DPO (last eval step)"].value
+    row = next(r.data for r in by_type.records if r.data["variant"] == "champ__none__correct")
+    assert row["Δ log p SFT"] is not None and row["Δ log p DPO"] is not None
+    summary = pd.read_parquet(store.dynamics(StatsKey.parse(partition), "dpo") / "influence_summary.parquet")
+    last = summary[(summary.step == summary.step.max()) & (summary.probe_type == row["probe_type"])]
+    assert row["Δ log p DPO"] == pytest.approx(last.measured_delta.mean(), rel=1e-5)
+    runs = {(r.data["asset"], r.data["partition"]): r.data for r in meta["table: runs"].value.records}
+    assert runs["training_dynamics_dpo", partition]["objective"] == "dpo"
+    assert runs["training_dynamics_dpo", partition]["learning_rate"] == 2e-4
+    assert _png_files_listed(meta)
 
 
 def test_dpo_without_a_wrong_set_is_one_line(world):
     from assets.curation.assets import curated_dataset
-    from assets.dynamics.learning import training_dynamics
+    from assets.dynamics.learning import training_dynamics_dpo
     from assets.partitions import multi_key
 
     assert _materialize(world, [curated_dataset], "champ__simplified__correct").success
-    result = _materialize(
-        world, [training_dynamics], multi_key("tiny", "champ__simplified__correct"), {**RUN, "objective": "dpo"}
-    )
+    result = _materialize(world, [training_dynamics_dpo], multi_key("tiny", "champ__simplified__correct"), RUN)
     assert not result.success
     messages = [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
     assert any("objective dpo needs the aligned wrong set of 'champ__simplified__correct'" in m for m in messages)
@@ -104,7 +145,7 @@ def test_the_asset_and_the_cli_give_identical_tables(world, tmp_path):
     for name in VARIANTS:
         if not store.curated(name).is_file():
             assert _materialize(world, [curated_dataset], name).success
-    result = _materialize(world, [training_dynamics], multi_key("tiny", str(variant)), {**RUN, "objective": "sft"})
+    result = _materialize(world, [training_dynamics], multi_key("tiny", str(variant)), RUN)
     assert result.success
     args = ["dynamics", "--model", "tiny", "--data", _study_json(tmp_path / "train.json", store, variant),
             "--out", str(tmp_path / "cli"), "--steps", "2", "--eval-every", "1", "--n-probes", "2",
