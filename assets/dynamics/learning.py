@@ -37,6 +37,7 @@ class DynamicsConfig(dg.Config):
     trainable: str = "attention"
     seed: int = 0
     max_length: int = 256  # 0: the compute resource's (the engine's) max_length
+    rejected: str = "auto"  # same_prompt | shuffled | auto (same_prompt for math datasets)
 
 
 def _table(store: OutputStore, variant: VariantKey) -> list[Any] | None:
@@ -75,8 +76,11 @@ def training_data(store: OutputStore, variant: VariantKey) -> Any:
     wrong = _table(store, wrong_key) if variant.correctness == "correct" else None
     labels = {level: f"the curated table '{others[level]}'" for level in found}
     labels.update(rows=f"the curated table '{variant}'", wrong=f"the aligned wrong set of '{variant}'")
+    from data_sources.datasets.catalog import dataset_spec
+
     return TrainingData(
-        _training_rows(store, variant), {k: v for k, v in found.items() if v is not None}, wrong, labels
+        _training_rows(store, variant), {k: v for k, v in found.items() if v is not None}, wrong, labels,
+        family=dataset_spec(variant).family,
     )
 
 
@@ -89,7 +93,9 @@ def learning_settings(config: DynamicsConfig, compute: ComputeResource) -> Any:
         "batch_size": config.batch_size, "seed": config.seed, "trainable": config.trainable,
         "objective": config.objective, "chat": None, "max_length": config.max_length or compute.max_length,
     }
-    return LearningDynamicsSettings.build(train=train, eval_every=config.eval_every, n_probes=config.n_probes)
+    return LearningDynamicsSettings.build(
+        train=train, eval_every=config.eval_every, n_probes=config.n_probes, rejected=config.rejected,
+    )
 
 
 @dg.asset(

@@ -15,6 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--also", action="append", default=[], metavar="LEVEL=FILE.json", help="aligned other CoT level")
     d.add_argument("--wrong", default=None, help="the wrong-answer set of the same rows (needed for --objective dpo)")
     d.add_argument("--objective", choices=["sft", "dpo"], default="sft")
+    d.add_argument(
+        "--rejected", choices=["auto", "same_prompt", "shuffled"], default="auto",
+        help="DPO's rejected responses and the `wrong` probe: same_prompt (the row's response, final answer "
+        "changed), shuffled (--wrong), auto (same_prompt when every final answer is a number, else --wrong)",
+    )
     d.add_argument("--steps", type=int, default=20)
     d.add_argument("--eval-every", type=int, default=5)
     d.add_argument("--lr", type=float, default=1e-4)
@@ -53,7 +58,9 @@ def settings_of(args: argparse.Namespace):
         "seed": args.seed, "trainable": args.trainable, "objective": args.objective, "chat": args.chat,
         "max_length": args.max_length,
     }
-    return LearningDynamicsSettings.build(train=train, eval_every=args.eval_every, n_probes=args.n_probes)
+    return LearningDynamicsSettings.build(
+        train=train, eval_every=args.eval_every, n_probes=args.n_probes, rejected=args.rejected,
+    )
 
 
 def data_of(args: argparse.Namespace):

@@ -40,7 +40,8 @@ def _error(capsys) -> list[str]:
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        (["--objective", "dpo"], "--objective dpo needs --wrong"),
+        (["--objective", "dpo", "--rejected", "shuffled"], "--objective dpo needs --wrong"),
+        (["--objective", "dpo", "--rejected", "nope"], "--rejected: invalid choice"),
         (["--n-probes", "7"], "--n-probes: 7 probes but the training data has 6 rows"),
         (["--also", "detailed"], "--also: 'detailed' is not LEVEL=FILE.json"),
     ],

@@ -32,6 +32,7 @@ from lg_pipeline.dynamics.learning.probes import (
     missing_instructions,
     rows_to_train,
 )
+from lg_pipeline.dynamics.learning.rejected import REJECTED_SOURCES, same_prompt_rejected
 from lg_pipeline.dynamics.training import (
     HoldsTrainSettings,
     LoadedModel,
@@ -41,7 +42,7 @@ from lg_pipeline.dynamics.training import (
     refuse_float16,
     trainable_parameters,
 )
-from lg_pipeline.errors import InputError, SettingsError, int_at_least, raise_problems
+from lg_pipeline.errors import InputError, SettingsError, int_at_least, one_of, raise_problems
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.runner import examples_hash, model_identity
 from lg_pipeline.io.locks import output_lock
@@ -78,17 +79,25 @@ def learning_run(out: str | Path) -> RunFolder:
 @dataclass(frozen=True)
 class LearningDynamicsSettings(HoldsTrainSettings):
     """Everything a learning-dynamics run is asked for: how it trains, how often it measures, how many probes.
-    The probes are drawn with `train.seed`."""
+    The probes are drawn with `train.seed`. `rejected`: where DPO's rejected responses (and the `wrong` probe) come
+    from: `same_prompt` (the row's response with its final answer changed, `rejected.py`), `shuffled` (the wrong
+    set: other questions' answers), or `auto` (same_prompt for math, or when the family is unknown and every row
+    states a numeric final answer or is a number; shuffled otherwise). `allow_probe_truncation`: measure probes
+    cut at `max_length` instead of refusing them."""
 
     train: TrainSettings = field(default_factory=TrainSettings)
     eval_every: int = 5
     n_probes: int = 6
+    rejected: str = "auto"
+    allow_probe_truncation: bool = False
 
     def __post_init__(self) -> None:
         raise_problems([
             None if isinstance(self.train, TrainSettings) else "{train}: must be a TrainSettings",
             int_at_least("eval_every", self.eval_every, 1),
             int_at_least("n_probes", self.n_probes, 1),
+            one_of("rejected", self.rejected, REJECTED_SOURCES),
+            None if isinstance(self.allow_probe_truncation, bool) else "{allow_probe_truncation}: must be a bool",
         ])
 
 
@@ -97,12 +106,14 @@ class TrainingData:
     """The rows a run trains on, and its companion sets: the same prompts' responses at other CoT levels
     (`other_levels`, by level) and a wrong-answer set (`wrong`). Companions are matched to the rows by instruction,
     in any order (`probes.matched`); a set missing one of the rows' instructions is left out, and the run says so.
-    `labels` name the sets in messages (by level, and `wrong`): the CLI's flags, or the asset's variants."""
+    `labels` name the sets in messages (by level, and `wrong`): the CLI's flags, or the asset's variants.
+    `family`: the dataset's family when known (`math` makes same-prompt rejected responses the default)."""
 
     rows: Sequence[Example]
     other_levels: Mapping[str, Sequence[Example]] = field(default_factory=dict)
     wrong: Sequence[Example] | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    family: str | None = None
 
     def label(self, name: str) -> str:
         return self.labels.get(name, "the wrong-answer set" if name == "wrong" else f"the {name} CoT set")
@@ -146,15 +157,34 @@ def plan_run(
     companions, levels = {}, {}
     for level, other in data.other_levels.items():
         levels[level] = _companion(data, rows, level, other, companions, report)
-    wrong = _companion(data, rows, "wrong", data.wrong, companions, report) if data.wrong is not None else None
+    wrong = _rejected(settings, data, rows, companions, report)
     if train.objective == "dpo" and wrong is None:
         label = data.label("wrong").replace("{", "{{").replace("}", "}}")
-        why = "(none given)" if data.wrong is None else f"({companions['wrong']})"
-        raise SettingsError(["{objective} dpo needs " + label + ": the rejected responses of the same rows " + why])
+        why = companions.get("wrong", "none given").replace("{", "{{").replace("}", "}}")
+        raise SettingsError([
+            "{objective} dpo needs " + label + ": the rejected responses of the same rows (" + why + "), or "
+            "{rejected} same_prompt (every row's final answer a number)"
+        ])
     probes = build_probes(rows, settings.n_probes, n_trained, train.seed,
                           {k: v for k, v in levels.items() if v is not None}, wrong)
     rejected = wrong[:n_trained] if train.objective == "dpo" and wrong is not None else None
     return DynamicsPlan(rows[:n_trained], probes, rejected, companions)
+
+
+def _rejected(settings, data, rows, companions, report) -> list[Example] | None:
+    """The rejected responses of the rows (DPO's y⁻, the `wrong` probe) by `settings.rejected`; None when there are
+    none. `companions["wrong"]` says which were used, or why none."""
+    source = settings.rejected
+    if source in ("auto", "same_prompt") and (source == "same_prompt" or data.family in (None, "math")):
+        found, missing = same_prompt_rejected(rows, marked_only=source == "auto" and data.family is None)
+        if found is not None:
+            companions["wrong"] = "same_prompt: each row's response with its final answer changed"
+            return found
+        if source == "same_prompt":
+            companions["wrong"] = f"left out: {missing} of {len(rows)} rows have no number in their final answer"
+            report(f"same-prompt rejected responses: {companions['wrong']}")
+            return None
+    return _companion(data, rows, "wrong", data.wrong, companions, report) if data.wrong is not None else None
 
 
 def _companion(data, rows, name, other, companions, report) -> list[Example] | None:

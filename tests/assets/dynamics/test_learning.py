@@ -73,7 +73,8 @@ def test_dpo_without_a_wrong_set_is_one_line(world):
 
     assert _materialize(world, [curated_dataset], "champ__simplified__correct").success
     result = _materialize(
-        world, [training_dynamics], multi_key("tiny", "champ__simplified__correct"), {**RUN, "objective": "dpo"}
+        world, [training_dynamics], multi_key("tiny", "champ__simplified__correct"),
+        {**RUN, "objective": "dpo", "rejected": "shuffled"},
     )
     assert not result.success
     messages = [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
