@@ -38,6 +38,7 @@ class DynamicsConfig(dg.Config):
     seed: int = 0
     max_length: int = 256  # 0: the compute resource's (the engine's) max_length
     rejected: str = "auto"  # same_prompt | shuffled | auto (same_prompt for math datasets)
+    probes_file: str = ""  # one's own probes: a JSON list of {prompt_id, type, response}
 
 
 def _table(store: OutputStore, variant: VariantKey) -> list[Any] | None:
@@ -64,10 +65,11 @@ def _training_rows(store: OutputStore, variant: VariantKey) -> list[Any]:
     return rows
 
 
-def training_data(store: OutputStore, variant: VariantKey) -> Any:
+def training_data(store: OutputStore, variant: VariantKey, probes_file: str = "") -> Any:
     """The variant's curated rows and, where curated, its companion sets: the same dataset and correctness at the
     other CoT levels, and the wrong set (of a correct variant). The run matches them to the rows (or leaves them
-    out) by its one rule."""
+    out) by its one rule. `probes_file`: one's own probes on these rows (the config's `probes_file`)."""
+    from lg_pipeline.dynamics.learning.probe_file import load_probe_file
     from lg_pipeline.dynamics.learning.run import TrainingData
 
     others = {level: VariantKey(variant.dataset, level, variant.correctness) for level in REASONING_LEVELS}
@@ -78,9 +80,11 @@ def training_data(store: OutputStore, variant: VariantKey) -> Any:
     labels.update(rows=f"the curated table '{variant}'", wrong=f"the aligned wrong set of '{variant}'")
     from data_sources.datasets.catalog import dataset_spec
 
+    rows = _training_rows(store, variant)
+    own = load_probe_file(probes_file, rows, f"probes_file {probes_file}") if probes_file else ()
     return TrainingData(
-        _training_rows(store, variant), {k: v for k, v in found.items() if v is not None}, wrong, labels,
-        family=dataset_spec(variant).family,
+        rows, {k: v for k, v in found.items() if v is not None}, wrong, labels,
+        family=dataset_spec(variant).family, own_probes=own,
     )
 
 
@@ -120,7 +124,7 @@ def training_dynamics(
     key = stats_key(context.partition_key)
     with clear_errors():
         settings = learning_settings(config, compute)
-        data = training_data(store, key.variant)
+        data = training_data(store, key.variant, config.probes_file)
         out = store.dynamics(key, config.objective)
         gates.forget_dynamics(store, key, config.objective)
 

@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--data", required=True, help="study-format JSON the model is trained on")
     d.add_argument("--also", action="append", default=[], metavar="LEVEL=FILE.json", help="aligned other CoT level")
     d.add_argument("--wrong", default=None, help="the wrong-answer set of the same rows (needed for --objective dpo)")
+    d.add_argument("--probes", default=None, metavar="FILE.json",
+                   help="one's own probes beside the run's: a list of {prompt_id, type, response}")
     d.add_argument("--objective", choices=["sft", "dpo"], default="sft")
     d.add_argument(
         "--rejected", choices=["auto", "same_prompt", "shuffled"], default="auto",
@@ -64,17 +66,21 @@ def settings_of(args: argparse.Namespace):
 
 
 def data_of(args: argparse.Namespace):
-    """The training rows and companion sets named by `--data`, `--also`, `--wrong` (each read and checked)."""
+    """The training rows, companion sets and own probes named by `--data`, `--also`, `--wrong`, `--probes` (each
+    read and checked)."""
+    from lg_pipeline.dynamics.learning.probe_file import load_probe_file
     from lg_pipeline.dynamics.learning.run import TrainingData
     from lg_pipeline.io.study_json import load_study_json
 
     also = parse_also(args.also)
     labels = {"rows": f"--data {args.data}", "wrong": "--wrong", **{level: f"--also {level}" for level in also}}
+    rows = load_study_json(args.data)
     return TrainingData(
-        load_study_json(args.data),
+        rows,
         {level: load_study_json(path) for level, path in also.items()},
         load_study_json(args.wrong) if args.wrong else None,
         labels,
+        own_probes=load_probe_file(args.probes, rows, f"--probes {args.probes}") if args.probes else (),
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from lg_pipeline.dynamics.learning.callback import TABLES, DynamicsCallback, is_eval_step
 from lg_pipeline.dynamics.learning.influence import r_squared
+from lg_pipeline.dynamics.learning.probe_file import merged
 from lg_pipeline.dynamics.learning.probes import (
     PROBE_COLUMNS,
     Probe,
@@ -107,13 +108,15 @@ class TrainingData:
     (`other_levels`, by level) and a wrong-answer set (`wrong`). Companions are matched to the rows by instruction,
     in any order (`probes.matched`); a set missing one of the rows' instructions is left out, and the run says so.
     `labels` name the sets in messages (by level, and `wrong`): the CLI's flags, or the asset's variants.
-    `family`: the dataset's family when known (`math` makes same-prompt rejected responses the default)."""
+    `family`: the dataset's family when known (`math` makes same-prompt rejected responses the default).
+    `own_probes`: probes given by the user (`probe_file.load_probe_file`), followed beside the run's own."""
 
     rows: Sequence[Example]
     other_levels: Mapping[str, Sequence[Example]] = field(default_factory=dict)
     wrong: Sequence[Example] | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     family: str | None = None
+    own_probes: Sequence[Probe] = ()
 
     def label(self, name: str) -> str:
         return self.labels.get(name, "the wrong-answer set" if name == "wrong" else f"the {name} CoT set")
@@ -167,6 +170,7 @@ def plan_run(
         ])
     probes = build_probes(rows, settings.n_probes, n_trained, train.seed,
                           {k: v for k, v in levels.items() if v is not None}, wrong)
+    probes = merged(probes, data.own_probes)
     rejected = wrong[:n_trained] if train.objective == "dpo" and wrong is not None else None
     return DynamicsPlan(rows[:n_trained], probes, rejected, companions)
 
