@@ -39,6 +39,7 @@ class DynamicsConfig(dg.Config):
     max_length: int = 256  # 0: the compute resource's (the engine's) max_length
     rejected: str = "auto"  # same_prompt | shuffled | auto (same_prompt for math datasets)
     probes_file: str = ""  # one's own probes: a JSON list of {prompt_id, type, response}
+    allow_probe_truncation: bool = False  # measure probes cut at max_length (else the run refuses them)
 
 
 def _table(store: OutputStore, variant: VariantKey) -> list[Any] | None:
@@ -99,6 +100,7 @@ def learning_settings(config: DynamicsConfig, compute: ComputeResource) -> Any:
     }
     return LearningDynamicsSettings.build(
         train=train, eval_every=config.eval_every, n_probes=config.n_probes, rejected=config.rejected,
+        allow_probe_truncation=config.allow_probe_truncation,
     )
 
 

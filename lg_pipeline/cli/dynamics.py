@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from lg_pipeline.errors import InputError
 
@@ -32,6 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--chat", dest="chat", action="store_true", default=None, help="wrap in the chat template")
     d.add_argument("--no-chat", dest="chat", action="store_false")
     d.add_argument("--max-length", type=int, default=1024)
+    d.add_argument("--allow-probe-truncation", action="store_true",
+                   help="measure probes cut at --max-length (counted in probes.cut_tokens) instead of refusing")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     d.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the catalog's)")
@@ -62,6 +65,7 @@ def settings_of(args: argparse.Namespace):
     }
     return LearningDynamicsSettings.build(
         train=train, eval_every=args.eval_every, n_probes=args.n_probes, rejected=args.rejected,
+        allow_probe_truncation=args.allow_probe_truncation,
     )
 
 
@@ -107,4 +111,8 @@ def run(args: argparse.Namespace) -> int:
         f"R² of predicted vs measured over probes: {summary.r2:.4f} "
         f"(per step: {', '.join(f'{s}: {v:.4f}' for s, v in summary.r2_by_step.items())})"
     )
+    from lg_pipeline.dynamics.learning.run_figures import draw_run_figures
+
+    pngs = draw_run_figures(args.out, Path(args.model).name, Path(args.data).stem, args.objective)
+    print(f"figures: {len(pngs)} in {Path(args.out) / 'figures'}")
     return 0

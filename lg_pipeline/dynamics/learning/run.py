@@ -34,6 +34,7 @@ from lg_pipeline.dynamics.learning.probes import (
     rows_to_train,
 )
 from lg_pipeline.dynamics.learning.rejected import REJECTED_SOURCES, same_prompt_rejected
+from lg_pipeline.dynamics.learning.truncation import cut_probes_line, probe_cuts, refuse_cut_probes
 from lg_pipeline.dynamics.training import (
     HoldsTrainSettings,
     LoadedModel,
@@ -61,14 +62,15 @@ KEYS: dict[str, tuple[str, ...]] = {
     "train_gradient_stats": ("step", "example_id", "parameter"),
 }
 TRAIN_LOG = "train_log"
+FIGURES_DIR = "figures"  # the CLI draws a run's figures here (`run_figures`)
 RUN_FILE = SETTINGS_FILE  # for readers that name it (the names inside a run folder live in io.run_folder)
 LEARNING_FILES = RunFiles(
     kind="dynamics",
     tables={
         **{t: TableSpec(KEYS[t], KEYS[t]) for t in TABLES},
-        "probes": TableSpec(("probe_id",), PROBE_COLUMNS, order=()),
+        "probes": TableSpec(("probe_id",), (*PROBE_COLUMNS, "cut_tokens"), order=()),
     },
-    others=("check.json",),  # the completeness check's verdict (assets.gates)
+    others=("check.json", FIGURES_DIR),  # the completeness check's verdict (assets.gates); the CLI's figures
 )
 
 
@@ -240,6 +242,12 @@ class _LearningRun:
         self.plan, self.loaded, self.folder = plan, loaded, folder
         self.report, self.progress, self.provenance = report, progress, provenance
         self.parameters = trainable_parameters(loaded.model, self.settings.train.trainable)  # fails before writing
+        train = self.settings.train
+        self.cuts = probe_cuts(loaded.tokenizer, plan.probes, bool(train.chat), train.max_length)
+        if not settings.allow_probe_truncation:
+            refuse_cut_probes(plan.probes, self.cuts, train.max_length)
+        elif any(self.cuts.values()):
+            report(cut_probes_line(plan.probes, self.cuts, train.max_length))
         self.committed_steps: set[int] = set()
 
     def fields(self) -> dict[str, Any]:
@@ -328,6 +336,7 @@ class _LearningRun:
         import pandas as pd
 
         probes = pd.DataFrame([asdict(p) for p in self.plan.probes], columns=list(PROBE_COLUMNS))
+        probes["cut_tokens"] = [self.cuts[p.probe_id] for p in self.plan.probes]  # 0 unless allowed
         tables = {name: writer.table(name) for name in TABLES}
         tables["probes"] = writer.table("probes", probes)
         summary = summarize(
