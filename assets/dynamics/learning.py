@@ -12,7 +12,7 @@ from assets.failures import clear_errors
 from assets.metadata import file_version, inline_png, md_table
 from assets.partitions import by_variant, curated_missing, model_variant_partitions, stats_key
 from assets.pools import GPU_POOL
-from assets.resources import ComputeResource, OutputStore
+from assets.resources import ComputeResource, CurationResource, OutputStore
 from lg_pipeline.dynamics.learning.checks import AGREEMENT_R2
 from lg_pipeline.dynamics.learning.run import LEARNING_DYNAMICS_VERSION, learning_run
 from lg_pipeline.vocabulary import REASONING_LEVELS, StatsKey, VariantKey
@@ -40,6 +40,7 @@ class DynamicsConfig(dg.Config):
     rejected: str = "auto"  # same_prompt | shuffled | auto (same_prompt for math datasets)
     probes_file: str = ""  # one's own probes: a JSON list of {prompt_id, type, response}
     allow_probe_truncation: bool = False  # measure probes cut at max_length (else the run refuses them)
+    rephrase: bool = False  # rephrase probes written by the curation resource's teacher (none offline)
 
 
 def _table(store: OutputStore, variant: VariantKey) -> list[Any] | None:
@@ -66,10 +67,11 @@ def _training_rows(store: OutputStore, variant: VariantKey) -> list[Any]:
     return rows
 
 
-def training_data(store: OutputStore, variant: VariantKey, probes_file: str = "") -> Any:
+def training_data(store: OutputStore, variant: VariantKey, probes_file: str = "", teacher: Any = None) -> Any:
     """The variant's curated rows and, where curated, its companion sets: the same dataset and correctness at the
     other CoT levels, and the wrong set (of a correct variant). The run matches them to the rows (or leaves them
-    out) by its one rule. `probes_file`: one's own probes on these rows (the config's `probes_file`)."""
+    out) by its one rule. `probes_file`: one's own probes on these rows (the config's `probes_file`); `teacher`:
+    who writes the rephrase probes (None: left out)."""
     from lg_pipeline.dynamics.learning.probe_file import load_probe_file
     from lg_pipeline.dynamics.learning.run import TrainingData
 
@@ -85,7 +87,7 @@ def training_data(store: OutputStore, variant: VariantKey, probes_file: str = ""
     own = load_probe_file(probes_file, rows, f"probes_file {probes_file}") if probes_file else ()
     return TrainingData(
         rows, {k: v for k, v in found.items() if v is not None}, wrong, labels,
-        family=dataset_spec(variant).family, own_probes=own,
+        family=dataset_spec(variant).family, own_probes=own, teacher=teacher,
     )
 
 
@@ -117,7 +119,11 @@ def learning_settings(config: DynamicsConfig, compute: ComputeResource) -> Any:
     ),
 )
 def training_dynamics(
-    context: dg.AssetExecutionContext, config: DynamicsConfig, store: OutputStore, compute: ComputeResource
+    context: dg.AssetExecutionContext,
+    config: DynamicsConfig,
+    store: OutputStore,
+    compute: ComputeResource,
+    curation: CurationResource,
 ) -> dg.MaterializeResult:
     from lg_pipeline.dynamics.learning.run import run_learning_dynamics
     from lg_pipeline.dynamics.training import LoadedModel
@@ -126,7 +132,8 @@ def training_dynamics(
     key = stats_key(context.partition_key)
     with clear_errors():
         settings = learning_settings(config, compute)
-        data = training_data(store, key.variant, config.probes_file)
+        teacher = curation.make_teacher() if config.rephrase else None
+        data = training_data(store, key.variant, config.probes_file, teacher)
         out = store.dynamics(key, config.objective)
         gates.forget_dynamics(store, key, config.objective)
 

@@ -17,6 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--wrong", default=None, help="the wrong-answer set of the same rows (needed for --objective dpo)")
     d.add_argument("--probes", default=None, metavar="FILE.json",
                    help="one's own probes beside the run's: a list of {prompt_id, type, response}")
+    d.add_argument("--teacher", choices=["none", "openai", "transformers"], default="none",
+                   help="who writes the rephrase probes (cached like the curation's teacher); none: left out")
+    d.add_argument("--teacher-model", default="", help="the teacher's model (catalog name or folder, or API model)")
+    d.add_argument("--teacher-base-url", default="", help="openai teacher: the endpoint, e.g. https://.../v1")
+    d.add_argument("--teacher-api-key-env", default="OPENAI_API_KEY", help="openai teacher: the key's variable NAME")
     d.add_argument("--objective", choices=["sft", "dpo"], default="sft")
     d.add_argument(
         "--rejected", choices=["auto", "same_prompt", "shuffled"], default="auto",
@@ -85,6 +90,17 @@ def data_of(args: argparse.Namespace):
         load_study_json(args.wrong) if args.wrong else None,
         labels,
         own_probes=load_probe_file(args.probes, rows, f"--probes {args.probes}") if args.probes else (),
+        teacher=teacher_of(args),
+    )
+
+
+def teacher_of(args: argparse.Namespace):
+    """The rephrase teacher the flags name (None for none), with the curation's answer cache under --cache-dir."""
+    from data_sources.teachers import make_teacher
+
+    return make_teacher(
+        args.teacher, model=args.teacher_model, base_url=args.teacher_base_url, api_key_env=args.teacher_api_key_env,
+        device=args.device, cache_dir=Path(args.cache_dir, "curation"), model_cache_dir=args.cache_dir,
     )
 
 

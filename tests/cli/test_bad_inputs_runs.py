@@ -118,6 +118,11 @@ def _cases(w: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
             f"--probes {probes_unknown_prompt} row 0: prompt_id 'no-such-row' is not an example_id",
         ),
         "dynamics --rejected sometimes": (d("--rejected", "sometimes"), "argument --rejected: invalid choice"),
+        "dynamics --teacher openai without a model": (d("--teacher", "openai"), "the openai teacher needs a model"),
+        "dynamics --teacher openai over plain http": (
+            d("--teacher", "openai", "--teacher-model", "m", "--teacher-base-url", "http://example.com/v1"),
+            "must use https (plain http only for localhost)",
+        ),
         # dynamics: the settings
         "dynamics --steps 0": (d("--steps", "0"), "--steps: give a positive number of steps"),
         "dynamics --steps -3": (d("--steps", "-3"), "--steps: give a positive number of steps"),
@@ -231,7 +236,8 @@ CASE_IDS = [
     "dynamics --objective dpo without --wrong", "dynamics --objective dpo with another rows' --wrong",
     "dynamics --probes missing", "dynamics --probes broken JSON", "dynamics --probes an object",
     "dynamics --probes a row without response", "dynamics --probes an unknown prompt_id",
-    "dynamics --rejected sometimes",
+    "dynamics --rejected sometimes", "dynamics --teacher openai without a model",
+    "dynamics --teacher openai over plain http",
     "dynamics --steps 0", "dynamics --steps -3", "dynamics --steps abc", "dynamics --eval-every 0",
     "dynamics --eval-every -1", "dynamics --lr 0", "dynamics --lr -1", "dynamics --lr inf", "dynamics --lr nan",
     "dynamics --lr abc", "dynamics --batch-size 0", "dynamics --batch-size -2", "dynamics --n-probes 0",

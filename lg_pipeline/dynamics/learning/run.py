@@ -34,6 +34,7 @@ from lg_pipeline.dynamics.learning.probes import (
     rows_to_train,
 )
 from lg_pipeline.dynamics.learning.rejected import REJECTED_SOURCES, same_prompt_rejected
+from lg_pipeline.dynamics.learning.rephrase import rephrase_line, rephrase_probes
 from lg_pipeline.dynamics.learning.truncation import cut_probes_line, probe_cuts, refuse_cut_probes
 from lg_pipeline.dynamics.training import (
     HoldsTrainSettings,
@@ -49,6 +50,7 @@ from lg_pipeline.example import Example
 from lg_pipeline.gradients.runner import examples_hash, model_identity
 from lg_pipeline.io.locks import output_lock
 from lg_pipeline.io.run_folder import SETTINGS_FILE, RunFiles, RunFolder, RunWriter, TableSpec
+from lg_pipeline.io.run_folder import SUMMARY_FILE as LEARNING_SUMMARY_FILE
 
 # Bump when the numbers a run produces could change.
 LEARNING_DYNAMICS_VERSION = "dynamics-1"
@@ -64,6 +66,7 @@ KEYS: dict[str, tuple[str, ...]] = {
 TRAIN_LOG = "train_log"
 FIGURES_DIR = "figures"  # the CLI draws a run's figures here (`run_figures`)
 RUN_FILE = SETTINGS_FILE  # for readers that name it (the names inside a run folder live in io.run_folder)
+SUMMARY_FILE = LEARNING_SUMMARY_FILE  # as above (the asset's checks find a partition's newest run by it)
 LEARNING_FILES = RunFiles(
     kind="dynamics",
     tables={
@@ -111,7 +114,8 @@ class TrainingData:
     in any order (`probes.matched`); a set missing one of the rows' instructions is left out, and the run says so.
     `labels` name the sets in messages (by level, and `wrong`): the CLI's flags, or the asset's variants.
     `family`: the dataset's family when known (`math` makes same-prompt rejected responses the default).
-    `own_probes`: probes given by the user (`probe_file.load_probe_file`), followed beside the run's own."""
+    `own_probes`: probes given by the user (`probe_file.load_probe_file`), followed beside the run's own.
+    `teacher`: a curation teacher that writes the rephrase probes (`rephrase.py`); None: they are left out."""
 
     rows: Sequence[Example]
     other_levels: Mapping[str, Sequence[Example]] = field(default_factory=dict)
@@ -119,6 +123,7 @@ class TrainingData:
     labels: Mapping[str, str] = field(default_factory=dict)
     family: str | None = None
     own_probes: Sequence[Probe] = ()
+    teacher: Any = None
 
     def label(self, name: str) -> str:
         return self.labels.get(name, "the wrong-answer set" if name == "wrong" else f"the {name} CoT set")
@@ -172,7 +177,11 @@ def plan_run(
         ])
     probes = build_probes(rows, settings.n_probes, n_trained, train.seed,
                           {k: v for k, v in levels.items() if v is not None}, wrong)
-    probes = merged(probes, data.own_probes)
+    skipped = rephrase_line(data.teacher)
+    if skipped:
+        report(skipped)
+    rephrases = rephrase_probes(probes, data.teacher) if skipped is None else []
+    probes = merged(merged(probes, rephrases), data.own_probes)
     rejected = wrong[:n_trained] if train.objective == "dpo" and wrong is not None else None
     return DynamicsPlan(rows[:n_trained], probes, rejected, companions)
 
