@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--teacher-model", default="", help="the teacher's model (catalog name or folder, or API model)")
     d.add_argument("--teacher-base-url", default="", help="openai teacher: the endpoint, e.g. https://.../v1")
     d.add_argument("--teacher-api-key-env", default="OPENAI_API_KEY", help="openai teacher: the key's variable NAME")
+    d.add_argument("--teacher-max-tokens", type=int, default=2048, help="the longest rephrase, in new tokens")
     d.add_argument("--objective", choices=["sft", "dpo"], default="sft")
     d.add_argument(
         "--rejected", choices=["auto", "same_prompt", "shuffled"], default="auto",
@@ -100,7 +101,8 @@ def teacher_of(args: argparse.Namespace):
 
     return make_teacher(
         args.teacher, model=args.teacher_model, base_url=args.teacher_base_url, api_key_env=args.teacher_api_key_env,
-        device=args.device, cache_dir=Path(args.cache_dir, "curation"), model_cache_dir=args.cache_dir,
+        device=args.device, max_tokens=args.teacher_max_tokens, cache_dir=Path(args.cache_dir, "curation"),
+        model_cache_dir=args.cache_dir,
     )
 
 

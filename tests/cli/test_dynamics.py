@@ -150,3 +150,22 @@ def test_probes_cut_at_max_length_are_refused_unless_allowed(model_dir, tmp_path
     assert "probes cut at max_length=120" in capsys.readouterr().out
     probes = pd.read_parquet(tmp_path / "out" / "probes.parquet").set_index("probe_type")
     assert probes.cut_tokens["irrelevant"] > 0 and probes.cut_tokens["trained"] == 0
+
+
+def test_a_transformers_teacher_writes_the_rephrase_probes_once(model_dir, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    teacher = ["--teacher", "transformers", "--teacher-model", str(model_dir), "--teacher-max-tokens", "6"]
+    small = ["--steps", "1", "--eval-every", "1", "--n-probes", "2", "--cache-dir", str(cache)]
+    assert main([*_dynamics(model_dir, tmp_path, *teacher, *small)]) == 0
+    probes = pd.read_parquet(tmp_path / "out" / "probes.parquet")
+    rephrases = probes[probes.probe_type.str.contains("_rephrase:")]
+    trained = probes[probes.probe_type == "trained"]
+    assert set(rephrases.prompt_id) == set(trained.prompt_id) and len(rephrases) >= 2
+    assert {"chosen_rephrase:semantic", "chosen_rephrase:format"} <= set(rephrases.probe_type)
+    cached = sorted((cache / "curation" / "teacher").rglob("*.json"))
+    assert len(cached) >= len(rephrases)  # the curation's answer cache, one file per prompt asked
+    assert "rephrase probes" not in capsys.readouterr().out
+    mtimes = [p.stat().st_mtime_ns for p in cached]
+    assert main([*_dynamics(model_dir, tmp_path, *teacher, *small)]) == 0  # from the cache: the same probes
+    assert [p.stat().st_mtime_ns for p in sorted((cache / "curation" / "teacher").rglob("*.json"))] == mtimes
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "probes.parquet"), probes)
