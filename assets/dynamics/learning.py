@@ -12,7 +12,7 @@ from assets.failures import clear_errors
 from assets.metadata import file_version, inline_png, md_table, run_settings
 from assets.partitions import by_variant, curated_missing, model_variant_partitions, stats_key
 from assets.pools import GPU_POOL
-from assets.resources import ComputeResource, OutputStore
+from assets.resources import ComputeResource, CurationResource, OutputStore
 from lg_pipeline.dynamics.learning.checks import AGREEMENT_R2
 from lg_pipeline.dynamics.learning.run import LEARNING_DYNAMICS_VERSION, learning_run
 from lg_pipeline.vocabulary import REASONING_LEVELS, StatsKey, VariantKey
@@ -37,6 +37,10 @@ class DynamicsConfig(dg.Config):
     trainable: str = "attention"
     seed: int = 0
     max_length: int = 256  # 0: the compute resource's (the engine's) max_length
+    rejected: str = "auto"  # same_prompt | shuffled | auto (same_prompt for math datasets)
+    probes_file: str = ""  # one's own probes: a JSON list of {prompt_id, type, response}
+    allow_probe_truncation: bool = False  # measure probes cut at max_length (else the run refuses them)
+    rephrase: bool = False  # rephrase probes written by the curation resource's teacher (none offline)
 
 
 def _table(store: OutputStore, variant: VariantKey) -> list[Any] | None:
@@ -63,10 +67,12 @@ def _training_rows(store: OutputStore, variant: VariantKey) -> list[Any]:
     return rows
 
 
-def training_data(store: OutputStore, variant: VariantKey) -> Any:
+def training_data(store: OutputStore, variant: VariantKey, probes_file: str = "", teacher: Any = None) -> Any:
     """The variant's curated rows and, where curated, its companion sets: the same dataset and correctness at the
     other CoT levels, and the wrong set (of a correct variant). The run matches them to the rows (or leaves them
-    out) by its one rule."""
+    out) by its one rule. `probes_file`: one's own probes on these rows (the config's `probes_file`); `teacher`:
+    who writes the rephrase probes (None: left out)."""
+    from lg_pipeline.dynamics.learning.probe_file import load_probe_file
     from lg_pipeline.dynamics.learning.run import TrainingData
 
     others = {level: VariantKey(variant.dataset, level, variant.correctness) for level in REASONING_LEVELS}
@@ -75,8 +81,13 @@ def training_data(store: OutputStore, variant: VariantKey) -> Any:
     wrong = _table(store, wrong_key) if variant.correctness == "correct" else None
     labels = {level: f"the curated table '{others[level]}'" for level in found}
     labels.update(rows=f"the curated table '{variant}'", wrong=f"the aligned wrong set of '{variant}'")
+    from data_sources.datasets.catalog import dataset_spec
+
+    rows = _training_rows(store, variant)
+    own = load_probe_file(probes_file, rows, f"probes_file {probes_file}") if probes_file else ()
     return TrainingData(
-        _training_rows(store, variant), {k: v for k, v in found.items() if v is not None}, wrong, labels
+        rows, {k: v for k, v in found.items() if v is not None}, wrong, labels,
+        family=dataset_spec(variant).family, own_probes=own, teacher=teacher,
     )
 
 
@@ -90,7 +101,10 @@ def learning_settings(config: DynamicsConfig, compute: ComputeResource, objectiv
         "batch_size": config.batch_size, "seed": config.seed, "trainable": config.trainable,
         "objective": objective, "chat": None, "max_length": config.max_length or compute.max_length,
     }
-    return LearningDynamicsSettings.build(train=train, eval_every=config.eval_every, n_probes=config.n_probes)
+    return LearningDynamicsSettings.build(
+        train=train, eval_every=config.eval_every, n_probes=config.n_probes, rejected=config.rejected,
+        allow_probe_truncation=config.allow_probe_truncation,
+    )
 
 
 OBJECTIVES = ("sft", "dpo")
@@ -118,16 +132,20 @@ def _dynamics_asset(objective: str) -> dg.AssetsDefinition:
         ),
     )
     def _asset(
-        context: dg.AssetExecutionContext, config: DynamicsConfig, store: OutputStore, compute: ComputeResource
+        context: dg.AssetExecutionContext,
+        config: DynamicsConfig,
+        store: OutputStore,
+        compute: ComputeResource,
+        curation: CurationResource,
     ) -> dg.MaterializeResult:
-        return _train(context, config, store, compute, objective)
+        return _train(context, config, store, compute, curation, objective)
 
     return _asset
 
 
 def _train(
     context: dg.AssetExecutionContext, config: DynamicsConfig, store: OutputStore, compute: ComputeResource,
-    objective: str,
+    curation: CurationResource, objective: str,
 ) -> dg.MaterializeResult:
     from lg_pipeline.dynamics.learning.run import run_learning_dynamics
     from lg_pipeline.dynamics.training import LoadedModel
@@ -136,7 +154,8 @@ def _train(
     key = stats_key(context.partition_key)
     with clear_errors():
         settings = learning_settings(config, compute, objective)
-        data = training_data(store, key.variant)
+        teacher = curation.make_teacher() if config.rephrase else None
+        data = training_data(store, key.variant, config.probes_file, teacher)
         out = store.dynamics(key, objective)
         gates.forget_dynamics(store, key, objective)
 

@@ -58,7 +58,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _materialize(label: str, selection: list, partition_key, instance, resources) -> bool:
+def _materialize(label: str, selection: list, partition_key, instance, resources, run_config=None) -> bool:
     from lg_pipeline.definitions import defs
 
     started = time.monotonic()
@@ -68,6 +68,7 @@ def _materialize(label: str, selection: list, partition_key, instance, resources
         partition_key=partition_key,
         instance=instance,
         resources=resources,
+        run_config=run_config,
         raise_on_error=False,
         tags={"lg/source": "demo", "lg/pid": str(os.getpid())},
     )
@@ -149,13 +150,17 @@ def _dynamics_demo(models: list[str], variants: list[VariantKey], instance, reso
     from assets.dynamics.figures import dynamics_figures
     from assets.dynamics.learning import DEMO_MODEL, DEMO_VARIANTS, training_dynamics
 
+    # The CPU-sized max_length (256) cuts CHAMP's Detailed probes: the demo measures what is left, knowingly (each
+    # probe's cut is in its `probes.cut_tokens`); a run of one's own refuses cut probes unless told otherwise.
+    DEMO_CONFIG = {"ops": {"training_dynamics": {"config": {"allow_probe_truncation": True}}}}  # noqa: N806
+
     chosen = [v for v in variants if v in DEMO_VARIANTS]
     if DEMO_MODEL not in models or not chosen:
         return True
     ok = True
     for v in chosen:
         key = multi_key(DEMO_MODEL, v)
-        ok &= _materialize(f"dynamics {DEMO_MODEL} {v}", [training_dynamics], key, instance, resources)
+        ok &= _materialize(f"dynamics {DEMO_MODEL} {v}", [training_dynamics], key, instance, resources, DEMO_CONFIG)
     return _materialize("dynamics figures", [dynamics_figures], None, instance, resources) and ok
 
 

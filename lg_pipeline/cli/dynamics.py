@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from lg_pipeline.errors import InputError
 
@@ -14,7 +15,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--data", required=True, help="study-format JSON the model is trained on")
     d.add_argument("--also", action="append", default=[], metavar="LEVEL=FILE.json", help="aligned other CoT level")
     d.add_argument("--wrong", default=None, help="the wrong-answer set of the same rows (needed for --objective dpo)")
+    d.add_argument("--probes", default=None, metavar="FILE.json",
+                   help="one's own probes beside the run's: a list of {prompt_id, type, response}")
+    d.add_argument("--teacher", choices=["none", "openai", "transformers"], default="none",
+                   help="who writes the rephrase probes (cached like the curation's teacher); none: left out")
+    d.add_argument("--teacher-model", default="", help="the teacher's model (catalog name or folder, or API model)")
+    d.add_argument("--teacher-base-url", default="", help="openai teacher: the endpoint, e.g. https://.../v1")
+    d.add_argument("--teacher-api-key-env", default="OPENAI_API_KEY", help="openai teacher: the key's variable NAME")
+    d.add_argument("--teacher-max-tokens", type=int, default=2048, help="the longest rephrase, in new tokens")
     d.add_argument("--objective", choices=["sft", "dpo"], default="sft")
+    d.add_argument(
+        "--rejected", choices=["auto", "same_prompt", "shuffled"], default="auto",
+        help="DPO's rejected responses and the `wrong` probe: same_prompt (the row's response, final answer "
+        "changed), shuffled (--wrong), auto (same_prompt when every final answer is a number, else --wrong)",
+    )
     d.add_argument("--steps", type=int, default=20)
     d.add_argument("--eval-every", type=int, default=5)
     d.add_argument("--lr", type=float, default=1e-4)
@@ -25,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--chat", dest="chat", action="store_true", default=None, help="wrap in the chat template")
     d.add_argument("--no-chat", dest="chat", action="store_false")
     d.add_argument("--max-length", type=int, default=1024)
+    d.add_argument("--allow-probe-truncation", action="store_true",
+                   help="measure probes cut at --max-length (counted in probes.cut_tokens) instead of refusing")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     d.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the catalog's)")
@@ -53,21 +69,40 @@ def settings_of(args: argparse.Namespace):
         "seed": args.seed, "trainable": args.trainable, "objective": args.objective, "chat": args.chat,
         "max_length": args.max_length,
     }
-    return LearningDynamicsSettings.build(train=train, eval_every=args.eval_every, n_probes=args.n_probes)
+    return LearningDynamicsSettings.build(
+        train=train, eval_every=args.eval_every, n_probes=args.n_probes, rejected=args.rejected,
+        allow_probe_truncation=args.allow_probe_truncation,
+    )
 
 
 def data_of(args: argparse.Namespace):
-    """The training rows and companion sets named by `--data`, `--also`, `--wrong` (each read and checked)."""
+    """The training rows, companion sets and own probes named by `--data`, `--also`, `--wrong`, `--probes` (each
+    read and checked)."""
+    from lg_pipeline.dynamics.learning.probe_file import load_probe_file
     from lg_pipeline.dynamics.learning.run import TrainingData
     from lg_pipeline.io.study_json import load_study_json
 
     also = parse_also(args.also)
     labels = {"rows": f"--data {args.data}", "wrong": "--wrong", **{level: f"--also {level}" for level in also}}
+    rows = load_study_json(args.data)
     return TrainingData(
-        load_study_json(args.data),
+        rows,
         {level: load_study_json(path) for level, path in also.items()},
         load_study_json(args.wrong) if args.wrong else None,
         labels,
+        own_probes=load_probe_file(args.probes, rows, f"--probes {args.probes}") if args.probes else (),
+        teacher=teacher_of(args),
+    )
+
+
+def teacher_of(args: argparse.Namespace):
+    """The rephrase teacher the flags name (None for none), with the curation's answer cache under --cache-dir."""
+    from data_sources.teachers import make_teacher
+
+    return make_teacher(
+        args.teacher, model=args.teacher_model, base_url=args.teacher_base_url, api_key_env=args.teacher_api_key_env,
+        device=args.device, max_tokens=args.teacher_max_tokens, cache_dir=Path(args.cache_dir, "curation"),
+        model_cache_dir=args.cache_dir,
     )
 
 
@@ -94,4 +129,8 @@ def run(args: argparse.Namespace) -> int:
         f"R² of predicted vs measured over probes: {summary.r2:.4f} "
         f"(per step: {', '.join(f'{s}: {v:.4f}' for s, v in summary.r2_by_step.items())})"
     )
+    from lg_pipeline.dynamics.learning.run_figures import draw_run_figures
+
+    pngs = draw_run_figures(args.out, Path(args.model).name, Path(args.data).stem, args.objective)
+    print(f"figures: {len(pngs)} in {Path(args.out) / 'figures'}")
     return 0

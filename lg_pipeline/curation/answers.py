@@ -17,6 +17,11 @@ _TEXT_WRAP = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
 
 def last_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...} (or \\fbox{...}), braces balanced; None when there is none."""
+    span = _boxed_span(text)
+    return text[span[0] : span[1]].strip() if span else None
+
+
+def _boxed_span(text: str) -> tuple[int, int] | None:
     start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
     if start < 0:
         return None
@@ -25,7 +30,7 @@ def last_boxed(text: str) -> str | None:
     while i < len(text) and depth:
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         i += 1
-    return text[begin : i - 1].strip() if depth == 0 else None
+    return (begin, i - 1) if depth == 0 else None
 
 
 def final_answer(text: str) -> str | None:
@@ -38,6 +43,28 @@ def final_answer(text: str) -> str | None:
         return boxed
     hashes = _HASHES.findall(text)
     return hashes[-1].strip() if hashes else None
+
+
+def final_answer_span(text: str) -> tuple[int, int] | None:
+    """Where `final_answer` reads the answer: (start, end) in `text` of the last "The final answer is X", else of
+    the last \\boxed{X}, else of the last "#### X"; None when the text states none of them."""
+    found, offset = None, 0
+    for line in text.splitlines(keepends=True):
+        if m := _FINAL.search(line.rstrip("\r\n")):
+            found = (offset + m.start(1), offset + m.end(1))
+        offset += len(line)
+    if found:
+        return found
+    boxed = _boxed_span(text)
+    if boxed:
+        return boxed
+    hashes = list(_HASHES.finditer(text))
+    return hashes[-1].span(1) if hashes else None
+
+
+def numbers_in(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every number written in `text`, as `last_number` reads them."""
+    return [m.span() for m in _NUMBER.finditer(text)]
 
 
 def last_number(text: str) -> str | None:

@@ -88,7 +88,11 @@ class CachedTeacher:
         return self.cache_dir / digest[:2] / f"{digest}.json"
 
     def respond(self, instruction: str) -> str | None:
-        prompt = PROMPT_TEMPLATE.format(question=instruction)
+        return self.complete(PROMPT_TEMPLATE.format(question=instruction))
+
+    def complete(self, prompt: str) -> str:
+        """The teacher's reply to `prompt` as written (other tasks than Detailed CoT, e.g. the dynamics' rephrases,
+        bring their own prompt), cached like every response."""
         path = self._cache_path(prompt)
         if path.is_file():
             if path.stat().st_mode & 0o077:

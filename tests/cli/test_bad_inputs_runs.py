@@ -62,6 +62,11 @@ def _cases(w: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
     crowded = r / "crowded"
     crowded.mkdir(exist_ok=True)
     _write(crowded / "thesis.tex", "mine")
+    probes_dict = _write(r / "probes-dict.json", json.dumps({"prompt_id": "x", "type": "t", "response": "r"}))
+    probes_no_response = _write(r / "probes-no-response.json", json.dumps([{"prompt_id": "x", "type": "t"}]))
+    probes_unknown_prompt = _write(
+        r / "probes-unknown-prompt.json", json.dumps([{"prompt_id": "no-such-row", "type": "t", "response": "r"}])
+    )
     three = _write(r / "three.json", json.dumps([{"instruction": f"q{i}", "output": f"a{i}"} for i in range(3)]))
     link = r / "link-to-notes"
     if not link.is_symlink():
@@ -99,6 +104,24 @@ def _cases(w: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
         "dynamics --objective dpo without --wrong": (d("--objective", "dpo"), "--objective dpo needs --wrong"),
         "dynamics --objective dpo with another rows' --wrong": (
             d("--objective", "dpo", "--wrong", str(other_rows)), "--objective dpo needs --wrong"
+        ),
+        "dynamics --probes missing": (d("--probes", str(r / "gone.json")), f"probe file not found: {r / 'gone.json'}"),
+        "dynamics --probes broken JSON": (d("--probes", str(broken)), f"{broken}: not valid JSON"),
+        "dynamics --probes an object": (
+            d("--probes", str(probes_dict)), f"--probes {probes_dict}: expected a JSON list of {{prompt_id, type"
+        ),
+        "dynamics --probes a row without response": (
+            d("--probes", str(probes_no_response)), f"--probes {probes_no_response} row 0: missing field 'response'"
+        ),
+        "dynamics --probes an unknown prompt_id": (
+            d("--probes", str(probes_unknown_prompt)),
+            f"--probes {probes_unknown_prompt} row 0: prompt_id 'no-such-row' is not an example_id",
+        ),
+        "dynamics --rejected sometimes": (d("--rejected", "sometimes"), "argument --rejected: invalid choice"),
+        "dynamics --teacher openai without a model": (d("--teacher", "openai"), "the openai teacher needs a model"),
+        "dynamics --teacher openai over plain http": (
+            d("--teacher", "openai", "--teacher-model", "m", "--teacher-base-url", "http://example.com/v1"),
+            "must use https (plain http only for localhost)",
         ),
         # dynamics: the settings
         "dynamics --steps 0": (d("--steps", "0"), "--steps: give a positive number of steps"),
@@ -211,6 +234,10 @@ CASE_IDS = [
     "dynamics --also with an empty level", "dynamics --also a missing file", "dynamics --also a directory",
     "dynamics --also broken JSON", "dynamics --wrong missing", "dynamics --wrong latin-1",
     "dynamics --objective dpo without --wrong", "dynamics --objective dpo with another rows' --wrong",
+    "dynamics --probes missing", "dynamics --probes broken JSON", "dynamics --probes an object",
+    "dynamics --probes a row without response", "dynamics --probes an unknown prompt_id",
+    "dynamics --rejected sometimes", "dynamics --teacher openai without a model",
+    "dynamics --teacher openai over plain http",
     "dynamics --steps 0", "dynamics --steps -3", "dynamics --steps abc", "dynamics --eval-every 0",
     "dynamics --eval-every -1", "dynamics --lr 0", "dynamics --lr -1", "dynamics --lr inf", "dynamics --lr nan",
     "dynamics --lr abc", "dynamics --batch-size 0", "dynamics --batch-size -2", "dynamics --n-probes 0",

@@ -40,7 +40,8 @@ def _error(capsys) -> list[str]:
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        (["--objective", "dpo"], "--objective dpo needs --wrong"),
+        (["--objective", "dpo", "--rejected", "shuffled"], "--objective dpo needs --wrong"),
+        (["--objective", "dpo", "--rejected", "nope"], "--rejected: invalid choice"),
         (["--n-probes", "7"], "--n-probes: 7 probes but the training data has 6 rows"),
         (["--also", "detailed"], "--also: 'detailed' is not LEVEL=FILE.json"),
     ],
@@ -127,3 +128,44 @@ def test_a_tiny_run_writes_every_table_and_prints_r2(model_dir, tmp_path, capsys
     printed = capsys.readouterr().out
     assert "R² of predicted vs measured over probes:" in printed
     assert json.loads((out / "summary.json").read_text())["eval_steps"] == [0, 1]
+    assert (pd.read_parquet(out / "probes.parquet").cut_tokens == 0).all()
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    stem = f"{model_dir.name}_train_sft"
+    assert figures == sorted(f"{model_dir.name}_{f}.png" for f in ("logprobs", "agreement", "nuclear")) + [
+        f"{stem}_kernel.png", f"{stem}_layers.png"
+    ]
+    assert all((out / "figures" / f).read_bytes().startswith(b"\x89PNG") for f in figures)
+    assert main(args) == 0  # the figures are the run's own files: a rerun is not refused for them
+    assert "finished with these settings; nothing to do" in capsys.readouterr().out
+
+
+def test_probes_cut_at_max_length_are_refused_unless_allowed(model_dir, tmp_path, capsys):
+    args = _dynamics(model_dir, tmp_path, "--steps", "1", "--eval-every", "1", "--n-probes", "2", "--max-length", "120")
+    assert main(args) == 2
+    (line,) = _error(capsys)
+    assert "--max-length: 120 cuts" in line and "response tokens of probe" in line
+    assert "(irrelevant of prompt" in line and "(--allow-probe-truncation)" in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert main([*args, "--allow-probe-truncation"]) == 0
+    assert "probes cut at max_length=120" in capsys.readouterr().out
+    probes = pd.read_parquet(tmp_path / "out" / "probes.parquet").set_index("probe_type")
+    assert probes.cut_tokens["irrelevant"] > 0 and probes.cut_tokens["trained"] == 0
+
+
+def test_a_transformers_teacher_writes_the_rephrase_probes_once(model_dir, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    teacher = ["--teacher", "transformers", "--teacher-model", str(model_dir), "--teacher-max-tokens", "6"]
+    small = ["--steps", "1", "--eval-every", "1", "--n-probes", "2", "--cache-dir", str(cache)]
+    assert main([*_dynamics(model_dir, tmp_path, *teacher, *small)]) == 0
+    probes = pd.read_parquet(tmp_path / "out" / "probes.parquet")
+    rephrases = probes[probes.probe_type.str.contains("_rephrase:")]
+    trained = probes[probes.probe_type == "trained"]
+    assert set(rephrases.prompt_id) == set(trained.prompt_id) and len(rephrases) >= 2
+    assert {"chosen_rephrase:semantic", "chosen_rephrase:format"} <= set(rephrases.probe_type)
+    cached = sorted((cache / "curation" / "teacher").rglob("*.json"))
+    assert len(cached) >= len(rephrases)  # the curation's answer cache, one file per prompt asked
+    assert "rephrase probes" not in capsys.readouterr().out
+    mtimes = [p.stat().st_mtime_ns for p in cached]
+    assert main([*_dynamics(model_dir, tmp_path, *teacher, *small)]) == 0  # from the cache: the same probes
+    assert [p.stat().st_mtime_ns for p in sorted((cache / "curation" / "teacher").rglob("*.json"))] == mtimes
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "probes.parquet"), probes)

@@ -126,6 +126,11 @@ def _probe(row: Example, probe_type: str, response: str) -> Probe:
     return Probe(probe_id, row.example_id, probe_type, row.instruction, response)
 
 
+def probe_of(row: Example, probe_type: str, response: str) -> Probe:
+    """A probe on `row`'s prompt; its id depends on the row, type and response only (a rerun finds it again)."""
+    return _probe(row, probe_type, response)
+
+
 def matched(train: Sequence[Example], other: Sequence[Example]) -> list[Example] | None:
     """A companion set's rows in the order of `train`'s instructions (any order in `other`; extra rows ignored);
     None when one of `train`'s instructions is missing from it. The one rule for companion sets (other CoT levels,

@@ -25,6 +25,7 @@ from typing import Any
 from lg_pipeline.dynamics.learning.callback import TABLES, DynamicsCallback, is_eval_step
 from lg_pipeline.dynamics.learning.influence import r_squared
 from lg_pipeline.dynamics.learning.measure import greedy_responses
+from lg_pipeline.dynamics.learning.probe_file import merged
 from lg_pipeline.dynamics.learning.probes import (
     GREEDY,
     PROBE_COLUMNS,
@@ -35,6 +36,9 @@ from lg_pipeline.dynamics.learning.probes import (
     rows_to_train,
     with_greedy,
 )
+from lg_pipeline.dynamics.learning.rejected import REJECTED_SOURCES, same_prompt_rejected
+from lg_pipeline.dynamics.learning.rephrase import rephrase_line, rephrase_probes
+from lg_pipeline.dynamics.learning.truncation import cut_probes_line, probe_cuts, refuse_cut_probes
 from lg_pipeline.dynamics.training import (
     HoldsTrainSettings,
     LoadedModel,
@@ -44,11 +48,12 @@ from lg_pipeline.dynamics.training import (
     refuse_float16,
     trainable_parameters,
 )
-from lg_pipeline.errors import InputError, SettingsError, int_at_least, raise_problems
+from lg_pipeline.errors import InputError, SettingsError, int_at_least, one_of, raise_problems
 from lg_pipeline.example import Example
 from lg_pipeline.gradients.runner import examples_hash, model_identity
 from lg_pipeline.io.locks import output_lock
 from lg_pipeline.io.run_folder import SETTINGS_FILE, RunFiles, RunFolder, RunWriter, TableSpec
+from lg_pipeline.io.run_folder import SUMMARY_FILE as LEARNING_SUMMARY_FILE
 
 # Bump when the numbers a run produces could change.
 LEARNING_DYNAMICS_VERSION = "dynamics-1"
@@ -64,14 +69,16 @@ KEYS: dict[str, tuple[str, ...]] = {
     "greedy_now": ("step", "prompt_id"),
 }
 TRAIN_LOG = "train_log"
+FIGURES_DIR = "figures"  # the CLI draws a run's figures here (`run_figures`)
 RUN_FILE = SETTINGS_FILE  # for readers that name it (the names inside a run folder live in io.run_folder)
+SUMMARY_FILE = LEARNING_SUMMARY_FILE  # as above (the asset's checks find a partition's newest run by it)
 LEARNING_FILES = RunFiles(
     kind="dynamics",
     tables={
         **{t: TableSpec(KEYS[t], KEYS[t]) for t in TABLES},
-        "probes": TableSpec(("probe_id",), PROBE_COLUMNS, order=()),
+        "probes": TableSpec(("probe_id",), (*PROBE_COLUMNS, "cut_tokens"), order=()),
     },
-    others=("check.json",),  # the completeness check's verdict (assets.gates)
+    others=("check.json", FIGURES_DIR),  # the completeness check's verdict (assets.gates); the CLI's figures
 )
 
 
@@ -83,13 +90,19 @@ def learning_run(out: str | Path) -> RunFolder:
 @dataclass(frozen=True)
 class LearningDynamicsSettings(HoldsTrainSettings):
     """Everything a learning-dynamics run is asked for: how it trains, how often it measures, how many probes.
-    The probes are drawn with `train.seed`."""
+    The probes are drawn with `train.seed`. `rejected`: where DPO's rejected responses (and the `wrong` probe) come
+    from: `same_prompt` (the row's response with its final answer changed, `rejected.py`), `shuffled` (the wrong
+    set: other questions' answers), or `auto` (same_prompt for math, or when the family is unknown and every row
+    states a numeric final answer or is a number; shuffled otherwise). `allow_probe_truncation`: measure probes
+    cut at `max_length` instead of refusing them."""
 
     train: TrainSettings = field(default_factory=TrainSettings)
     eval_every: int = 5
     n_probes: int = 6
     # Tokens of the `greedy` probes' responses (decoded at step 0 and again at every eval step); 0: no greedy probe.
     greedy_max_new_tokens: int = 16
+    rejected: str = "auto"
+    allow_probe_truncation: bool = False
 
     def __post_init__(self) -> None:
         raise_problems([
@@ -97,6 +110,8 @@ class LearningDynamicsSettings(HoldsTrainSettings):
             int_at_least("eval_every", self.eval_every, 1),
             int_at_least("n_probes", self.n_probes, 1),
             int_at_least("greedy_max_new_tokens", self.greedy_max_new_tokens, 0),
+            one_of("rejected", self.rejected, REJECTED_SOURCES),
+            None if isinstance(self.allow_probe_truncation, bool) else "{allow_probe_truncation}: must be a bool",
         ])
 
 
@@ -105,12 +120,18 @@ class TrainingData:
     """The rows a run trains on, and its companion sets: the same prompts' responses at other CoT levels
     (`other_levels`, by level) and a wrong-answer set (`wrong`). Companions are matched to the rows by instruction,
     in any order (`probes.matched`); a set missing one of the rows' instructions is left out, and the run says so.
-    `labels` name the sets in messages (by level, and `wrong`): the CLI's flags, or the asset's variants."""
+    `labels` name the sets in messages (by level, and `wrong`): the CLI's flags, or the asset's variants.
+    `family`: the dataset's family when known (`math` makes same-prompt rejected responses the default).
+    `own_probes`: probes given by the user (`probe_file.load_probe_file`), followed beside the run's own.
+    `teacher`: a curation teacher that writes the rephrase probes (`rephrase.py`); None: they are left out."""
 
     rows: Sequence[Example]
     other_levels: Mapping[str, Sequence[Example]] = field(default_factory=dict)
     wrong: Sequence[Example] | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    family: str | None = None
+    own_probes: Sequence[Probe] = ()
+    teacher: Any = None
 
     def label(self, name: str) -> str:
         return self.labels.get(name, "the wrong-answer set" if name == "wrong" else f"the {name} CoT set")
@@ -154,15 +175,39 @@ def plan_run(
     companions, levels = {}, {}
     for level, other in data.other_levels.items():
         levels[level] = _companion(data, rows, level, other, companions, report)
-    wrong = _companion(data, rows, "wrong", data.wrong, companions, report) if data.wrong is not None else None
+    wrong = _rejected(settings, data, rows, companions, report)
     if train.objective == "dpo" and wrong is None:
         label = data.label("wrong").replace("{", "{{").replace("}", "}}")
-        why = "(none given)" if data.wrong is None else f"({companions['wrong']})"
-        raise SettingsError(["{objective} dpo needs " + label + ": the rejected responses of the same rows " + why])
+        why = companions.get("wrong", "none given").replace("{", "{{").replace("}", "}}")
+        raise SettingsError([
+            "{objective} dpo needs " + label + ": the rejected responses of the same rows (" + why + "), or "
+            "{rejected} same_prompt (every row's final answer a number)"
+        ])
     probes = build_probes(rows, settings.n_probes, n_trained, train.seed,
                           {k: v for k, v in levels.items() if v is not None}, wrong)
+    skipped = rephrase_line(data.teacher)
+    if skipped:
+        report(skipped)
+    rephrases = rephrase_probes(probes, data.teacher) if skipped is None else []
+    probes = merged(merged(probes, rephrases), data.own_probes)
     rejected = wrong[:n_trained] if train.objective == "dpo" and wrong is not None else None
     return DynamicsPlan(rows[:n_trained], probes, rejected, companions)
+
+
+def _rejected(settings, data, rows, companions, report) -> list[Example] | None:
+    """The rejected responses of the rows (DPO's y⁻, the `wrong` probe) by `settings.rejected`; None when there are
+    none. `companions["wrong"]` says which were used, or why none."""
+    source = settings.rejected
+    if source in ("auto", "same_prompt") and (source == "same_prompt" or data.family in (None, "math")):
+        found, missing = same_prompt_rejected(rows, marked_only=source == "auto" and data.family is None)
+        if found is not None:
+            companions["wrong"] = "same_prompt: each row's response with its final answer changed"
+            return found
+        if source == "same_prompt":
+            companions["wrong"] = f"left out: {missing} of {len(rows)} rows have no number in their final answer"
+            report(f"same-prompt rejected responses: {companions['wrong']}")
+            return None
+    return _companion(data, rows, "wrong", data.wrong, companions, report) if data.wrong is not None else None
 
 
 def _companion(data, rows, name, other, companions, report) -> list[Example] | None:
@@ -215,6 +260,12 @@ class _LearningRun:
         self.report, self.progress, self.provenance = report, progress, provenance
         self.parameters = trainable_parameters(loaded.model, self.settings.train.trainable)  # fails before writing
         self.plan = replace(plan, probes=self._with_greedy(plan.probes))
+        train = self.settings.train
+        self.cuts = probe_cuts(loaded.tokenizer, self.plan.probes, bool(train.chat), train.max_length)
+        if not settings.allow_probe_truncation:
+            refuse_cut_probes(self.plan.probes, self.cuts, train.max_length)
+        elif any(self.cuts.values()):
+            report(cut_probes_line(self.plan.probes, self.cuts, train.max_length))
         self.committed_steps: set[int] = set()
 
     def _with_greedy(self, probes: list[Probe]) -> list[Probe]:
@@ -314,6 +365,7 @@ class _LearningRun:
         import pandas as pd
 
         probes = pd.DataFrame([asdict(p) for p in self.plan.probes], columns=list(PROBE_COLUMNS))
+        probes["cut_tokens"] = [self.cuts[p.probe_id] for p in self.plan.probes]  # 0 unless allowed
         tables = {name: writer.table(name) for name in TABLES}
         tables["probes"] = writer.table("probes", probes)
         summary = summarize(

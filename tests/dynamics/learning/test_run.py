@@ -57,10 +57,12 @@ def test_a_run_writes_complete_finite_tables_and_reports_r2(tmp_path):
     assert completeness_failures(tmp_path, 4, 2) == []
     assert summary.eval_steps == [0, 2] and summary.r2 == pytest.approx(agreement(tmp_path))
     assert summary.r2 > 0.99
-    assert set(pd.read_parquet(tmp_path / "probes.parquet").columns) >= {"probe_id", "prompt_id", "probe_type"}
+    probes = pd.read_parquet(tmp_path / "probes.parquet")
+    assert set(probes.columns) >= {"probe_id", "prompt_id", "probe_type", "cut_tokens"}
+    assert (probes.cut_tokens == 0).all()
     stats = pd.read_parquet(tmp_path / "train_gradient_stats.parquet")
     assert {"step", "example_id", "nuclear_norm", "sigma_max", "loss"} <= set(stats.columns)
-    assert summary.companions == {"wrong": "matched"}
+    assert summary.companions == {"wrong": "same_prompt: each row's response with its final answer changed"}
 
 
 def test_every_table_says_where_it_came_from(tmp_path):
