@@ -131,7 +131,7 @@ def test_a_tiny_run_writes_every_table_and_prints_r2(model_dir, tmp_path, capsys
     assert (pd.read_parquet(out / "probes.parquet").cut_tokens == 0).all()
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     stem = f"{model_dir.name}_train_sft"
-    assert figures == sorted(f"{model_dir.name}_{f}.png" for f in ("logprobs", "agreement", "nuclear")) + [
+    assert figures == sorted(f"{model_dir.name}_{f}.png" for f in ("logprobs", "agreement", "nuclear", "squeezing")) + [
         f"{stem}_kernel.png", f"{stem}_layers.png"
     ]
     assert all((out / "figures" / f).read_bytes().startswith(b"\x89PNG") for f in figures)
