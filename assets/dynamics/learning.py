@@ -110,6 +110,7 @@ def training_dynamics(
     from lg_pipeline.dynamics.learning.run import run_learning_dynamics
     from lg_pipeline.dynamics.training import LoadedModel
     from lg_pipeline.io.manifest import data_file_fields
+    from lg_pipeline.progress import StepProgress
 
     key = stats_key(context.partition_key)
     with clear_errors():
@@ -123,14 +124,12 @@ def training_dynamics(
             # Training changes weights: the process-wide loaded model stays as loaded.
             return LoadedModel(copy.deepcopy(loaded), tokenizer, spec.chat, key.model, spec.source)
 
-        def progress(step: int, total: int) -> None:
-            context.log.info(f"step {step}/{total} done")
-
         variant = key.variant
         provenance = {**data_file_fields(store.curated(variant)), "dataset": variant.dataset, "level": variant.level,
                       "correctness": variant.correctness}
         summary = run_learning_dynamics(
-            settings, data, load, out, wait=True, report=context.log.info, progress=progress, provenance=provenance
+            settings, data, load, out, wait=True, report=context.log.info, progress=StepProgress(context.log.info),
+            provenance=provenance,
         )
     return dg.MaterializeResult(metadata=_metadata(key, config, summary, out), data_version=_version(out))
 

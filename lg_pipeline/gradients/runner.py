@@ -33,6 +33,7 @@ from lg_pipeline.gradients.encoding import encode, study_drops_system
 from lg_pipeline.gradients.engine import ENGINE_VERSION, EngineConfig, ExampleResult, compute_gradient_stats
 from lg_pipeline.gradients.targets import find_targets
 from lg_pipeline.io.run_folder import RunFiles, RunFolder, RunWriter, TableSpec
+from lg_pipeline.progress import UnitClock
 from lg_pipeline.schema import GRADIENT_COLUMNS, PROVENANCE_COLUMNS, STATUS_COLUMNS
 
 # EngineConfig fields that never change a number (the two methods agree; batching and threads are scheduling).
@@ -103,6 +104,43 @@ class Progress:
                 f"example {self.done}/{self.total} ({res.example_id}): {tokens}{outcome}, "
                 f"{rate:.3f} ex/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
             )
+
+
+class PassProgress:
+    """Lines inside a batch, before its examples' lines: when its backward is done, and at each quarter of its
+    matrices' statistics, with an ETA for the rest of the batch from the pace of the matrices done so far (the
+    engine's `PassObserver`)."""
+
+    QUARTERS = 4
+
+    def __init__(self, report: Callable[[str], None], clock: Callable[[], float] = time.monotonic):
+        self.report, self.clock = report, clock
+        self.passes, self.n_examples, self.started = 0, 0, 0.0
+        self._stats: UnitClock | None = None
+        self._next_quarter = 1
+
+    def _name(self) -> str:
+        return f"batch {self.passes} ({self.n_examples} example{'s' if self.n_examples != 1 else ''})"
+
+    def pass_started(self, n_examples: int) -> None:
+        self.passes, self.n_examples, self.started = self.passes + 1, n_examples, self.clock()
+        self._stats, self._next_quarter = None, 1
+
+    def backward_done(self) -> None:
+        self.report(f"{self._name()}: backward done in {self.clock() - self.started:.1f}s")
+        if self._stats is None:  # after the backward: the statistics start now
+            self._stats = UnitClock(0, self.clock)
+
+    def matrices_done(self, done: int, total: int) -> None:
+        if self._stats is None:  # in the hook: the statistics run with the backward
+            self._stats = UnitClock(total, self.clock, started=self.started)
+        quarter = done * self.QUARTERS // max(total, 1)
+        if quarter < self._next_quarter:
+            return
+        self._next_quarter = quarter + 1
+        self._stats.total, self._stats.done = total, done
+        percent = 100 * quarter // self.QUARTERS
+        self.report(f"{self._name()}: statistics {percent}% ({done}/{total} matrices), {self._stats.timing()}")
 
 
 def check_engine_settings(config: EngineConfig) -> None:
@@ -293,7 +331,7 @@ class _GradientRun:
         common = row_provenance(self.fields, writer.key)
         progress = Progress(len(todo), self.report)
         progress.start(self.config.batch_size)
-        results = compute_gradient_stats(self.model, self.tokenizer, todo, self.config)
+        results = compute_gradient_stats(self.model, self.tokenizer, todo, self.config, PassProgress(self.report))
         with finite_logits(self.model):
             self._write(results, by_id, common, progress, writer)
 

@@ -172,6 +172,26 @@ def test_progress_reports_every_example_with_its_tokens_rate_and_eta(llama, toke
     assert per_example[-1].endswith("ETA 0s")
 
 
+@pytest.mark.parametrize("schedule", ["after-backward", "in-hook"])
+def test_progress_inside_a_batch_comes_before_its_examples_lines(llama, tokenizer, tmp_path, schedule):
+    lines: list[str] = []
+    config = EngineConfig(batch_size=4, targets=("q_proj", "o_proj", "down_proj"), stats_schedule=schedule,
+                          stats_workers=2)
+    run_to_parquet(llama, tokenizer, EXAMPLES[:4], config, tmp_path / "p.parquet", EXTRA, report=lines.append)
+    first_example = next(i for i, line in enumerate(lines) if line.startswith("example 1/4"))
+    inside = lines[1:first_example]
+    backward = [line for line in inside if ": backward done in " in line]
+    quarters = [line for line in inside if ": statistics " in line]
+    assert backward and backward[0].startswith("batch 1 (4 examples): backward done in ")
+    # 3 targets x 2 layers x 4 examples = 24 matrices, reported at each quarter they cross, the last at 100%.
+    assert quarters and quarters[-1].startswith("batch 1 (4 examples): statistics 100% (24/24 matrices)")
+    percents = [int(line.split("statistics ")[1].split("%")[0]) for line in quarters]
+    assert percents == sorted(set(percents)) and all(p in (25, 50, 75, 100) for p in percents)
+    assert all("s elapsed, ETA " in line for line in quarters)
+    if schedule == "after-backward":  # the statistics follow the backward
+        assert inside.index(backward[0]) < inside.index(quarters[0])
+
+
 def test_the_table_and_its_outcomes_say_where_they_came_from(llama, tokenizer, tmp_path):
     import json
 

@@ -132,6 +132,8 @@ class DynamicsCallback(TrainerCallback):
             if enc is not None:
                 self.example_ids.setdefault(tuple(enc.input_ids), example.example_id)
         self._hook = model.register_forward_pre_hook(self._record, with_kwargs=True)
+        if self.progress:
+            self.progress(0, state.max_steps)  # training begins: a progress clock starts here
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step = state.global_step

@@ -267,7 +267,9 @@ class _LearningRun:
                 train_log.update(frames)
                 return
             writer.commit(part, frames)
-            self.committed_steps.add(int(part.removeprefix("step-")))
+            step = int(part.removeprefix("step-"))
+            self.committed_steps.add(step)
+            self.report(f"eval at step {step}: {len(self.plan.probes)} probes measured and committed")
 
         settings, loaded = self.settings, self.loaded
         callback = DynamicsCallback(
