@@ -2,9 +2,10 @@
 and the checks beside it (complete and finite: blocking; predicted vs measured: a warning)."""
 
 import copy
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
+from pydantic import Field
 
 from assets import gates
 from assets.curation.assets import curated_dataset
@@ -25,18 +26,35 @@ DEMO_VARIANTS = ("champ__none__correct", "champ__detailed__correct")
 class DynamicsConfig(dg.Config):
     """Run settings (the launchpad's config). Defaults are the offline default's, sized for 2 CPU cores:
     10 SGD steps of one example, eval steps 0 and 5, 2 probe prompts (one trained prompt's 5-7 responses
-    and one held-out answer), sequences cut at 256 tokens."""
+    and one held-out answer), sequences cut at 256 tokens. Choices are enums (Dagster refuses others at launch);
+    ranges are checked as the run is submitted, every problem at once (`assets.launch`)."""
 
-    objective: str = "sft"
-    steps: int = 10
-    eval_every: int = 5
-    learning_rate: float = 1e-4
-    optimizer: str = "sgd"
-    batch_size: int = 1
-    n_probes: int = 2
-    trainable: str = "attention"
-    seed: int = 0
-    max_length: int = 256  # 0: the compute resource's (the engine's) max_length
+    objective: Literal["sft", "dpo"] = Field(
+        default="sft", description="Training objective: sft (TRL SFT on the variant's responses) or dpo (TRL DPO, "
+        "the aligned wrong-answer set as rejected responses; needs the variant's `wrong` table)."
+    )
+    steps: int = Field(default=10, description="Optimizer steps to train (at least 1).")
+    eval_every: int = Field(
+        default=5, description="Measure the probes every this many steps (steps; at least 1): step 0, K, 2K, ..."
+    )
+    learning_rate: float = Field(default=1e-4, description="Learning rate (per step; greater than 0).")
+    optimizer: Literal["sgd", "adamw"] = Field(default="sgd", description="Optimizer: sgd (plain) or adamw.")
+    batch_size: int = Field(
+        default=1, description="Training examples per optimizer step (examples; at least 1). Only this run's: "
+        "the compute resource's batch_size bounds gradient_stats' passes."
+    )
+    n_probes: int = Field(
+        default=2, description="Probe prompts followed through training (prompts; at least 1), each with its "
+        "responses (trained, other levels, wrong, held out)."
+    )
+    trainable: Literal["attention", "all"] = Field(
+        default="attention", description="Weights that train: attention (q, k, v, o projections) or all."
+    )
+    seed: int = Field(default=0, description="Seed of the data order and the probe draw (0 to 2**32 - 1).")
+    max_length: int = Field(
+        default=256, description="Tokens per training and probe sequence (tokens; at least 2; longer ones are "
+        "cut). 0: the compute resource's max_length."
+    )
 
 
 def _table(store: OutputStore, variant: VariantKey) -> list[Any] | None:
@@ -80,14 +98,15 @@ def training_data(store: OutputStore, variant: VariantKey) -> Any:
     )
 
 
-def learning_settings(config: DynamicsConfig, compute: ComputeResource) -> Any:
-    """The launchpad's config as the run's settings (checked on construction, named as in the config)."""
+def learning_settings(config: DynamicsConfig, compute_max_length: int) -> Any:
+    """The launchpad's config as the run's settings (checked on construction, every problem at once, named as in
+    the config); `compute_max_length` stands in for `max_length: 0`."""
     from lg_pipeline.dynamics.learning.run import LearningDynamicsSettings
 
     train = {
         "learning_rate": config.learning_rate, "optimizer": config.optimizer, "steps": config.steps,
         "batch_size": config.batch_size, "seed": config.seed, "trainable": config.trainable,
-        "objective": config.objective, "chat": None, "max_length": config.max_length or compute.max_length,
+        "objective": config.objective, "chat": None, "max_length": config.max_length or compute_max_length,
     }
     return LearningDynamicsSettings.build(train=train, eval_every=config.eval_every, n_probes=config.n_probes)
 
@@ -114,7 +133,7 @@ def training_dynamics(
 
     key = stats_key(context.partition_key)
     with clear_errors():
-        settings = learning_settings(config, compute)
+        settings = learning_settings(config, compute.max_length)  # first: bad settings fail before anything
         data = training_data(store, key.variant)
         out = store.dynamics(key, config.objective)
         gates.forget_dynamics(store, key, config.objective)

@@ -6,9 +6,10 @@ same orderings sit side by side. `zero_shot_complete` checks the folder; `zero_s
 model's orderings and levels inline in the UI.
 """
 
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
+from pydantic import Field
 
 from assets import gates
 from assets.failures import clear_errors
@@ -30,20 +31,40 @@ DEMO_MODEL = "smollm2-135m-instruct"
 
 
 class ZeroShotConfig(dg.Config):
-    """The task split, the CoT level of the training responses, and the training settings (the paper: AdamW)."""
+    """The task split, the CoT level of the training responses, and the training settings (the paper: AdamW). The
+    ordering is the partition's. Choices are enums (Dagster refuses others at launch); ranges are checked as the run
+    is submitted, every problem at once (`assets.launch`)."""
 
-    train_tasks: list[str] = list(DEMO_TRAIN_TASKS)
-    test_tasks: list[str] = list(DEMO_TEST_TASKS)
-    level: str = "none"
-    per_task: int = 4
-    per_test_task: int = 4
-    eval_every: int = 4
-    learning_rate: float = 1e-5
-    optimizer: str = "adamw"
-    batch_size: int = 4
-    embedder: str = "minilm"
-    trainable: str = "all"
-    seed: int = 0
+    train_tasks: list[str] = Field(
+        default=list(DEMO_TRAIN_TASKS), description="Tasks trained on (names known to the task catalog)."
+    )
+    test_tasks: list[str] = Field(
+        default=list(DEMO_TEST_TASKS), description="Held-out tasks whose loss is followed (none of the train tasks)."
+    )
+    level: Literal["none", "simplified", "detailed"] = Field(
+        default="none", description="CoT level of the training responses: none, simplified or detailed."
+    )
+    per_task: int = Field(default=4, description="Training items drawn per train task (items; at least 1).")
+    per_test_task: int = Field(default=4, description="Held-out items drawn per test task (items; at least 1).")
+    eval_every: int = Field(
+        default=4, description="Held-out loss every this many steps (steps; at least 1), and at step 0 and the last."
+    )
+    learning_rate: float = Field(default=1e-5, description="Learning rate (per step; greater than 0).")
+    optimizer: Literal["adamw", "sgd"] = Field(default="adamw", description="Optimizer: adamw (the paper's) or sgd.")
+    batch_size: int = Field(
+        default=4, description="Training items per optimizer step (items; at least 1); one epoch is "
+        "ceil(items / batch_size) steps. Only this run's: the compute resource's batch_size bounds gradient_stats' "
+        "passes."
+    )
+    embedder: Literal["minilm", "model"] = Field(
+        default="minilm", description="Sentence embeddings for the seen-data distance and the embedding orderings: "
+        "minilm (all-MiniLM-L6-v2, the paper's) or model (the model's own last hidden states, mean-pooled, at "
+        "the initial weights)."
+    )
+    trainable: Literal["all", "attention"] = Field(
+        default="all", description="Weights that train: all (the paper's) or attention (q, k, v, o projections)."
+    )
+    seed: int = Field(default=0, description="Seed of the item draw and the random ordering (0 to 2**32 - 1).")
 
 
 def _keys(context: Any) -> tuple[str, str]:
@@ -75,7 +96,7 @@ def zero_shot_dynamics(
     model_name, ordering = _keys(context)
     out = store.zero_shot(model_name, config.level, ordering)
     with clear_errors():
-        settings = zero_shot_settings(config, ordering, compute)
+        settings = zero_shot_settings(config, ordering, compute)  # first: bad settings fail before anything
         provider = OfflineTasks(curation.release_dir, compute.cache_dir)
 
         def load() -> LoadedModel:
