@@ -335,6 +335,23 @@ class ComputeResource(dg.ConfigurableResource):
         self._info(f"loaded model {model_name} in {time.monotonic() - started:.1f}s")
         return _LOADED[key]
 
+    def load_dtype(self, model_name: str) -> str:
+        """The dtype `load` gives the weights: the configured one, else the catalog's."""
+        from data_sources.models.catalog import get_model_spec
+
+        return self.dtype or get_model_spec(model_name).dtype
+
+    @property
+    def device_type(self) -> str:
+        """`cpu` or `cuda`: the leased device's type (what the run keys record)."""
+        return self.leased_device.split(":", 1)[0]
+
+    def weights_identity(self, model_name: str) -> dict[str, Any] | None:
+        """The model's weight files' identity, known without loading them (None for a hub model)."""
+        from data_sources.models.catalog import weights_identity
+
+        return weights_identity(model_name, self.cache_dir)
+
     def _info(self, message: str) -> None:
         if self._log is not None:
             self._log.info(message)

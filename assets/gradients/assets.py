@@ -44,10 +44,12 @@ def _examples(store: OutputStore, variant: VariantKey) -> tuple[list[Any], bool]
     kinds={"pytorch", "parquet"},
     pool=GPU_POOL,
     description="Loss, mean/max/min, Frobenius and nuclear norms, σ_max/σ_min of every studied matrix, per example.",
+    output_required=False,  # a run with nothing to do materializes nothing: downstream assets do not refresh
 )
 def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, compute: ComputeResource):
     from data_sources.datasets.catalog import dataset_spec
-    from lg_pipeline.gradients.runner import run_to_parquet
+    from data_sources.models.catalog import get_model_spec
+    from lg_pipeline.gradients.runner import nothing_to_do, run_to_parquet
     from lg_pipeline.io.manifest import data_file_fields
 
     key = stats_key(context.partition_key)
@@ -56,7 +58,7 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
         runnable_stats_key(context.partition_key)  # a model partition no catalog knows: the `models add` hint
         dataset_spec(variant)
         examples, demo = _examples(store, variant)
-        model, tokenizer, spec = compute.load(key.model)
+        spec = get_model_spec(key.model)
         config = compute.engine_config(spec.chat)
         path = store.gradients(key)
         extra = {
@@ -66,14 +68,21 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
             "correctness": variant.correctness,
             "demo": demo,
         }
-        provenance = {"model": key.model, "model_source": spec.source, **data_file_fields(store.curated(variant))}
+        provenance = {"model": key.model, "model_source": spec.source, **data_file_fields(store.curated(variant)),
+                      "weights_file": compute.weights_identity(key.model)}
+        skip = nothing_to_do(path, examples, config, extra, dtype=compute.load_dtype(key.model),
+                             device_type=compute.device_type, provenance=provenance)
+        if skip:
+            yield skipped(context, skip)
+            return
+        model, tokenizer, spec = compute.load(key.model)
         # The table holds exactly the curated examples (prune); another run of this partition is waited for.
         summary = run_to_parquet(
             model, tokenizer, examples, config, path, extra, report=context.log.info, prune=True, wait=True,
             provenance=provenance,
         )
     gates.forget_stats(store, key)  # new numbers: the old check verdict no longer holds
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "examples": summary.n_examples,
             **{f"examples_{k}": v for k, v in summary.counts.items()},
@@ -90,6 +99,16 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
             "mean_nuclear_norm": md_table(_module_means(path)),
         },
         data_version=dg.DataVersion(file_version(path)),
+    )
+
+
+def skipped(context: dg.AssetExecutionContext, reason: str) -> dg.AssetObservation:
+    """A run with nothing to do: said in the log and as an observation; no materialization, so the data version
+    stays and no automation condition downstream sees an update (observations of a materialized asset do not
+    count as one)."""
+    context.log.info(f"skipped, nothing materialized: {reason}; assets downstream are not refreshed")
+    return dg.AssetObservation(
+        asset_key=context.asset_key, partition=context.partition_key, metadata={"skipped": reason}
     )
 
 

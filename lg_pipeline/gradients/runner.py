@@ -267,15 +267,54 @@ def model_identity(model: Any) -> dict[str, Any]:
 
 def run_key_fields(model: Any, config: EngineConfig, extra_columns: dict[str, Any] | None) -> dict[str, Any]:
     """Everything that changes a number: engine, weights, dtype, device type, settings (by name), extras."""
+    return {"engine": ENGINE_VERSION, **model_identity(model), **_numbers_fields(config, extra_columns)}
+
+
+def _numbers_fields(config: EngineConfig, extra_columns: dict[str, Any] | None) -> dict[str, Any]:
+    """The run key's fields that need no model: every setting that changes a number (by name), the extras."""
     settings = {
         f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in SCHEDULING_FIELDS
     }
-    return {
-        "engine": ENGINE_VERSION,
-        **model_identity(model),
-        **settings,
-        "extra": {k: str(v) for k, v in sorted((extra_columns or {}).items())},
-    }
+    return {**settings, "extra": {k: str(v) for k, v in sorted((extra_columns or {}).items())}}
+
+
+def nothing_to_do(
+    out: str | Path,
+    examples: Sequence[Example],
+    config: EngineConfig,
+    extra_columns: dict[str, Any] | None,
+    *,
+    dtype: str,
+    device_type: str,
+    provenance: Mapping[str, Any],
+) -> str | None:
+    """Why `run_to_parquet(..., prune=True)` of these examples into `out` would compute and change nothing, decided
+    before any model loads; None when it may have work (or that cannot be told).
+
+    The run key holds a fingerprint of the loaded weights. What stands in for it here is the model file's identity
+    that the finished run recorded in its manifest (`provenance["weights_file"]`): the same file, loaded in the
+    same dtype on the same device type, gives the same weights. Without one, nothing is skipped.
+    """
+    import pandas as pd
+
+    if not provenance.get("weights_file"):
+        return None
+    run = gradient_run(out)
+    fields = {"engine": ENGINE_VERSION, "dtype": dtype, "device_type": device_type,
+              **_numbers_fields(config, extra_columns)}
+    key = run.finished_with(fields, provenance)
+    if key is None:
+        return None
+    try:
+        status = _latest_status(pd.read_parquet(run.table("status")))
+        stats = pd.read_parquet(out, columns=["example_id"])
+    except Exception:  # unreadable: the run recomputes it
+        return None
+    wanted = {e.example_id for e in examples}
+    if set(status.example_id) != wanted or _done_ids(stats, status) != wanted:
+        return None  # examples to compute, failed ones to retry, or earlier ones to prune
+    return (f"all {len(wanted)} examples already done under run key {key} (same settings, data and weights file): "
+            "nothing to compute")
 
 
 def _plain(value: Any) -> Any:

@@ -192,6 +192,38 @@ def test_progress_inside_a_batch_comes_before_its_examples_lines(llama, tokenize
         assert inside.index(backward[0]) < inside.index(quarters[0])
 
 
+def test_nothing_to_do_is_told_without_the_model_only_when_a_run_would_change_nothing(llama, tokenizer, tmp_path):
+    import dataclasses
+
+    from lg_pipeline.gradients.runner import nothing_to_do
+
+    out, examples = tmp_path / "n.parquet", EXAMPLES[:3]
+    provenance = {"data_hash": "d1", "weights_file": {"files": {"w.safetensors": [10, 1]}}}
+    plain = {"dtype": "float32", "device_type": "cpu"}
+    assert nothing_to_do(out, examples, CONFIG, EXTRA, **plain, provenance=provenance) is None  # nothing yet
+    run(llama, tokenizer, examples, out, prune=True, provenance=provenance)
+    why = nothing_to_do(out, examples, CONFIG, EXTRA, **plain, provenance=provenance)
+    assert why is not None and why.startswith("all 3 examples already done under run key ")
+    scheduling = dataclasses.replace(CONFIG, batch_size=1)  # changes no number
+    assert nothing_to_do(out, examples, scheduling, EXTRA, **plain, provenance=provenance) == why
+    other_weights = {**provenance, "weights_file": {"files": {"w.safetensors": [10, 2]}}}
+    for changed in (
+        {"examples": EXAMPLES[:4]},  # one more to compute
+        {"examples": EXAMPLES[:2]},  # one to prune
+        {"config": dataclasses.replace(CONFIG, max_length=64)},
+        {"extra_columns": {**EXTRA, "dataset": "other"}},
+        {"dtype": "bfloat16"},
+        {"device_type": "cuda"},
+        {"provenance": other_weights},
+        {"provenance": {**provenance, "data_hash": "d2"}},
+        {"provenance": {**provenance, "weights_file": None}},  # unknown without loading: never skipped
+    ):
+        asked = {"examples": examples, "config": CONFIG, "extra_columns": EXTRA, **plain, "provenance": provenance,
+                 **changed}
+        out_of = asked.pop("examples"), asked.pop("config"), asked.pop("extra_columns")
+        assert nothing_to_do(out, *out_of, **asked) is None, changed
+
+
 def test_the_table_and_its_outcomes_say_where_they_came_from(llama, tokenizer, tmp_path):
     import json
 
