@@ -2,6 +2,7 @@
 and the checks beside it (complete and finite: blocking; predicted vs measured: a warning)."""
 
 import copy
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import dagster as dg
@@ -14,6 +15,7 @@ from assets.metadata import file_version, inline_png, md_table
 from assets.partitions import by_variant, curated_missing, model_variant_partitions, stats_key
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, OutputStore
+from assets.skips import skipped
 from lg_pipeline.dynamics.learning.checks import AGREEMENT_R2
 from lg_pipeline.dynamics.learning.run import LEARNING_DYNAMICS_VERSION, learning_run
 from lg_pipeline.vocabulary import REASONING_LEVELS, StatsKey, VariantKey
@@ -118,6 +120,7 @@ def learning_settings(config: DynamicsConfig, compute_max_length: int) -> Any:
     group_name="dynamics",
     kinds={"pytorch", "parquet"},
     pool=GPU_POOL,
+    output_required=False,  # a rerun of a finished run materializes nothing: its figures do not refresh
     description=(
         "Fine-tunes a copy of the model on the variant (TRL SFT or DPO) and follows probe log-probabilities: "
         "measured change per eval step, predicted change per matrix, per-layer NTK, gradient statistics."
@@ -125,8 +128,9 @@ def learning_settings(config: DynamicsConfig, compute_max_length: int) -> Any:
 )
 def training_dynamics(
     context: dg.AssetExecutionContext, config: DynamicsConfig, store: OutputStore, compute: ComputeResource
-) -> dg.MaterializeResult:
-    from lg_pipeline.dynamics.learning.run import run_learning_dynamics
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+    from data_sources.models.catalog import get_model_spec
+    from lg_pipeline.dynamics.learning.run import nothing_to_do, run_learning_dynamics
     from lg_pipeline.dynamics.training import LoadedModel
     from lg_pipeline.io.manifest import data_file_fields
     from lg_pipeline.progress import StepProgress
@@ -136,6 +140,15 @@ def training_dynamics(
         settings = learning_settings(config, compute.max_length)  # first: bad settings fail before anything
         data = training_data(store, key.variant)
         out = store.dynamics(key, config.objective)
+        variant = key.variant
+        provenance = {**data_file_fields(store.curated(variant)), "dataset": variant.dataset, "level": variant.level,
+                      "correctness": variant.correctness, "weights_file": compute.weights_identity(key.model)}
+        skip = nothing_to_do(settings, data, out, chat=get_model_spec(key.model).chat,
+                             dtype=compute.load_dtype(key.model), device_type=compute.device_type,
+                             provenance=provenance)
+        if skip:
+            yield skipped(context, skip)
+            return
         gates.forget_dynamics(store, key, config.objective)
 
         def load() -> LoadedModel:
@@ -143,14 +156,11 @@ def training_dynamics(
             # Training changes weights: the process-wide loaded model stays as loaded.
             return LoadedModel(copy.deepcopy(loaded), tokenizer, spec.chat, key.model, spec.source)
 
-        variant = key.variant
-        provenance = {**data_file_fields(store.curated(variant)), "dataset": variant.dataset, "level": variant.level,
-                      "correctness": variant.correctness}
         summary = run_learning_dynamics(
             settings, data, load, out, wait=True, report=context.log.info, progress=StepProgress(context.log.info),
             provenance=provenance,
         )
-    return dg.MaterializeResult(metadata=_metadata(key, config, summary, out), data_version=_version(out))
+    yield dg.MaterializeResult(metadata=_metadata(key, config, summary, out), data_version=_version(out))
 
 
 def _version(out) -> dg.DataVersion:
@@ -184,9 +194,7 @@ def _run(context: dg.AssetCheckExecutionContext, store: OutputStore):
     if not runs:
         return key, None
     # The most recently written run of this partition (an SFT and a DPO run may both exist).
-    from lg_pipeline.dynamics.learning.run import SUMMARY_FILE
-
-    return key, max(runs, key=lambda o: (store.dynamics(key, o) / SUMMARY_FILE).stat().st_mtime)
+    return key, max(runs, key=lambda o: learning_run(store.dynamics(key, o)).summary_file.stat().st_mtime)
 
 
 @dg.asset_check(

@@ -6,6 +6,7 @@ same orderings sit side by side. `zero_shot_complete` checks the folder; `zero_s
 model's orderings and levels inline in the UI.
 """
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import dagster as dg
@@ -17,6 +18,7 @@ from assets.metadata import file_version, inline_png, md_table
 from assets.partitions import MODEL, model_partitions
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, CurationResource, OutputStore
+from assets.skips import skipped
 from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
 from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
 from lg_pipeline.dynamics.zero_shot.run import ZERO_SHOT_VERSION
@@ -78,6 +80,7 @@ def _keys(context: Any) -> tuple[str, str]:
     group_name="dynamics",
     kinds={"pytorch", "parquet"},
     pool=GPU_POOL,
+    output_required=False,  # a rerun of a finished run materializes nothing: its figures do not refresh
     description="Held-out-task loss at step 0 and every K steps of one epoch, seen-data distance (arXiv 2406.11721).",
 )
 def zero_shot_dynamics(
@@ -86,18 +89,26 @@ def zero_shot_dynamics(
     store: OutputStore,
     compute: ComputeResource,
     curation: CurationResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
     import pandas as pd
 
     from data_sources.datasets.zero_shot_tasks import OfflineTasks
+    from data_sources.models.catalog import get_model_spec
     from lg_pipeline.dynamics.training import LoadedModel
-    from lg_pipeline.dynamics.zero_shot.run import run_zero_shot
+    from lg_pipeline.dynamics.zero_shot.run import nothing_to_do, run_zero_shot
 
     model_name, ordering = _keys(context)
     out = store.zero_shot(model_name, config.level, ordering)
     with clear_errors():
         settings = zero_shot_settings(config, ordering, compute)  # first: bad settings fail before anything
         provider = OfflineTasks(curation.release_dir, compute.cache_dir)
+        provenance = {"weights_file": compute.weights_identity(model_name)}
+        skip = nothing_to_do(settings, provider, out, chat=get_model_spec(model_name).chat,
+                             dtype=compute.load_dtype(model_name), device_type=compute.device_type,
+                             provenance=provenance)
+        if skip:
+            yield skipped(context, skip)
+            return
 
         def load() -> LoadedModel:
             model, tokenizer, spec = compute.load(model_name)  # the run ends with the weights it was given
@@ -105,12 +116,13 @@ def zero_shot_dynamics(
 
         # Another split or setting in this folder is computed beside it and replaces it once complete: the
         # launchpad's config is what the user asked for.
-        result = run_zero_shot(settings, provider, load, out, wait=True, report=context.log.info, on_change="beside")
+        result = run_zero_shot(settings, provider, load, out, wait=True, report=context.log.info, on_change="beside",
+                               provenance=provenance)
     losses = pd.read_parquet(store.zero_shot_table(model_name, config.level, ordering, "zero_shot"))
     overall = losses[losses.task == ALL_TASKS].sort_values("step")
     figure = _figure(store, losses, model_name, config.level, ordering)
     extra = _alignment_metadata(store, model_name, config.level, ordering)
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "level": config.level,
             "train_tasks": dg.MetadataValue.json(config.train_tasks),

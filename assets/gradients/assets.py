@@ -11,6 +11,7 @@ from assets.metadata import file_version, md_table
 from assets.partitions import by_variant, curated_missing, model_variant_partitions, runnable_stats_key, stats_key
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, OutputStore
+from assets.skips import skipped
 from lg_pipeline.gradients.engine import ENGINE_VERSION
 from lg_pipeline.vocabulary import VariantKey
 
@@ -99,16 +100,6 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
             "mean_nuclear_norm": md_table(_module_means(path)),
         },
         data_version=dg.DataVersion(file_version(path)),
-    )
-
-
-def skipped(context: dg.AssetExecutionContext, reason: str) -> dg.AssetObservation:
-    """A run with nothing to do: said in the log and as an observation; no materialization, so the data version
-    stays and no automation condition downstream sees an update (observations of a materialized asset do not
-    count as one)."""
-    context.log.info(f"skipped, nothing materialized: {reason}; assets downstream are not refreshed")
-    return dg.AssetObservation(
-        asset_key=context.asset_key, partition=context.partition_key, metadata={"skipped": reason}
     )
 
 

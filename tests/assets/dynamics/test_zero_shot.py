@@ -93,3 +93,19 @@ def test_the_asset_and_the_cli_give_identical_tables(world, tmp_path, single_thr
             "--out", str(tmp_path / "cli")]
     assert main(args) == 0
     assert_same_tables(tables(tmp_path / "cli"), tables(store.zero_shot("tiny", "none", "nft")), rtol=0)
+
+
+def test_a_rerun_of_a_finished_run_loads_no_model_and_materializes_nothing(world, single_thread, monkeypatch):
+    from assets.dynamics.zero_shot import zero_shot_dynamics
+    from assets.resources import ComputeResource
+
+    key = dg.MultiPartitionKey({"model": "tiny", "ordering": "rt"})
+    config = {**SPLIT, "level": "simplified"}
+    assert run(world, [zero_shot_dynamics], key, config).success
+    monkeypatch.setattr(ComputeResource, "load", lambda self, name: pytest.fail("loaded a model"))
+    again = run(world, [zero_shot_dynamics], key, config)
+    assert again.success and not again.asset_materializations_for_node("zero_shot_dynamics")
+    (observation,) = again.asset_observations_for_node("zero_shot_dynamics")
+    assert "ordering(s) rt finished under run key" in observation.metadata["skipped"].value
+    other = run(world, [zero_shot_dynamics], key, {**config, "seed": 1})  # another split: it has work, and loads
+    assert not other.success and "loaded a model" in failure(other)
