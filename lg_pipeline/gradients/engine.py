@@ -82,19 +82,23 @@ class PassObserver(Protocol):
 
     def pass_started(self, n_examples: int) -> None: ...
 
+    def gradients_arrived(self, done: int, total: int) -> None: ...
+
     def backward_done(self) -> None: ...
 
     def matrices_done(self, done: int, total: int) -> None: ...
 
 
 class _BackwardDone:
-    """A capture consumer handed in before the statistics: its `finish` comes first once the backward is over."""
+    """A capture consumer handed in before the statistics: it counts the targets whose output gradient arrived
+    (the backward's progress), and its `finish` comes first once the backward is over."""
 
-    def __init__(self, observer: PassObserver):
-        self.observer = observer
+    def __init__(self, observer: PassObserver, n_targets: int):
+        self.observer, self.n_targets, self.arrived = observer, n_targets, 0
 
     def on_factors(self, factors: Any) -> None:
-        pass
+        self.arrived += 1
+        self.observer.gradients_arrived(self.arrived, self.n_targets)
 
     def finish(self) -> None:
         self.observer.backward_done()
@@ -271,7 +275,7 @@ def _core_batch(
     keep = positions_with_loss(model, padded.labels)
     on_matrices = observer.matrices_done if observer is not None else None
     stats = MatrixStatistics(targets, padded.lengths, schedule, workers, on_matrices)
-    consumers = [stats] if observer is None else [_BackwardDone(observer), stats]
+    consumers = [stats] if observer is None else [_BackwardDone(observer, len(targets)), stats]
     with single_threaded_blas(padded.ids.device), Capture(model, targets, len(batch), consumers) as capture:
         losses = response_losses(model, padded.ids, padded.mask, padded.labels, keep)
         capture.backward(losses.sum())

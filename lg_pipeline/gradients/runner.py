@@ -107,9 +107,9 @@ class Progress:
 
 
 class PassProgress:
-    """Lines inside a batch, before its examples' lines: when its backward is done, and at each quarter of its
-    matrices' statistics, with an ETA for the rest of the batch from the pace of the matrices done so far (the
-    engine's `PassObserver`)."""
+    """Lines inside a batch, before its examples' lines: at each quarter of the matrices whose gradient the backward
+    reached, when the backward is done, and at each quarter of the matrices' statistics; each quarter with an ETA
+    from the pace so far (the engine's `PassObserver`)."""
 
     QUARTERS = 4
 
@@ -117,14 +117,24 @@ class PassProgress:
         self.report, self.clock = report, clock
         self.passes, self.n_examples, self.started = 0, 0, 0.0
         self._stats: UnitClock | None = None
-        self._next_quarter = 1
+        self._next_quarter = self._next_arrived = 1
 
     def _name(self) -> str:
         return f"batch {self.passes} ({self.n_examples} example{'s' if self.n_examples != 1 else ''})"
 
     def pass_started(self, n_examples: int) -> None:
         self.passes, self.n_examples, self.started = self.passes + 1, n_examples, self.clock()
-        self._stats, self._next_quarter = None, 1
+        self._stats, self._next_quarter, self._next_arrived = None, 1, 1
+
+    def gradients_arrived(self, done: int, total: int) -> None:
+        quarter = done * self.QUARTERS // max(total, 1)
+        if quarter < self._next_arrived or quarter >= self.QUARTERS:  # the last quarter: "backward done"
+            return
+        self._next_arrived = quarter + 1
+        backward = UnitClock(total, self.clock, started=self.started)  # the forward counts in: it is the pass's
+        backward.done = done
+        self.report(f"{self._name()}: backward {100 * quarter // self.QUARTERS}% ({done}/{total} matrices' "
+                    f"gradients), {backward.timing()}")
 
     def backward_done(self) -> None:
         self.report(f"{self._name()}: backward done in {self.clock() - self.started:.1f}s")

@@ -183,6 +183,11 @@ def test_progress_inside_a_batch_comes_before_its_examples_lines(llama, tokenize
     backward = [line for line in inside if ": backward done in " in line]
     quarters = [line for line in inside if ": statistics " in line]
     assert backward and backward[0].startswith("batch 1 (4 examples): backward done in ")
+    # 3 targets x 2 layers = 6 matrices' gradients: lines at 1/4 (2 of 6) and 3/4 (5 of 6); 4/4 is "backward done".
+    arriving = [line for line in inside if ": backward " in line and "% (" in line]
+    assert [line.split(": backward ")[1].split(",")[0] for line in arriving] == [
+        "25% (2/6 matrices' gradients)", "50% (3/6 matrices' gradients)", "75% (5/6 matrices' gradients)"]
+    assert inside.index(arriving[-1]) < inside.index(backward[0]) and all(" elapsed, ETA " in x for x in arriving)
     # 3 targets x 2 layers x 4 examples = 24 matrices, reported at each quarter they cross, the last at 100%.
     assert quarters and quarters[-1].startswith("batch 1 (4 examples): statistics 100% (24/24 matrices)")
     percents = [int(line.split("statistics ")[1].split("%")[0]) for line in quarters]
