@@ -15,36 +15,44 @@ from dagster._core.run_coordinator.base import SubmitRunContext
 from dagster._core.storage.dagster_run import DagsterRun
 
 from assets.automation.daemon_log import ReadableQueuedRunCoordinator
-from assets.dynamics.learning import DynamicsConfig, learning_settings
-from assets.dynamics.zero_shot import ZeroShotConfig, zero_shot_settings
-from assets.resources import ComputeResource
 from lg_pipeline.errors import SettingsError
 
-# The partition's ordering is checked by the partitions definition; any valid one stands in for it here.
-_CHECKS: dict[str, Callable[[Mapping[str, Any], ComputeResource], Any]] = {
-    "training_dynamics": lambda config, compute: learning_settings(DynamicsConfig(**config), compute.max_length),
-    "zero_shot_dynamics": lambda config, compute: zero_shot_settings(ZeroShotConfig(**config), "rt", compute),
-}
+CHECKED_ASSETS = ("training_dynamics", "zero_shot_dynamics")
+
+
+def _checks() -> dict[str, Callable[[Mapping[str, Any], Any], Any]]:
+    """Each checked asset's settings from its config, as the asset builds them. Imported only when a run configures
+    one: the webserver and the daemon load this coordinator, and the assets' modules import torch."""
+    from assets.dynamics.learning import DynamicsConfig, learning_settings
+    from assets.dynamics.zero_shot import ZeroShotConfig, zero_shot_settings
+
+    # The partition's ordering is checked by the partitions definition; any valid one stands in for it here.
+    return {
+        "training_dynamics": lambda config, compute: learning_settings(DynamicsConfig(**config), compute.max_length),
+        "zero_shot_dynamics": lambda config, compute: zero_shot_settings(ZeroShotConfig(**config), "rt", compute),
+    }
 
 
 def launch_problems(run_config: Mapping[str, Any]) -> list[str]:
     """`<asset>: <every problem of its settings>` for each dynamics asset the run configures; [] when all can run."""
     ops = run_config.get("ops") or {}
-    checked = [name for name in _CHECKS if isinstance(ops.get(name), Mapping)]
+    checked = [name for name in CHECKED_ASSETS if isinstance(ops.get(name), Mapping)]
     if not checked:
         return []
-    compute = _compute(run_config)
+    checks, compute = _checks(), _compute(run_config)
     problems = []
     for name in checked:
         try:
-            _CHECKS[name](ops[name].get("config") or {}, compute)
+            checks[name](ops[name].get("config") or {}, compute)
         except SettingsError as exc:
             problems.append(f"{name}: {exc}")
     return problems
 
 
-def _compute(run_config: Mapping[str, Any]) -> ComputeResource:
+def _compute(run_config: Mapping[str, Any]) -> Any:
     """The run's compute settings where they are plain values (an `env` reference is resolved in the run)."""
+    from assets.resources import ComputeResource
+
     config = ((run_config.get("resources") or {}).get("compute") or {}).get("config") or {}
     plain = {k: v for k, v in config.items() if not isinstance(v, Mapping)}
     try:
