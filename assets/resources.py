@@ -7,10 +7,10 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from lg_pipeline.vocabulary import StatsKey, VariantKey
 
@@ -252,19 +252,41 @@ class ComputeResource(dg.ConfigurableResource):
     Out-of-memory batch splits in the engine are reported in the run's log.
     """
 
-    device: str = "cpu"
-    devices: str = ""
-    lock_dir: str = ""
-    lease_timeout_s: float = 3600.0
-    dtype: str = ""
-    batch_size: int = 4
-    max_batch_tokens: int = 0  # padded tokens per forward/backward; 0: per device (1024 on a CPU, 8192 on a GPU)
-    max_length: int = 1024
-    method: str = "core"
-    targets: str = "q,k,v,o"
-    encoding: str = "pair"  # pair | study (lg_pipeline.gradients.encoding)
-    stats_schedule: str = ""  # after-backward | in-hook (same numbers); empty: in-hook on CUDA, after-backward on CPU
-    cache_dir: str = DEFAULT_CACHE_DIR
+    device: str = Field(default="cpu", description="Device: cpu, cuda or cuda:N (LG_DEVICE).")
+    devices: str = Field(
+        default="", description="Candidate devices to lease, comma-separated (LG_DEVICES); empty: every visible GPU."
+    )
+    lock_dir: str = Field(default="", description="Folder of the device-lease lock files; empty: the default.")
+    lease_timeout_s: float = Field(default=3600.0, description="Seconds to wait for a free device.")
+    dtype: str = Field(
+        default="", description="Weights' dtype: float32 or bfloat16 (float16 is refused); empty: the catalog's."
+    )
+    batch_size: int = Field(
+        default=4, description="gradient_stats: examples per forward/backward pass (examples; scheduling, changes "
+        "no number). The dynamics runs' batch_size is their own config's (examples per optimizer step)."
+    )
+    max_batch_tokens: int = Field(
+        default=0, description="gradient_stats: padded tokens per forward/backward (tokens); 0: per device (1024 on "
+        "a CPU, 8192 on a GPU)."
+    )
+    max_length: int = Field(
+        default=1024, description="Tokens per sequence (longer ones are cut) in gradient_stats and "
+        "zero_shot_dynamics, and in training_dynamics when its config's max_length is 0."
+    )
+    method: Literal["core", "full-svd"] = Field(
+        default="core", description="Statistics method: core (from the factors) or full-svd (the study's "
+        "reference, one example per backward); the same numbers."
+    )
+    targets: str = Field(default="q,k,v,o", description="Studied matrices, module suffixes comma-separated.")
+    encoding: Literal["pair", "study"] = Field(
+        default="pair", description="How text becomes tokens: pair (prompt and response apart) or study (the "
+        "study's whole-text rules)."
+    )
+    stats_schedule: Literal["", "after-backward", "in-hook"] = Field(
+        default="", description="When statistics are computed (same numbers): after-backward or in-hook; empty: "
+        "in-hook on CUDA, after-backward on a CPU."
+    )
+    cache_dir: str = Field(default=DEFAULT_CACHE_DIR, description="Model and package cache folder (LG_CACHE_DIR).")
 
     _lease: Any = PrivateAttr(default=None)
     _log: Any = PrivateAttr(default=None)
@@ -312,6 +334,23 @@ class ComputeResource(dg.ConfigurableResource):
         _LOADED[key] = open_model(model_name, device, self.dtype or None, self.cache_dir)
         self._info(f"loaded model {model_name} in {time.monotonic() - started:.1f}s")
         return _LOADED[key]
+
+    def load_dtype(self, model_name: str) -> str:
+        """The dtype `load` gives the weights: the configured one, else the catalog's."""
+        from data_sources.models.catalog import get_model_spec
+
+        return self.dtype or get_model_spec(model_name).dtype
+
+    @property
+    def device_type(self) -> str:
+        """`cpu` or `cuda`: the leased device's type (what the run keys record)."""
+        return self.leased_device.split(":", 1)[0]
+
+    def weights_identity(self, model_name: str) -> dict[str, Any] | None:
+        """The model's weight files' identity, known without loading them (None for a hub model)."""
+        from data_sources.models.catalog import weights_identity
+
+        return weights_identity(model_name, self.cache_dir)
 
     def _info(self, message: str) -> None:
         if self._log is not None:

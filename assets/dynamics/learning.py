@@ -2,9 +2,11 @@
 and the checks beside it (complete and finite: blocking; predicted vs measured: a warning)."""
 
 import copy
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import dagster as dg
+from pydantic import Field
 
 from assets import gates
 from assets.curation.assets import curated_dataset
@@ -13,6 +15,7 @@ from assets.metadata import file_version, inline_png, md_table, run_settings
 from assets.partitions import by_variant, curated_missing, model_variant_partitions, stats_key
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, CurationResource, OutputStore
+from assets.skips import skipped
 from lg_pipeline.dynamics.learning.checks import AGREEMENT_R2
 from lg_pipeline.dynamics.learning.run import LEARNING_DYNAMICS_VERSION, learning_run
 from lg_pipeline.vocabulary import REASONING_LEVELS, StatsKey, VariantKey
@@ -26,21 +29,45 @@ class DynamicsConfig(dg.Config):
     """Run settings (the launchpad's config). Defaults are the offline default's, sized for 2 CPU cores:
     10 SGD steps of one example, eval steps 0 and 5, 2 probe prompts (one trained prompt's 5-7 responses
     and one held-out answer), sequences cut at 256 tokens. The objective is the asset's (`training_dynamics`:
-    SFT, `training_dynamics_dpo`: DPO)."""
+    SFT, `training_dynamics_dpo`: DPO). Choices are enums (Dagster refuses others at launch); ranges are checked as
+    the run is submitted, every problem at once (`assets.launch`)."""
 
-    steps: int = 10
-    eval_every: int = 5
-    learning_rate: float = 1e-4
-    optimizer: str = "sgd"
-    batch_size: int = 1
-    n_probes: int = 2
-    trainable: str = "attention"
-    seed: int = 0
-    max_length: int = 256  # 0: the compute resource's (the engine's) max_length
-    rejected: str = "auto"  # same_prompt | shuffled | auto (same_prompt for math datasets)
-    probes_file: str = ""  # one's own probes: a JSON list of {prompt_id, type, response}
-    allow_probe_truncation: bool = False  # measure probes cut at max_length (else the run refuses them)
-    rephrase: bool = False  # rephrase probes written by the curation resource's teacher (none offline)
+    steps: int = Field(default=10, description="Optimizer steps to train (at least 1).")
+    eval_every: int = Field(
+        default=5, description="Measure the probes every this many steps (steps; at least 1): step 0, K, 2K, ..."
+    )
+    learning_rate: float = Field(default=1e-4, description="Learning rate (per step; greater than 0).")
+    optimizer: Literal["sgd", "adamw"] = Field(default="sgd", description="Optimizer: sgd (plain) or adamw.")
+    batch_size: int = Field(
+        default=1, description="Training examples per optimizer step (examples; at least 1). Only this run's: "
+        "the compute resource's batch_size bounds gradient_stats' passes."
+    )
+    n_probes: int = Field(
+        default=2, description="Probe prompts followed through training (prompts; at least 1), each with its "
+        "responses (trained, other levels, wrong, held out)."
+    )
+    trainable: Literal["attention", "all"] = Field(
+        default="attention", description="Weights that train: attention (q, k, v, o projections) or all."
+    )
+    seed: int = Field(default=0, description="Seed of the data order and the probe draw (0 to 2**32 - 1).")
+    max_length: int = Field(
+        default=256, description="Tokens per training and probe sequence (tokens; at least 2; longer ones are "
+        "cut). 0: the compute resource's max_length."
+    )
+    rejected: Literal["auto", "same_prompt", "shuffled"] = Field(
+        default="auto", description="DPO's rejected responses: same_prompt (the chosen response with its final answer "
+        "changed, format kept), shuffled (the variant's wrong set: another prompt's answer), auto (same_prompt for "
+        "math datasets)."
+    )
+    probes_file: str = Field(
+        default="", description="One's own probes: a JSON file, a list of {prompt_id, type, response} (empty: none)."
+    )
+    allow_probe_truncation: bool = Field(
+        default=False, description="Measure probes cut at max_length (else the run refuses them, naming each)."
+    )
+    rephrase: bool = Field(
+        default=False, description="Add rephrase probes written by the curation resource's teacher (none offline)."
+    )
 
 
 def _table(store: OutputStore, variant: VariantKey) -> list[Any] | None:
@@ -91,15 +118,15 @@ def training_data(store: OutputStore, variant: VariantKey, probes_file: str = ""
     )
 
 
-def learning_settings(config: DynamicsConfig, compute: ComputeResource, objective: str = "sft") -> Any:
-    """The launchpad's config (and the asset's objective) as the run's settings (checked on construction, named as
-    in the config)."""
+def learning_settings(config: DynamicsConfig, compute_max_length: int, objective: str = "sft") -> Any:
+    """The launchpad's config (and the asset's objective) as the run's settings (checked on construction, every
+    problem at once, named as in the config); `compute_max_length` stands in for `max_length: 0`."""
     from lg_pipeline.dynamics.learning.run import LearningDynamicsSettings
 
     train = {
         "learning_rate": config.learning_rate, "optimizer": config.optimizer, "steps": config.steps,
         "batch_size": config.batch_size, "seed": config.seed, "trainable": config.trainable,
-        "objective": objective, "chat": None, "max_length": config.max_length or compute.max_length,
+        "objective": objective, "chat": None, "max_length": config.max_length or compute_max_length,
     }
     return LearningDynamicsSettings.build(
         train=train, eval_every=config.eval_every, n_probes=config.n_probes, rejected=config.rejected,
@@ -125,6 +152,7 @@ def _dynamics_asset(objective: str) -> dg.AssetsDefinition:
         group_name="dynamics",
         kinds={"pytorch", "parquet"},
         pool=GPU_POOL,
+        output_required=False,  # a rerun of a finished run materializes nothing: its figures do not refresh
         description=(
             f"Fine-tunes a copy of the model on the variant (TRL, objective {objective.upper()}) and follows probe "
             "log-probabilities: measured change per eval step, predicted change per matrix, per-layer NTK, gradient "
@@ -137,8 +165,8 @@ def _dynamics_asset(objective: str) -> dg.AssetsDefinition:
         store: OutputStore,
         compute: ComputeResource,
         curation: CurationResource,
-    ) -> dg.MaterializeResult:
-        return _train(context, config, store, compute, curation, objective)
+    ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+        yield from _train(context, config, store, compute, curation, objective)
 
     return _asset
 
@@ -146,17 +174,28 @@ def _dynamics_asset(objective: str) -> dg.AssetsDefinition:
 def _train(
     context: dg.AssetExecutionContext, config: DynamicsConfig, store: OutputStore, compute: ComputeResource,
     curation: CurationResource, objective: str,
-) -> dg.MaterializeResult:
-    from lg_pipeline.dynamics.learning.run import run_learning_dynamics
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+    from data_sources.models.catalog import get_model_spec
+    from lg_pipeline.dynamics.learning.run import nothing_to_do, run_learning_dynamics
     from lg_pipeline.dynamics.training import LoadedModel
     from lg_pipeline.io.manifest import data_file_fields
+    from lg_pipeline.progress import StepProgress
 
     key = stats_key(context.partition_key)
     with clear_errors():
-        settings = learning_settings(config, compute, objective)
+        settings = learning_settings(config, compute.max_length, objective)  # first: bad settings fail first
         teacher = curation.make_teacher() if config.rephrase else None
         data = training_data(store, key.variant, config.probes_file, teacher)
         out = store.dynamics(key, objective)
+        variant = key.variant
+        provenance = {**data_file_fields(store.curated(variant)), "dataset": variant.dataset, "level": variant.level,
+                      "correctness": variant.correctness, "weights_file": compute.weights_identity(key.model)}
+        skip = nothing_to_do(settings, data, out, chat=get_model_spec(key.model).chat,
+                             dtype=compute.load_dtype(key.model), device_type=compute.device_type,
+                             provenance=provenance)
+        if skip:
+            yield skipped(context, skip)
+            return
         gates.forget_dynamics(store, key, objective)
 
         def load() -> LoadedModel:
@@ -164,16 +203,11 @@ def _train(
             # Training changes weights: the process-wide loaded model stays as loaded.
             return LoadedModel(copy.deepcopy(loaded), tokenizer, spec.chat, key.model, spec.source)
 
-        def progress(step: int, total: int) -> None:
-            context.log.info(f"step {step}/{total} done")
-
-        variant = key.variant
-        provenance = {**data_file_fields(store.curated(variant)), "dataset": variant.dataset, "level": variant.level,
-                      "correctness": variant.correctness}
         summary = run_learning_dynamics(
-            settings, data, load, out, wait=True, report=context.log.info, progress=progress, provenance=provenance
+            settings, data, load, out, wait=True, report=context.log.info, progress=StepProgress(context.log.info),
+            provenance=provenance,
         )
-    return dg.MaterializeResult(metadata=_metadata(key, settings, summary, out), data_version=_version(out))
+    yield dg.MaterializeResult(metadata=_metadata(key, settings, summary, out), data_version=_version(out))
 
 
 def _version(out) -> dg.DataVersion:

@@ -7,9 +7,11 @@ the same partition; each trains in the `gpu` pool, the task split is run config 
 `zero_shot_figures` draws every model's orderings and levels inline in the UI.
 """
 
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import dagster as dg
+from pydantic import Field
 
 from assets import gates
 from assets.failures import clear_errors
@@ -17,6 +19,7 @@ from assets.metadata import figure_md, file_version, md_table, run_settings
 from assets.partitions import MODEL, model_partitions
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, CurationResource, OutputStore
+from assets.skips import skipped
 from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
 from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
 from lg_pipeline.dynamics.zero_shot.run import ZERO_SHOT_VERSION
@@ -33,19 +36,36 @@ DEMO_MODEL = "smollm2-135m-instruct"
 
 class ZeroShotConfig(dg.Config):
     """The task split and the training settings (the paper: AdamW); the CoT level of the training responses is the
-    asset's."""
+    asset's, the ordering the partition's. Choices are enums (Dagster refuses others at launch); ranges are checked
+    as the run is submitted, every problem at once (`assets.launch`)."""
 
-    train_tasks: list[str] = list(DEMO_TRAIN_TASKS)
-    test_tasks: list[str] = list(DEMO_TEST_TASKS)
-    per_task: int = 4
-    per_test_task: int = 4
-    eval_every: int = 4
-    learning_rate: float = 1e-5
-    optimizer: str = "adamw"
-    batch_size: int = 4
-    embedder: str = "minilm"
-    trainable: str = "all"
-    seed: int = 0
+    train_tasks: list[str] = Field(
+        default=list(DEMO_TRAIN_TASKS), description="Tasks trained on (names known to the task catalog)."
+    )
+    test_tasks: list[str] = Field(
+        default=list(DEMO_TEST_TASKS), description="Held-out tasks whose loss is followed (none of the train tasks)."
+    )
+    per_task: int = Field(default=4, description="Training items drawn per train task (items; at least 1).")
+    per_test_task: int = Field(default=4, description="Held-out items drawn per test task (items; at least 1).")
+    eval_every: int = Field(
+        default=4, description="Held-out loss every this many steps (steps; at least 1), and at step 0 and the last."
+    )
+    learning_rate: float = Field(default=1e-5, description="Learning rate (per step; greater than 0).")
+    optimizer: Literal["adamw", "sgd"] = Field(default="adamw", description="Optimizer: adamw (the paper's) or sgd.")
+    batch_size: int = Field(
+        default=4, description="Training items per optimizer step (items; at least 1); one epoch is "
+        "ceil(items / batch_size) steps. Only this run's: the compute resource's batch_size bounds gradient_stats' "
+        "passes."
+    )
+    embedder: Literal["minilm", "model"] = Field(
+        default="minilm", description="Sentence embeddings for the seen-data distance and the embedding orderings: "
+        "minilm (all-MiniLM-L6-v2, the paper's) or model (the model's own last hidden states, mean-pooled, at "
+        "the initial weights)."
+    )
+    trainable: Literal["all", "attention"] = Field(
+        default="all", description="Weights that train: all (the paper's) or attention (q, k, v, o projections)."
+    )
+    seed: int = Field(default=0, description="Seed of the item draw and the random ordering (0 to 2**32 - 1).")
 
 
 def _keys(context: Any) -> tuple[str, str]:
@@ -71,6 +91,7 @@ def _zero_shot_asset(level: str) -> dg.AssetsDefinition:
         group_name="dynamics",
         kinds={"pytorch", "parquet"},
         pool=GPU_POOL,
+        output_required=False,  # a rerun of a finished run materializes nothing: its figures do not refresh
         description=f"Held-out-task loss at step 0 and every K steps of one epoch of {LEVEL_LABELS[level]} training "
         "responses, seen-data distance (arXiv 2406.11721). The run's settings are in its metadata.",
     )
@@ -80,8 +101,8 @@ def _zero_shot_asset(level: str) -> dg.AssetsDefinition:
         store: OutputStore,
         compute: ComputeResource,
         curation: CurationResource,
-    ) -> dg.MaterializeResult:
-        return _train(context, config, store, compute, curation, level)
+    ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
+        yield from _train(context, config, store, compute, curation, level)
 
     return _asset
 
@@ -93,18 +114,26 @@ def _train(
     compute: ComputeResource,
     curation: CurationResource,
     level: str,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
     import pandas as pd
 
     from data_sources.datasets.zero_shot_tasks import OfflineTasks
+    from data_sources.models.catalog import get_model_spec
     from lg_pipeline.dynamics.training import LoadedModel
-    from lg_pipeline.dynamics.zero_shot.run import run_zero_shot
+    from lg_pipeline.dynamics.zero_shot.run import nothing_to_do, run_zero_shot
 
     model_name, ordering = _keys(context)
     out = store.zero_shot(model_name, level, ordering)
     with clear_errors():
-        settings = zero_shot_settings(config, ordering, compute, level)
+        settings = zero_shot_settings(config, ordering, compute, level)  # first: bad settings fail before anything
         provider = OfflineTasks(curation.release_dir, compute.cache_dir)
+        provenance = {"weights_file": compute.weights_identity(model_name)}
+        skip = nothing_to_do(settings, provider, out, chat=get_model_spec(model_name).chat,
+                             dtype=compute.load_dtype(model_name), device_type=compute.device_type,
+                             provenance=provenance)
+        if skip:
+            yield skipped(context, skip)
+            return
 
         def load() -> LoadedModel:
             model, tokenizer, spec = compute.load(model_name)  # the run ends with the weights it was given
@@ -112,12 +141,13 @@ def _train(
 
         # Another split or setting in this folder is computed beside it and replaces it once complete: the
         # launchpad's config is what the user asked for.
-        result = run_zero_shot(settings, provider, load, out, wait=True, report=context.log.info, on_change="beside")
+        result = run_zero_shot(settings, provider, load, out, wait=True, report=context.log.info, on_change="beside",
+                               provenance=provenance)
     losses = pd.read_parquet(store.zero_shot_table(model_name, level, ordering, "zero_shot"))
     overall = losses[losses.task == ALL_TASKS].sort_values("step")
     figure = _figure(store, losses, model_name, level, ordering)
     extra = _alignment_metadata(store, model_name, level, ordering)
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             **run_settings(settings.train, level=level, eval_every=settings.eval_every, embedder=settings.embedder),
             "train_tasks": dg.MetadataValue.json(config.train_tasks),

@@ -11,6 +11,7 @@ from assets.metadata import file_version, md_table
 from assets.partitions import by_variant, curated_missing, model_variant_partitions, runnable_stats_key, stats_key
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, OutputStore
+from assets.skips import skipped
 from lg_pipeline.gradients.engine import ENGINE_VERSION
 from lg_pipeline.vocabulary import VariantKey
 
@@ -44,10 +45,12 @@ def _examples(store: OutputStore, variant: VariantKey) -> tuple[list[Any], bool]
     kinds={"pytorch", "parquet"},
     pool=GPU_POOL,
     description="Loss, mean/max/min, Frobenius and nuclear norms, σ_max/σ_min of every studied matrix, per example.",
+    output_required=False,  # a run with nothing to do materializes nothing: downstream assets do not refresh
 )
 def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, compute: ComputeResource):
     from data_sources.datasets.catalog import dataset_spec
-    from lg_pipeline.gradients.runner import run_to_parquet
+    from data_sources.models.catalog import get_model_spec
+    from lg_pipeline.gradients.runner import nothing_to_do, run_to_parquet
     from lg_pipeline.io.manifest import data_file_fields
 
     key = stats_key(context.partition_key)
@@ -56,7 +59,7 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
         runnable_stats_key(context.partition_key)  # a model partition no catalog knows: the `models add` hint
         dataset_spec(variant)
         examples, demo = _examples(store, variant)
-        model, tokenizer, spec = compute.load(key.model)
+        spec = get_model_spec(key.model)
         config = compute.engine_config(spec.chat)
         path = store.gradients(key)
         extra = {
@@ -66,14 +69,21 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
             "correctness": variant.correctness,
             "demo": demo,
         }
-        provenance = {"model": key.model, "model_source": spec.source, **data_file_fields(store.curated(variant))}
+        provenance = {"model": key.model, "model_source": spec.source, **data_file_fields(store.curated(variant)),
+                      "weights_file": compute.weights_identity(key.model)}
+        skip = nothing_to_do(path, examples, config, extra, dtype=compute.load_dtype(key.model),
+                             device_type=compute.device_type, provenance=provenance)
+        if skip:
+            yield skipped(context, skip)
+            return
+        model, tokenizer, spec = compute.load(key.model)
         # The table holds exactly the curated examples (prune); another run of this partition is waited for.
         summary = run_to_parquet(
             model, tokenizer, examples, config, path, extra, report=context.log.info, prune=True, wait=True,
             provenance=provenance,
         )
     gates.forget_stats(store, key)  # new numbers: the old check verdict no longer holds
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "examples": summary.n_examples,
             **{f"examples_{k}": v for k, v in summary.counts.items()},

@@ -131,6 +131,38 @@ def _packaged_gguf(spec: ModelSpec, cache_dir: Path) -> ModelLocation:
     return ModelLocation(spec.name, str(folder), spec.file, version=version)
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+def weights_identity(name: str, cache_dir: str | Path) -> dict[str, Any] | None:
+    """What identifies a catalog model's weights without loading them: its catalog entry, the package and loader
+    versions, and the name, size and modification time of each weight file (and `config.json`).
+
+    A run records it beside its run key, so a rerun can tell that nothing changed before it loads anything (the
+    run key itself holds a fingerprint of the loaded weights). None when that cannot be known without loading: a
+    hub model (its revision is resolved by the download), a GGUF not assembled yet, a missing file.
+    """
+    spec = model_catalog().get(name)
+    if spec is None or spec.source == "hub":
+        return None
+    try:
+        location = resolve(spec, cache_dir)
+    except InputError:
+        return None
+    folder = Path(location.folder)
+    if location.gguf_file:
+        files = [folder / location.gguf_file]
+    elif folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES or p.name == "config.json")
+    else:
+        files = []
+    if not files or not all(f.is_file() for f in files):
+        return None
+    stats = {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in files}
+    loaders = {dist: package_version(dist) for dist in ("transformers", "gguf", "torch")}
+    return {"spec": repr(spec), "package_version": location.version, "loaders": loaders, "files": stats}
+
+
 def package_version(package: str) -> str:
     """The installed version of the distribution that ships `package` (import name), "" when unknown."""
     import importlib.metadata

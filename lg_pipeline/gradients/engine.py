@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from lg_pipeline.errors import InputError
 from lg_pipeline.example import Example
@@ -76,15 +76,44 @@ class ExampleResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
+class PassObserver(Protocol):
+    """What the engine tells while one forward/backward pass runs, before its examples' results exist: a long
+    batch is then not silent (the runner's progress lines)."""
+
+    def pass_started(self, n_examples: int) -> None: ...
+
+    def gradients_arrived(self, done: int, total: int) -> None: ...
+
+    def backward_done(self) -> None: ...
+
+    def matrices_done(self, done: int, total: int) -> None: ...
+
+
+class _BackwardDone:
+    """A capture consumer handed in before the statistics: it counts the targets whose output gradient arrived
+    (the backward's progress), and its `finish` comes first once the backward is over."""
+
+    def __init__(self, observer: PassObserver, n_targets: int):
+        self.observer, self.n_targets, self.arrived = observer, n_targets, 0
+
+    def on_factors(self, factors: Any) -> None:
+        self.arrived += 1
+        self.observer.gradients_arrived(self.arrived, self.n_targets)
+
+    def finish(self) -> None:
+        self.observer.backward_done()
+
+
 def compute_gradient_stats(
     model: Any,
     tokenizer: Any,
     examples: Iterable[Example],
     config: EngineConfig = EngineConfig(),
+    observer: PassObserver | None = None,
 ) -> Iterator[ExampleResult]:
-    """Yield one result per example, in input order within each batch."""
+    """Yield one result per example, in input order within each batch; `observer` hears each pass's progress."""
     check_config(model, config)
-    runner = _BatchRunner(model, find_targets(model, config.targets), config, pad_token_id(tokenizer))
+    runner = _BatchRunner(model, find_targets(model, config.targets), config, pad_token_id(tokenizer), observer)
     model.eval()
     drop_system = study_drops_system(str(getattr(model.config, "model_type", "")))
     skipped: list[ExampleResult] = []
@@ -155,8 +184,12 @@ class _BatchRunner:
     After an out-of-memory error, later batches are no larger than the half that is tried next.
     """
 
-    def __init__(self, model: Any, targets: list[Target], config: EngineConfig, pad_id: int):
+    def __init__(
+        self, model: Any, targets: list[Target], config: EngineConfig, pad_id: int,
+        observer: PassObserver | None = None,
+    ):
         self.model, self.targets, self.method, self.pad_id = model, targets, config.method, pad_id
+        self.observer = observer
         self.batch_size = 1 if config.method == "full-svd" else max(1, config.batch_size)
         device = model_device(model)
         self.token_budget = config.max_batch_tokens or default_token_budget(device)
@@ -168,9 +201,11 @@ class _BatchRunner:
 
     def run(self, batch: list[Encoded]) -> list[ExampleResult]:
         try:
+            if self.observer is not None:
+                self.observer.pass_started(len(batch))
             if self.method == "full-svd":
-                return _full_svd_example(self.model, self.targets, batch, self.pad_id)
-            return _core_batch(self.model, self.targets, batch, self.pad_id, self.schedule, self.workers)
+                return _full_svd_example(self.model, self.targets, batch, self.pad_id, self.observer)
+            return _core_batch(self.model, self.targets, batch, self.pad_id, self.schedule, self.workers, self.observer)
         except Exception as exc:  # recorded per example, never swallowed silently
             reason, out_of_memory = f"{type(exc).__name__}: {exc}"[:500], is_out_of_memory(exc)
         # Recover here, outside the `except` block: the exception's traceback holds the failed batch's frames
@@ -231,14 +266,17 @@ def batch_tensors(batch: list[Encoded], pad_id: int, device) -> tuple[Any, Any, 
 
 
 def _core_batch(
-    model: Any, targets: list[Target], batch: list[Encoded], pad_id: int, schedule: str, workers: int = 1
+    model: Any, targets: list[Target], batch: list[Encoded], pad_id: int, schedule: str, workers: int = 1,
+    observer: PassObserver | None = None,
 ) -> list[ExampleResult]:
     from lg_pipeline.gradients.loss import response_losses
 
     padded = encoded_batch(batch, pad_id, model_device(model))
     keep = positions_with_loss(model, padded.labels)
-    stats = MatrixStatistics(targets, padded.lengths, schedule, workers)
-    with single_threaded_blas(padded.ids.device), Capture(model, targets, len(batch), [stats]) as capture:
+    on_matrices = observer.matrices_done if observer is not None else None
+    stats = MatrixStatistics(targets, padded.lengths, schedule, workers, on_matrices)
+    consumers = [stats] if observer is None else [_BackwardDone(observer, len(targets)), stats]
+    with single_threaded_blas(padded.ids.device), Capture(model, targets, len(batch), consumers) as capture:
         losses = response_losses(model, padded.ids, padded.mask, padded.labels, keep)
         capture.backward(losses.sum())
     # (targets, batch, stats) -> one host transfer for the whole batch.
@@ -264,7 +302,9 @@ def positions_with_loss(model: Any, labels: Any) -> dict[str, int]:
     return {"logits_to_keep": labels.shape[1] - first}
 
 
-def _full_svd_example(model: Any, targets: list[Target], batch: list[Encoded], pad_id: int) -> list[ExampleResult]:
+def _full_svd_example(
+    model: Any, targets: list[Target], batch: list[Encoded], pad_id: int, observer: PassObserver | None = None
+) -> list[ExampleResult]:
     import torch
 
     (enc,) = batch
@@ -275,7 +315,13 @@ def _full_svd_example(model: Any, targets: list[Target], batch: list[Encoded], p
         with grad_only_for(model, {t.parameter for t in targets}):
             loss = model(input_ids=ids, labels=labels, use_cache=False).loss
             loss.backward()
-            stats = [matrix_stats(params[t.parameter].grad).cpu().tolist() for t in targets]
+            if observer is not None:
+                observer.backward_done()
+            stats = []
+            for t in targets:
+                stats.append(matrix_stats(params[t.parameter].grad).cpu().tolist())
+                if observer is not None:
+                    observer.matrices_done(len(stats), len(targets))
     finally:
         model.zero_grad(set_to_none=True)  # the engine's passes own no gradient
     return [_result(enc, float(loss.detach().cpu()), targets, stats)]

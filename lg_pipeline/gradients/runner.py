@@ -33,6 +33,7 @@ from lg_pipeline.gradients.encoding import encode, study_drops_system
 from lg_pipeline.gradients.engine import ENGINE_VERSION, EngineConfig, ExampleResult, compute_gradient_stats
 from lg_pipeline.gradients.targets import find_targets
 from lg_pipeline.io.run_folder import RunFiles, RunFolder, RunWriter, TableSpec
+from lg_pipeline.progress import UnitClock
 from lg_pipeline.schema import GRADIENT_COLUMNS, PROVENANCE_COLUMNS, STATUS_COLUMNS
 
 # EngineConfig fields that never change a number (the two methods agree; batching and threads are scheduling).
@@ -103,6 +104,53 @@ class Progress:
                 f"example {self.done}/{self.total} ({res.example_id}): {tokens}{outcome}, "
                 f"{rate:.3f} ex/s, {elapsed:.0f}s elapsed, ETA {eta:.0f}s"
             )
+
+
+class PassProgress:
+    """Lines inside a batch, before its examples' lines: at each quarter of the matrices whose gradient the backward
+    reached, when the backward is done, and at each quarter of the matrices' statistics; each quarter with an ETA
+    from the pace so far (the engine's `PassObserver`)."""
+
+    QUARTERS = 4
+
+    def __init__(self, report: Callable[[str], None], clock: Callable[[], float] = time.monotonic):
+        self.report, self.clock = report, clock
+        self.passes, self.n_examples, self.started = 0, 0, 0.0
+        self._stats: UnitClock | None = None
+        self._next_quarter = self._next_arrived = 1
+
+    def _name(self) -> str:
+        return f"batch {self.passes} ({self.n_examples} example{'s' if self.n_examples != 1 else ''})"
+
+    def pass_started(self, n_examples: int) -> None:
+        self.passes, self.n_examples, self.started = self.passes + 1, n_examples, self.clock()
+        self._stats, self._next_quarter, self._next_arrived = None, 1, 1
+
+    def gradients_arrived(self, done: int, total: int) -> None:
+        quarter = done * self.QUARTERS // max(total, 1)
+        if quarter < self._next_arrived or quarter >= self.QUARTERS:  # the last quarter: "backward done"
+            return
+        self._next_arrived = quarter + 1
+        backward = UnitClock(total, self.clock, started=self.started)  # the forward counts in: it is the pass's
+        backward.done = done
+        self.report(f"{self._name()}: backward {100 * quarter // self.QUARTERS}% ({done}/{total} matrices' "
+                    f"gradients), {backward.timing()}")
+
+    def backward_done(self) -> None:
+        self.report(f"{self._name()}: backward done in {self.clock() - self.started:.1f}s")
+        if self._stats is None:  # after the backward: the statistics start now
+            self._stats = UnitClock(0, self.clock)
+
+    def matrices_done(self, done: int, total: int) -> None:
+        if self._stats is None:  # in the hook: the statistics run with the backward
+            self._stats = UnitClock(total, self.clock, started=self.started)
+        quarter = done * self.QUARTERS // max(total, 1)
+        if quarter < self._next_quarter:
+            return
+        self._next_quarter = quarter + 1
+        self._stats.total, self._stats.done = total, done
+        percent = 100 * quarter // self.QUARTERS
+        self.report(f"{self._name()}: statistics {percent}% ({done}/{total} matrices), {self._stats.timing()}")
 
 
 def check_engine_settings(config: EngineConfig) -> None:
@@ -229,15 +277,54 @@ def model_identity(model: Any) -> dict[str, Any]:
 
 def run_key_fields(model: Any, config: EngineConfig, extra_columns: dict[str, Any] | None) -> dict[str, Any]:
     """Everything that changes a number: engine, weights, dtype, device type, settings (by name), extras."""
+    return {"engine": ENGINE_VERSION, **model_identity(model), **_numbers_fields(config, extra_columns)}
+
+
+def _numbers_fields(config: EngineConfig, extra_columns: dict[str, Any] | None) -> dict[str, Any]:
+    """The run key's fields that need no model: every setting that changes a number (by name), the extras."""
     settings = {
         f.name: _plain(getattr(config, f.name)) for f in dataclasses.fields(config) if f.name not in SCHEDULING_FIELDS
     }
-    return {
-        "engine": ENGINE_VERSION,
-        **model_identity(model),
-        **settings,
-        "extra": {k: str(v) for k, v in sorted((extra_columns or {}).items())},
-    }
+    return {**settings, "extra": {k: str(v) for k, v in sorted((extra_columns or {}).items())}}
+
+
+def nothing_to_do(
+    out: str | Path,
+    examples: Sequence[Example],
+    config: EngineConfig,
+    extra_columns: dict[str, Any] | None,
+    *,
+    dtype: str,
+    device_type: str,
+    provenance: Mapping[str, Any],
+) -> str | None:
+    """Why `run_to_parquet(..., prune=True)` of these examples into `out` would compute and change nothing, decided
+    before any model loads; None when it may have work (or that cannot be told).
+
+    The run key holds a fingerprint of the loaded weights. What stands in for it here is the model file's identity
+    that the finished run recorded in its manifest (`provenance["weights_file"]`): the same file, loaded in the
+    same dtype on the same device type, gives the same weights. Without one, nothing is skipped.
+    """
+    import pandas as pd
+
+    if not provenance.get("weights_file"):
+        return None
+    run = gradient_run(out)
+    fields = {"engine": ENGINE_VERSION, "dtype": dtype, "device_type": device_type,
+              **_numbers_fields(config, extra_columns)}
+    key = run.finished_with(fields, provenance)
+    if key is None:
+        return None
+    try:
+        status = _latest_status(pd.read_parquet(run.table("status")))
+        stats = pd.read_parquet(out, columns=["example_id"])
+    except Exception:  # unreadable: the run recomputes it
+        return None
+    wanted = {e.example_id for e in examples}
+    if set(status.example_id) != wanted or _done_ids(stats, status) != wanted:
+        return None  # examples to compute, failed ones to retry, or earlier ones to prune
+    return (f"all {len(wanted)} examples already done under run key {key} (same settings, data and weights file): "
+            "nothing to compute")
 
 
 def _plain(value: Any) -> Any:
@@ -293,7 +380,7 @@ class _GradientRun:
         common = row_provenance(self.fields, writer.key)
         progress = Progress(len(todo), self.report)
         progress.start(self.config.batch_size)
-        results = compute_gradient_stats(self.model, self.tokenizer, todo, self.config)
+        results = compute_gradient_stats(self.model, self.tokenizer, todo, self.config, PassProgress(self.report))
         with finite_logits(self.model):
             self._write(results, by_id, common, progress, writer)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Literal
 
 from lg_pipeline.errors import InputError
@@ -56,12 +56,23 @@ def check_schedule(schedule: str) -> str:
 
 
 class MatrixStatistics:
-    """Statistics of every target's gradient for every example of one batch with the given token counts."""
+    """Statistics of every target's gradient for every example of one batch with the given token counts.
+
+    `on_matrices(done, total)` hears how many (matrix, example) statistics are complete as they complete (in the
+    hook, or as each after-backward job ends): the run's progress inside a batch.
+    """
 
     def __init__(
-        self, targets: Sequence[Target], lengths: Sequence[int], schedule: str = "after-backward", workers: int = 1
+        self,
+        targets: Sequence[Target],
+        lengths: Sequence[int],
+        schedule: str = "after-backward",
+        workers: int = 1,
+        on_matrices: Callable[[int, int], None] | None = None,
     ):
         self.targets, self.schedule, self.workers = list(targets), check_schedule(schedule), workers
+        self.on_matrices = on_matrices
+        self._done = 0
         self.rows = [n - 1 for n in lengths]  # positions whose Δ can be non-zero (all but the last)
         self._results: dict[int, Any] = {}  # target index -> (batch, N_STATS)
         self._kept: dict[int, Factors] = {}
@@ -77,6 +88,7 @@ class MatrixStatistics:
             self._results[factors.index] = spectra.stacked_factor_stats(
                 factors.x, factors.delta, self.rows, self._shared_r(factors)
             )
+        self._count(len(self.rows))
 
     def finish(self) -> None:
         if self.schedule == "in-hook":
@@ -85,12 +97,18 @@ class MatrixStatistics:
             return
         kept, self._kept = self._kept, {}
         table: dict[tuple[int, int], Any] = {}
-        for done in on_single_threaded_workers(run_job, self.jobs(kept), self.workers):
+        each = lambda done: self._count(len(done))  # noqa: E731
+        for done in on_single_threaded_workers(run_job, self.jobs(kept), self.workers, each):
             table.update(done)
         import torch
 
         for index in {i for i, _ in table}:
             self._results[index] = torch.stack([table[index, b] for b in range(len(self.rows))])
+
+    def _count(self, matrices: int) -> None:
+        self._done += matrices
+        if self.on_matrices is not None:
+            self.on_matrices(self._done, len(self.targets) * len(self.rows))
 
     def table(self) -> Any:
         """(targets, batch, N_STATS) once the backward is over; every target must have had its gradient."""
@@ -167,8 +185,12 @@ def job_stacks(job: Job) -> Iterator[tuple[list[Factors], Any, Any, list[int], C
             yield group, x, delta, [rows] * len(group), r_of(group)
 
 
-def on_single_threaded_workers(fn: Callable[[Any], Any], jobs: list, workers: int) -> list:
+def on_single_threaded_workers(
+    fn: Callable[[Any], Any], jobs: list, workers: int, each: Callable[[Any], None] | None = None
+) -> list:
     """map(fn, jobs) on `workers` threads, torch limited to one thread each (one worker: this thread).
+
+    `each(result)` is called on this thread as each job finishes (in the order they finish), for progress.
 
     In a process whose main thread has not run an OpenMP region yet, a worker's setting is
     the process-wide default: the caller's is restored. (numpy's BLAS, which the eigensolves
@@ -178,12 +200,20 @@ def on_single_threaded_workers(fn: Callable[[Any], Any], jobs: list, workers: in
 
     if not jobs:
         return []
+    each = each or (lambda _result: None)
     if workers <= 1:
-        return [fn(job) for job in jobs]
+        results = []
+        for job in jobs:
+            results.append(fn(job))
+            each(results[-1])
+        return results
     saved = torch.get_num_threads()
     try:
         with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            return list(pool.map(fn, jobs))
+            futures = [pool.submit(fn, job) for job in jobs]
+            for future in as_completed(futures):
+                each(future.result())
+            return [future.result() for future in futures]
     finally:
         torch.set_num_threads(saved)
 

@@ -170,6 +170,26 @@ class RunFolder:
             return None
         return value if isinstance(value, dict) else None
 
+    def finished_with(self, fields: Mapping[str, Any], manifest: Mapping[str, Any] = {}) -> str | None:  # noqa: B006
+        """The run key of the finished run here if its settings file holds each of `fields` and every table's
+        manifest carries that key and each of `manifest`, with no staged work of any key; else None.
+
+        For a caller that cannot make the whole key yet (it holds a fingerprint of weights not loaded): what it
+        knows is checked here, and what stands in for the rest (a weight file's identity) is in `manifest`.
+        """
+        recorded = self.read_settings()
+        if recorded is None or self.stagings():
+            return None
+        key = recorded.get("run_key")
+        if any(recorded.get(k) != v for k, v in _as_stored(fields).items()):
+            return None
+        expected = _as_stored(manifest)
+        for name in self.files.tables:
+            found = read_manifest(self.table(name)) if self.table(name).is_file() else None
+            if found is None or found.get("run_key") != key or any(found.get(k) != v for k, v in expected.items()):
+                return None
+        return key
+
     def check_target(self) -> None:
         """A folder run's folder must be new, empty, or hold only this kind of run's files (nothing else is
         written into or replaced); one line naming the folder otherwise."""
@@ -373,6 +393,11 @@ class RunWriter:
         listed = {t: {n for c in self.commits() for n in c.chunks.get(t, [])} for t in self.chunked}
         for name, table in self.chunked.items():
             table.remove([n for n in table.chunks() if n not in listed[name]])
+
+
+def _as_stored(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` as the settings file and manifests hold them (JSON: tuples as lists, the rest as text)."""
+    return json.loads(json.dumps(dict(values), default=str))
 
 
 def _readable(path: Path) -> bool:

@@ -172,6 +172,63 @@ def test_progress_reports_every_example_with_its_tokens_rate_and_eta(llama, toke
     assert per_example[-1].endswith("ETA 0s")
 
 
+@pytest.mark.parametrize("schedule", ["after-backward", "in-hook"])
+def test_progress_inside_a_batch_comes_before_its_examples_lines(llama, tokenizer, tmp_path, schedule):
+    lines: list[str] = []
+    config = EngineConfig(batch_size=4, targets=("q_proj", "o_proj", "down_proj"), stats_schedule=schedule,
+                          stats_workers=2)
+    run_to_parquet(llama, tokenizer, EXAMPLES[:4], config, tmp_path / "p.parquet", EXTRA, report=lines.append)
+    first_example = next(i for i, line in enumerate(lines) if line.startswith("example 1/4"))
+    inside = lines[1:first_example]
+    backward = [line for line in inside if ": backward done in " in line]
+    quarters = [line for line in inside if ": statistics " in line]
+    assert backward and backward[0].startswith("batch 1 (4 examples): backward done in ")
+    # 3 targets x 2 layers = 6 matrices' gradients: lines at 1/4 (2 of 6) and 3/4 (5 of 6); 4/4 is "backward done".
+    arriving = [line for line in inside if ": backward " in line and "% (" in line]
+    assert [line.split(": backward ")[1].split(",")[0] for line in arriving] == [
+        "25% (2/6 matrices' gradients)", "50% (3/6 matrices' gradients)", "75% (5/6 matrices' gradients)"]
+    assert inside.index(arriving[-1]) < inside.index(backward[0]) and all(" elapsed, ETA " in x for x in arriving)
+    # 3 targets x 2 layers x 4 examples = 24 matrices, reported at each quarter they cross, the last at 100%.
+    assert quarters and quarters[-1].startswith("batch 1 (4 examples): statistics 100% (24/24 matrices)")
+    percents = [int(line.split("statistics ")[1].split("%")[0]) for line in quarters]
+    assert percents == sorted(set(percents)) and all(p in (25, 50, 75, 100) for p in percents)
+    assert all("s elapsed, ETA " in line for line in quarters)
+    if schedule == "after-backward":  # the statistics follow the backward
+        assert inside.index(backward[0]) < inside.index(quarters[0])
+
+
+def test_nothing_to_do_is_told_without_the_model_only_when_a_run_would_change_nothing(llama, tokenizer, tmp_path):
+    import dataclasses
+
+    from lg_pipeline.gradients.runner import nothing_to_do
+
+    out, examples = tmp_path / "n.parquet", EXAMPLES[:3]
+    provenance = {"data_hash": "d1", "weights_file": {"files": {"w.safetensors": [10, 1]}}}
+    plain = {"dtype": "float32", "device_type": "cpu"}
+    assert nothing_to_do(out, examples, CONFIG, EXTRA, **plain, provenance=provenance) is None  # nothing yet
+    run(llama, tokenizer, examples, out, prune=True, provenance=provenance)
+    why = nothing_to_do(out, examples, CONFIG, EXTRA, **plain, provenance=provenance)
+    assert why is not None and why.startswith("all 3 examples already done under run key ")
+    scheduling = dataclasses.replace(CONFIG, batch_size=1)  # changes no number
+    assert nothing_to_do(out, examples, scheduling, EXTRA, **plain, provenance=provenance) == why
+    other_weights = {**provenance, "weights_file": {"files": {"w.safetensors": [10, 2]}}}
+    for changed in (
+        {"examples": EXAMPLES[:4]},  # one more to compute
+        {"examples": EXAMPLES[:2]},  # one to prune
+        {"config": dataclasses.replace(CONFIG, max_length=64)},
+        {"extra_columns": {**EXTRA, "dataset": "other"}},
+        {"dtype": "bfloat16"},
+        {"device_type": "cuda"},
+        {"provenance": other_weights},
+        {"provenance": {**provenance, "data_hash": "d2"}},
+        {"provenance": {**provenance, "weights_file": None}},  # unknown without loading: never skipped
+    ):
+        asked = {"examples": examples, "config": CONFIG, "extra_columns": EXTRA, **plain, "provenance": provenance,
+                 **changed}
+        out_of = asked.pop("examples"), asked.pop("config"), asked.pop("extra_columns")
+        assert nothing_to_do(out, *out_of, **asked) is None, changed
+
+
 def test_the_table_and_its_outcomes_say_where_they_came_from(llama, tokenizer, tmp_path):
     import json
 

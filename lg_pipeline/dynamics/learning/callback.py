@@ -153,6 +153,8 @@ class DynamicsCallback(TrainerCallback):
         # DPO's reference: the trained weights as training begins (`fine_tune` copies the model then).
         self._reference = {n: p.detach().clone() for n, p in self.trained.items()} if self.dpo_beta else {}
         self._hook = model.register_forward_pre_hook(self._record, with_kwargs=True)
+        if self.progress:
+            self.progress(0, state.max_steps)  # training begins: a progress clock starts here
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step = state.global_step

@@ -250,6 +250,51 @@ def run_learning_dynamics(
             return run.execute(writer)
 
 
+def run_fields(settings: LearningDynamicsSettings, plan: DynamicsPlan) -> dict[str, Any]:
+    """The run key's fields that need no model: the settings (`chat` resolved), the rows, probes and rejected
+    responses (the weights' identity is added once they are loaded)."""
+    return {
+        "version": LEARNING_DYNAMICS_VERSION,
+        "config": asdict(settings.train),
+        "eval_every": settings.eval_every,
+        "n_probes": settings.n_probes,
+        "greedy_max_new_tokens": settings.greedy_max_new_tokens,
+        # The greedy probes follow from the weights and greedy_max_new_tokens, both named here.
+        "probes": [p.probe_id for p in plan.probes if p.probe_type != GREEDY],
+        "rows": examples_hash(plan.train),
+        "rejected": examples_hash(plan.rejected) if plan.rejected is not None else None,
+    }
+
+
+def nothing_to_do(
+    settings: LearningDynamicsSettings,
+    data: TrainingData,
+    out: str | Path,
+    *,
+    chat: bool,
+    dtype: str,
+    device_type: str,
+    provenance: Mapping[str, Any],
+) -> str | None:
+    """Why `run_learning_dynamics` into `out` would train and change nothing, told before any model loads (`chat`:
+    the model's own choice, for `train.chat` None); None when it may have work, or that cannot be told.
+
+    The run key holds a fingerprint of the loaded weights: the model file's identity the finished run recorded in
+    its manifest (`provenance["weights_file"]`) stands in for it. Without one, nothing is skipped.
+    """
+    if not provenance.get("weights_file"):
+        return None
+    resolved = replace(settings, train=replace(settings.train, chat=chat if settings.train.chat is None
+                                               else settings.train.chat))
+    folder = learning_run(out)
+    fields = {**run_fields(resolved, plan_run(settings, data, lambda _: None)), "dtype": dtype,
+              "device_type": device_type}
+    key = folder.finished_with(fields, provenance)
+    if key is None or not folder.summary_file.is_file():
+        return None
+    return f"{folder.location}: finished under run key {key} (same settings, data and weights file): nothing to train"
+
+
 class _LearningRun:
     """One call of `run_learning_dynamics` with its model loaded, holding the folder's lock."""
 
@@ -278,19 +323,7 @@ class _LearningRun:
 
     def fields(self) -> dict[str, Any]:
         """Everything that changes a number: the settings, the rows, probes and rejected responses, the weights."""
-        plan = self.plan
-        return {
-            "version": LEARNING_DYNAMICS_VERSION,
-            "config": asdict(self.settings.train),
-            "eval_every": self.settings.eval_every,
-            "n_probes": self.settings.n_probes,
-            "greedy_max_new_tokens": self.settings.greedy_max_new_tokens,
-            # The greedy probes follow from the weights and greedy_max_new_tokens, both named here.
-            "probes": [p.probe_id for p in plan.probes if p.probe_type != GREEDY],
-            "rows": examples_hash(plan.train),
-            "rejected": examples_hash(plan.rejected) if plan.rejected is not None else None,
-            **model_identity(self.loaded.model),
-        }
+        return {**run_fields(self.settings, self.plan), **model_identity(self.loaded.model)}
 
     def eval_steps(self) -> list[int]:
         train = self.settings.train
@@ -337,7 +370,9 @@ class _LearningRun:
                 train_log.update(frames)
                 return
             writer.commit(part, frames)
-            self.committed_steps.add(int(part.removeprefix("step-")))
+            step = int(part.removeprefix("step-"))
+            self.committed_steps.add(step)
+            self.report(f"eval at step {step}: {len(self.plan.probes)} probes measured and committed")
 
         settings, loaded = self.settings, self.loaded
         callback = DynamicsCallback(

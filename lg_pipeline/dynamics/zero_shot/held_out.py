@@ -26,6 +26,7 @@ from lg_pipeline.gradients.engine import (
     positions_with_loss,
 )
 from lg_pipeline.gradients.loss import per_example_loss
+from lg_pipeline.progress import StepProgress
 
 ALL_TASKS = "__all__"
 LOSS_COLUMNS = ("ordering", "step", "task", "loss", "n_examples")
@@ -82,6 +83,8 @@ class HeldOutLossCallback(TrainerCallback):
         self.model, self.tokenizer, self.items, self.tasks = model, tokenizer, list(items), list(tasks)
         self.every, self.ordering, self.batch_size, self.report = every, ordering, batch_size, report
         self.rows: list[dict] = []
+        self._steps = StepProgress(report, prefix=f"{ordering} ") if report else None
+        self._max_steps = 0
 
     def _measure(self, step: int, learning_rate: float) -> None:
         losses = held_out_losses(self.model, self.tokenizer, self.items, self.batch_size)
@@ -94,11 +97,16 @@ class HeldOutLossCallback(TrainerCallback):
         rows = loss_rows(self.ordering, step, self.tasks, losses)
         self.rows.extend(rows)
         if self.report:
-            self.report(f"{self.ordering} step {step}: held-out loss {rows[-1]['loss']:.4f}")
+            self.report(f"{self.ordering} eval at step {step}/{self._max_steps}: held-out loss {rows[-1]['loss']:.4f}")
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self._max_steps = state.max_steps
+        if self._steps:
+            self._steps(0, state.max_steps)
         self._measure(0, args.learning_rate)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0 or state.global_step == state.max_steps:
             self._measure(state.global_step, args.learning_rate)
+        if self._steps:
+            self._steps(state.global_step, state.max_steps)

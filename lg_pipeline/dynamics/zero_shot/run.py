@@ -180,6 +180,57 @@ def _encode(tokenizer: Any, items: Sequence[tuple[str, Any]], train: TrainSettin
     return out
 
 
+def run_fields(settings: ZeroShotSettings, split: TaskSplit) -> dict[str, Any]:
+    """The run key's fields that need no model (`train.chat` resolved); `orderings` left out (asking for more later
+    extends the same run). The weights' identity is added once they are loaded."""
+    return {
+        "version": ZERO_SHOT_VERSION,
+        **asdict(settings.train),
+        "eval_every": settings.eval_every,
+        "embedder": settings.embedder,
+        "targets": list(settings.targets),
+        "level": split.level,
+        "tasks": split_frame(split)[list(TASK_COLUMNS)].to_dict("list"),
+    }
+
+
+def nothing_to_do(
+    settings: ZeroShotSettings,
+    tasks: TaskProvider | None,
+    out: str | Path,
+    *,
+    chat: bool,
+    dtype: str,
+    device_type: str,
+    provenance: Mapping[str, Any],
+) -> str | None:
+    """Why `run_zero_shot` into `out` would train and change nothing (every ordering asked for finished under the
+    same key), told before any model loads; None when it may have work, or that cannot be told.
+
+    The model file's identity the finished run recorded in its manifest (`provenance["weights_file"]`) stands in
+    for the loaded weights' fingerprint in the run key. Without one, nothing is skipped.
+    """
+    import pandas as pd
+
+    if not provenance.get("weights_file"):
+        return None
+    resolved = replace(settings, train=replace(settings.train, chat=chat if settings.train.chat is None
+                                               else settings.train.chat))
+    folder = zero_shot_run(out)
+    fields = {**run_fields(resolved, draw_split(settings, tasks)), "dtype": dtype, "device_type": device_type}
+    key = folder.finished_with(fields, provenance)
+    if key is None:
+        return None
+    try:
+        done = set(pd.read_parquet(folder.table("orderings"), columns=["ordering"]).ordering)
+    except Exception:  # unreadable: the run recomputes it
+        return None
+    if not set(settings.orderings) <= done:
+        return None
+    return (f"{folder.location}: ordering(s) {', '.join(settings.orderings)} finished under run key {key} (same "
+            "settings, split and weights file): nothing to train")
+
+
 class _ZeroShotRun:
     """One call of `run_zero_shot` with its model loaded: items, embeddings, initial weights, the folder's writer."""
 
@@ -203,17 +254,7 @@ class _ZeroShotRun:
 
     def fields(self) -> dict[str, Any]:
         """Everything that changes a number; `orderings` left out (asking for more later extends the same run)."""
-        settings = self.settings
-        return {
-            "version": ZERO_SHOT_VERSION,
-            **asdict(settings.train),
-            "eval_every": settings.eval_every,
-            "embedder": settings.embedder,
-            "targets": list(settings.targets),
-            "level": self.split.level,
-            "tasks": split_frame(self.split)[list(TASK_COLUMNS)].to_dict("list"),
-            **model_identity(self.model),
-        }
+        return {**run_fields(self.settings, self.split), **model_identity(self.model)}
 
     def execute(self, writer: RunWriter) -> ZeroShotResult:
         finished = writer.finished()

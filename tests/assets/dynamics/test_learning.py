@@ -163,3 +163,23 @@ def test_the_asset_and_the_cli_give_identical_tables(world, tmp_path):
     asset_tables = tables(store.dynamics(StatsKey.of("tiny", str(variant)), "sft"))
     assert_same_tables(tables(tmp_path / "cli"), asset_tables, rtol=0)
     assert "other_level:detailed" in set(asset_tables["probes.parquet"].probe_type)
+
+
+def test_a_rerun_of_a_finished_run_loads_no_model_and_materializes_nothing(world, monkeypatch):
+    from assets.curation.assets import curated_dataset
+    from assets.dynamics.learning import training_dynamics
+    from assets.partitions import multi_key
+    from assets.resources import ComputeResource
+
+    assert _materialize(world, [curated_dataset], "champ__none__correct").success
+    key, config = multi_key("tiny", "champ__none__correct"), {**RUN, "objective": "sft", "seed": 3}
+    assert _materialize(world, [training_dynamics], key, config).success
+    monkeypatch.setattr(ComputeResource, "load", lambda self, name: pytest.fail("loaded a model"))
+    again = _materialize(world, [training_dynamics], key, config)
+    assert again.success and not again.asset_materializations_for_node("training_dynamics")
+    (observation,) = again.asset_observations_for_node("training_dynamics")
+    assert "finished under run key" in observation.metadata["skipped"].value
+    other = _materialize(world, [training_dynamics], key, {**config, "learning_rate": 2e-4})  # has work: loads
+    assert not other.success
+    messages = [e.step_failure_data.error.message for e in other.all_events if e.is_step_failure]
+    assert any("loaded a model" in m for m in messages)

@@ -123,3 +123,19 @@ def test_a_partition_key_given_as_a_string_is_split():
 
     assert _keys(SimpleNamespace(partition_key="tiny|rt")) == ("tiny", "rt")
     assert _keys(SimpleNamespace(partition_key=dg.MultiPartitionKey({"model": "m", "ordering": "nft"}))) == ("m", "nft")
+
+
+def test_a_rerun_of_a_finished_run_loads_no_model_and_materializes_nothing(world, single_thread, monkeypatch):
+    from assets.dynamics.zero_shot import zero_shot_dynamics_simplified as asset
+    from assets.resources import ComputeResource
+
+    key = dg.MultiPartitionKey({"model": "tiny", "ordering": "rt"})
+    config = dict(SPLIT)
+    assert run(world, [asset], key, config).success
+    monkeypatch.setattr(ComputeResource, "load", lambda self, name: pytest.fail("loaded a model"))
+    again = run(world, [asset], key, config)
+    assert again.success and not again.asset_materializations_for_node("zero_shot_dynamics_simplified")
+    (observation,) = again.asset_observations_for_node("zero_shot_dynamics_simplified")
+    assert "ordering(s) rt finished under run key" in observation.metadata["skipped"].value
+    other = run(world, [asset], key, {**config, "seed": 1})  # another split: it has work, and loads
+    assert not other.success and "loaded a model" in failure(other)

@@ -65,6 +65,21 @@ def test_a_run_writes_complete_finite_tables_and_reports_r2(tmp_path):
     assert summary.companions == {"wrong": "same_prompt: each row's response with its final answer changed"}
 
 
+def test_steps_and_evals_are_reported_as_they_happen_with_an_eta(tmp_path):
+    from lg_pipeline.progress import StepProgress
+
+    lines: list[str] = []
+    _run(tmp_path, progress=StepProgress(lines.append), report=lines.append)
+    steps = [line for line in lines if line.startswith("step ")]
+    assert [line.split(",")[0] for line in steps] == [f"step {k}/4" for k in range(1, 5)]
+    assert all(" elapsed, ETA " in line for line in steps) and steps[-1].endswith("ETA 0s")
+    evals = [i for i, line in enumerate(lines) if line.startswith("eval at step ")]
+    n_probes = len(pd.read_parquet(tmp_path / "probes.parquet"))
+    assert [lines[i] for i in evals] == [f"eval at step {s}: {n_probes} probes measured and committed" for s in (0, 2)]
+    # As they happen: step 0's eval before step 1's line, step 2's before step 3's.
+    assert evals[0] < lines.index(steps[0]) and lines.index(steps[1]) < evals[1] < lines.index(steps[2])
+
+
 def test_every_table_says_where_it_came_from(tmp_path):
     _run(tmp_path, provenance={"data_file": "train.json", "dataset": "unit"})
     folder = learning_run(tmp_path)

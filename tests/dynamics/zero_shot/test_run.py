@@ -70,6 +70,19 @@ def test_held_out_loss_at_step_zero_is_the_engines_loss(tokenizer, single_thread
     assert step0 == pytest.approx(sum(engine.values()) / len(engine), rel=1e-5)
 
 
+def test_each_ordering_reports_its_steps_and_evals_as_they_happen_with_an_eta(tokenizer, single_thread, tmp_path):
+    lines: list[str] = []
+    run(make_model("llama-gqa", seed=3), tokenizer, config(orderings=("rt",)), tmp_path, report=lines.append)
+    ordering = next(i for i, line in enumerate(lines) if line.startswith("ordering rt: training"))
+    steps = [i for i, line in enumerate(lines) if line.startswith("rt step ")]
+    evals = [i for i, line in enumerate(lines) if line.startswith("rt eval at step ")]
+    # 12 items in batches of 2: 6 steps, evals at 0, 2, 4, 6, each before the line of the step it follows.
+    assert [lines[i].split(",")[0] for i in steps] == [f"rt step {k}/6" for k in range(1, 7)]
+    assert [lines[i].split(":")[0] for i in evals] == [f"rt eval at step {k}/6" for k in (0, 2, 4, 6)]
+    assert ordering < evals[0] < steps[0] < evals[1] < steps[1] < steps[2] < evals[2]
+    assert all(" elapsed, ETA " in lines[i] for i in steps) and lines[steps[-1]].endswith("ETA 0s")
+
+
 def test_every_ordering_trains_a_permutation_of_the_same_items(tokenizer, single_thread, tmp_path):
     model = make_model("llama-gqa", seed=4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
