@@ -172,7 +172,7 @@ def test_a_rerun_of_a_finished_run_loads_no_model_and_materializes_nothing(world
     from assets.resources import ComputeResource
 
     assert _materialize(world, [curated_dataset], "champ__none__correct").success
-    key, config = multi_key("tiny", "champ__none__correct"), {**RUN, "objective": "sft", "seed": 3}
+    key, config = multi_key("tiny", "champ__none__correct"), {**RUN, "seed": 3}
     assert _materialize(world, [training_dynamics], key, config).success
     monkeypatch.setattr(ComputeResource, "load", lambda self, name: pytest.fail("loaded a model"))
     again = _materialize(world, [training_dynamics], key, config)
