@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--also", action="append", default=[], metavar="LEVEL=FILE.json", help="aligned other CoT level")
     d.add_argument("--wrong", default=None, help="the wrong-answer set of the same rows (needed for --objective dpo)")
     d.add_argument("--objective", choices=["sft", "dpo"], default="sft")
-    d.add_argument("--steps", type=int, default=20)
+    d.add_argument("--steps", type=int, default=None, help="optimizer steps in all (default 20, or from --epochs)")
+    d.add_argument("--epochs", type=float, default=None, help="passes over the trained rows (without --steps)")
     d.add_argument("--eval-every", type=int, default=5)
     d.add_argument("--lr", type=float, default=1e-4)
     d.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
@@ -25,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--chat", dest="chat", action="store_true", default=None, help="wrap in the chat template")
     d.add_argument("--no-chat", dest="chat", action="store_false")
     d.add_argument("--max-length", type=int, default=1024)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=None, help="the one run's seed (default 0)")
+    d.add_argument("--seeds", default=None, metavar="0,1,2", help="one run per seed, each in --out/seed-N")
     d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     d.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the catalog's)")
     d.add_argument("--cache-dir", default=os.environ.get("LG_CACHE_DIR", ".cache"))
@@ -49,8 +51,9 @@ def settings_of(args: argparse.Namespace):
     from lg_pipeline.dynamics.learning.run import LearningDynamicsSettings
 
     train = {
-        "learning_rate": args.lr, "optimizer": args.optimizer, "steps": args.steps, "batch_size": args.batch_size,
-        "seed": args.seed, "trainable": args.trainable, "objective": args.objective, "chat": args.chat,
+        "learning_rate": args.lr, "optimizer": args.optimizer, "batch_size": args.batch_size,
+        "steps": args.steps if args.steps is not None or args.epochs is not None else 20, "epochs": args.epochs,
+        "seed": args.seed or 0, "trainable": args.trainable, "objective": args.objective, "chat": args.chat,
         "max_length": args.max_length,
     }
     return LearningDynamicsSettings.build(train=train, eval_every=args.eval_every, n_probes=args.n_probes)
@@ -72,17 +75,21 @@ def data_of(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from lg_pipeline.cli.runs import check_model_inputs, model_loader, progress_bar
+    from lg_pipeline.cli.runs import check_model_inputs, model_loader, progress_bar, seeds_of
     from lg_pipeline.dynamics.learning.run import run_learning_dynamics
     from lg_pipeline.io.manifest import data_file_fields
 
     settings = settings_of(args)
+    seeds = seeds_of(args)
+    if seeds is not None:
+        return _across_seeds(args, seeds)
     check_model_inputs(args.model, args.device, args.dtype)
     data = data_of(args)
     load = model_loader(args.model, args.device, args.dtype, args.cache_dir)
     with progress_bar(settings.train.steps, "step", args.model) as bar:
 
         def progress(step: int, total: int) -> None:
+            bar.total = total
             bar.update(step - bar.n)
 
         summary = run_learning_dynamics(
@@ -94,4 +101,21 @@ def run(args: argparse.Namespace) -> int:
         f"R² of predicted vs measured over probes: {summary.r2:.4f} "
         f"(per step: {', '.join(f'{s}: {v:.4f}' for s, v in summary.r2_by_step.items())})"
     )
+    return 0
+
+
+def _across_seeds(args: argparse.Namespace, seeds: tuple[int, ...]) -> int:
+    """One run per seed (`--out/seed-N`), then the curves across seeds: table and band figure in `--out`."""
+    from pathlib import Path
+
+    from lg_pipeline.cli.runs import run_per_seed
+    from lg_pipeline.dynamics.seeds import learning_across_seeds, spread_text
+
+    run_per_seed(args, run, seeds)
+    title = f"{Path(args.model).name}: Δ log p per probe type, seeds {', '.join(map(str, seeds))}"
+    table, figure, frame = learning_across_seeds(args.out, title)
+    print(f"across seeds: {table}, {figure}")
+    last = frame[(frame.quantity == "change") & (frame.step == frame.step.max())]
+    print(f"Δ log p since step 0 at step {int(frame.step.max())}, mean ± std [min, max] over seeds:")
+    print(spread_text(last, ["probe_type"]))
     return 0
