@@ -78,11 +78,14 @@ def zero_shot_figures(context: dg.AssetExecutionContext, store: OutputStore) -> 
     from lg_pipeline.dynamics.zero_shot.figures import level_figure, loss_figure, seen_distance_figure
 
     tables = _complete_runs(store)
-    if tables is None:
+    bands = _seed_bands(store)
+    if tables is None and not bands:
         raise dg.Failure(description="no checked zero-shot run yet: materialize zero_shot_dynamics (and its check)")
-    losses, seen = tables
     folder = store.zero_shot_figures()
-    meta: dict[str, Any] = {}
+    meta: dict[str, Any] = dict(bands)
+    if tables is None:
+        return dg.MaterializeResult(metadata=meta)
+    losses, seen = tables
     for (model, level), part in losses.groupby(["model", "level"], sort=True):
         name = f"{model}, {level} CoT training"
         path = loss_figure(part, store.zero_shot_figure(model, level, "loss"), f"Held-out loss, {name}")
@@ -98,6 +101,30 @@ def zero_shot_figures(context: dg.AssetExecutionContext, store: OutputStore) -> 
     meta["runs"] = md_table(losses[["model", "level", "ordering"]].drop_duplicates(), 60)
     context.log.info(f"{sum(k.startswith('figure') for k in meta)} zero-shot figures in {folder}")
     return dg.MaterializeResult(metadata=meta)
+
+
+def _seed_bands(store: OutputStore) -> dict[str, Any]:
+    """Per model and level with multi-seed runs: held-out loss per ordering across seeds (mean, min–max band) and
+    its table, from the finished seed runs whose settings (all but the seed and its draw) are the newest's."""
+    from lg_pipeline.dynamics.seeds import zero_shot_across_seeds
+    from lg_pipeline.dynamics.zero_shot.run import zero_shot_run
+
+    groups: dict[tuple[str, str], list[tuple[float, str, int, Any]]] = {}
+    for model, level, _, seed, folder in store.zero_shot_seed_runs():
+        settings = zero_shot_run(folder).read_settings() or {}
+        same = {k: v for k, v in settings.items() if k not in ("run_key", "tasks", "seed")}
+        stamp = zero_shot_run(folder).settings_file.stat().st_mtime
+        groups.setdefault((model, level), []).append((stamp, repr(sorted(same.items())), seed, folder))
+    meta = {}
+    for (model, level), runs in sorted(groups.items()):
+        newest = max(runs, key=lambda r: r[0])[1]
+        kept = [(seed, folder) for _, same, seed, folder in runs if same == newest]
+        seeds = sorted({s for s, _ in kept})
+        title = f"Held-out loss, {model}, {level} CoT training, seeds {', '.join(map(str, seeds))}"
+        _, figure, table = zero_shot_across_seeds(kept, store.zero_shot_across_seeds(model, level), title)
+        meta[f"figure: held-out loss across seeds, {model}, {level} CoT"] = dg.MetadataValue.md(inline_png(figure))
+        meta[f"across seeds, {model}, {level} CoT"] = md_table(table.round(4), 60)
+    return meta
 
 
 def _complete_runs(store: OutputStore) -> tuple[Any, Any] | None:

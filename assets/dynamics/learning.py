@@ -20,6 +20,9 @@ from lg_pipeline.vocabulary import REASONING_LEVELS, StatsKey, VariantKey
 # The offline default `make demo` runs: SmolLM2-135M-Instruct on CHAMP, None vs Detailed CoT, SFT.
 DEMO_MODEL = "smollm2-135m-instruct"
 DEMO_VARIANTS = ("champ__none__correct", "champ__detailed__correct")
+# The demo's DPO run beside the None-CoT SFT one (rejected: the aligned wrong set); the rest is the config's default.
+DEMO_DPO_VARIANT = VariantKey.parse("champ__none__correct")
+DEMO_DPO: dict = {"objective": "dpo", "steps": 10}
 
 
 class DynamicsConfig(dg.Config):
@@ -37,6 +40,8 @@ class DynamicsConfig(dg.Config):
     trainable: str = "attention"
     seed: int = 0
     max_length: int = 256  # 0: the compute resource's (the engine's) max_length
+    epochs: float | None = None  # passes over the trained rows; set, it replaces `steps`
+    seeds: list[int] = []  # one run per seed in `dynamics_seeds/` (and the curves across them); empty: `seed`
 
 
 def _table(store: OutputStore, variant: VariantKey) -> list[Any] | None:
@@ -85,7 +90,8 @@ def learning_settings(config: DynamicsConfig, compute: ComputeResource) -> Any:
     from lg_pipeline.dynamics.learning.run import LearningDynamicsSettings
 
     train = {
-        "learning_rate": config.learning_rate, "optimizer": config.optimizer, "steps": config.steps,
+        "learning_rate": config.learning_rate, "optimizer": config.optimizer,
+        "steps": None if config.epochs else config.steps, "epochs": config.epochs or None,
         "batch_size": config.batch_size, "seed": config.seed, "trainable": config.trainable,
         "objective": config.objective, "chat": None, "max_length": config.max_length or compute.max_length,
     }
@@ -129,10 +135,48 @@ def training_dynamics(
         variant = key.variant
         provenance = {**data_file_fields(store.curated(variant)), "dataset": variant.dataset, "level": variant.level,
                       "correctness": variant.correctness}
+        if config.seeds:
+            return _seed_runs(context, config, store, key, settings, data, load, progress, provenance)
         summary = run_learning_dynamics(
             settings, data, load, out, wait=True, report=context.log.info, progress=progress, provenance=provenance
         )
     return dg.MaterializeResult(metadata=_metadata(key, config, summary, out), data_version=_version(out))
+
+
+def _seed_runs(context, config, store, key, settings, data, load, progress, provenance) -> dg.MaterializeResult:
+    """One run per seed of `config.seeds` under `store.dynamics_seeds`, then Δ log p across them (a band)."""
+    from lg_pipeline.dynamics.learning.run import run_learning_dynamics
+    from lg_pipeline.dynamics.seeds import (
+        across_seeds_base,
+        check_seeds_target,
+        for_each_seed,
+        learning_across_seeds,
+        parse_seeds,
+        seed_folder,
+    )
+
+    seeds = parse_seeds(",".join(map(str, config.seeds)), "seeds")
+    base = store.dynamics_seeds(key, config.objective)
+    check_seeds_target(base)
+    summaries = for_each_seed(run_learning_dynamics, settings, seeds, base, data, load, wait=True,
+                              report=context.log.info, progress=progress, provenance=provenance)
+    title = f"{key.model} · {key.variant} · {config.objective}: Δ log p per probe type, seeds {list(seeds)}"
+    runs = [(s, seed_folder(base, s)) for s in seeds]
+    table, figure, frame = learning_across_seeds(runs, across_seeds_base(base), title)
+    last = frame[(frame.quantity == "change") & (frame.step == frame.step.max())]
+    return dg.MaterializeResult(
+        metadata={
+            "model": key.model,
+            "variant": str(key.variant),
+            "objective": config.objective,
+            "seeds": dg.MetadataValue.json(list(seeds)),
+            "r2_by_seed": dg.MetadataValue.json({str(s): None if v.r2 != v.r2 else v.r2 for s, v in summaries.items()}),
+            "change_at_last_step_across_seeds": md_table(last.drop(columns=["quantity"])),
+            "figure: across seeds": dg.MetadataValue.md(inline_png(figure)),
+            "path": dg.MetadataValue.path(str(base)),
+        },
+        data_version=dg.DataVersion(file_version(table)),
+    )
 
 
 def _version(out) -> dg.DataVersion:

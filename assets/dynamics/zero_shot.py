@@ -44,6 +44,8 @@ class ZeroShotConfig(dg.Config):
     embedder: str = "minilm"
     trainable: str = "all"
     seed: int = 0
+    epochs: float = 1.0  # passes over the training items per ordering
+    seeds: list[int] = []  # one run per seed in `zero_shot_seeds/` (drawn with a band by `zero_shot_figures`)
 
 
 def _keys(context: Any) -> tuple[str, str]:
@@ -82,6 +84,8 @@ def zero_shot_dynamics(
             model, tokenizer, spec = compute.load(model_name)  # the run ends with the weights it was given
             return LoadedModel(model, tokenizer, spec.chat, model_name, spec.source)
 
+        if config.seeds:
+            return _seed_runs(context, config, store, model_name, ordering, settings, provider, load)
         # Another split or setting in this folder is computed beside it and replaces it once complete: the
         # launchpad's config is what the user asked for.
         result = run_zero_shot(settings, provider, load, out, wait=True, report=context.log.info, on_change="beside")
@@ -110,6 +114,37 @@ def zero_shot_dynamics(
     )
 
 
+def _seed_runs(context, config, store, model_name, ordering, settings, provider, load) -> dg.MaterializeResult:
+    """One run per seed of `config.seeds` under `store.zero_shot_seeds` (each its own run folder); the band across
+    them is `zero_shot_figures`'."""
+    import pandas as pd
+
+    from lg_pipeline.dynamics.seeds import check_seeds_target, for_each_seed, parse_seeds, seed_folder
+    from lg_pipeline.dynamics.zero_shot.run import run_zero_shot, zero_shot_run
+
+    seeds = parse_seeds(",".join(map(str, config.seeds)), "seeds")
+    base = store.zero_shot_seeds(model_name, config.level, ordering)
+    check_seeds_target(base)
+    for_each_seed(run_zero_shot, settings, seeds, base, provider, load, wait=True, report=context.log.info,
+                  on_change="beside")
+    last = {}
+    for seed in seeds:
+        losses = pd.read_parquet(zero_shot_run(seed_folder(base, seed)).table("zero_shot"))
+        overall = losses[losses.task == ALL_TASKS].sort_values("step")
+        last[str(seed)] = float(overall.loss.iloc[-1])
+    return dg.MaterializeResult(
+        metadata={
+            "level": config.level,
+            "seeds": dg.MetadataValue.json(list(seeds)),
+            "held_out_loss_last_by_seed": dg.MetadataValue.json(last),
+            "path": dg.MetadataValue.path(str(base)),
+        },
+        data_version=dg.DataVersion(
+            "+".join(file_version(zero_shot_run(seed_folder(base, s)).table("zero_shot")) for s in seeds)
+        ),
+    )
+
+
 def zero_shot_settings(config: ZeroShotConfig, ordering: str, compute: ComputeResource) -> Any:
     """The launchpad's config (and the partition's ordering) as the run's settings, named as in the config."""
     from lg_pipeline.dynamics.zero_shot.run import ZeroShotSettings
@@ -118,6 +153,7 @@ def zero_shot_settings(config: ZeroShotConfig, ordering: str, compute: ComputeRe
     train = {
         "learning_rate": config.learning_rate, "optimizer": config.optimizer, "batch_size": config.batch_size,
         "seed": config.seed, "trainable": config.trainable, "chat": None, "max_length": compute.max_length,
+        "epochs": config.epochs,
     }
     return ZeroShotSettings.build(
         train=train, train_tasks=tuple(config.train_tasks), test_tasks=tuple(config.test_tasks), level=config.level,
@@ -166,7 +202,14 @@ def zero_shot_complete(context: dg.AssetCheckExecutionContext, store: OutputStor
         gates.record_zero_shot(store, model, level, ordering, failures)
         if failures:
             problems[level] = failures
+    seeded = [(level, seed, folder) for m, level, o, seed, folder in store.zero_shot_seed_runs() if (m, o) == (model,
+                                                                                                            ordering)]
+    for level, seed, folder in seeded:  # multi-seed runs: checked alike (no verdict file: they are not gated)
+        failures = check_run_folder(folder, [ordering]).details()
+        if failures:
+            problems[f"{level}/seed-{seed}"] = failures
     return dg.AssetCheckResult(
-        passed=bool(runs) and not problems,
-        metadata={"levels": dg.MetadataValue.json(runs), "problems": dg.MetadataValue.json(problems)},
+        passed=bool(runs or seeded) and not problems,
+        metadata={"levels": dg.MetadataValue.json(runs), "problems": dg.MetadataValue.json(problems),
+                  "seed_runs": dg.MetadataValue.json([f"{level}/seed-{seed}" for level, seed, _ in seeded])},
     )

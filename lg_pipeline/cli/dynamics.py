@@ -109,11 +109,12 @@ def _across_seeds(args: argparse.Namespace, seeds: tuple[int, ...]) -> int:
     from pathlib import Path
 
     from lg_pipeline.cli.runs import run_per_seed
-    from lg_pipeline.dynamics.seeds import learning_across_seeds, spread_text
+    from lg_pipeline.dynamics.seeds import across_seeds_base, learning_across_seeds, seed_folders, spread_text
 
     run_per_seed(args, run, seeds)
     title = f"{Path(args.model).name}: Δ log p per probe type, seeds {', '.join(map(str, seeds))}"
-    table, figure, frame = learning_across_seeds(args.out, title)
+    runs = list(seed_folders(args.out).items())
+    table, figure, frame = learning_across_seeds(runs, across_seeds_base(args.out), title)
     print(f"across seeds: {table}, {figure}")
     last = frame[(frame.quantity == "change") & (frame.step == frame.step.max())]
     print(f"Δ log p since step 0 at step {int(frame.step.max())}, mean ± std [min, max] over seeds:")

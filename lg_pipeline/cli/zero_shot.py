@@ -133,11 +133,12 @@ def _summary(out: Path) -> None:
 def _across_seeds(args: argparse.Namespace, seeds: tuple[int, ...]) -> int:
     """One run per seed (`--out/seed-N`), then the held-out loss across seeds: table and band figure in `--out`."""
     from lg_pipeline.cli.runs import run_per_seed
-    from lg_pipeline.dynamics.seeds import spread_text, zero_shot_across_seeds
+    from lg_pipeline.dynamics.seeds import across_seeds_base, seed_folders, spread_text, zero_shot_across_seeds
 
     run_per_seed(args, run, seeds)
     title = f"Held-out loss, {Path(args.model).name}, {args.level} CoT training, seeds {', '.join(map(str, seeds))}"
-    table, figure, frame = zero_shot_across_seeds(args.out, title)
+    runs = list(seed_folders(args.out).items())
+    table, figure, frame = zero_shot_across_seeds(runs, across_seeds_base(args.out), title)
     print(f"across seeds: {table}, {figure}")
     print("held-out loss (all test items), mean ± std [min, max] over seeds:")
     print(spread_text(frame, ["ordering", "step"]))

@@ -14,7 +14,7 @@ Curves across seeds compare the same quantity per step: learning, the mean Δ lo
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ _SEED_NAME = re.compile(re.escape(SEED_PREFIX) + r"(\d+)")
 SPREAD_COLUMNS = ("mean", "std", "min", "max", "n_seeds")
 ACROSS_SEEDS = "across_seeds"  # `<out>/across_seeds.parquet` (the table) and `.png` / `.pdf` (the figure)
 Result = TypeVar("Result")
+Runs = Sequence[tuple[int, Path]]  # (seed, run folder)
 
 
 def parse_seeds(text: str, flag: str = "--seeds") -> tuple[int, ...]:
@@ -101,78 +102,86 @@ def across_seeds(frame: Any, by: list[str], value: str) -> Any:
     return stats.reset_index()
 
 
-def _read(folders: Mapping[int, Path], table: Callable[[Path], Path]) -> Any:
+def across_seeds_base(out: str | Path) -> Path:
+    """Where a multi-seed run at `out` keeps its table and figure across seeds (`.parquet`, `.png`, `.pdf`)."""
+    return Path(out) / ACROSS_SEEDS
+
+
+def _read(runs: Runs, table: Callable[[Path], Path]) -> Any:
     import pandas as pd
 
-    frames = [pd.read_parquet(table(folder)).assign(seed=seed) for seed, folder in folders.items()
-              if table(folder).is_file()]
+    frames = [pd.read_parquet(table(folder)).assign(seed=seed) for seed, folder in runs if table(folder).is_file()]
     if not frames:
-        raise InputError(f"no finished seed run under {next(iter(folders.values()), Path()).parent}")
+        where = sorted({str(Path(f).parent) for _, f in runs}) or ["the given folders"]
+        raise InputError(f"no finished seed run under {', '.join(where)}")
     return pd.concat(frames, ignore_index=True)
 
 
-def probe_type_curves(folders: Mapping[int, Path]) -> Any:
+def probe_type_curves(runs: Runs) -> Any:
     """Per seed, probe type and eval step: the mean over that seed's probes of Δ log p since step 0, summed over
     the response (`change`) and per response token (`change_per_token`)."""
     from lg_pipeline.dynamics.learning.figures import logprob_changes
     from lg_pipeline.dynamics.learning.run import learning_run
 
-    frame = logprob_changes(_read(folders, lambda f: learning_run(f).table("logprobs")))
+    frame = logprob_changes(_read(runs, lambda f: learning_run(f).table("logprobs")))
     keys = ["seed", "probe_type", "step"]
     return frame.groupby(keys, as_index=False)[["change", "change_per_token"]].mean()
 
 
-def ordering_curves(folders: Mapping[int, Path]) -> Any:
-    """Per seed, ordering and eval step: the held-out loss over all test items."""
+def ordering_curves(runs: Runs) -> Any:
+    """Per seed, ordering and eval step: the held-out loss over all test items (a run may hold several
+    orderings, and an ordering's seeds may sit in several folders)."""
     from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
     from lg_pipeline.dynamics.zero_shot.run import zero_shot_run
 
-    frame = _read(folders, lambda f: zero_shot_run(f).table("zero_shot"))
+    frame = _read(runs, lambda f: zero_shot_run(f).table("zero_shot"))
     return frame[frame.task == ALL_TASKS][["seed", "ordering", "step", "loss"]].reset_index(drop=True)
 
 
-def _inputs(folders: Mapping[int, Path], table: Callable[[Path], Path]) -> dict[str, Any]:
+def _inputs(runs: Runs, table: Callable[[Path], Path]) -> dict[str, Any]:
     """Each seed's table this one is computed from, with its run key (the manifest's `inputs`)."""
     from lg_pipeline.io.manifest import read_manifest
 
-    return {str(table(f)): (read_manifest(table(f)) or {}).get("run_key") for f in folders.values()}
+    return {str(table(f)): (read_manifest(table(f)) or {}).get("run_key") for _, f in runs}
 
 
-def learning_across_seeds(out: str | Path, title: str) -> tuple[Path, Path, Any]:
-    """The learning-dynamics seed runs under `out` across seeds: the table (per change, probe type and step) and
-    the band figure, written into `out`; returns (table, figure, table frame)."""
+def learning_across_seeds(runs: Runs, out_base: str | Path, title: str) -> tuple[Path, Path, Any]:
+    """Learning-dynamics runs (seed, folder) across seeds: the table (per change, probe type and step) as
+    `<out_base>.parquet` and the band figure as `<out_base>.png`; returns (table, figure, table frame)."""
     import pandas as pd
 
     from lg_pipeline.dynamics.learning.figures import CHANGES, plot_logprob_band
     from lg_pipeline.dynamics.learning.run import learning_run
     from lg_pipeline.io.atomic import write_parquet
 
-    folders = seed_folders(out)
-    curves = probe_type_curves(folders)
+    runs = list(runs)
+    curves = probe_type_curves(runs)
     stats = {c: across_seeds(curves, ["probe_type", "step"], c) for c in CHANGES}
     table = pd.concat([f.assign(quantity=c) for c, f in stats.items()], ignore_index=True)
-    settings = [learning_run(f).read_settings() or {} for f in folders.values()]
+    settings = [learning_run(f).read_settings() or {} for _, f in runs]
     objective = (settings[0].get("config") or {}).get("objective", "sft") if settings else "sft"
     logprobs = lambda f: learning_run(f).table("logprobs")  # noqa: E731
-    manifest = {"kind": f"dynamics.{ACROSS_SEEDS}", "seeds": list(folders), "inputs": _inputs(folders, logprobs)}
-    path = write_parquet(table, Path(out) / f"{ACROSS_SEEDS}.parquet", manifest)
-    figure = plot_logprob_band(stats, title, Path(out) / ACROSS_SEEDS, objective)
+    seeds = sorted({s for s, _ in runs})
+    manifest = {"kind": f"dynamics.{ACROSS_SEEDS}", "seeds": seeds, "inputs": _inputs(runs, logprobs)}
+    path = write_parquet(table, Path(f"{out_base}.parquet"), manifest)
+    figure = plot_logprob_band(stats, title, Path(out_base), objective)
     return path, figure, table
 
 
-def zero_shot_across_seeds(out: str | Path, title: str) -> tuple[Path, Path, Any]:
-    """The zero-shot seed runs under `out` across seeds: the table (per ordering and step, held-out loss over all
-    test items) and the band figure, written into `out`; returns (table, figure, table frame)."""
+def zero_shot_across_seeds(runs: Runs, out_base: str | Path, title: str) -> tuple[Path, Path, Any]:
+    """Zero-shot runs (seed, folder) across seeds: the table (per ordering and step, held-out loss over all test
+    items) as `<out_base>.parquet` and the band figure as `<out_base>.png`; returns (table, figure, table frame)."""
     from lg_pipeline.dynamics.zero_shot.figures import loss_band_figure
     from lg_pipeline.dynamics.zero_shot.run import zero_shot_run
     from lg_pipeline.io.atomic import write_parquet
 
-    folders = seed_folders(out)
-    table = across_seeds(ordering_curves(folders), ["ordering", "step"], "loss")
+    runs = list(runs)
+    table = across_seeds(ordering_curves(runs), ["ordering", "step"], "loss")
     losses = lambda f: zero_shot_run(f).table("zero_shot")  # noqa: E731
-    manifest = {"kind": f"zero_shot.{ACROSS_SEEDS}", "seeds": list(folders), "inputs": _inputs(folders, losses)}
-    path = write_parquet(table, Path(out) / f"{ACROSS_SEEDS}.parquet", manifest)
-    figure = loss_band_figure(table, Path(out) / f"{ACROSS_SEEDS}.png", title)
+    seeds = sorted({s for s, _ in runs})
+    manifest = {"kind": f"zero_shot.{ACROSS_SEEDS}", "seeds": seeds, "inputs": _inputs(runs, losses)}
+    path = write_parquet(table, Path(f"{out_base}.parquet"), manifest)
+    figure = loss_band_figure(table, Path(f"{out_base}.png"), title)
     return path, figure, table
 
 

@@ -146,3 +146,13 @@ def test_two_seeds_give_two_run_folders_and_a_band_figure_and_epochs_set_the_ste
     table = pd.read_parquet(out / "across_seeds.parquet")
     assert set(table.n_seeds) == {2} and sorted(table.step.unique()) == [0, 1, 2, 3]  # each eval step and after it
     assert (out / "across_seeds.png").stat().st_size > 10_000
+
+
+def test_a_run_set_by_epochs_passes_its_check(model_dir, tmp_path):
+    from lg_pipeline.dynamics.learning.checks import check_run_folder
+
+    command = _dynamics(model_dir, tmp_path, "--epochs", "0.5", "--eval-every", "1", "--n-probes", "2")
+    assert main(command) == 0
+    report = check_run_folder(tmp_path / "out")
+    assert report.passed, report.details()
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["steps"] == 2  # half of 3 batches, rounded up

@@ -8,6 +8,7 @@ import pytest
 from lg_pipeline.dynamics.learning.run import LearningDynamicsSettings
 from lg_pipeline.dynamics.seeds import (
     across_seeds,
+    across_seeds_base,
     check_seeds_target,
     for_each_seed,
     learning_across_seeds,
@@ -75,10 +76,11 @@ def test_learning_curves_average_probes_within_a_seed_then_across_seeds(tmp_path
     for seed, shift in ((0, 0.0), (1, 2.0)):
         seed_folder(tmp_path, seed).mkdir()
         _logprobs(seed_folder(tmp_path, seed), shift)
-    curves = probe_type_curves(seed_folders(tmp_path)).set_index(["seed", "probe_type", "step"])
+    curves = probe_type_curves(list(seed_folders(tmp_path).items())).set_index(["seed", "probe_type", "step"])
     assert curves.loc[(1, "trained", 2), "change"] == pytest.approx((3.0 + 5.0) / 2)
     assert curves.loc[(1, "trained", 2), "change_per_token"] == pytest.approx((3.0 / 2 + 5.0 / 4) / 2)
-    table, figure, frame = learning_across_seeds(tmp_path, "tiny: Δ log p across seeds")
+    runs = list(seed_folders(tmp_path).items())
+    table, figure, frame = learning_across_seeds(runs, across_seeds_base(tmp_path), "tiny: Δ log p across seeds")
     row = frame[(frame.quantity == "change") & (frame.probe_type == "trained") & (frame.step == 2)].iloc[0]
     # seed 0: (1 + 3) / 2 = 2; seed 1: (3 + 5) / 2 = 4
     assert (row["mean"], row["min"], row["max"], row["n_seeds"]) == (3.0, 2.0, 4.0, 2)
@@ -96,9 +98,10 @@ def test_zero_shot_curves_are_the_all_tasks_loss_per_ordering_with_a_band(tmp_pa
         rows = [{"ordering": o, "step": s, "task": t, "loss": v + (0.1 if o == "nft" else 0), "n_examples": 2}
                 for o in ("rt", "nft") for s, v in zip((0, 4), losses, strict=True) for t in ("__all__", "gcd")]
         write_parquet(pd.DataFrame(rows), folder / "zero_shot.parquet", {"kind": "zero_shot.zero_shot"})
-    curves = ordering_curves(seed_folders(tmp_path))
+    runs = list(seed_folders(tmp_path).items())
+    curves = ordering_curves(runs)
     assert len(curves) == 2 * 2 * 2 and set(curves.columns) == {"seed", "ordering", "step", "loss"}
-    table, figure, frame = zero_shot_across_seeds(tmp_path, "tiny: held-out loss across seeds")
+    table, figure, frame = zero_shot_across_seeds(runs, across_seeds_base(tmp_path), "tiny: loss across seeds")
     rt = frame[(frame.ordering == "rt") & (frame.step == 4)].iloc[0]
     assert rt["mean"] == pytest.approx(2.7) and (rt["min"], rt["max"]) == (2.5, 2.9)
     assert pd.read_parquet(table).shape == (4, 7)
@@ -108,4 +111,4 @@ def test_zero_shot_curves_are_the_all_tasks_loss_per_ordering_with_a_band(tmp_pa
 def test_no_finished_seed_is_an_input_error(tmp_path):
     seed_folder(tmp_path, 0).mkdir()
     with pytest.raises(InputError, match="no finished seed run"):
-        ordering_curves(seed_folders(tmp_path))
+        ordering_curves(list(seed_folders(tmp_path).items()))
