@@ -22,7 +22,7 @@ DEMO_MODEL = "smollm2-135m-instruct"
 DEMO_VARIANTS = ("champ__none__correct", "champ__detailed__correct")
 # The demo's DPO run beside the None-CoT SFT one (rejected: the aligned wrong set); the rest is the config's default.
 DEMO_DPO_VARIANT = VariantKey.parse("champ__none__correct")
-DEMO_DPO: dict = {"objective": "dpo", "steps": 10}
+DEMO_DPO: dict = {"objective": "dpo", "steps": 6, "learning_rate": 1e-3}  # eval steps 0 and 5
 
 
 class DynamicsConfig(dg.Config):

@@ -26,6 +26,9 @@ model_ordering_partitions = dg.MultiPartitionsDefinition(
     {MODEL: model_partitions, ORDERING: dg.StaticPartitionsDefinition(list(ORDERINGS))}
 )
 DEMO_ORDERINGS = ("rt", "nft", "fft")
+# The demo's multi-seed zero-shot run: the same split with one item per training task (3 steps), two seeds.
+DEMO_SEEDS_ORDERINGS = ("rt", "nft")
+DEMO_SEEDS: dict = {"seeds": [0, 1], "per_task": 1, "eval_every": 1}
 DEMO_MODEL = "smollm2-135m-instruct"
 
 
