@@ -200,6 +200,17 @@ class OutputStore(dg.ConfigurableResource):
         the table and figure across them."""
         return self.path("dynamics_seeds", key.model, str(key.variant), objective)
 
+    def dynamics_seed_runs(self, key: StatsKey) -> list[tuple[str, int, Path]]:
+        """(objective, seed, folder) of every multi-seed learning-dynamics run folder of `key` with a summary."""
+        from lg_pipeline.dynamics.seeds import seed_folders
+        from lg_pipeline.io.run_folder import SUMMARY_FILE
+
+        root = self.path("dynamics_seeds", key.model, str(key.variant))
+        found = []
+        for base in sorted(root.iterdir()) if root.is_dir() else []:
+            found += [(base.name, s, f) for s, f in seed_folders(base).items() if (f / SUMMARY_FILE).is_file()]
+        return found
+
     def dynamics_figures(self) -> Path:
         return self.path("figures", "dynamics")
 
