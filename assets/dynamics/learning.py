@@ -210,7 +210,7 @@ def _run(context: dg.AssetCheckExecutionContext, store: OutputStore):
     if not runs:
         return key, None
     # The most recently written run of this partition (an SFT and a DPO run may both exist).
-    from lg_pipeline.dynamics.learning.run import SUMMARY_FILE
+    from lg_pipeline.io.run_folder import SUMMARY_FILE
 
     return key, max(runs, key=lambda o: (store.dynamics(key, o) / SUMMARY_FILE).stat().st_mtime)
 
