@@ -140,6 +140,30 @@ class OutputStore(dg.ConfigurableResource):
         found = sorted(root.glob(f"*/*/*/{SETTINGS_FILE}")) if root.is_dir() else []
         return [(p.parts[-4], p.parts[-3], p.parts[-2]) for p in found]
 
+    def zero_shot_seeds(self, model: str, level: str, ordering: str) -> Path:
+        """The folder of a multi-seed zero-shot run (config `seeds`), apart from the single-seed folders:
+        `zero_shot_seeds/<model>/<level>/<ordering>/`, holding `seed-<seed>/` run folders (`dynamics.seeds`)."""
+        return self.path("zero_shot_seeds", model, level, ordering)
+
+    def zero_shot_seed_runs(self) -> list[tuple[str, str, str, int, Path]]:
+        """(model, level, ordering, seed, folder) of every finished multi-seed zero-shot run folder."""
+        from lg_pipeline.dynamics.seeds import seed_folders
+        from lg_pipeline.io.run_folder import SETTINGS_FILE
+
+        root = self.path("zero_shot_seeds")
+        found = []
+        for base in sorted(root.glob("*/*/*")) if root.is_dir() else []:
+            for seed, folder in seed_folders(base).items():
+                if (folder / SETTINGS_FILE).is_file():
+                    found.append((base.parts[-3], base.parts[-2], base.parts[-1], seed, folder))
+        return found
+
+    def zero_shot_across_seeds(self, model: str, level: str) -> Path:
+        """Where the held-out loss across seeds of a model and level goes (`.parquet` table, `.png` figure)."""
+        from lg_pipeline.dynamics.seeds import ACROSS_SEEDS
+
+        return self.zero_shot_figures() / f"{model}__{level}__{ACROSS_SEEDS}"
+
     def zero_shot_figures(self) -> Path:
         return self.path("figures", "zero_shot")
 
@@ -169,6 +193,23 @@ class OutputStore(dg.ConfigurableResource):
         root = self.path("dynamics")
         found = sorted(root.glob(f"*/*/*/{SUMMARY_FILE}")) if root.is_dir() else []
         return [(StatsKey.of(p.parts[-4], p.parts[-3]), p.parts[-2]) for p in found]
+
+    def dynamics_seeds(self, key: StatsKey, objective: str) -> Path:
+        """The folder of a multi-seed learning-dynamics run (config `seeds`), apart from the single-seed folders:
+        `dynamics_seeds/<model>/<variant>/<objective>/`, holding `seed-<seed>/` run folders (`dynamics.seeds`) and
+        the table and figure across them."""
+        return self.path("dynamics_seeds", key.model, str(key.variant), objective)
+
+    def dynamics_seed_runs(self, key: StatsKey) -> list[tuple[str, int, Path]]:
+        """(objective, seed, folder) of every multi-seed learning-dynamics run folder of `key` with a summary."""
+        from lg_pipeline.dynamics.seeds import seed_folders
+        from lg_pipeline.io.run_folder import SUMMARY_FILE
+
+        root = self.path("dynamics_seeds", key.model, str(key.variant))
+        found = []
+        for base in sorted(root.iterdir()) if root.is_dir() else []:
+            found += [(base.name, s, f) for s, f in seed_folders(base).items() if (f / SUMMARY_FILE).is_file()]
+        return found
 
     def dynamics_figures(self) -> Path:
         return self.path("figures", "dynamics")

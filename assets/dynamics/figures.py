@@ -16,7 +16,7 @@ from assets.automation.conditions import refresh_when_upstream_settles
 from assets.dynamics.learning import DYNAMICS_ASSETS, LEARNING_DYNAMICS_VERSION, OBJECTIVES, dynamics_asset_name
 from assets.dynamics.zero_shot import ZERO_SHOT_ASSETS, ZERO_SHOT_VERSION, zero_shot_asset_name
 from assets.lineage import PartitionVersions, describe_partitions, merged, partition_versions, sources_version
-from assets.metadata import figure_md, md_table, table_value
+from assets.metadata import figure_md, inline_png, md_table, table_value
 from assets.resources import OutputStore
 
 DYNAMICS_FIGURES_VERSION = "dynamics-figures-3"
@@ -153,12 +153,15 @@ def zero_shot_figures(context: dg.AssetExecutionContext, store: OutputStore) -> 
     from lg_pipeline.dynamics.zero_shot.figures import level_figure, loss_figure, seen_distance_figure
 
     tables = _complete_runs(store)
-    if tables is None:
+    bands = _seed_bands(store)
+    if tables is None and not bands:
         raise dg.Failure(description="no checked zero-shot run yet: materialize zero_shot_dynamics (and its check)")
-    losses, seen = tables
     folder = store.zero_shot_figures()
+    meta: dict[str, Any] = dict(bands)
+    if tables is None:
+        return dg.MaterializeResult(metadata=meta)
+    losses, seen = tables
     sources = _zero_shot_sources(context, store, losses)
-    meta: dict[str, Any] = {}
     drawn: list[Path] = []
     for (model, level), part in losses.groupby(["model", "level"], sort=True):
         name, line = f"{model}, {level} CoT training", describe_partitions(sources[model, level])
@@ -226,6 +229,30 @@ def _run_figures(
             meta[f"figures: runs of {model}, {level} CoT"] = dg.MetadataValue.md("\n\n".join(parts))
             pngs += asset
     return meta, pngs
+
+
+def _seed_bands(store: OutputStore) -> dict[str, Any]:
+    """Per model and level with multi-seed runs: held-out loss per ordering across seeds (mean, min–max band) and
+    its table, from the finished seed runs whose settings (all but the seed and its draw) are the newest's."""
+    from lg_pipeline.dynamics.seeds import zero_shot_across_seeds
+    from lg_pipeline.dynamics.zero_shot.run import zero_shot_run
+
+    groups: dict[tuple[str, str], list[tuple[float, str, int, Any]]] = {}
+    for model, level, _, seed, folder in store.zero_shot_seed_runs():
+        settings = zero_shot_run(folder).read_settings() or {}
+        same = {k: v for k, v in settings.items() if k not in ("run_key", "tasks", "seed")}
+        stamp = zero_shot_run(folder).settings_file.stat().st_mtime
+        groups.setdefault((model, level), []).append((stamp, repr(sorted(same.items())), seed, folder))
+    meta = {}
+    for (model, level), runs in sorted(groups.items()):
+        newest = max(runs, key=lambda r: r[0])[1]
+        kept = [(seed, folder) for _, same, seed, folder in runs if same == newest]
+        seeds = sorted({s for s, _ in kept})
+        title = f"Held-out loss, {model}, {level} CoT training, seeds {', '.join(map(str, seeds))}"
+        _, figure, table = zero_shot_across_seeds(kept, store.zero_shot_across_seeds(model, level), title)
+        meta[f"figure: held-out loss across seeds, {model}, {level} CoT"] = dg.MetadataValue.md(inline_png(figure))
+        meta[f"across seeds, {model}, {level} CoT"] = md_table(table.round(4), 60)
+    return meta
 
 
 def _complete_runs(store: OutputStore) -> tuple[Any, Any] | None:

@@ -23,6 +23,9 @@ from lg_pipeline.vocabulary import REASONING_LEVELS, StatsKey, VariantKey
 # The offline default `make demo` runs: SmolLM2-135M-Instruct on CHAMP, None vs Detailed CoT, SFT.
 DEMO_MODEL = "smollm2-135m-instruct"
 DEMO_VARIANTS = ("champ__none__correct", "champ__detailed__correct")
+# The demo's DPO run beside the None-CoT SFT one (rejected: the aligned wrong set); the rest is the config's default.
+DEMO_DPO_VARIANT = VariantKey.parse("champ__none__correct")
+DEMO_DPO: dict = {"steps": 6, "learning_rate": 1e-3}  # training_dynamics_dpo's config: eval steps 0 and 5
 
 
 class DynamicsConfig(dg.Config):
@@ -67,6 +70,13 @@ class DynamicsConfig(dg.Config):
     )
     rephrase: bool = Field(
         default=False, description="Add rephrase probes written by the curation resource's teacher (none offline)."
+    )
+    epochs: float | None = Field(
+        default=None, description="Passes over the trained rows (epochs; above 0); set, it replaces `steps`."
+    )
+    seeds: list[int] = Field(
+        default=[], description="One run per seed in `dynamics_seeds/`, with the curves across them (a band); "
+        "empty: the one run of `seed`."
     )
 
 
@@ -124,7 +134,8 @@ def learning_settings(config: DynamicsConfig, compute_max_length: int, objective
     from lg_pipeline.dynamics.learning.run import LearningDynamicsSettings
 
     train = {
-        "learning_rate": config.learning_rate, "optimizer": config.optimizer, "steps": config.steps,
+        "learning_rate": config.learning_rate, "optimizer": config.optimizer,
+        "steps": None if config.epochs else config.steps, "epochs": config.epochs or None,
         "batch_size": config.batch_size, "seed": config.seed, "trainable": config.trainable,
         "objective": objective, "chat": None, "max_length": config.max_length or compute_max_length,
     }
@@ -190,6 +201,15 @@ def _train(
         variant = key.variant
         provenance = {**data_file_fields(store.curated(variant)), "dataset": variant.dataset, "level": variant.level,
                       "correctness": variant.correctness, "weights_file": compute.weights_identity(key.model)}
+
+        def load() -> LoadedModel:
+            loaded, tokenizer, spec = compute.load(key.model)
+            # Training changes weights: the process-wide loaded model stays as loaded.
+            return LoadedModel(copy.deepcopy(loaded), tokenizer, spec.chat, key.model, spec.source)
+
+        if config.seeds:  # folders of their own (`dynamics_seeds/`): the one run's folder and verdict stay
+            yield _seed_runs(context, config, store, key, objective, settings, data, load, provenance)
+            return
         skip = nothing_to_do(settings, data, out, chat=get_model_spec(key.model).chat,
                              dtype=compute.load_dtype(key.model), device_type=compute.device_type,
                              provenance=provenance)
@@ -197,17 +217,48 @@ def _train(
             yield skipped(context, skip)
             return
         gates.forget_dynamics(store, key, objective)
-
-        def load() -> LoadedModel:
-            loaded, tokenizer, spec = compute.load(key.model)
-            # Training changes weights: the process-wide loaded model stays as loaded.
-            return LoadedModel(copy.deepcopy(loaded), tokenizer, spec.chat, key.model, spec.source)
-
         summary = run_learning_dynamics(
             settings, data, load, out, wait=True, report=context.log.info, progress=StepProgress(context.log.info),
             provenance=provenance,
         )
     yield dg.MaterializeResult(metadata=_metadata(key, settings, summary, out), data_version=_version(out))
+
+
+def _seed_runs(context, config, store, key, objective, settings, data, load, provenance) -> dg.MaterializeResult:
+    """One run per seed of `config.seeds` under `store.dynamics_seeds`, then Δ log p across them (a band)."""
+    from lg_pipeline.dynamics.learning.run import run_learning_dynamics
+    from lg_pipeline.dynamics.seeds import (
+        across_seeds_base,
+        check_seeds_target,
+        for_each_seed,
+        learning_across_seeds,
+        parse_seeds,
+        seed_folder,
+    )
+    from lg_pipeline.progress import StepProgress
+
+    seeds = parse_seeds(",".join(map(str, config.seeds)), "seeds")
+    base = store.dynamics_seeds(key, objective)
+    check_seeds_target(base)
+    summaries = for_each_seed(run_learning_dynamics, settings, seeds, base, data, load, wait=True,
+                              report=context.log.info, progress=StepProgress(context.log.info), provenance=provenance)
+    title = f"{key.model} · {key.variant} · {objective}: Δ log p per probe type, seeds {list(seeds)}"
+    runs = [(s, seed_folder(base, s)) for s in seeds]
+    table, figure, frame = learning_across_seeds(runs, across_seeds_base(base), title)
+    last = frame[(frame.quantity == "change") & (frame.step == frame.step.max())]
+    return dg.MaterializeResult(
+        metadata={
+            "model": key.model,
+            "variant": str(key.variant),
+            "objective": objective,
+            "seeds": dg.MetadataValue.json(list(seeds)),
+            "r2_by_seed": dg.MetadataValue.json({str(s): None if v.r2 != v.r2 else v.r2 for s, v in summaries.items()}),
+            "change_at_last_step_across_seeds": md_table(last.drop(columns=["quantity"])),
+            "figure: across seeds": dg.MetadataValue.md(inline_png(figure)),
+            "path": dg.MetadataValue.path(str(base)),
+        },
+        data_version=dg.DataVersion(file_version(table)),
+    )
 
 
 def _version(out) -> dg.DataVersion:
@@ -270,15 +321,24 @@ def _has_run(store: OutputStore, key: StatsKey, objective: str) -> bool:
 def _complete(key: StatsKey, objective: str, store: OutputStore) -> dg.AssetCheckResult:
     from lg_pipeline.dynamics.learning.checks import check_run_folder
 
+    seeded = {f"{o}/seed-{s}": check_run_folder(f, objective=o).details()
+              for o, s, f in store.dynamics_seed_runs(key) if o == objective}
+    seed_failures = {name: failures for name, failures in seeded.items() if failures}  # checked, not gated
     if not _has_run(store, key, objective):
-        return dg.AssetCheckResult(passed=False, metadata={"failures": dg.MetadataValue.json(["no run folder"])})
+        return dg.AssetCheckResult(
+            passed=bool(seeded) and not seed_failures,
+            metadata={"failures": dg.MetadataValue.json(["no run folder"] if not seeded else []),
+                      "seed_runs": dg.MetadataValue.json(sorted(seeded)),
+                      "seed_failures": dg.MetadataValue.json(seed_failures)},
+        )
     report = check_run_folder(store.dynamics(key, objective), objective=objective)
     failures = report.details()
     gates.record_dynamics(store, key, objective, failures)
     return dg.AssetCheckResult(
-        passed=report.passed,
+        passed=report.passed and not seed_failures,
         metadata={"objective": objective, "failures": dg.MetadataValue.json(failures),
-                  "rules_run": len(report.outcomes)},
+                  "rules_run": len(report.outcomes), "seed_runs": dg.MetadataValue.json(sorted(seeded)),
+                  "seed_failures": dg.MetadataValue.json(seed_failures)},
     )
 
 

@@ -31,6 +31,9 @@ model_ordering_partitions = dg.MultiPartitionsDefinition(
     {MODEL: model_partitions, ORDERING: dg.StaticPartitionsDefinition(list(ORDERINGS))}
 )
 DEMO_ORDERINGS = ("rt", "nft", "fft")
+# The demo's multi-seed zero-shot run: the same split with one item per training task (3 steps), two seeds.
+DEMO_SEEDS_ORDERINGS = ("rt", "nft")
+DEMO_SEEDS: dict = {"seeds": [0, 1], "per_task": 1, "eval_every": 1}
 DEMO_MODEL = "smollm2-135m-instruct"
 
 
@@ -66,6 +69,11 @@ class ZeroShotConfig(dg.Config):
         default="all", description="Weights that train: all (the paper's) or attention (q, k, v, o projections)."
     )
     seed: int = Field(default=0, description="Seed of the item draw and the random ordering (0 to 2**32 - 1).")
+    epochs: float = Field(default=1.0, description="Passes over the training items per ordering (epochs; above 0).")
+    seeds: list[int] = Field(
+        default=[], description="One run per seed in `zero_shot_seeds/`, drawn with a band by `zero_shot_figures`; "
+        "empty: the one run of `seed`."
+    )
 
 
 def _keys(context: Any) -> tuple[str, str]:
@@ -128,17 +136,20 @@ def _train(
         settings = zero_shot_settings(config, ordering, compute, level)  # first: bad settings fail before anything
         provider = OfflineTasks(curation.release_dir, compute.cache_dir)
         provenance = {"weights_file": compute.weights_identity(model_name)}
+
+        def load() -> LoadedModel:
+            model, tokenizer, spec = compute.load(model_name)  # the run ends with the weights it was given
+            return LoadedModel(model, tokenizer, spec.chat, model_name, spec.source)
+
+        if config.seeds:  # folders of their own (`zero_shot_seeds/`): the one run's folder stays
+            yield _seed_runs(context, config, store, model_name, level, ordering, settings, provider, load)
+            return
         skip = nothing_to_do(settings, provider, out, chat=get_model_spec(model_name).chat,
                              dtype=compute.load_dtype(model_name), device_type=compute.device_type,
                              provenance=provenance)
         if skip:
             yield skipped(context, skip)
             return
-
-        def load() -> LoadedModel:
-            model, tokenizer, spec = compute.load(model_name)  # the run ends with the weights it was given
-            return LoadedModel(model, tokenizer, spec.chat, model_name, spec.source)
-
         # Another split or setting in this folder is computed beside it and replaces it once complete: the
         # launchpad's config is what the user asked for.
         result = run_zero_shot(settings, provider, load, out, wait=True, report=context.log.info, on_change="beside",
@@ -167,6 +178,37 @@ def _train(
     )
 
 
+def _seed_runs(context, config, store, model_name, level, ordering, settings, provider, load) -> dg.MaterializeResult:
+    """One run per seed of `config.seeds` under `store.zero_shot_seeds` (each its own run folder); the band across
+    them is `zero_shot_figures`'."""
+    import pandas as pd
+
+    from lg_pipeline.dynamics.seeds import check_seeds_target, for_each_seed, parse_seeds, seed_folder
+    from lg_pipeline.dynamics.zero_shot.run import run_zero_shot, zero_shot_run
+
+    seeds = parse_seeds(",".join(map(str, config.seeds)), "seeds")
+    base = store.zero_shot_seeds(model_name, level, ordering)
+    check_seeds_target(base)
+    for_each_seed(run_zero_shot, settings, seeds, base, provider, load, wait=True, report=context.log.info,
+                  on_change="beside")
+    last = {}
+    for seed in seeds:
+        losses = pd.read_parquet(zero_shot_run(seed_folder(base, seed)).table("zero_shot"))
+        overall = losses[losses.task == ALL_TASKS].sort_values("step")
+        last[str(seed)] = float(overall.loss.iloc[-1])
+    return dg.MaterializeResult(
+        metadata={
+            "level": level,
+            "seeds": dg.MetadataValue.json(list(seeds)),
+            "held_out_loss_last_by_seed": dg.MetadataValue.json(last),
+            "path": dg.MetadataValue.path(str(base)),
+        },
+        data_version=dg.DataVersion(
+            "+".join(file_version(zero_shot_run(seed_folder(base, s)).table("zero_shot")) for s in seeds)
+        ),
+    )
+
+
 def zero_shot_settings(config: ZeroShotConfig, ordering: str, compute: ComputeResource, level: str = "none") -> Any:
     """The launchpad's config (the partition's ordering, the asset's level) as the run's settings, named as in the
     config."""
@@ -176,6 +218,7 @@ def zero_shot_settings(config: ZeroShotConfig, ordering: str, compute: ComputeRe
     train = {
         "learning_rate": config.learning_rate, "optimizer": config.optimizer, "batch_size": config.batch_size,
         "seed": config.seed, "trainable": config.trainable, "chat": None, "max_length": compute.max_length,
+        "epochs": config.epochs,
     }
     return ZeroShotSettings.build(
         train=train, train_tasks=tuple(config.train_tasks), test_tasks=tuple(config.test_tasks), level=level,
@@ -225,14 +268,23 @@ def _zero_shot_check(asset: dg.AssetsDefinition, level: str) -> dg.AssetChecksDe
 def _complete(store: OutputStore, model: str, ordering: str, level: str) -> dg.AssetCheckResult:
     from lg_pipeline.dynamics.zero_shot.checks import check_run_folder
 
+    seeded = [(seed, folder) for m, lv, o, seed, folder in store.zero_shot_seed_runs()
+              if (m, lv, o) == (model, level, ordering)]
+    problems = {}
+    for seed, folder in seeded:  # multi-seed runs: checked alike (no verdict file: they are not gated)
+        failures = check_run_folder(folder, [ordering]).details()
+        if failures:
+            problems[f"seed-{seed}"] = failures
+    seed_meta = {"seed_runs": dg.MetadataValue.json([f"seed-{seed}" for seed, _ in seeded]),
+                 "seed_problems": dg.MetadataValue.json(problems)}
     if (model, level, ordering) not in store.zero_shot_runs():
-        return dg.AssetCheckResult(passed=False, metadata={"level": level, "problems": dg.MetadataValue.json(
-            ["no run folder"])})
+        return dg.AssetCheckResult(passed=bool(seeded) and not problems, metadata={
+            "level": level, "problems": dg.MetadataValue.json([] if seeded else ["no run folder"]), **seed_meta})
     failures = check_run_folder(store.zero_shot(model, level, ordering), [ordering]).details()
     gates.record_zero_shot(store, model, level, ordering, failures)
     return dg.AssetCheckResult(
-        passed=not failures,
-        metadata={"level": level, "problems": dg.MetadataValue.json(failures)},
+        passed=not failures and not problems,
+        metadata={"level": level, "problems": dg.MetadataValue.json(failures), **seed_meta},
     )
 
 

@@ -140,6 +140,16 @@ def integer_ticks(axis) -> None:
     axis.set_major_locator(MaxNLocator(integer=True))
 
 
+def band_curve(ax, stats, color: str, label: str | None = None) -> None:
+    """A curve across seeds: the mean (line and markers) over its min–max range (a shaded band, drawn only where
+    more than one seed is there). `stats`: `step`, `mean`, `min`, `max`, `n_seeds` columns (`dynamics.seeds`)."""
+    stats = stats.sort_values("step")
+    ax.plot(stats.step, stats["mean"], marker="o", ms=3, color=color, label=label)
+    several = stats[stats.n_seeds > 1]
+    if len(several):
+        ax.fill_between(several.step, several["min"], several["max"], color=color, alpha=0.2, lw=0)
+
+
 # --------------------------------------------------------------------------- legibility and saving
 
 

@@ -58,7 +58,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _materialize(label: str, selection: list, partition_key, instance, resources, run_config=None) -> bool:
+def _materialize(label: str, selection: list, partition_key, instance, resources, config=None) -> bool:
+    """`config`: the run config of the (one) selected asset, as its launchpad takes it."""
     from lg_pipeline.definitions import defs
 
     started = time.monotonic()
@@ -68,7 +69,7 @@ def _materialize(label: str, selection: list, partition_key, instance, resources
         partition_key=partition_key,
         instance=instance,
         resources=resources,
-        run_config=run_config,
+        run_config={"ops": {selection[0].key.to_python_identifier(): {"config": config}}} if config else None,
         raise_on_error=False,
         tags={"lg/source": "demo", "lg/pid": str(os.getpid())},
     )
@@ -146,13 +147,21 @@ def run_demo(models: list[str] | None = None, datasets: list[str] | None = None,
 
 def _dynamics_demo(models: list[str], variants: list[VariantKey], instance, resources) -> bool:
     """Learning dynamics of the offline-default instruct model on None vs Detailed CoT (SFT, the asset's default
-    config), then its figures; DPO, other levels and longer runs are left to the UI."""
+    config), a short DPO run on None CoT beside it (`DEMO_DPO`), then the figures; other levels and longer runs
+    are left to the UI."""
     from assets.dynamics.figures import dynamics_figures
-    from assets.dynamics.learning import DEMO_MODEL, DEMO_VARIANTS, training_dynamics
+    from assets.dynamics.learning import (
+        DEMO_DPO,
+        DEMO_DPO_VARIANT,
+        DEMO_MODEL,
+        DEMO_VARIANTS,
+        training_dynamics,
+        training_dynamics_dpo,
+    )
 
     # The CPU-sized max_length (256) cuts CHAMP's Detailed probes: the demo measures what is left, knowingly (each
     # probe's cut is in its `probes.cut_tokens`); a run of one's own refuses cut probes unless told otherwise.
-    DEMO_CONFIG = {"ops": {"training_dynamics": {"config": {"allow_probe_truncation": True}}}}  # noqa: N806
+    DEMO_CONFIG = {"allow_probe_truncation": True}  # noqa: N806
 
     chosen = [v for v in variants if v in DEMO_VARIANTS]
     if DEMO_MODEL not in models or not chosen:
@@ -161,14 +170,26 @@ def _dynamics_demo(models: list[str], variants: list[VariantKey], instance, reso
     for v in chosen:
         key = multi_key(DEMO_MODEL, v)
         ok &= _materialize(f"dynamics {DEMO_MODEL} {v}", [training_dynamics], key, instance, resources, DEMO_CONFIG)
+    if DEMO_DPO_VARIANT in chosen:
+        key = multi_key(DEMO_MODEL, DEMO_DPO_VARIANT)
+        label = f"dynamics {DEMO_MODEL} {DEMO_DPO_VARIANT} dpo"
+        ok &= _materialize(label, [training_dynamics_dpo], key, instance, resources, {**DEMO_CONFIG, **DEMO_DPO})
     return _materialize("dynamics figures", [dynamics_figures], None, instance, resources) and ok
 
 
 def _zero_shot_demo(models: list[str], instance, resources) -> bool:
-    """Zero-shot dynamics of the offline-default instruct model (rt, nft, fft on the default split), then its
-    figures; the other orderings and levels are left to the UI."""
+    """Zero-shot dynamics of the offline-default instruct model (rt, nft, fft on the default split), a small split
+    with two seeds (`DEMO_SEEDS`, drawn with a band), then the figures; the other orderings and levels are left to
+    the UI."""
     from assets.dynamics.figures import zero_shot_figures
-    from assets.dynamics.zero_shot import DEMO_MODEL, DEMO_ORDERINGS, ORDERING, zero_shot_dynamics
+    from assets.dynamics.zero_shot import (
+        DEMO_MODEL,
+        DEMO_ORDERINGS,
+        DEMO_SEEDS,
+        DEMO_SEEDS_ORDERINGS,
+        ORDERING,
+        zero_shot_dynamics,
+    )
 
     if DEMO_MODEL not in models:
         return True
@@ -176,4 +197,8 @@ def _zero_shot_demo(models: list[str], instance, resources) -> bool:
     for ordering in DEMO_ORDERINGS:
         key = dg.MultiPartitionKey({MODEL: DEMO_MODEL, ORDERING: ordering})
         ok &= _materialize(f"zero-shot {DEMO_MODEL} {ordering}", [zero_shot_dynamics], key, instance, resources)
+    for ordering in DEMO_SEEDS_ORDERINGS:
+        key = dg.MultiPartitionKey({MODEL: DEMO_MODEL, ORDERING: ordering})
+        label = f"zero-shot {DEMO_MODEL} {ordering} seeds {DEMO_SEEDS['seeds']}"
+        ok &= _materialize(label, [zero_shot_dynamics], key, instance, resources, DEMO_SEEDS)
     return _materialize("zero-shot figures", [zero_shot_figures], None, instance, resources) and ok

@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="DPO's rejected responses and the `wrong` probe: same_prompt (the row's response, final answer "
         "changed), shuffled (--wrong), auto (same_prompt when every final answer is a number, else --wrong)",
     )
-    d.add_argument("--steps", type=int, default=20)
+    d.add_argument("--steps", type=int, default=None, help="optimizer steps in all (default 20, or from --epochs)")
+    d.add_argument("--epochs", type=float, default=None, help="passes over the trained rows (without --steps)")
     d.add_argument("--eval-every", type=int, default=5)
     d.add_argument("--lr", type=float, default=1e-4)
     d.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
@@ -41,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--max-length", type=int, default=1024)
     d.add_argument("--allow-probe-truncation", action="store_true",
                    help="measure probes cut at --max-length (counted in probes.cut_tokens) instead of refusing")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=None, help="the one run's seed (default 0)")
+    d.add_argument("--seeds", default=None, metavar="0,1,2", help="one run per seed, each in --out/seed-N")
     d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     d.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the catalog's)")
     d.add_argument("--cache-dir", default=os.environ.get("LG_CACHE_DIR", ".cache"))
@@ -65,8 +67,9 @@ def settings_of(args: argparse.Namespace):
     from lg_pipeline.dynamics.learning.run import LearningDynamicsSettings
 
     train = {
-        "learning_rate": args.lr, "optimizer": args.optimizer, "steps": args.steps, "batch_size": args.batch_size,
-        "seed": args.seed, "trainable": args.trainable, "objective": args.objective, "chat": args.chat,
+        "learning_rate": args.lr, "optimizer": args.optimizer, "batch_size": args.batch_size,
+        "steps": args.steps if args.steps is not None or args.epochs is not None else 20, "epochs": args.epochs,
+        "seed": args.seed or 0, "trainable": args.trainable, "objective": args.objective, "chat": args.chat,
         "max_length": args.max_length,
     }
     return LearningDynamicsSettings.build(
@@ -107,17 +110,21 @@ def teacher_of(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from lg_pipeline.cli.runs import check_model_inputs, model_loader, progress_bar
+    from lg_pipeline.cli.runs import check_model_inputs, model_loader, progress_bar, seeds_of
     from lg_pipeline.dynamics.learning.run import run_learning_dynamics
     from lg_pipeline.io.manifest import data_file_fields
 
     settings = settings_of(args)
+    seeds = seeds_of(args)
+    if seeds is not None:
+        return _across_seeds(args, seeds)
     check_model_inputs(args.model, args.device, args.dtype)
     data = data_of(args)
     load = model_loader(args.model, args.device, args.dtype, args.cache_dir)
     with progress_bar(settings.train.steps, "step", args.model) as bar:
 
         def progress(step: int, total: int) -> None:
+            bar.total = total
             bar.update(step - bar.n)
 
         summary = run_learning_dynamics(
@@ -133,4 +140,22 @@ def run(args: argparse.Namespace) -> int:
 
     pngs = draw_run_figures(args.out, Path(args.model).name, Path(args.data).stem, args.objective)
     print(f"figures: {len(pngs)} in {Path(args.out) / 'figures'}")
+    return 0
+
+
+def _across_seeds(args: argparse.Namespace, seeds: tuple[int, ...]) -> int:
+    """One run per seed (`--out/seed-N`), then the curves across seeds: table and band figure in `--out`."""
+    from pathlib import Path
+
+    from lg_pipeline.cli.runs import run_per_seed
+    from lg_pipeline.dynamics.seeds import across_seeds_base, learning_across_seeds, seed_folders, spread_text
+
+    run_per_seed(args, run, seeds)
+    title = f"{Path(args.model).name}: Δ log p per probe type, seeds {', '.join(map(str, seeds))}"
+    runs = list(seed_folders(args.out).items())
+    table, figure, frame = learning_across_seeds(runs, across_seeds_base(args.out), title)
+    print(f"across seeds: {table}, {figure}")
+    last = frame[(frame.quantity == "change") & (frame.step == frame.step.max())]
+    print(f"Δ log p since step 0 at step {int(frame.step.max())}, mean ± std [min, max] over seeds:")
+    print(spread_text(last, ["probe_type"]))
     return 0

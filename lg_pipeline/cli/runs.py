@@ -71,3 +71,30 @@ def progress_bar(total: int, unit: str, desc: str) -> Iterator[Any]:
         yield bar
     finally:
         bar.close()
+
+
+def seeds_of(args: Any) -> tuple[int, ...] | None:
+    """`--seeds 0,1,2` as seeds (None: one run with `--seed`, into `--out` itself); both flags at once is refused."""
+    from lg_pipeline.dynamics.seeds import parse_seeds
+
+    if args.seeds is None:
+        return None
+    if args.seed is not None:
+        raise InputError("--seed and --seeds: give one (--seeds runs one folder per seed under --out)")
+    return parse_seeds(args.seeds)
+
+
+def run_per_seed(args: Any, run_one: Any, seeds: tuple[int, ...]) -> list[Any]:
+    """`run_one(args)` once per seed, each with `--seed` set and `--out` its seed's folder (`dynamics.seeds`), so
+    every seed is exactly the single-seed command (its checks, resumption and figures) in a folder of its own."""
+    import argparse
+
+    from lg_pipeline.dynamics.seeds import check_seeds_target, seed_folder
+
+    check_seeds_target(args.out)
+    results = []
+    for seed in seeds:
+        one = argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None, "out": str(seed_folder(args.out, seed))})
+        print(f"seed {seed}: {one.out}", flush=True)
+        results.append(run_one(one))
+    return results

@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     z.add_argument("--embedder", default="minilm", help="minilm (all-MiniLM-L6-v2) or model (its hidden states)")
     z.add_argument("--trainable", default="all", choices=["all", "attention"], help="parameters that train")
     z.add_argument("--targets", default="q,k,v,o", help="matrices the gradient ordering sums over")
-    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--seed", type=int, default=None, help="the one run's seed (default 0)")
+    z.add_argument("--seeds", default=None, metavar="0,1,2", help="one run per seed, each in --out/seed-N")
+    z.add_argument("--epochs", type=float, default=1.0, help="passes over the training items per ordering")
     z.add_argument("--max-length", type=int, default=1024)
     z.add_argument("--chat", dest="chat", action="store_true", default=None, help="wrap in the chat template")
     z.add_argument("--no-chat", dest="chat", action="store_false")
@@ -46,7 +48,7 @@ def _list_tasks(provider) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from data_sources.datasets.zero_shot_tasks import OfflineTasks
-    from lg_pipeline.cli.runs import check_model_inputs, model_loader
+    from lg_pipeline.cli.runs import check_model_inputs, model_loader, seeds_of
     from lg_pipeline.dynamics.zero_shot.run import run_zero_shot
     from lg_pipeline.errors import InputError
 
@@ -57,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         if not getattr(args, flag):
             raise InputError(f"--{flag.replace('_', '-')} is required (or --list-tasks)")
     settings = settings_of(args)
+    seeds = seeds_of(args)
+    if seeds is not None:
+        return _across_seeds(args, seeds)
     check_model_inputs(args.model, args.device, args.dtype)
     load = model_loader(args.model, args.device, args.dtype, args.cache_dir)
     result = run_zero_shot(
@@ -76,7 +81,8 @@ def settings_of(args: argparse.Namespace):
     from lg_pipeline.gradients.targets import parse_suffixes
 
     train = {
-        "learning_rate": args.lr, "optimizer": args.optimizer, "batch_size": args.batch_size, "seed": args.seed,
+        "learning_rate": args.lr, "optimizer": args.optimizer, "batch_size": args.batch_size, "seed": args.seed or 0,
+        "epochs": args.epochs,
         "trainable": args.trainable, "chat": args.chat, "max_length": args.max_length,
     }
     return ZeroShotSettings.build(
@@ -122,3 +128,18 @@ def _summary(out: Path) -> None:
     table = losses[losses.task == ALL_TASKS].pivot(index="step", columns="ordering", values="loss")
     print("held-out loss, all test items:")
     print(table.round(4).to_string())
+
+
+def _across_seeds(args: argparse.Namespace, seeds: tuple[int, ...]) -> int:
+    """One run per seed (`--out/seed-N`), then the held-out loss across seeds: table and band figure in `--out`."""
+    from lg_pipeline.cli.runs import run_per_seed
+    from lg_pipeline.dynamics.seeds import across_seeds_base, seed_folders, spread_text, zero_shot_across_seeds
+
+    run_per_seed(args, run, seeds)
+    title = f"Held-out loss, {Path(args.model).name}, {args.level} CoT training, seeds {', '.join(map(str, seeds))}"
+    runs = list(seed_folders(args.out).items())
+    table, figure, frame = zero_shot_across_seeds(runs, across_seeds_base(args.out), title)
+    print(f"across seeds: {table}, {figure}")
+    print("held-out loss (all test items), mean ± std [min, max] over seeds:")
+    print(spread_text(frame, ["ordering", "step"]))
+    return 0

@@ -14,6 +14,9 @@ checked and the output is locked.
   encoded the same way.
 - Order: batches are the examples in the given order (a sequential sampler, no shuffling);
   orderings are part of what the zero-shot study varies. More steps than one pass wraps around.
+- Length: `steps` is the total number of optimizer steps (never per epoch); with `steps` unset, `epochs` E passes
+  over the rows take ceil(E × ceil(rows / batch_size)) steps (`TrainSettings.total_steps`, the one rule: a pass
+  ends with a short batch when the rows do not divide evenly, as the trainer's data loader does).
 - Trainable: `attention` (q/k/v/o weights of every layer, the study's scope) or `all`.
 - Plain SGD (no momentum, no weight decay, no clipping) or AdamW, constant learning rate:
   updates are then exactly what the configuration says.
@@ -62,8 +65,9 @@ _OPTIM = {"sgd": "sgd", "adamw": "adamw_torch"}
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How to train. `steps` wins over `epochs` when both are set; one of them must be. `chat` None: the model's
-    own choice (its catalog entry, or its tokenizer's chat template), which a run resolves once it is loaded."""
+    """How to train. `steps` (total optimizer steps) wins over `epochs` (passes over the rows) when both are set;
+    one of them must be (`total_steps`). `chat` None: the model's own choice (its catalog entry, or its
+    tokenizer's chat template), which a run resolves once it is loaded."""
 
     learning_rate: float = 1e-4
     optimizer: Optimizer = "sgd"
@@ -96,6 +100,14 @@ class TrainSettings:
             int_at_least("max_length", self.max_length, 2),
             positive_number("dpo_beta", self.dpo_beta),
         ]
+
+    def total_steps(self, n_rows: int) -> int:
+        """Optimizer steps of a run over `n_rows` rows: `steps`, else `epochs` passes of ceil(n_rows / batch_size)
+        batches each (rounded up to a whole step)."""
+        if self.steps:
+            return int(self.steps)
+        batches = (self.epochs or 1.0) * math.ceil(n_rows / self.batch_size)
+        return max(1, math.ceil(round(batches, 9)))  # 0.3 × 10 is 3, not 3.0000000000000004 (4 steps)
 
 
 class HoldsTrainSettings:
@@ -240,8 +252,9 @@ def _ensure_pad_token(tokenizer: Any) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
-def _schedule(config: TrainSettings) -> dict[str, Any]:
-    """Arguments common to both trainers: steps, optimizer, seed, device; nothing saved or reported."""
+def _schedule(config: TrainSettings, n_rows: int) -> dict[str, Any]:
+    """Arguments common to both trainers: steps (always `max_steps`, from `total_steps`, so the trainer's own
+    epoch arithmetic never decides the length), optimizer, seed, device; nothing saved or reported."""
     return {
         "learning_rate": config.learning_rate,
         "optim": _OPTIM[config.optimizer],
@@ -251,8 +264,7 @@ def _schedule(config: TrainSettings) -> dict[str, Any]:
         "max_grad_norm": 0.0,  # no clipping: the update is the optimizer's own
         "per_device_train_batch_size": config.batch_size,
         "gradient_accumulation_steps": 1,
-        "max_steps": config.steps if config.steps else -1,
-        "num_train_epochs": config.epochs or 1.0,
+        "max_steps": config.total_steps(n_rows),
         "seed": config.seed,
         "data_seed": config.seed,
         "logging_steps": 1,
@@ -268,9 +280,9 @@ def _schedule(config: TrainSettings) -> dict[str, Any]:
     }
 
 
-def _arguments(config_cls: type, model: Any, config: TrainSettings, out: str, **extra: Any) -> Any:
+def _arguments(config_cls: type, model: Any, config: TrainSettings, out: str, n_rows: int, **extra: Any) -> Any:
     """A TRL config that keeps the model where it is: `use_cpu` when it lives on the CPU."""
-    common = _schedule(config)
+    common = _schedule(config, n_rows)
     use_cpu = model_device(model).type == "cpu"
     return config_cls(output_dir=out, use_cpu=use_cpu, **common, **extra)
 
@@ -333,6 +345,7 @@ def _sft_trainer(model, tokenizer, examples, config, callbacks, out):
         model,
         config,
         out,
+        len(rows),
         max_length=None,
         packing=False,
         dataset_kwargs={"skip_prepare_dataset": True},
@@ -375,7 +388,7 @@ def _dpo_trainer(model, tokenizer, examples, rejected, config, callbacks, out):
 
     reference = copy.deepcopy(model).eval()
     reference.requires_grad_(False)
-    args = _arguments(DPOConfig, model, config, out, beta=config.dpo_beta, max_length=None)
+    args = _arguments(DPOConfig, model, config, out, len(rows), beta=config.dpo_beta, max_length=None)
     trainer = EngineEncodingDPOTrainer(
         model=model,
         ref_model=reference,

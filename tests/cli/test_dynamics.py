@@ -169,3 +169,32 @@ def test_a_transformers_teacher_writes_the_rephrase_probes_once(model_dir, tmp_p
     assert main([*_dynamics(model_dir, tmp_path, *teacher, *small)]) == 0  # from the cache: the same probes
     assert [p.stat().st_mtime_ns for p in sorted((cache / "curation" / "teacher").rglob("*.json"))] == mtimes
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "probes.parquet"), probes)
+
+
+def test_two_seeds_give_two_run_folders_and_a_band_figure_and_epochs_set_the_steps(model_dir, tmp_path, capsys):
+    command = _dynamics(model_dir, tmp_path, "--seeds", "0,1", "--epochs", "1", "--eval-every", "1", "--n-probes", "2",
+                        "--batch-size", "2")
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    assert "mean ± std [min, max] over seeds:" in printed
+    out = tmp_path / "out"
+    for seed in (0, 1):
+        summary = json.loads((out / f"seed-{seed}" / "summary.json").read_text())
+        assert summary["steps"] == 3  # 5 trained rows (one held-out probe prompt) in batches of 2: one pass
+        settings = json.loads((out / f"seed-{seed}" / "run.json").read_text())
+        assert settings["config"]["seed"] == seed and settings["config"]["epochs"] == 1.0
+    probes = [set(pd.read_parquet(out / f"seed-{s}" / "probes.parquet").prompt_id) for s in (0, 1)]
+    assert probes[0] != probes[1]  # each seed draws its own probes
+    table = pd.read_parquet(out / "across_seeds.parquet")
+    assert set(table.n_seeds) == {2} and sorted(table.step.unique()) == [0, 1, 2, 3]  # each eval step and after it
+    assert (out / "across_seeds.png").stat().st_size > 10_000
+
+
+def test_a_run_set_by_epochs_passes_its_check(model_dir, tmp_path):
+    from lg_pipeline.dynamics.learning.checks import check_run_folder
+
+    command = _dynamics(model_dir, tmp_path, "--epochs", "0.5", "--eval-every", "1", "--n-probes", "2")
+    assert main(command) == 0
+    report = check_run_folder(tmp_path / "out")
+    assert report.passed, report.details()
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["steps"] == 2  # half of 3 batches, rounded up

@@ -95,3 +95,23 @@ def test_a_loss_that_is_not_finite_is_one_line_naming_the_flag_exit_1(model_dir,
     assert main(args(model_dir, tmp_path / "out", **small)) == 1
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("lg-pipeline")]
     assert "ordering rt, step 1" in line and "not finite" in line and "lower --lr (it is 1e+30)" in line
+
+
+def test_two_seeds_give_two_run_folders_and_a_band_figure(model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(args(model_dir, out, **{"--orderings": "rt", "--seeds": "0,1", "--epochs": "0.5"})) == 0
+    printed = capsys.readouterr().out
+    assert "held-out loss (all test items), mean ± std [min, max] over seeds:" in printed
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["seed-0", "seed-1"]
+    drawn = [set(pd.read_parquet(out / s / "tasks.parquet").instruction) for s in ("seed-0", "seed-1")]
+    assert drawn[0] != drawn[1]  # each seed draws its own items
+    steps = sorted(pd.read_parquet(out / "seed-0" / "zero_shot.parquet").step.unique())
+    assert steps == [0, 1, 2]  # half of 3 × 2 items in batches of 2: ceil(0.5 × 3) = 2 steps
+    table = pd.read_parquet(out / "across_seeds.parquet")
+    assert set(table.n_seeds) == {2} and sorted(table.step) == steps
+    assert (out / "across_seeds.png").stat().st_size > 10_000
+
+
+def test_seed_and_seeds_together_are_refused(model_dir, tmp_path, capsys):
+    assert main(args(model_dir, tmp_path / "out", **{"--seed": "1", "--seeds": "0,1"})) == 2
+    assert "--seed and --seeds: give one" in capsys.readouterr().err

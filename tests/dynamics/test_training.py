@@ -63,6 +63,33 @@ def test_dpo_trains_with_a_frozen_reference(single_thread):
     assert result.log_history[1]["rewards/margins"] > 0
 
 
+@pytest.mark.parametrize(
+    ("steps", "epochs", "n_rows", "batch_size", "want"),
+    [
+        (7, 3.0, 8, 2, 7),  # steps win
+        (None, 1.0, 8, 2, 4),
+        (None, 2.0, 5, 2, 6),  # a pass of 5 rows is 3 batches (the last one short)
+        (None, 0.5, 5, 2, 2),
+        (None, 0.3, 10, 1, 3),  # not 4 from 0.3 × 10 = 3.0000000000000004
+    ],
+)
+def test_steps_are_total_steps_and_epochs_are_passes_of_whole_batches(steps, epochs, n_rows, batch_size, want):
+    config = TrainSettings(steps=steps, epochs=epochs, batch_size=batch_size)
+    assert config.total_steps(n_rows) == want
+
+
+@pytest.mark.parametrize("objective", ["sft", "dpo"])
+def test_epochs_train_that_many_passes(single_thread, objective):
+    model, tokenizer = make_model("llama-gqa"), make_tokenizer()
+    config = TrainSettings(steps=None, epochs=2.0, batch_size=2, learning_rate=1e-3, objective=objective)
+    seen = _Batches()
+    wrong = wrong_rows(3) if objective == "dpo" else None
+    result = fine_tune(model, tokenizer, rows(3), config, callbacks=[seen], rejected=wrong)
+    assert result.steps == 4 == config.total_steps(3)
+    if objective == "sft":  # 3 rows in batches of 2, twice: [r0 r1] [r2] [r0 r1] [r2]
+        assert [len(batch) for batch in seen.seen] == [2, 1, 2, 1]
+
+
 def test_bad_settings_name_the_setting():
     model, tokenizer = make_model("llama-gqa"), make_tokenizer()
     with pytest.raises(InputError, match="objective dpo needs the rejected responses"):

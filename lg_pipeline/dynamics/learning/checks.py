@@ -143,6 +143,11 @@ def check_run_folder(
     rules = Rules(MEANINGS)
     record = _json(out / RUN_FILE, rules, "run_file")
     steps = steps if steps is not None else setting(record, "steps")
+    if steps is None and (out / SUMMARY_FILE).is_file():  # a run set by epochs: the steps it took
+        try:
+            steps = json.loads((out / SUMMARY_FILE).read_text(encoding="utf-8")).get("steps")
+        except (OSError, ValueError, AttributeError):
+            steps = None
     eval_every = eval_every if eval_every is not None else setting(record, "eval_every")
     objective = objective or setting(record, "objective") or "sft"
     rules.check("summary_file", learning_run(out).summary_file.is_file(), f"missing {SUMMARY_FILE}", where=SUMMARY_FILE)

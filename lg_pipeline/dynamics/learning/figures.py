@@ -19,6 +19,7 @@ import pandas as pd
 
 from lg_pipeline.analysis.canvas import (
     TEXT_PT,
+    band_curve,
     figure_legend,
     figure_title,
     grid,
@@ -360,3 +361,26 @@ def _of_run(frame: pd.DataFrame, variant: str, objective: str) -> pd.DataFrame:
     if frame.empty:
         return frame
     return frame[(frame.variant == variant) & (frame.objective == objective)]
+
+
+def plot_logprob_band(stats: Mapping[str, pd.DataFrame], title: str, out_base: Path, objective: str = "sft") -> Path:
+    """Δ log p since step 0 per probe type over steps, across seeds: the mean over seeds of each seed's mean over
+    its probes of the type, in a min–max band over seeds; a panel of the summed change and one per response token.
+    `stats`: `change` / `change_per_token` -> `dynamics.seeds.across_seeds` tables by (`probe_type`, `step`)."""
+    fig, axes = grid(1, len(CHANGES))
+    present = pd.concat([stats[c] for c in CHANGES], ignore_index=True)
+    types = ordered(present.probe_type, PROBE_TYPES)
+    n_seeds = int(present.n_seeds.max()) if len(present) else 0
+    for ax, change in zip(axes[0], CHANGES, strict=True):
+        how, ylabel = CHANGES[change]
+        for probe_type, group in stats[change].groupby("probe_type"):
+            band_curve(ax, group, probe_color(probe_type))
+        panel_title(ax, f"{objective.upper()} · {how}")
+        ax.axhline(0, color="black", lw=0.5)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        integer_ticks(ax.xaxis)
+        ax.grid(alpha=0.3)
+    figure_legend(fig, _probe_handles(types, (objective,)))
+    figure_title(fig, title, f"mean over {n_seeds} seeds, band: min–max over seeds")
+    return png(save_figure(fig, out_base))

@@ -142,6 +142,7 @@ class DynamicsPlan:
     """What a run will do, decided before any model is loaded."""
 
     train: list[Example]  # the rows trained on (the rest are only the held-out probes' prompts)
+    steps: int  # optimizer steps (`TrainSettings.total_steps` over the trained rows)
     probes: list[Probe]
     rejected: list[Example] | None  # DPO: the wrong-answer responses of the trained rows
     companions: dict[str, str]  # set -> "matched" or why it was left out
@@ -170,8 +171,8 @@ def plan_run(
     if not rows:
         raise InputError(f"{data.labels.get('rows', 'the training data')}: no rows to train on")
     train = settings.train
-    steps = train.steps or math.ceil((train.epochs or 1.0) * len(rows) / train.batch_size)
-    n_trained = rows_to_train(len(rows), settings.n_probes, steps, train.batch_size)
+    # `steps` reach steps × batch_size rows; `epochs` pass over every row but the held-out probes' prompts.
+    n_trained = rows_to_train(len(rows), settings.n_probes, train.steps or len(rows), train.batch_size)
     companions, levels = {}, {}
     for level, other in data.other_levels.items():
         levels[level] = _companion(data, rows, level, other, companions, report)
@@ -191,7 +192,7 @@ def plan_run(
     rephrases = rephrase_probes(probes, data.teacher) if skipped is None else []
     probes = merged(merged(probes, rephrases), data.own_probes)
     rejected = wrong[:n_trained] if train.objective == "dpo" and wrong is not None else None
-    return DynamicsPlan(rows[:n_trained], probes, rejected, companions)
+    return DynamicsPlan(rows[:n_trained], train.total_steps(n_trained), probes, rejected, companions)
 
 
 def _rejected(settings, data, rows, companions, report) -> list[Example] | None:
@@ -326,9 +327,7 @@ class _LearningRun:
         return {**run_fields(self.settings, self.plan), **model_identity(self.loaded.model)}
 
     def eval_steps(self) -> list[int]:
-        train = self.settings.train
-        steps = train.steps or math.ceil((train.epochs or 1.0) * len(self.plan.train) / train.batch_size)
-        return [s for s in range(steps) if is_eval_step(s, self.settings.eval_every)]
+        return [s for s in range(self.plan.steps) if is_eval_step(s, self.settings.eval_every)]
 
     def execute(self, writer: RunWriter) -> DynamicsSummary:
         finished = writer.finished()
@@ -388,8 +387,9 @@ class _LearningRun:
             greedy_max_new_tokens=settings.greedy_max_new_tokens,
             progress=self.progress,
         )
+        train = replace(settings.train, steps=self.plan.steps)  # the plan's count, whatever rows encode
         result = fine_tune(
-            loaded.model, loaded.tokenizer, self.plan.train, settings.train, callbacks=[callback],
+            loaded.model, loaded.tokenizer, self.plan.train, train, callbacks=[callback],
             rejected=self.plan.rejected,
         )
         meta = {"steps": result.steps, "skipped_examples": result.skipped, "skipped_probes": callback.skipped_probes}

@@ -12,7 +12,6 @@ Any malformed table is a failed rule naming the file, never an exception.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -186,7 +185,18 @@ def _eval_steps(tasks: pd.DataFrame, settings: dict[str, Any], rules: Rules) -> 
     if n == 0:
         rules.fail("ordering_is_permutation", "tasks: no training items", where=_where("tasks"))
         return None
-    return eval_steps(math.ceil(n / settings["batch_size"]), settings["eval_every"])
+    return eval_steps(_train_settings(settings).total_steps(n), settings["eval_every"])
+
+
+def _train_settings(settings: dict[str, Any]) -> Any:
+    """The run's training settings from its settings file (the run's length comes from their one rule); a file
+    that names no length is one epoch, a zero-shot run's default."""
+    from dataclasses import fields
+
+    from lg_pipeline.dynamics.training import TrainSettings
+
+    names = {f.name for f in fields(TrainSettings)}
+    return TrainSettings(**{"steps": None, "epochs": 1.0, **{k: v for k, v in settings.items() if k in names}})
 
 
 def _loss_rules(tables: dict[str, pd.DataFrame], asked: list[str], steps: list[int], rules: Rules) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from lg_pipeline.analysis.canvas import (
+    band_curve,
     figure_legend,
     figure_title,
     grid,
@@ -157,4 +158,21 @@ def alignment_figure(alignment: pd.DataFrame, path: Path, title: str) -> Path:
     ax.legend()
     ax.grid(alpha=0.3)
     figure_title(fig, title)
+    return _save(fig, path)
+
+
+def loss_band_figure(stats: pd.DataFrame, path: Path, title: str) -> Path:
+    """Held-out loss over all test items per ordering over steps, across seeds: the mean in a min–max band.
+    `stats`: a `dynamics.seeds.across_seeds` table by (`ordering`, `step`) of the loss."""
+    fig, axes = grid(1, 1, panel=(6.0, 3.8))
+    ax = axes[0][0]
+    for ordering in _orderings(stats):
+        band_curve(ax, stats[stats.ordering == ordering], ordering_color(ordering))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("held-out loss (all tasks)")
+    integer_ticks(ax.xaxis)
+    ax.grid(alpha=0.3)
+    figure_legend(fig, _ordering_handles(_orderings(stats)))
+    n_seeds = int(stats.n_seeds.max()) if len(stats) else 0
+    figure_title(fig, title, f"mean over {n_seeds} seeds, band: min–max over seeds")
     return _save(fig, path)

@@ -18,7 +18,6 @@ the asset): never mixed.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -121,7 +120,7 @@ class ZeroShotSettings(HoldsTrainSettings):
 
     def steps(self, n_items: int) -> int:
         """Optimizer steps of one ordering: `train.steps`, else `train.epochs` passes over the items."""
-        return self.train.steps or math.ceil((self.train.epochs or 1.0) * n_items / self.train.batch_size)
+        return self.train.total_steps(n_items)
 
 
 @dataclass

@@ -183,3 +183,26 @@ def test_a_rerun_of_a_finished_run_loads_no_model_and_materializes_nothing(world
     assert not other.success
     messages = [e.step_failure_data.error.message for e in other.all_events if e.is_step_failure]
     assert any("loaded a model" in m for m in messages)
+
+
+def test_seeds_run_apart_checked_and_drawn_with_a_band(world):
+    from assets.curation.assets import curated_dataset
+    from assets.dynamics.learning import training_dynamics
+    from assets.partitions import multi_key
+
+    store = world[1]["store"]
+    for variant in ("champ__simplified__correct",):
+        assert _materialize(world, [curated_dataset], variant).success
+    key = multi_key("tiny", "champ__simplified__correct")
+    # room for every probe: one cut away fails the completeness check, with one seed as with two
+    result = _materialize(world, [training_dynamics], key, {**RUN, "seeds": [0, 1], "max_length": 1024})
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["training_dynamics_complete"].passed, checks["training_dynamics_complete"].metadata
+    assert result.success, [e.step_failure_data.error.message for e in result.all_events if e.is_step_failure]
+    stats_key = StatsKey.of("tiny", "champ__simplified__correct")
+    assert [(o, s) for o, s, _ in store.dynamics_seed_runs(stats_key)] == [("sft", 0), ("sft", 1)]
+    assert not store.dynamics(stats_key, "sft").exists()  # the single-seed folder is another
+    meta = result.asset_materializations_for_node("training_dynamics")[0].metadata
+    assert "figure: across seeds" in meta
+    table = pd.read_parquet(store.dynamics_seeds(stats_key, "sft") / "across_seeds.parquet")
+    assert set(table.n_seeds) == {2}

@@ -139,3 +139,24 @@ def test_a_rerun_of_a_finished_run_loads_no_model_and_materializes_nothing(world
     assert "ordering(s) rt finished under run key" in observation.metadata["skipped"].value
     other = run(world, [asset], key, {**config, "seed": 1})  # another split: it has work, and loads
     assert not other.success and "loaded a model" in failure(other)
+
+
+def test_seeds_run_apart_from_the_single_seed_folder_and_are_drawn_with_a_band(world, single_thread):
+    from assets.dynamics.figures import zero_shot_figures
+    from assets.dynamics.zero_shot import zero_shot_dynamics_simplified
+
+    store = world[1]["store"]
+    key = dg.MultiPartitionKey({"model": "tiny", "ordering": "rt"})
+    result = run(world, [zero_shot_dynamics_simplified], key, {**SPLIT, "seeds": [0, 1], "epochs": 0.5})
+    assert result.success, failure(result)
+    assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+    base = store.zero_shot_seeds("tiny", "simplified", "rt")
+    assert sorted(p.name for p in base.iterdir()) == ["seed-0", "seed-1"]
+    assert not store.zero_shot("tiny", "simplified", "rt").exists()  # the single-seed folder is another
+    assert sorted(pd.read_parquet(base / "seed-1" / "zero_shot.parquet").step.unique()) == [0, 1, 2]  # 3 batches / 2
+    figures = materialize(world, [zero_shot_figures])
+    assert figures.success, failure(figures)
+    meta = figures.asset_materializations_for_node("zero_shot_figures")[0].metadata
+    assert "figure: held-out loss across seeds, tiny, simplified CoT" in meta
+    table = pd.read_parquet(store.zero_shot_across_seeds("tiny", "simplified").with_suffix(".parquet"))
+    assert set(table.ordering) == {"rt"} and set(table.n_seeds) == {2}
