@@ -11,12 +11,12 @@ def test_the_demos_dpo_and_seed_runs_are_valid_configs_of_their_assets():
     from assets.dynamics.learning import DEMO_DPO, DEMO_DPO_VARIANT, DEMO_VARIANTS, DynamicsConfig
     from assets.dynamics.zero_shot import DEMO_SEEDS, DEMO_SEEDS_ORDERINGS, ZeroShotConfig
 
-    assert DynamicsConfig(**DEMO_DPO).objective == "dpo" and DEMO_DPO_VARIANT in DEMO_VARIANTS
+    assert DynamicsConfig(**DEMO_DPO).steps > 0 and DEMO_DPO_VARIANT in DEMO_VARIANTS
     assert len(ZeroShotConfig(**DEMO_SEEDS).seeds) == 2 and set(DEMO_SEEDS_ORDERINGS) <= {"rt", "nft", "fft"}
 
 
 def test_a_config_reaches_the_selected_assets_op(monkeypatch):
-    from assets.dynamics.learning import training_dynamics
+    from assets.dynamics.learning import training_dynamics_dpo
 
     seen = {}
 
@@ -29,7 +29,7 @@ def test_a_config_reaches_the_selected_assets_op(monkeypatch):
         return Result()
 
     monkeypatch.setattr(dg, "materialize", materialize)
-    assert demo._materialize("dpo", [training_dynamics], None, None, {}, {"objective": "dpo"})
-    assert seen["run_config"] == {"ops": {"training_dynamics": {"config": {"objective": "dpo"}}}}
-    assert demo._materialize("sft", [training_dynamics], None, None, {})
+    assert demo._materialize("dpo", [training_dynamics_dpo], None, None, {}, {"steps": 6})
+    assert seen["run_config"] == {"ops": {"training_dynamics_dpo": {"config": {"steps": 6}}}}
+    assert demo._materialize("sft", [training_dynamics_dpo], None, None, {})
     assert seen["run_config"] is None
