@@ -36,13 +36,28 @@ ORDERING_LABELS = {
     "coarse": "Coarse (tasks by WSD)",
     "tma": "TMA",
     "gradient": "Gradient (⟨∇L_u, ∇L_test⟩)",
+    "cluster_shuffled": "Cluster (shuffled tasks)",
+    "tma_far": "TMA farthest first",
+    "tma_random": "TMA random picks",
+    "tma_maxmin": "TMA max-min",
+    "tma_minmax": "TMA min-max",
+    "tma_subset": "TMA subset (k nearest)",
 }
 SEEN_METRICS = ("min", "avg", "max", "centroid")
 LEVEL_STYLES = {"none": "-", "simplified": "-.", "detailed": "--"}
 
 
 def ordering_color(name: str) -> str:
-    return f"C{ORDERINGS.index(name)}" if name in ORDERINGS else "black"
+    """C0..C9 for the first ten orderings, then tab20's light shades (distinct from those ten)."""
+    if name not in ORDERINGS:
+        return "black"
+    k = ORDERINGS.index(name)
+    if k < 10:
+        return f"C{k}"
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    return to_hex(colormaps["tab20"](2 * (k - 10) + 1))
 
 
 def _save(fig, path: Path) -> Path:
