@@ -18,7 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     z.add_argument("--level", default="none", choices=REASONING_LEVELS, help="CoT level of the training responses")
     z.add_argument("--per-task", type=int, default=5, help="items per training task")
     z.add_argument("--per-test-task", type=int, default=4, help="items per test task")
-    z.add_argument("--orderings", default="rt,nft,fft", help="rt,nft,fft,round_robin,cluster,coarse,tma,gradient")
+    z.add_argument("--orderings", default="rt,nft,fft", help="rt,nft,fft,round_robin,cluster,cluster_shuffled,coarse,"
+                   "tma,tma_far,tma_random,tma_maxmin,tma_minmax,tma_subset,gradient (README: what each is)")
+    z.add_argument("--subset-k", type=int, default=2, help="tma_subset: nearest training items kept per test item")
+    z.add_argument("--max-new-tokens", type=int, default=32, help="greedy answer length for ROUGE / exact match")
+    z.add_argument("--no-generation-metrics", dest="generation_metrics", action="store_false",
+                   help="measure the held-out loss only (no greedy answers, ROUGE, exact match)")
+    z.add_argument("--reward-model", default="", help="local sequence-classification folder scoring the answers")
     z.add_argument("--eval-every", type=int, default=4, help="held-out loss every K steps (and at step 0)")
     z.add_argument("--lr", type=float, default=1e-5)
     z.add_argument("--optimizer", default="adamw", help="adamw (the paper's) or sgd")
@@ -91,6 +97,10 @@ def settings_of(args: argparse.Namespace):
         embedder=args.embedder,
         targets=parse_suffixes(args.targets),
         cache_dir=args.cache_dir,
+        generation_metrics=args.generation_metrics,
+        max_new_tokens=args.max_new_tokens,
+        reward_model=args.reward_model,
+        subset_k=args.subset_k,
     )
 
 

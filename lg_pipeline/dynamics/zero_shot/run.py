@@ -8,7 +8,9 @@ hyper-parameters through the shared training code (`lg_pipeline.dynamics.trainin
 loss is measured at step 0 and every K steps.
 
 Outputs in one run folder (`lg_pipeline.io.run_folder`, Parquet): `tasks`, `orderings`, `zero_shot`,
-`seen_distance`, and `alignment` (per layer; empty unless the `gradient` ordering is asked for). Each finished
+`generation_metrics` and `generations` (greedy answers scored at the same eval steps; empty when
+`generation_metrics` is off), `seen_distance`, and `alignment` (per layer; empty unless the `gradient` ordering is
+asked for). Each finished
 ordering is one committed part, so a run that stops resumes with the next ordering; asking for more orderings
 later extends the same run. A run with another key (settings, split, weights, dtype, device type) is refused
 (`on_change="refuse"`, the CLI) or computed beside the finished one and swapped in when complete (`"beside"`,
@@ -37,6 +39,12 @@ from lg_pipeline.dynamics.training import (
 )
 from lg_pipeline.dynamics.zero_shot.alignment import ALIGNMENT_COLUMNS, AlignmentConfig, alignments, total_alignment
 from lg_pipeline.dynamics.zero_shot.embeddings import EMBEDDERS, make_embedder
+from lg_pipeline.dynamics.zero_shot.generation import (
+    GENERATION_COLUMNS,
+    GENERATIONS_COLUMNS,
+    GenerationMetricsCallback,
+    RewardScorer,
+)
 from lg_pipeline.dynamics.zero_shot.held_out import LOSS_COLUMNS, HeldOutLossCallback, eval_steps
 from lg_pipeline.dynamics.zero_shot.orderings import EMBEDDING_ORDERINGS, ORDERINGS, distances, make_ordering, wsd
 from lg_pipeline.dynamics.zero_shot.seen_distance import SEEN_COLUMNS, seen_distance_rows
@@ -51,8 +59,9 @@ from lg_pipeline.vocabulary import ATTENTION
 
 ORDERING_COLUMNS = ("ordering", "position", "example_id", "task", "score")
 TASK_COLUMNS = ("example_id", "task", "split", "instruction", "response")
-# Bump when the numbers a run produces could change (2: orderings without a score of their own carry the WSD).
-ZERO_SHOT_VERSION = "zero-shot-2"
+# Bump when the numbers a run produces could change (2: orderings without a score of their own carry the WSD;
+# 3: `cluster` keeps the given task order, generation metrics).
+ZERO_SHOT_VERSION = "zero-shot-3"
 OPTIMIZERS = ("adamw", "sgd")
 ALIGNMENT = "alignment"  # the part holding the gradient ordering's alignments (computed once per run)
 ZERO_SHOT_FILES = RunFiles(
@@ -61,6 +70,8 @@ ZERO_SHOT_FILES = RunFiles(
         "tasks": TableSpec(("example_id",), TASK_COLUMNS, order=()),
         "orderings": TableSpec(("ordering", "position"), ORDERING_COLUMNS),
         "zero_shot": TableSpec(("ordering", "step", "task"), LOSS_COLUMNS, order=("ordering",)),
+        "generation_metrics": TableSpec(("ordering", "step", "task"), GENERATION_COLUMNS, order=("ordering",)),
+        "generations": TableSpec(("ordering", "step", "example_id"), GENERATIONS_COLUMNS, order=("ordering",)),
         "seen_distance": TableSpec(("ordering", "step", "test_task"), SEEN_COLUMNS, order=("ordering",)),
         ALIGNMENT: TableSpec(("example_id", "parameter"), ALIGNMENT_COLUMNS, order=()),
     },
@@ -81,7 +92,11 @@ def _one_epoch() -> TrainSettings:
 @dataclass(frozen=True)
 class ZeroShotSettings(HoldsTrainSettings):
     """Everything a zero-shot run is asked for: the split (tasks, level, items per task), the orderings, how each
-    trains (`train`; its `epochs` per ordering, `steps` unset) and is measured. Items are drawn with `train.seed`."""
+    trains (`train`; its `epochs` per ordering, `steps` unset) and is measured. Items are drawn with `train.seed`.
+
+    `generation_metrics`: greedy answers of the held-out items (at most `max_new_tokens` new tokens) scored at each
+    eval step; `reward_model`: a local sequence-classification folder scoring them ("" = none); `subset_k`: the
+    nearest training items per test item that `tma_subset` keeps."""
 
     train_tasks: tuple[str, ...]
     test_tasks: tuple[str, ...]
@@ -94,6 +109,10 @@ class ZeroShotSettings(HoldsTrainSettings):
     embedder: str = "minilm"
     targets: tuple[str, ...] = ATTENTION  # the studied matrices the gradient ordering sums over
     cache_dir: str = ".cache"  # where the MiniLM weights are unpacked (changes no number)
+    generation_metrics: bool = True
+    max_new_tokens: int = 32
+    reward_model: str = ""
+    subset_k: int = 2
 
     def __post_init__(self) -> None:
         for name in ("train_tasks", "test_tasks", "orderings", "targets"):
@@ -110,6 +129,10 @@ class ZeroShotSettings(HoldsTrainSettings):
             setting("orderings", f"unknown ordering {unknown[0]!r} (known: {known})") if unknown else None,
             int_at_least("eval_every", self.eval_every, 1),
             one_of("embedder", self.embedder, EMBEDDERS),
+            None if isinstance(self.generation_metrics, bool) else setting("generation_metrics", "true or false"),
+            int_at_least("max_new_tokens", self.max_new_tokens, 1),
+            int_at_least("subset_k", self.subset_k, 1),
+            _reward_problem(self.reward_model),
             setting("targets", "no module suffix given") if not self.targets else None,
             one_of("optimizer", getattr(train, "optimizer", None), OPTIMIZERS),
             None if sft else setting("objective", "zero-shot runs train with sft"),
@@ -122,6 +145,14 @@ class ZeroShotSettings(HoldsTrainSettings):
     def steps(self, n_items: int) -> int:
         """Optimizer steps of one ordering: `train.steps`, else `train.epochs` passes over the items."""
         return self.train.steps or math.ceil((self.train.epochs or 1.0) * n_items / self.train.batch_size)
+
+
+def _reward_problem(folder: object) -> str | None:
+    if not isinstance(folder, str):
+        return setting("reward_model", "must be a folder name or empty")
+    if folder and not Path(folder, "config.json").is_file():
+        return setting("reward_model", f"{folder!r} is not a transformers model folder (no config.json)")
+    return None
 
 
 @dataclass
@@ -200,6 +231,7 @@ class _ZeroShotRun:
         self._emb: tuple[np.ndarray, np.ndarray] | None = None
         self._align: np.ndarray | None = None
         self.initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self._reward: RewardScorer | None = None
 
     def fields(self) -> dict[str, Any]:
         """Everything that changes a number; `orderings` left out (asking for more later extends the same run)."""
@@ -210,6 +242,10 @@ class _ZeroShotRun:
             "eval_every": settings.eval_every,
             "embedder": settings.embedder,
             "targets": list(settings.targets),
+            "generation_metrics": settings.generation_metrics,
+            "max_new_tokens": settings.max_new_tokens,
+            "reward_model": settings.reward_model,
+            "subset_k": settings.subset_k,
             "level": self.split.level,
             "tasks": split_frame(self.split)[list(TASK_COLUMNS)].to_dict("list"),
             **model_identity(self.model),
@@ -262,7 +298,7 @@ class _ZeroShotRun:
         needs_embeddings = name in EMBEDDING_ORDERINGS
         train_emb, test_emb = self.embeddings() if needs_embeddings else (None, None)
         order, score = make_ordering(name, self.train_tasks, self.settings.train.seed, train_emb, test_emb,
-                                     lambda: self.alignment(writer))
+                                     lambda: self.alignment(writer), self.settings.subset_k)
         if np.isnan(score).all():
             score = wsd(distances(*self.embeddings()))[order]
         return order, score
@@ -278,10 +314,11 @@ class _ZeroShotRun:
         train = replace(settings.train, steps=steps, epochs=None)
         callback = HeldOutLossCallback(self.model, self.tokenizer, self.test_enc, self.test_tasks,
                                        settings.eval_every, name, train.batch_size, self.report)
+        generation = self.generation_callback(name)
         self.model.load_state_dict(self.initial)
         started = time.monotonic()
         try:
-            fine_tune(self.model, self.tokenizer, ordered, train, callbacks=[callback])
+            fine_tune(self.model, self.tokenizer, ordered, train, callbacks=[callback, *filter(None, [generation])])
         finally:
             self.model.load_state_dict(self.initial)
         self.seconds[f"train:{name}"] = time.monotonic() - started
@@ -297,7 +334,21 @@ class _ZeroShotRun:
             "orderings": pd.DataFrame(rows, columns=list(ORDERING_COLUMNS)),
             "seen_distance": pd.DataFrame(seen, columns=list(SEEN_COLUMNS)),
             "zero_shot": pd.DataFrame(callback.rows, columns=list(LOSS_COLUMNS)),
+            "generation_metrics": pd.DataFrame(generation.rows if generation else [], columns=list(GENERATION_COLUMNS)),
+            "generations": pd.DataFrame(generation.item_rows if generation else [], columns=list(GENERATIONS_COLUMNS)),
         }
+
+    def generation_callback(self, name: str) -> GenerationMetricsCallback | None:
+        """The greedy answers' scores at the loss's eval steps (None when `generation_metrics` is off)."""
+        settings = self.settings
+        if not settings.generation_metrics:
+            return None
+        if settings.reward_model and self._reward is None:
+            self._reward = RewardScorer(settings.reward_model, next(self.model.parameters()).device,
+                                        next(self.model.parameters()).dtype)
+        return GenerationMetricsCallback(self.model, self.tokenizer, self.test_enc, [e for _, e in self.test],
+                                         self.test_tasks, settings.eval_every, name, settings.max_new_tokens,
+                                         settings.train.batch_size, self._reward, self.report)
 
     def _finish(self, writer: RunWriter) -> None:
         tables = {name: writer.table(name) for name in ZERO_SHOT_FILES.tables if name != "tasks"}
