@@ -107,7 +107,7 @@ def settings_of(args: argparse.Namespace):
 def _figures(out: Path, model: str, level: str) -> None:
     import pandas as pd
 
-    from lg_pipeline.dynamics.zero_shot.figures import loss_figure, seen_distance_figure
+    from lg_pipeline.dynamics.zero_shot.figures import loss_figure, metrics_figure, seen_distance_figure
     from lg_pipeline.dynamics.zero_shot.run import zero_shot_run
     from lg_pipeline.io.locks import output_lock
 
@@ -118,7 +118,11 @@ def _figures(out: Path, model: str, level: str) -> None:
         loss_figure(losses, out / "zero_shot.png", f"Held-out loss, {name}")
         seen = pd.read_parquet(folder.table("seen_distance"))
         seen_distance_figure(seen, out / "seen_distance.png", f"Seen-data distance, {name}")
-    print(f"figures: {out / 'zero_shot.png'}, {out / 'seen_distance.png'}")
+        metrics = pd.read_parquet(folder.table("generation_metrics"))
+        if len(metrics):
+            metrics_figure(losses, metrics, out / "metrics.png", f"Loss and generation metrics, {name}")
+    print(f"figures: {out / 'zero_shot.png'}, {out / 'seen_distance.png'}"
+          + (f", {out / 'metrics.png'}" if len(metrics) else ""))
 
 
 def _summary(out: Path) -> None:
@@ -132,3 +136,12 @@ def _summary(out: Path) -> None:
     table = losses[losses.task == ALL_TASKS].pivot(index="step", columns="ordering", values="loss")
     print("held-out loss, all test items:")
     print(table.round(4).to_string())
+    metrics = pd.read_parquet(zero_shot_run(out).table("generation_metrics"))
+    for metric in ("rouge1", "rougeL", "exact_match", "reward"):
+        part = metrics[metrics.task == ALL_TASKS]
+        if len(part) and part[metric].notna().any():
+            print(f"{metric}, all test items:")
+            print(part.pivot(index="step", columns="ordering", values=metric).round(4).to_string())
+    stability = pd.read_parquet(zero_shot_run(out).table("metric_stability"))
+    print("agreement of the test tasks on the orderings (Kendall's W), per metric:")
+    print(stability.pivot(index="step", columns="metric", values="rank_agreement").round(3).to_string())

@@ -245,6 +245,9 @@ def zero_shot_folder(folder: Path) -> Path:
         "generations": pd.DataFrame(answers, columns=["ordering", "step", "example_id", "task", "generation",
                                                       "n_new_tokens", "rouge1", "rougeL", "exact_match", "reward"]),
     }
+    from lg_pipeline.dynamics.zero_shot.stability import stability_table
+
+    tables["metric_stability"] = stability_table(tables["zero_shot"], tables["generation_metrics"])
     for name, frame in tables.items():
         _write(folder, name, frame, kind(name))
     settings = {"eval_every": EVERY, "batch_size": BATCH, "learning_rate": 1e-5, "level": "none",

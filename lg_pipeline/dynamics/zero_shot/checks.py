@@ -29,6 +29,7 @@ from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS, LOSS_COLUMNS, eva
 from lg_pipeline.dynamics.zero_shot.orderings import SUBSET_ORDERINGS
 from lg_pipeline.dynamics.zero_shot.run import ORDERING_COLUMNS
 from lg_pipeline.dynamics.zero_shot.seen_distance import SEEN_COLUMNS
+from lg_pipeline.dynamics.zero_shot.stability import STABILITY_COLUMNS, stability_table
 from lg_pipeline.dynamics.zero_shot.tasks import TEST, TRAIN
 from lg_pipeline.expectations import TABLE_MEANINGS, RuleReport, Rules, TableSpec, read_run_tables
 
@@ -39,6 +40,7 @@ LOSSES = "zero_shot"  # the held-out loss table (what a check's verdict is about
 TABLES = ("tasks", "orderings", LOSSES, "seen_distance")
 ALIGNMENT = "alignment"  # written by the `gradient` ordering only
 METRICS, ANSWERS = "generation_metrics", "generations"  # written (with rows) when generation metrics are on
+STABILITY = "metric_stability"  # written by every run that knows generation metrics (on or off)
 RUN_FILE = "run.json"  # the run's settings (lg_pipeline.dynamics.zero_shot.run writes it)
 TASK_COLUMNS = ("example_id", "task", "split", "instruction", "response")  # tasks.split_frame's
 SPECS: dict[str, TableSpec] = {
@@ -57,6 +59,9 @@ SPECS: dict[str, TableSpec] = {
     ANSWERS: TableSpec(GENERATIONS_COLUMNS, ("ordering", "step", "example_id"),
                        ("step", "n_new_tokens", "rouge1", "rougeL", "exact_match", "reward"), ("step", "n_new_tokens"),
                        ("rouge1", "rougeL", "exact_match")),
+    STABILITY: TableSpec(STABILITY_COLUMNS, ("metric", "step"),
+                         ("step", "n_tasks", "n_orderings", "rank_agreement", "change_cv", "improved_share"),
+                         ("step", "n_tasks", "n_orderings")),
 }
 SCORES = ("rouge1", "rougeL", "exact_match")
 DISTANCES = ("min", "avg", "max", "centroid")
@@ -94,6 +99,7 @@ MEANINGS: dict[str, str] = {
     "answer_length": f"no answer longer than max_new_tokens ({RUN_FILE})",
     "step0_answers_equal": "every ordering gives the same step-0 answers (the same starting weights)",
     "reward_as_configured": f"a finite reward where {RUN_FILE} names a reward model, NaN where it names none",
+    "stability_as_computed": "the metric-stability table is what the loss and generation tables give",
 }
 GENERATION_RULES = ("generation_complete", "answers_complete", "scores_in_range", "rougeL_le_rouge1",
                     "exact_match_binary", "scores_are_item_means", "answer_length", "step0_answers_equal",
@@ -106,8 +112,9 @@ def check_run_folder(out: str | Path, orderings: Sequence[str] | None = None) ->
     rules = Rules(MEANINGS)
     settings = _settings(out / RUN_FILE, rules)
     generating = _generating(settings)
-    names = [*TABLES, *([ALIGNMENT] if "gradient" in (orderings or ()) else []), *([METRICS, ANSWERS] if generating
-                                                                                  else [])]
+    names = [*TABLES, *([ALIGNMENT] if "gradient" in (orderings or ()) else []),
+             *([STABILITY] if "generation_metrics" in (settings or {}) else []),
+             *([METRICS, ANSWERS] if generating else [])]
     missing = [t for t in names if not (out / f"{t}.parquet").is_file()]
     if not rules.check("tables", not missing, f"missing {', '.join(missing)}") or settings is None:
         return rules.report()
@@ -131,6 +138,10 @@ def check_run_folder(out: str | Path, orderings: Sequence[str] | None = None) ->
             _generation_rules(tables, settings, rules)
         else:
             _generation_off(out, settings, rules)
+        if STABILITY in tables:
+            _stability_rule(tables, rules)
+        else:
+            rules.skip("stability_as_computed", f"{RUN_FILE} predates the metric-stability table")
         if ALIGNMENT in tables:
             _alignment_rules(tables[ALIGNMENT], tables["tasks"], rules)
     except Exception as exc:  # malformed beyond what the rules foresaw: a failed check, never a traceback
@@ -380,3 +391,16 @@ def _mean_rules(metrics: pd.DataFrame, answers: pd.DataFrame, rules: Rules) -> N
     rules.check("scores_are_item_means", ~off, f"{METRICS}: {int(off.sum())} rows are not the mean of their items",
                 where=_where(METRICS))
 
+
+
+def _stability_rule(tables: dict[str, pd.DataFrame], rules: Rules) -> None:
+    import numpy as np
+
+    want = stability_table(tables[LOSSES], tables.get(METRICS)).set_index(["metric", "step"])
+    have = tables[STABILITY].set_index(["metric", "step"])
+    same = set(want.index) == set(have.index)
+    if same and len(want):
+        a = have.loc[want.index, list(want.columns)].to_numpy(dtype=float)
+        same = bool(np.isclose(a, want.to_numpy(dtype=float), rtol=1e-9, atol=1e-12, equal_nan=True).all())
+    rules.check("stability_as_computed", same, f"{STABILITY}: not what the loss and generation tables give",
+                where=_where(STABILITY))

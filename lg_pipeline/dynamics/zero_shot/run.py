@@ -9,7 +9,8 @@ loss is measured at step 0 and every K steps.
 
 Outputs in one run folder (`lg_pipeline.io.run_folder`, Parquet): `tasks`, `orderings`, `zero_shot`,
 `generation_metrics` and `generations` (greedy answers scored at the same eval steps; empty when
-`generation_metrics` is off), `seen_distance`, and `alignment` (per layer; empty unless the `gradient` ordering is
+`generation_metrics` is off), `metric_stability` (each metric's agreement across tasks, recomputed from those
+tables whenever the run finishes), `seen_distance`, and `alignment` (per layer; empty unless the `gradient` ordering is
 asked for). Each finished
 ordering is one committed part, so a run that stops resumes with the next ordering; asking for more orderings
 later extends the same run. A run with another key (settings, split, weights, dtype, device type) is refused
@@ -48,6 +49,7 @@ from lg_pipeline.dynamics.zero_shot.generation import (
 from lg_pipeline.dynamics.zero_shot.held_out import LOSS_COLUMNS, HeldOutLossCallback, eval_steps
 from lg_pipeline.dynamics.zero_shot.orderings import EMBEDDING_ORDERINGS, ORDERINGS, distances, make_ordering, wsd
 from lg_pipeline.dynamics.zero_shot.seen_distance import SEEN_COLUMNS, seen_distance_rows
+from lg_pipeline.dynamics.zero_shot.stability import STABILITY_COLUMNS, stability_table
 from lg_pipeline.dynamics.zero_shot.tasks import TaskProvider, TaskSplit, build_split, split_frame, split_problems
 from lg_pipeline.errors import SettingsError, int_at_least, one_of, raise_problems, setting
 from lg_pipeline.example import stable_id
@@ -64,6 +66,7 @@ TASK_COLUMNS = ("example_id", "task", "split", "instruction", "response")
 ZERO_SHOT_VERSION = "zero-shot-3"
 OPTIMIZERS = ("adamw", "sgd")
 ALIGNMENT = "alignment"  # the part holding the gradient ordering's alignments (computed once per run)
+STABILITY = "metric_stability"  # derived from the loss and generation tables when the run finishes
 ZERO_SHOT_FILES = RunFiles(
     kind="zero_shot",
     tables={
@@ -74,8 +77,10 @@ ZERO_SHOT_FILES = RunFiles(
         "generations": TableSpec(("ordering", "step", "example_id"), GENERATIONS_COLUMNS, order=("ordering",)),
         "seen_distance": TableSpec(("ordering", "step", "test_task"), SEEN_COLUMNS, order=("ordering",)),
         ALIGNMENT: TableSpec(("example_id", "parameter"), ALIGNMENT_COLUMNS, order=()),
+        STABILITY: TableSpec(("metric", "step"), STABILITY_COLUMNS, order=()),
     },
-    others=("zero_shot.png", "seen_distance.png", "zero_shot.pdf", "seen_distance.pdf"),  # the CLI's figures
+    others=("zero_shot.png", "seen_distance.png", "zero_shot.pdf", "seen_distance.pdf", "metrics.png",
+            "metrics.pdf"),  # the CLI's figures
 )
 
 
@@ -351,8 +356,9 @@ class _ZeroShotRun:
                                          settings.train.batch_size, self._reward, self.report)
 
     def _finish(self, writer: RunWriter) -> None:
-        tables = {name: writer.table(name) for name in ZERO_SHOT_FILES.tables if name != "tasks"}
+        tables = {name: writer.table(name) for name in ZERO_SHOT_FILES.tables if name not in ("tasks", STABILITY)}
         tables["tasks"] = writer.table("tasks", split_frame(self.split))
+        tables[STABILITY] = stability_table(tables["zero_shot"], tables["generation_metrics"])
         writer.finish(tables, self._manifest(writer))
 
     def _manifest(self, writer: RunWriter) -> dict[str, Any]:

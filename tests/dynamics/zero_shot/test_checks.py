@@ -143,6 +143,12 @@ DEFECTS: dict[str, Defect] = {
     "generation rows although generation metrics are off": defect(
         lambda f: _run_file(f, generation_metrics=False), "generation_off_empty"),
     "duplicated answer row": defect(repeated("generations"), "unique_rows"),
+    "metric_stability.parquet deleted": defect(removed("metric_stability.parquet"), "tables"),
+    "a rank agreement not what the tables give": defect(
+        lambda f: edit(f, "metric_stability", lambda t: t.assign(rank_agreement=t.rank_agreement.fillna(0.5))),
+        "stability_as_computed"),
+    "stability without its loss row": defect(dropped("metric_stability", lambda t: t.metric == "loss"),
+                                             "stability_as_computed"),
     # a subset ordering
     "a subset ordering with an item twice": defect(_subset_item_twice, "ordering_is_subset"),
     "a subset ordering's eval step missing": defect(
@@ -166,6 +172,7 @@ def test_with_generation_metrics_off_their_rules_are_skipped_and_empty_tables_pa
     _run_file(folder, generation_metrics=False)
     for table in ("generation_metrics", "generations"):
         edit(folder, table, lambda t: t.iloc[:0])
+    edit(folder, "metric_stability", lambda t: t[t.metric == "loss"])  # what an off run's tables give
     report = check_run_folder(folder)
     assert report.passed, report.explain()
     assert set(report.unchecked) >= {"generation_complete", "scores_in_range", "reward_as_configured"}
