@@ -44,6 +44,10 @@ class ZeroShotConfig(dg.Config):
     embedder: str = "minilm"
     trainable: str = "all"
     seed: int = 0
+    generation_metrics: bool = True  # greedy answers scored with ROUGE-1, ROUGE-L, exact match at each eval step
+    max_new_tokens: int = 32
+    reward_model: str = ""  # a local sequence-classification folder; none offline
+    subset_k: int = 2  # tma_subset: nearest training items kept per test item
 
 
 def _keys(context: Any) -> tuple[str, str]:
@@ -123,7 +127,8 @@ def zero_shot_settings(config: ZeroShotConfig, ordering: str, compute: ComputeRe
         train=train, train_tasks=tuple(config.train_tasks), test_tasks=tuple(config.test_tasks), level=config.level,
         per_task=config.per_task, per_test_task=config.per_test_task, orderings=(ordering,),
         eval_every=config.eval_every, embedder=config.embedder, targets=parse_suffixes(compute.targets),
-        cache_dir=compute.cache_dir,
+        cache_dir=compute.cache_dir, generation_metrics=config.generation_metrics,
+        max_new_tokens=config.max_new_tokens, reward_model=config.reward_model, subset_k=config.subset_k,
     )
 
 
