@@ -45,7 +45,7 @@ class ZeroShotConfig(dg.Config):
     trainable: str = "all"
     seed: int = 0
     generation_metrics: bool = True  # greedy answers scored with ROUGE-1, ROUGE-L, exact match at each eval step
-    max_new_tokens: int = 32
+    max_new_tokens: int = 16
     reward_model: str = ""  # a local sequence-classification folder; none offline
     subset_k: int = 2  # tma_subset: nearest training items kept per test item
 

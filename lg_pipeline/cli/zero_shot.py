@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     z.add_argument("--orderings", default="rt,nft,fft", help="rt,nft,fft,round_robin,cluster,cluster_shuffled,coarse,"
                    "tma,tma_far,tma_random,tma_maxmin,tma_minmax,tma_subset,gradient (README: what each is)")
     z.add_argument("--subset-k", type=int, default=2, help="tma_subset: nearest training items kept per test item")
-    z.add_argument("--max-new-tokens", type=int, default=32, help="greedy answer length for ROUGE / exact match")
+    z.add_argument("--max-new-tokens", type=int, default=16, help="greedy answer length for ROUGE / exact match")
     z.add_argument("--no-generation-metrics", dest="generation_metrics", action="store_false",
                    help="measure the held-out loss only (no greedy answers, ROUGE, exact match)")
     z.add_argument("--reward-model", default="", help="local sequence-classification folder scoring the answers")

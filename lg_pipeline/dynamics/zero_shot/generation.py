@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -34,6 +35,9 @@ from lg_pipeline.gradients.encoding import Encoded
 from lg_pipeline.gradients.engine import model_device, pad_token_id
 
 SCORES = ("rouge1", "rougeL", "exact_match", "reward")
+# Answers generated per batch, whatever the training batch: a generate call's cost is mostly per new token, so
+# fewer, wider batches finish sooner (on CPU too).
+GENERATION_BATCH = 16
 GENERATION_COLUMNS = ("ordering", "step", "task", *SCORES, "n_examples")
 GENERATIONS_COLUMNS = ("ordering", "step", "example_id", "task", "generation", "n_new_tokens", *SCORES)
 
@@ -159,7 +163,8 @@ class GenerationMetricsCallback(TrainerCallback):
     steps as the held-out loss."""
 
     def __init__(self, model: Any, tokenizer: Any, encoded: Sequence[Encoded], examples: Sequence[Example],
-                 tasks: Sequence[str], every: int, ordering: str, max_new_tokens: int, batch_size: int = 8,
+                 tasks: Sequence[str], every: int, ordering: str, max_new_tokens: int,
+                 batch_size: int = GENERATION_BATCH,
                  reward: Reward | None = None, report: Callable[[str], None] | None = None):
         self.model, self.tokenizer, self.every, self.ordering = model, tokenizer, every, ordering
         self.prompts = [e.input_ids[: e.n_prompt] for e in encoded]
@@ -167,8 +172,10 @@ class GenerationMetricsCallback(TrainerCallback):
         self.max_new_tokens, self.batch_size, self.reward, self.report = max_new_tokens, batch_size, reward, report
         self.rows: list[dict] = []  # generation_metrics
         self.item_rows: list[dict] = []  # generations
+        self.seconds = 0.0  # spent generating and scoring (within the ordering's training time)
 
     def measure(self, step: int) -> None:
+        started = time.monotonic()
         new = greedy_answers(self.model, self.tokenizer, self.prompts, self.max_new_tokens, self.batch_size)
         answers = [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in new]
         items = score_rows(self.ordering, step, self.examples, self.tasks, answers, [len(t) for t in new],
@@ -176,6 +183,7 @@ class GenerationMetricsCallback(TrainerCallback):
         self.item_rows.extend(items)
         rows = metric_rows(items)
         self.rows.extend(rows)
+        self.seconds += time.monotonic() - started
         if self.report:
             every = rows[-1]
             self.report(f"{self.ordering} step {step}: ROUGE-L {every['rougeL']:.3f}, exact match "

@@ -10,12 +10,11 @@ loss is measured at step 0 and every K steps.
 Outputs in one run folder (`lg_pipeline.io.run_folder`, Parquet): `tasks`, `orderings`, `zero_shot`,
 `generation_metrics` and `generations` (greedy answers scored at the same eval steps; empty when
 `generation_metrics` is off), `metric_stability` (each metric's agreement across tasks, recomputed from those
-tables whenever the run finishes), `seen_distance`, and `alignment` (per layer; empty unless the `gradient` ordering is
-asked for). Each finished
-ordering is one committed part, so a run that stops resumes with the next ordering; asking for more orderings
-later extends the same run. A run with another key (settings, split, weights, dtype, device type) is refused
-(`on_change="refuse"`, the CLI) or computed beside the finished one and swapped in when complete (`"beside"`,
-the asset): never mixed.
+tables whenever the run finishes), `seen_distance`, and `alignment` (per layer; empty unless the `gradient`
+ordering is asked for). Each finished ordering is one committed part, so a run that stops resumes with the next
+ordering; asking for more orderings later extends the same run. A run with another key (settings, split, weights,
+dtype, device type) is refused (`on_change="refuse"`, the CLI) or computed beside the finished one and swapped in
+when complete (`"beside"`, the asset): never mixed.
 """
 
 from __future__ import annotations
@@ -115,7 +114,7 @@ class ZeroShotSettings(HoldsTrainSettings):
     targets: tuple[str, ...] = ATTENTION  # the studied matrices the gradient ordering sums over
     cache_dir: str = ".cache"  # where the MiniLM weights are unpacked (changes no number)
     generation_metrics: bool = True
-    max_new_tokens: int = 32
+    max_new_tokens: int = 16
     reward_model: str = ""
     subset_k: int = 2
 
@@ -165,7 +164,7 @@ class ZeroShotResult:
     out: Path
     orderings_done: list[str]
     resumed: list[str]
-    seconds: dict[str, float]  # embedding, alignment, and training per ordering
+    seconds: dict[str, float]  # embedding, alignment, training per ordering, and the generation metrics within it
 
 
 def draw_split(settings: ZeroShotSettings, tasks: TaskProvider | None) -> TaskSplit:
@@ -327,6 +326,8 @@ class _ZeroShotRun:
         finally:
             self.model.load_state_dict(self.initial)
         self.seconds[f"train:{name}"] = time.monotonic() - started
+        if generation is not None:
+            self.seconds[f"generation:{name}"] = generation.seconds  # part of train:{name}
         train_emb, test_emb = self.embeddings()
         seen = seen_distance_rows(name, order, eval_steps(steps, settings.eval_every), train.batch_size, train_emb,
                                   test_emb, self.test_tasks)
@@ -353,7 +354,7 @@ class _ZeroShotRun:
                                         next(self.model.parameters()).dtype)
         return GenerationMetricsCallback(self.model, self.tokenizer, self.test_enc, [e for _, e in self.test],
                                          self.test_tasks, settings.eval_every, name, settings.max_new_tokens,
-                                         settings.train.batch_size, self._reward, self.report)
+                                         reward=self._reward, report=self.report)
 
     def _finish(self, writer: RunWriter) -> None:
         tables = {name: writer.table(name) for name in ZERO_SHOT_FILES.tables if name not in ("tasks", STABILITY)}
