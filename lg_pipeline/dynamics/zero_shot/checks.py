@@ -378,10 +378,10 @@ def _mean_rules(metrics: pd.DataFrame, answers: pd.DataFrame, rules: Rules) -> N
 
     items = pd.concat([answers, answers.assign(task=ALL_TASKS)], ignore_index=True)
     cols = [*SCORES, "reward"]
-    means = items.groupby(["ordering", "step", "task"])[cols].mean()
-    counts = items.groupby(["ordering", "step", "task"]).size().rename("count")
-    joined = metrics.join(means, on=["ordering", "step", "task"], rsuffix="_items").join(counts,
-                                                                                       on=["ordering", "step", "task"])
+    keys = ["ordering", "step", "task"]
+    means = items.groupby(keys)[cols].mean().add_suffix("_items")
+    counts = items.groupby(keys).size().rename("count")
+    joined = metrics.join(means, on=keys).join(counts, on=keys)
     off = np.zeros(len(joined), dtype=bool)
     for c in cols:
         a, b = joined[c].to_numpy(dtype=float), joined[f"{c}_items"].to_numpy(dtype=float)
