@@ -74,6 +74,18 @@ class ZeroShotConfig(dg.Config):
         default=[], description="One run per seed in `zero_shot_seeds/`, drawn with a band by `zero_shot_figures`; "
         "empty: the one run of `seed`."
     )
+    generation_metrics: bool = Field(
+        default=True, description="Greedy answers on the held-out items at each eval step, scored with ROUGE-1, "
+        "ROUGE-L and exact match beside the loss."
+    )
+    max_new_tokens: int = Field(default=16, description="Tokens per greedy answer (tokens; at least 1).")
+    reward_model: str = Field(
+        default="", description="A local sequence-classification model folder scoring the answers (empty: none; "
+        "none offline)."
+    )
+    subset_k: int = Field(
+        default=2, description="tma_subset: the nearest training items kept per test item (items; at least 1)."
+    )
 
 
 def _keys(context: Any) -> tuple[str, str]:
@@ -224,7 +236,8 @@ def zero_shot_settings(config: ZeroShotConfig, ordering: str, compute: ComputeRe
         train=train, train_tasks=tuple(config.train_tasks), test_tasks=tuple(config.test_tasks), level=level,
         per_task=config.per_task, per_test_task=config.per_test_task, orderings=(ordering,),
         eval_every=config.eval_every, embedder=config.embedder, targets=parse_suffixes(compute.targets),
-        cache_dir=compute.cache_dir,
+        cache_dir=compute.cache_dir, generation_metrics=config.generation_metrics,
+        max_new_tokens=config.max_new_tokens, reward_model=config.reward_model, subset_k=config.subset_k,
     )
 
 

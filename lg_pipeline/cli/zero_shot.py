@@ -18,7 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     z.add_argument("--level", default="none", choices=REASONING_LEVELS, help="CoT level of the training responses")
     z.add_argument("--per-task", type=int, default=5, help="items per training task")
     z.add_argument("--per-test-task", type=int, default=4, help="items per test task")
-    z.add_argument("--orderings", default="rt,nft,fft", help="rt,nft,fft,round_robin,cluster,coarse,tma,gradient")
+    z.add_argument("--orderings", default="rt,nft,fft", help="rt,nft,fft,round_robin,cluster,cluster_shuffled,coarse,"
+                   "tma,tma_far,tma_random,tma_maxmin,tma_minmax,tma_subset,gradient (README: what each is)")
+    z.add_argument("--subset-k", type=int, default=2, help="tma_subset: nearest training items kept per test item")
+    z.add_argument("--max-new-tokens", type=int, default=16, help="greedy answer length for ROUGE / exact match")
+    z.add_argument("--no-generation-metrics", dest="generation_metrics", action="store_false",
+                   help="measure the held-out loss only (no greedy answers, ROUGE, exact match)")
+    z.add_argument("--reward-model", default="", help="local sequence-classification folder scoring the answers")
     z.add_argument("--eval-every", type=int, default=4, help="held-out loss every K steps (and at step 0)")
     z.add_argument("--lr", type=float, default=1e-5)
     z.add_argument("--optimizer", default="adamw", help="adamw (the paper's) or sgd")
@@ -97,13 +103,17 @@ def settings_of(args: argparse.Namespace):
         embedder=args.embedder,
         targets=parse_suffixes(args.targets),
         cache_dir=args.cache_dir,
+        generation_metrics=args.generation_metrics,
+        max_new_tokens=args.max_new_tokens,
+        reward_model=args.reward_model,
+        subset_k=args.subset_k,
     )
 
 
 def _figures(out: Path, model: str, level: str) -> None:
     import pandas as pd
 
-    from lg_pipeline.dynamics.zero_shot.figures import loss_figure, seen_distance_figure
+    from lg_pipeline.dynamics.zero_shot.figures import loss_figure, metrics_figure, seen_distance_figure
     from lg_pipeline.dynamics.zero_shot.run import zero_shot_run
     from lg_pipeline.io.locks import output_lock
 
@@ -114,7 +124,11 @@ def _figures(out: Path, model: str, level: str) -> None:
         loss_figure(losses, out / "zero_shot.png", f"Held-out loss, {name}")
         seen = pd.read_parquet(folder.table("seen_distance"))
         seen_distance_figure(seen, out / "seen_distance.png", f"Seen-data distance, {name}")
-    print(f"figures: {out / 'zero_shot.png'}, {out / 'seen_distance.png'}")
+        metrics = pd.read_parquet(folder.table("generation_metrics"))
+        if len(metrics):
+            metrics_figure(losses, metrics, out / "metrics.png", f"Loss and generation metrics, {name}")
+    print(f"figures: {out / 'zero_shot.png'}, {out / 'seen_distance.png'}"
+          + (f", {out / 'metrics.png'}" if len(metrics) else ""))
 
 
 def _summary(out: Path) -> None:
@@ -128,6 +142,15 @@ def _summary(out: Path) -> None:
     table = losses[losses.task == ALL_TASKS].pivot(index="step", columns="ordering", values="loss")
     print("held-out loss, all test items:")
     print(table.round(4).to_string())
+    metrics = pd.read_parquet(zero_shot_run(out).table("generation_metrics"))
+    for metric in ("rouge1", "rougeL", "exact_match", "reward"):
+        part = metrics[metrics.task == ALL_TASKS]
+        if len(part) and part[metric].notna().any():
+            print(f"{metric}, all test items:")
+            print(part.pivot(index="step", columns="ordering", values=metric).round(4).to_string())
+    stability = pd.read_parquet(zero_shot_run(out).table("metric_stability"))
+    print("agreement of the test tasks on the orderings (Kendall's W), per metric:")
+    print(stability.pivot(index="step", columns="metric", values="rank_agreement").round(3).to_string())
 
 
 def _across_seeds(args: argparse.Namespace, seeds: tuple[int, ...]) -> int:

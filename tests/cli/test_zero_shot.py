@@ -42,6 +42,8 @@ def test_list_tasks_names_reasoning_gym_generators_and_catalog_datasets(capsys):
         ({"--test-tasks": "gcd"}, "task 'gcd' is in both --train-tasks and --test-tasks"),
         ({"--train-tasks": "gcd,no_such_task"}, "--train-tasks: unknown task 'no_such_task'"),
         ({"--orderings": "rt,backwards"}, "--orderings: unknown ordering 'backwards'"),
+        ({"--max-new-tokens": "0"}, "--max-new-tokens"),
+        ({"--reward-model": "no/such/folder"}, "--reward-model: 'no/such/folder' is not a transformers model folder"),
     ],
 )
 def test_bad_input_is_one_line_naming_it(model_dir, tmp_path, capsys, overrides, message):
@@ -76,6 +78,19 @@ def test_a_tiny_model_runs_every_table(model_dir, tmp_path, capsys):
     tasks = pd.read_parquet(out / "tasks.parquet")
     assert list(tasks.columns) == ["example_id", "task", "split", "instruction", "response"]
     assert set(pd.read_parquet(out / "alignment.parquet").module) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    metrics = pd.read_parquet(out / "generation_metrics.parquet")
+    assert list(metrics.columns) == ["ordering", "step", "task", "rouge1", "rougeL", "exact_match", "reward",
+                                     "n_examples"]
+    assert len(metrics) == len(losses) and metrics.reward.isna().all()  # no reward model given
+    assert (out / "metrics.png").stat().st_size > 10_000 and "Kendall's W" in printed
+    assert set(pd.read_parquet(out / "metric_stability.parquet").metric) >= {"loss", "rouge1", "exact_match"}
+
+
+def test_generation_metrics_can_be_left_out(model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(args(model_dir, out, **{"--orderings": "rt"}) + ["--no-generation-metrics"]) == 0
+    assert len(pd.read_parquet(out / "generation_metrics.parquet")) == 0 and not (out / "metrics.png").exists()
+    assert set(pd.read_parquet(out / "metric_stability.parquet").metric) == {"loss"}
 
 
 def test_a_rerun_with_another_dtype_is_refused_naming_it_and_touches_nothing(model_dir, tmp_path, capsys):

@@ -181,12 +181,33 @@ def learning_folder(folder: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------------ zero-shot
 TRAIN_TASKS, TEST_TASKS = {"add": 3, "sort": 3}, {"ask": 2, "tell": 1}
-ORDERINGS = ("rt", "nft", "gradient")
-BATCH, EVERY = 2, 2  # 6 items: 3 steps, eval steps 0, 2, 3
+ORDERINGS = ("rt", "nft", "gradient", "tma_subset")
+SUBSET = 4  # tma_subset keeps 4 of the 6 items: 2 steps, eval steps 0, 2
+BATCH, EVERY, MAX_NEW = 2, 2, 8  # 6 items: 3 steps, eval steps 0, 2, 3
+
+
+def _generation_rows(name: str, step: int, test: pd.DataFrame, rng: np.random.Generator) -> tuple[list, list]:
+    """Scored answers of every test item (ROUGE-L ≤ ROUGE-1, exact match 0/1, no reward) and their task means."""
+    from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
+
+    items = []
+    for e, t in zip(test.example_id, test.task, strict=True):
+        r1 = 0.5 if not items else float(rng.uniform(0.1, 0.9))
+        rl = r1 / 2 if not items else float(r1 * rng.uniform(0.3, 1.0))
+        answer = f"first answer of {e}" if step == 0 else f"{name} answer {step} of {e}"
+        items.append((name, step, e, t, answer, int(rng.integers(1, MAX_NEW + 1)), r1, rl,
+                      float(rng.random() < 0.3), math.nan))
+    frame = pd.DataFrame(items, columns=["ordering", "step", "example_id", "task", "generation", "n_new_tokens",
+                                         "rouge1", "rougeL", "exact_match", "reward"])
+    scores = ["rouge1", "rougeL", "exact_match", "reward"]
+    tasks = [(name, step, t, *g[scores].mean().tolist(), len(g)) for t, g in frame.groupby("task", sort=False)]
+    tasks.append((name, step, ALL_TASKS, *frame[scores].mean().tolist(), len(frame)))
+    return items, tasks
 
 
 def zero_shot_folder(folder: Path) -> Path:
-    """A complete run of the orderings rt, nft and gradient (with its alignments) over 6 training items."""
+    """A complete run of the orderings rt, nft, gradient (with its alignments) and tma_subset (4 of the 6
+    training items), with generation metrics."""
     from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS, eval_steps
 
     rng = np.random.default_rng(1)
@@ -197,13 +218,17 @@ def zero_shot_folder(folder: Path) -> Path:
             for i in range(n)]
     tasks = pd.DataFrame(rows, columns=["example_id", "task", "split", "instruction", "response"])
     train = tasks[tasks.split == "train"].reset_index(drop=True)
-    steps = eval_steps(math.ceil(len(train) / BATCH), EVERY)
+    test = tasks[tasks.split == "test"].reset_index(drop=True)
     start = {t: 5.5 + 0.1 * i for i, t in enumerate(TEST_TASKS)}
-    orders, losses, seen = [], [], []
+    orders, losses, seen, answers, metrics = [], [], [], [], []
     for o, name in enumerate(ORDERINGS):
-        order = rng.permutation(len(train))
+        order = rng.permutation(len(train))[: SUBSET if name == "tma_subset" else len(train)]
         orders += [(name, k, train.example_id[i], train.task[i], float(rng.normal())) for k, i in enumerate(order)]
-        for step in steps:
+        for step in eval_steps(math.ceil(len(order) / BATCH), EVERY):
+            scored = np.random.default_rng([2, step, o if step else 0])  # step 0: every ordering's same answers
+            items, per_task_scores = _generation_rows(name, step, test, scored)
+            answers += items
+            metrics += per_task_scores
             per_task = {t: start[t] - 0.05 * step * (1 + o) for t in TEST_TASKS}
             losses += [(name, step, t, v, TEST_TASKS[t]) for t, v in per_task.items()]
             total = sum(v * TEST_TASKS[t] for t, v in per_task.items()) / sum(TEST_TASKS.values())
@@ -222,10 +247,18 @@ def zero_shot_folder(folder: Path) -> Path:
         "seen_distance": pd.DataFrame(seen, columns=["ordering", "step", "test_task", "min", "avg", "max",
                                                      "centroid"]),
         "alignment": pd.DataFrame(alignment, columns=["example_id", "layer", "module", "parameter", "alignment"]),
+        "generation_metrics": pd.DataFrame(metrics, columns=["ordering", "step", "task", "rouge1", "rougeL",
+                                                             "exact_match", "reward", "n_examples"]),
+        "generations": pd.DataFrame(answers, columns=["ordering", "step", "example_id", "task", "generation",
+                                                      "n_new_tokens", "rouge1", "rougeL", "exact_match", "reward"]),
     }
+    from lg_pipeline.dynamics.zero_shot.stability import stability_table
+
+    tables["metric_stability"] = stability_table(tables["zero_shot"], tables["generation_metrics"])
     for name, frame in tables.items():
         _write(folder, name, frame, kind(name))
     settings = {"eval_every": EVERY, "batch_size": BATCH, "learning_rate": 1e-5, "level": "none",
+                "generation_metrics": True, "max_new_tokens": MAX_NEW, "reward_model": "",
                 "tasks": tasks[["example_id", "task", "split", "instruction", "response"]].to_dict("list")}
     (folder / "run.json").write_text(json.dumps(settings))
     return folder

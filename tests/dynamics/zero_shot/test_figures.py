@@ -79,3 +79,27 @@ def test_the_loss_figure_draws_each_ordering_in_its_colour_and_lists_them_below_
     (legend,) = fig.legends  # one legend, outside the panels
     assert [t.get_text() for t in legend.get_texts()] == ["RT (random)", "NFT (nearest first)", "FFT (farthest first)"]
     assert not any(ax.get_legend() for ax in fig.axes)
+
+
+def test_the_metrics_figure_puts_loss_beside_the_generation_metrics_with_their_agreement(tmp_path, monkeypatch):
+    from lg_pipeline.dynamics.zero_shot.stability import stability_table
+    from tests.dynamics.zero_shot.test_stability import hand_run
+
+    saved = capture_saved_figures(monkeypatch)
+    frame, metrics = hand_run()
+    path = figures.metrics_figure(frame, metrics, tmp_path / "metrics.png", "Loss and generation metrics, M")
+    assert path.is_file() and path.with_suffix(".pdf").is_file()
+    fig = saved[0].fig
+    rows = ["held-out loss", "ROUGE-1", "ROUGE-L", "exact match"]  # no reward measured: no reward row
+    assert [ax.get_ylabel() for ax in fig.axes[::2]] == rows
+    stability = stability_table(frame, metrics)
+    agreement = fig.axes[1].get_lines()[0]
+    want = stability[stability.metric == "loss"].sort_values("step").rank_agreement
+    np.testing.assert_allclose(agreement.get_ydata(), want)
+    rt = frame[(frame.ordering == "rt") & (frame.task == ALL_TASKS)].sort_values("step")
+    np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), rt.loss)
+    px, text = saved[0].smallest_text_px()
+    assert px >= MIN_TEXT_PX, (text, px)
+    for ax in saved[0].step_axes():
+        low, high = ax.get_xlim()
+        assert all(float(t).is_integer() for t in ax.get_xticks() if low <= t <= high)

@@ -61,16 +61,23 @@ def test_round_robin_takes_one_item_per_task_in_turn():
     assert list(order) == [0, 3, 4, 1, 5, 2]
 
 
-def test_cluster_keeps_each_task_together_in_a_seeded_task_order():
+def test_cluster_keeps_each_task_together_in_the_given_task_order():
+    tasks = ["b", "b", "a", "c", "a", "c"]
+    order, score = od.cluster(tasks)
+    assert list(order) == [0, 1, 2, 4, 3, 5]  # b first (it comes first), each task's items in their order
+    assert np.isnan(score).all()
+
+
+def test_cluster_shuffled_keeps_each_task_together_in_a_seeded_task_order():
     for seed in range(4):
-        order, _ = od.cluster(TASKS, seed)
+        order, _ = od.cluster_shuffled(TASKS, seed)
         blocks = [TASKS[i] for i in order]
         runs = [t for k, t in enumerate(blocks) if k == 0 or blocks[k - 1] != t]
         assert sorted(runs) == ["a", "b", "c"] and len(runs) == 3  # each task one contiguous block
         task_order = list(np.random.default_rng([seed, sum(map(ord, "cluster"))]).permutation(3))
         expected = [i for t in task_order for i in range(6) if TASKS[i] == "abc"[t]]
         assert list(order) == expected
-    assert len({tuple(od.cluster(TASKS, s)[0]) for s in range(8)}) > 1  # the seed matters
+    assert len({tuple(od.cluster_shuffled(TASKS, s)[0]) for s in range(8)}) > 1  # the seed matters
 
 
 def test_coarse_orders_tasks_by_the_wsd_of_their_mean_embedding():
@@ -82,18 +89,32 @@ def test_coarse_orders_tasks_by_the_wsd_of_their_mean_embedding():
     assert np.allclose(score, [task_wsd[TASKS[i]] for i in order])
 
 
-def reference_tma(d: list[list[float]]) -> list[list[int]]:
-    """Algorithm 1 restated: every test item picks its nearest unused training item; the picks form a turn."""
+def reference_tma(d: list[list[float]], farthest: bool = False, until: int | None = None) -> list[list[int]]:
+    """Algorithm 1 restated: every test item picks its nearest (farthest) unused training item; the picks form a
+    turn; stop once `until` items are used."""
     used: set[int] = set()
     turns = []
-    while len(used) < len(d):
+    sign = -1 if farthest else 1
+    while len(used) < (len(d) if until is None else until):
         picks = set()
         for j in range(len(d[0])):
             free = [i for i in range(len(d)) if i not in used]
-            picks.add(min(free, key=lambda i: (d[i][j], i)))
+            picks.add(min(free, key=lambda i: (sign * d[i][j], i)))
         turns.append(sorted(picks))
         used |= picks
     return turns
+
+
+def flat(turns) -> list[int]:
+    return [i for turn in turns for i in turn]
+
+
+def without_repeats(items) -> list[int]:
+    out = []
+    for i in items:
+        if i not in out:
+            out.append(i)
+    return out
 
 
 def test_tma_turns_are_each_test_items_nearest_remaining_item():
@@ -110,6 +131,68 @@ def test_tma_on_random_embeddings_matches_the_restatement():
     turns = od.tma_turns(od.distances(train, test))
     assert turns == reference_tma(reference_d(train.tolist(), test.tolist()))
     assert len(turns) > 1 and all(1 <= len(t) <= 4 for t in turns)
+
+
+def test_tma_far_turns_are_each_test_items_farthest_remaining_item():
+    d = reference_d(TRAIN, TEST)
+    order, score = od.tma_far(od.distances(TRAIN, TEST))
+    assert list(order) == flat(reference_tma(d, farthest=True))
+    # by hand: the farthest items of the three test items are 4, 0 and 4 (turn 1); then 2, 1, 1; then 3 and 5
+    assert list(order) == [0, 4, 1, 2, 3, 5]
+    assert np.allclose(score, [reference_wsd(TRAIN, TEST)[i] for i in order])
+
+
+def test_tma_maxmin_and_minmax_are_one_half_then_the_other_direction_reversed():
+    d = reference_d(TRAIN, TEST)
+    half = 3
+    near, far = flat(reference_tma(d)), flat(reference_tma(d, farthest=True))
+    maxmin = without_repeats(flat(reference_tma(d, farthest=True, until=half)) + near[::-1])
+    minmax = without_repeats(flat(reference_tma(d, until=half)) + far[::-1])
+    assert list(od.tma_maxmin(od.distances(TRAIN, TEST))[0]) == maxmin
+    assert list(od.tma_minmax(od.distances(TRAIN, TEST))[0]) == minmax
+    # by hand: farthest-first turns {0, 4}, {1, 2} reach half; then nearest-first [1, 2, 4, 0, 3, 5] reversed
+    assert maxmin == [0, 4, 1, 2, 5, 3]
+    assert minmax == [1, 2, 4, 5, 3, 0]  # nearest turn {1, 2, 4}; then farthest [0, 4, 1, 2, 3, 5] reversed
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tma_maxmin_is_the_authors_list_where_their_halves_cover_every_item(seed):
+    rng = np.random.default_rng(seed)
+    train, test = rng.normal(size=(10, 4)), rng.normal(size=(3, 4))
+    d = reference_d(train.tolist(), test.tolist())
+    max_half = flat(reference_tma(d, farthest=True, until=5))
+    min_half = flat(reference_tma(d, until=5))
+    authors = without_repeats(max_half + min_half[::-1])  # their max-min: both halves, repeats dropped
+    ours = list(od.tma_maxmin(od.distances(train, test))[0])
+    assert is_permutation(ours, 10)
+    if seed == 1:  # the halves cover all 10 items: their list exactly
+        assert len(authors) == 10 and ours == authors
+    else:  # seed 0: one item neither half reaches (they drop it); it sits between the halves
+        missing = set(range(10)) - set(authors)
+        assert len(missing) == 1 and ours == [*max_half, *missing, *[i for i in authors if i not in max_half]]
+
+
+def test_tma_random_takes_one_random_remaining_item_per_test_item_each_turn():
+    dist = od.distances(TRAIN, TEST)
+    order, _ = od.tma_random(dist, 0)
+    noise = np.random.default_rng([0, sum(map(ord, "tma_random"))]).random(dist.shape)
+    assert list(order) == flat(reference_tma(noise.tolist()))
+    assert is_permutation(order, 6)
+    assert len({tuple(od.tma_random(dist, s)[0]) for s in range(8)}) > 1  # the seed matters
+
+
+@pytest.mark.parametrize("k", [1, 2, 6])
+def test_tma_subset_is_the_k_nearest_items_of_each_test_item_in_tma_order(k):
+    d = reference_d(TRAIN, TEST)
+    nearest = {i for j in range(3) for i in sorted(range(6), key=lambda i: (d[i][j], i))[:k]}
+    order, score = od.tma_subset(od.distances(TRAIN, TEST), k)
+    assert list(order) == [i for i in flat(reference_tma(d)) if i in nearest]
+    assert nearest <= set(flat(reference_tma(d)[:k]))  # the first k turns hold them all
+    assert np.allclose(score, [reference_wsd(TRAIN, TEST)[i] for i in order])
+    if k == 1:  # by hand: test item 0 is nearest to item 1, test 1 to item 4, test 2 to item 2
+        assert list(order) == [1, 2, 4]
+    if k == 6:
+        assert list(order) == list(od.tma(od.distances(TRAIN, TEST))[0])
 
 
 def test_gradient_ordering_puts_the_largest_alignment_first():
@@ -129,5 +212,8 @@ def test_every_ordering_is_a_permutation_of_the_same_items(name):
     rng = random.Random(1)
     alignment = np.array([rng.uniform(-1, 1) for _ in TASKS])
     order, score = od.make_ordering(name, TASKS, 0, TRAIN, TEST, lambda: alignment)
-    assert is_permutation(order, len(TASKS))
-    assert len(score) == len(TASKS)
+    if name in od.SUBSET_ORDERINGS:
+        assert len(set(order.tolist())) == len(order) and set(order.tolist()) <= set(range(len(TASKS)))
+    else:
+        assert is_permutation(order, len(TASKS))
+    assert len(score) == len(order)

@@ -7,7 +7,7 @@ import pytest
 
 from lg_pipeline.dynamics.training import LoadedModel
 from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS, held_out_losses
-from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
+from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS, SUBSET_ORDERINGS
 from lg_pipeline.dynamics.zero_shot.run import ZeroShotSettings, run_zero_shot
 from lg_pipeline.dynamics.zero_shot.tasks import build_split
 from lg_pipeline.errors import InputError
@@ -92,13 +92,21 @@ def test_every_ordering_trains_a_permutation_of_the_same_items(tokenizer, single
     tasks = pd.read_parquet(result.out / "tasks.parquet")
     train_ids = sorted(tasks[tasks.split == "train"].example_id)
     assert set(orders.ordering) == set(ORDERINGS)
-    for _, frame in orders.groupby("ordering"):
-        assert sorted(frame.example_id) == train_ids and list(frame.position) == list(range(len(train_ids)))
+    for name, frame in orders.groupby("ordering"):
+        if name in SUBSET_ORDERINGS:  # fewer items, none twice
+            assert set(frame.example_id) < set(train_ids) and frame.example_id.is_unique
+            assert list(frame.position) == list(range(len(frame)))
+        else:
+            assert sorted(frame.example_id) == train_ids and list(frame.position) == list(range(len(train_ids)))
     losses = pd.read_parquet(result.out / "zero_shot.parquet")
-    assert sorted(losses.step.unique()) == [0, 2, 4, 6]  # 12 items, batches of 2: 6 steps, eval every 2
+    whole = losses[~losses.ordering.isin(SUBSET_ORDERINGS)]
+    assert sorted(whole.step.unique()) == [0, 2, 4, 6]  # 12 items, batches of 2: 6 steps, eval every 2
     assert set(losses.task) == {"ask", "tell", ALL_TASKS}
     step0 = losses[losses.step == 0].groupby("ordering").loss.sum()
     assert step0.max() - step0.min() < 1e-6  # every ordering starts from the same weights
+    subset = orders[orders.ordering == "tma_subset"]
+    subset_last = losses[losses.ordering == "tma_subset"].step.max()
+    assert subset_last == -(-len(subset) // 2)  # it trains only its items
     last = losses[(losses.step == 6) & (losses.task == ALL_TASKS)].set_index("ordering").loss
     assert (last < losses[(losses.step == 0) & (losses.task == ALL_TASKS)].loss.iloc[0]).all()  # it learns
     assert last.nunique() > 1  # and the order matters
@@ -112,7 +120,7 @@ def test_every_ordering_trains_a_permutation_of_the_same_items(tokenizer, single
     gradient = orders[orders.ordering == "gradient"]
     assert gradient.score.is_monotonic_decreasing
     wsd = orders[orders.ordering == "nft"].set_index("example_id").score
-    for name in ("rt", "round_robin", "cluster", "tma"):  # scored by each item's WSD, like NFT
+    for name in ("rt", "round_robin", "cluster", "tma", "tma_far", "tma_random"):  # scored by each item's WSD
         other = orders[orders.ordering == name].set_index("example_id").score
         assert other.reindex(wsd.index).to_numpy() == pytest.approx(wsd.to_numpy())
 
@@ -249,3 +257,47 @@ def test_fp16_weights_are_refused_before_anything_is_written(tmp_path):
     with pytest.raises(InputError, match="dtype float16"):
         small(tmp_path / "run", model=make_model("llama-gqa").half())
     assert not (tmp_path / "run").exists()
+
+
+def test_generation_metrics_sit_beside_the_loss_at_every_eval_step(tokenizer, single_thread, tmp_path):
+    from lg_pipeline.dynamics.zero_shot import generation as gen
+    from tests.dynamics.zero_shot.test_generation import tiny_reward_model
+
+    model = make_model("llama-gqa", seed=8)
+    tiny_reward_model(tmp_path / "reward", tokenizer)
+    settings = config(orderings=("rt", "tma_far"), max_new_tokens=6, reward_model=str(tmp_path / "reward"))
+    result = run(model, tokenizer, settings, tmp_path / "run")
+    losses = pd.read_parquet(result.out / "zero_shot.parquet")
+    metrics = pd.read_parquet(result.out / "generation_metrics.parquet")
+    keys = ["ordering", "step", "task"]
+    assert sorted(map(tuple, metrics[keys].to_numpy())) == sorted(map(tuple, losses[keys].to_numpy()))
+    assert metrics[["rouge1", "rougeL", "exact_match"]].stack().between(0, 1).all()
+    assert metrics.reward.notna().all()
+    items = pd.read_parquet(result.out / "generations.parquet")
+    assert (items.n_new_tokens <= 6).all() and len(items) == 4 * 2 * 4  # 4 test items, 2 orderings, 4 eval steps
+    start = items[items.step == 0].pivot(index="example_id", columns="ordering", values="generation")
+    assert (start.rt == start.tma_far).all()  # the same weights at step 0: the same answers
+    # step 0 is the initial model's greedy answer, scored as defined
+    test = [e for _, e in split().test_items()]
+    prompts = [encode(tokenizer, e, False, 1024).input_ids for e in test]
+    prompts = [p[: len(p) - len(tokenizer(e.response, add_special_tokens=False)["input_ids"])]
+               for p, e in zip(prompts, test, strict=True)]
+    answers = [tokenizer.decode(t, skip_special_tokens=True).strip()
+               for t in gen.greedy_answers(model, tokenizer, prompts, 6)]
+    first = items[(items.step == 0) & (items.ordering == "rt")].set_index("example_id")
+    assert list(first.loc[[e.example_id for e in test]].generation) == answers
+    for e, answer in zip(test, answers, strict=True):
+        assert first.loc[e.example_id, "rougeL"] == pytest.approx(gen.rouge(answer, e.response)[1])
+
+
+def test_generation_metrics_can_be_turned_off(tokenizer, single_thread, tmp_path):
+    result = run(make_model("llama-gqa", seed=8), tokenizer, config(orderings=("rt",), generation_metrics=False),
+                 tmp_path)
+    assert len(pd.read_parquet(result.out / "generation_metrics.parquet")) == 0
+    assert len(pd.read_parquet(result.out / "generations.parquet")) == 0
+    assert len(pd.read_parquet(result.out / "zero_shot.parquet")) > 0
+
+
+def test_a_reward_model_folder_that_is_not_there_is_named():
+    with pytest.raises(InputError, match="reward_model: 'nowhere' is not a transformers model folder"):
+        config(reward_model="nowhere")
