@@ -149,7 +149,8 @@ def test_the_agreement_warning_is_shown_and_passes(tmp_path, capsys):
     edit(folder, "influence", lambda f: f.assign(predicted_delta=f.predicted_delta[::-1].to_numpy()))
     totals = pd.read_parquet(folder / "influence.parquet").groupby(["step", "probe_id"]).predicted_delta.sum()
     edit(folder, "influence_summary", lambda f: f.assign(
-        predicted_delta=[totals[k] for k in zip(f.step, f.probe_id, strict=True)]))
+        predicted_delta=[totals[k] for k in zip(f.step, f.probe_id, strict=True)]).assign(
+        chosen_share=lambda u: u.predicted_delta))  # an SFT run: all of the predicted change is the chosen term's
     assert main(["validate", str(folder)]) == 0
     assert "warning: agreement" in capsys.readouterr().err
 
