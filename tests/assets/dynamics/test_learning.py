@@ -24,7 +24,8 @@ def _materialize(world, selection, partition_key=None, config=None):
     return materialize(world, selection, partition_key, run_config)
 
 
-def test_training_dynamics_runs_is_checked_and_drawn(world):
+def test_training_dynamics_runs_is_checked_and_drawn(world, monkeypatch):
+    import lg_pipeline.dynamics.learning.figures as learning_figures
     from assets.curation.assets import curated_dataset
     from assets.dynamics.figures import dynamics_figures
     from assets.dynamics.learning import training_dynamics
@@ -58,8 +59,12 @@ def test_training_dynamics_runs_is_checked_and_drawn(world):
     assert manifest["data_file"] == "champ__detailed__correct.parquet" and manifest["model_source"] == "local"
     probe_types = set(pd.read_parquet(out / "probes.parquet").probe_type)
     assert "other_level:none" in probe_types  # the aligned None-CoT table gave the same prompts' short answers
+    drawn, draw = [], learning_figures.draw_figures
+    monkeypatch.setattr(learning_figures, "draw_figures", lambda tables, *a: drawn.append(tables) or draw(tables, *a))
     figures = _materialize(world, [dynamics_figures])
     assert figures.success
+    greedy_now = drawn[0]["greedy_now"]  # the squeezing figure's dashed "greedy now" line has its rows
+    assert len(greedy_now) and set(greedy_now.objective) == {"sft", "dpo"}
     meta = figures.asset_materializations_for_node("dynamics_figures")[0].metadata
     titles = [k for k in meta if k.startswith("figure:")]
     assert any("log-probabilities" in t for t in titles) and any("layer shares" in t for t in titles)
