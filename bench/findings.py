@@ -15,7 +15,9 @@ column name), every metric's change per task between the first and the last eval
 (`OutputStore.zero_shot_seed_runs`), the last step's loss per ordering across seeds. What is absent is skipped with
 one line saying so.
 
-    .venv/bin/python bench/findings.py [--root outputs]
+`--dynamics-run DIR` and `--zero-shot-run DIR` add run folders written elsewhere (a CLI run's `--out`).
+
+    .venv/bin/python bench/findings.py [--root outputs] [--dynamics-run DIR ...] [--zero-shot-run DIR ...]
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", default=DEFAULT_OUTPUT_ROOT, help="the output root (`make demo` writes outputs/)")
+    p.add_argument("--dynamics-run", action="append", default=[], metavar="DIR",
+                   help="a learning-dynamics run folder outside the root (`lg-pipeline dynamics --out`)")
+    p.add_argument("--zero-shot-run", action="append", default=[], metavar="DIR",
+                   help="a zero-shot run folder outside the root (`lg-pipeline zero-shot --out`)")
     return p.parse_args(argv)
 
 
@@ -123,21 +129,40 @@ def learning_run_lines(name: str, folder: Path, tables: dict[str, pd.DataFrame],
     return [*lines, *([] if said is None else ["", said]), ""]
 
 
-def learning_findings(store: Any) -> list[str]:
+def learning_findings(store: Any, extra: Sequence[Path] = ()) -> list[str]:
+    """Every run under the root (named by model|variant and objective), then the `extra` run folders (by path)."""
     lines = ["## Learning dynamics", "",
              "Δ: from step 0 to the last measured step, mean over the type's probes; Σ: over the eval steps."]
-    runs = store.dynamics_runs()
+    runs = [(f"{key} {objective}", store.dynamics(key, objective), objective)
+            for key, objective in store.dynamics_runs()]
+    runs += [(str(folder), Path(folder), _objective(folder)) for folder in extra]
     if not runs:
         return [*lines, "", f"no learning-dynamics run under {store.root}", ""]
     lines.append("")
-    for key, objective in runs:
-        tables = {t: _read(store.dynamics_table(key, objective, t)) for t in
-                  ("logprobs", "influence_summary", "greedy_now")}
+    from lg_pipeline.dynamics.learning.run import learning_run
+
+    for name, folder, objective in runs:
+        files = learning_run(folder)
+        tables = {t: _read(files.table(t)) for t in ("logprobs", "influence_summary", "greedy_now")}
         if tables["logprobs"] is None or tables["influence_summary"] is None:
-            lines += [f"### {key} {objective}", "", "tables missing: skipped", ""]
+            lines += [f"### {name}", "", "tables missing: skipped", ""]
             continue
-        lines += learning_run_lines(f"{key} {objective}", store.dynamics(key, objective), tables, objective)
+        lines += learning_run_lines(name, folder, tables, objective)
     return lines
+
+
+def _objective(folder: Path) -> str:
+    """A learning-dynamics run's objective, from its settings file (SFT where it says none)."""
+    import json
+
+    from lg_pipeline.dynamics.learning.checks import setting
+    from lg_pipeline.dynamics.learning.run import learning_run
+
+    try:
+        record = json.loads(learning_run(folder).settings_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    return str(setting(record, "objective") or "sft")
 
 
 # ------------------------------------------------------------------------------------------------ zero-shot
@@ -198,11 +223,14 @@ def across_seeds(per_seed: dict[int, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("mean", kind="stable").reset_index(drop=True)
 
 
-def zero_shot_findings(store: Any) -> list[str]:
-    """Single-seed runs per model and level; multi-seed runs per model, level and seed, then across their seeds."""
-    single: dict[tuple[str, str], list[Path]] = {}
+def zero_shot_findings(store: Any, extra: Sequence[Path] = ()) -> list[str]:
+    """Single-seed runs per model and level; multi-seed runs per model, level and seed, then across their seeds;
+    then the `extra` run folders, each on its own."""
+    single: dict[str, list[Path]] = {}  # title -> run folders
     for model, level, ordering in store.zero_shot_runs():
-        single.setdefault((model, level), []).append(store.zero_shot(model, level, ordering))
+        single.setdefault(f"{model}, {level} CoT", []).append(store.zero_shot(model, level, ordering))
+    for folder in extra:
+        single[str(folder)] = [Path(folder)]
     seeded: dict[tuple[str, str], dict[int, list[Path]]] = {}
     seed_runs = getattr(store, "zero_shot_seed_runs", None)  # absent before multi-seed runs existed
     for model, level, _, seed, folder in seed_runs() if seed_runs is not None else []:
@@ -210,8 +238,8 @@ def zero_shot_findings(store: Any) -> list[str]:
     lines = ["## Zero-shot dynamics", ""]
     if not single and not seeded:
         lines += [f"no zero-shot run under {store.root}", ""]
-    for (model, level), folders in sorted(single.items()):
-        lines += zero_shot_run_lines(f"{model}, {level} CoT", folders)[0]
+    for title, folders in single.items():
+        lines += zero_shot_run_lines(title, folders)[0]
     if not seeded:
         lines += ["### Across seeds", "", "no multi-seed zero-shot run: skipped", ""]
     for (model, level), seeds in sorted(seeded.items()):
@@ -269,19 +297,23 @@ def _concat(paths: Iterable[Path | None]) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def findings(root: str) -> list[str]:
+def findings(root: str, dynamics_runs: Sequence[Path] = (), zero_shot_runs: Sequence[Path] = ()) -> list[str]:
     from assets.resources import OutputStore
 
     store = OutputStore(root=str(root))
-    return [f"# Findings from {root}", "", *learning_findings(store), *zero_shot_findings(store)]
+    return [f"# Findings from {root}", "", *learning_findings(store, dynamics_runs),
+            *zero_shot_findings(store, zero_shot_runs)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(list(argv) if argv is not None else None)
-    if not Path(args.root).is_dir():
-        print(f"findings: error: --root {args.root}: no such folder (run `make demo` first)", file=sys.stderr)
-        return 2
-    print("\n".join(findings(args.root)))
+    flags = [("--root", args.root), *(("--dynamics-run", d) for d in args.dynamics_run),
+             *(("--zero-shot-run", z) for z in args.zero_shot_run)]
+    for flag, folder in flags:
+        if not Path(folder).is_dir():
+            print(f"findings: error: {flag} {folder}: no such folder (run `make demo` first)", file=sys.stderr)
+            return 2
+    print("\n".join(findings(args.root, [Path(d) for d in args.dynamics_run], [Path(z) for z in args.zero_shot_run])))
     return 0
 
 

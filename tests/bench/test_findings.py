@@ -174,3 +174,18 @@ def test_multi_seed_runs_are_shown_per_seed_and_across_seeds(tmp_path):
     end = last.loss[last.step == last.step.max()].iloc[0]
     assert nft[1] == "2" and nft[-2:] == [_cell(end), _cell(end + 0.2 * 3)]
     assert nft[3] == _cell(np.std([end, end + 0.6], ddof=1))
+
+
+def test_run_folders_outside_the_root_are_read_with_their_objective(tmp_path, capsys):
+    dpo = learning_folder(tmp_path / "cli-dpo")
+    _dpo(dpo)
+    zero_shot = zero_shot_folder(tmp_path / "cli-zero-shot")  # one folder holding every ordering (the CLI's)
+    empty = tmp_path / "outputs"
+    empty.mkdir()
+    argv = ["--root", str(empty), "--dynamics-run", str(dpo), "--zero-shot-run", str(zero_shot)]
+    assert findings.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert _row(lines, f"### {dpo}", "rejected")[0] == "rejected"  # read as the DPO run its run.json names
+    assert [_row(lines, f"### {zero_shot}", o)[0] for o in ("gradient", "nft", "rt")]
+    assert findings.main([*argv, "--dynamics-run", str(tmp_path / "absent")]) == 2
+    assert "--dynamics-run" in capsys.readouterr().err
