@@ -89,7 +89,7 @@ def dynamics_figures(context: dg.AssetExecutionContext, store: OutputStore) -> d
     if not runs:
         raise dg.Failure(description=f"no checked learning-dynamics run yet: materialize training_dynamics ({skipped})")
     out = store.dynamics_figures()
-    names = ("logprobs", "influence_summary", "influence", "kernel", "train_gradient_stats")
+    names = ("logprobs", "influence_summary", "influence", "kernel", "train_gradient_stats", "greedy_now")
     tables = {name: _read(store, runs, name) for name in names}
     sources = _learning_sources(context, store, runs)
     meta: dict[str, Any] = {"runs": dg.MetadataValue.json([f"{k}/{o}" for k, o in runs])}

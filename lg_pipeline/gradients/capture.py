@@ -11,8 +11,9 @@ gradient ordering). One forward and one backward feed them all.
 No parameter needs a gradient for that (the backward then skips every weight-gradient GEMM), so the
 graph is made to start at the embeddings' output, the backward runs to it with `autograd.grad`, and
 no `.grad` is touched: a capture can run inside a training step without disturbing the trainer.
-`grad_only_for` is the one "gradients only for these weights" context, and `finite_logits` the one
-hook on the whole model (the runner's NaN guard). The shape follows Opacus' `GradSampleModule` (one
+`grad_only_for` is the one "gradients only for these weights" context, `finite_logits` the one
+forward hook on the whole model (the runner's NaN guard), and `BatchRecorder` the one forward pre-hook on it (a
+trainer's batch, kept for measurements taken inside its step). The shape follows Opacus' `GradSampleModule` (one
 owner of hooks) and Kronfluence's trackers (a named lifecycle, one quantity per consumer).
 """
 
@@ -216,3 +217,27 @@ def finite_logits(model: Any) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+class BatchRecorder:
+    """Keeps the keyword inputs (`input_ids`, `attention_mask`, `labels`, ...) of each forward of `model` while
+    `when()` holds, from construction until `release`: how a callback inside a trainer's step sees the batch the
+    trainer fed, without touching the trainer. Inputs only: nothing of the forward's graph is kept."""
+
+    def __init__(self, model: Any, when: Callable[[], bool]):
+        self.batches: list[dict[str, Any]] = []
+        self._when = when
+        self._handle: Any = model.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def clear(self) -> None:
+        self.batches = []
+
+    def release(self) -> None:
+        """Remove the hook; idempotent."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _record(self, _module: Any, _args: Any, kwargs: dict[str, Any]) -> None:
+        if self._when():
+            self.batches.append(dict(kwargs))

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lg_pipeline.gradients.capture import Capture, KeptFactors, consumer, finite_logits, grad_only_for
+from lg_pipeline.gradients.capture import (
+    BatchRecorder,
+    Capture,
+    KeptFactors,
+    consumer,
+    finite_logits,
+    grad_only_for,
+)
 from lg_pipeline.gradients.encoding import encode
 from lg_pipeline.gradients.loss import per_example_loss
 from lg_pipeline.gradients.padding import encoded_batch
@@ -125,3 +132,22 @@ def test_finite_logits_fails_a_batch_with_nan_logits(tokenizer):
     with finite_logits(model), pytest.raises(FloatingPointError, match="not finite"):
         model(input_ids=batch.ids, attention_mask=batch.mask)
     model(input_ids=batch.ids, attention_mask=batch.mask)  # the hook is gone afterwards
+
+
+def test_the_batch_recorder_keeps_the_inputs_only_while_asked_and_leaves_no_hook_behind():
+    model = make_model("llama-gqa")
+    ids = torch.tensor([[3, 4, 5]])
+    on = [False]
+    recorder = BatchRecorder(model, lambda: on[0])
+    model(input_ids=ids)
+    assert recorder.batches == []
+    on[0] = True
+    model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    assert len(recorder.batches) == 1 and torch.equal(recorder.batches[0]["input_ids"], ids)
+    assert set(recorder.batches[0]) >= {"input_ids", "attention_mask"}
+    recorder.clear()
+    assert recorder.batches == []
+    recorder.release()
+    recorder.release()  # idempotent
+    model(input_ids=ids)
+    assert recorder.batches == [] and not model._forward_pre_hooks

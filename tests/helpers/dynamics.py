@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from lg_pipeline.dynamics.learning.callback import DynamicsCallback
@@ -71,3 +72,34 @@ def sequence_logp(model, tokenizer, example: Example) -> Any:
     batch = to_batch([encode(tokenizer, example, False, 1024)], tokenizer.pad_token_id, "cpu")
     logits = model(input_ids=batch.ids, attention_mask=batch.mask).logits
     return response_logp_sum(logits, batch.labels)[0]
+
+
+def assert_a_complete_dpo_folder(out: Path, steps: int) -> None:
+    """A DPO run folder passes every rule and holds what squeezing needs: `greedy` probes decoded now, the
+    concentration columns, the kernel's chosen and rejected parts, and shares that add up to the prediction."""
+    import numpy as np
+    import pandas as pd
+
+    from lg_pipeline.dynamics.learning.checks import check_run_folder
+    from lg_pipeline.dynamics.learning.measure import CONCENTRATION
+
+    report = check_run_folder(out)
+    assert report.passed and not report.unchecked, report.explain()
+    assert {"shares_sum", "kernel_terms_sum", "greedy_known", "residuals_complete"} <= {
+        o.column for o in report.outcomes}
+    probes = pd.read_parquet(out / "probes.parquet")
+    assert (probes.probe_type == "greedy").any()
+    greedy_now = pd.read_parquet(out / "greedy_now.parquet")
+    assert set(greedy_now.probe_id) <= set(probes.probe_id[probes.probe_type == "greedy"]) and len(greedy_now)
+    assert sorted(greedy_now.step.unique()) == list(range(steps))
+    logprobs = pd.read_parquet(out / "logprobs.parquet")
+    assert set(CONCENTRATION) <= set(logprobs.columns) and logprobs[list(CONCENTRATION)].notna().all().all()
+    kernel = pd.read_parquet(out / "kernel.parquet")
+    assert len(kernel) and (kernel.grad_inner_rejected != 0).any()  # DPO's negative-gradient term is there
+    residuals = pd.read_parquet(out / "train_residuals.parquet")
+    assert set(residuals.term) == {"chosen", "rejected"}
+    summary = pd.read_parquet(out / "influence_summary.parquet")
+    assert summary[["chosen_share", "rejected_share"]].notna().all().all()  # plain SGD on q/k/v/o: defined
+    assert (summary.rejected_share != 0).any() and (summary.chosen_share != 0).any()
+    total = summary.chosen_share + summary.rejected_share
+    assert np.allclose(total, summary.predicted_delta, rtol=0, atol=1e-4), (total - summary.predicted_delta).abs().max()

@@ -26,7 +26,7 @@ from lg_pipeline.io.manifest import read_manifest
 LAYERS, MODULES = (0, 1), ("q_proj", "o_proj")
 PARAMETERS = [(layer, m, f"model.layers.{layer}.self_attn.{m}.weight") for layer in LAYERS for m in MODULES]
 STEPS, EVAL_EVERY, EVAL_STEPS = 4, 2, (0, 2)
-PROBES = (("p0", "e0", "trained"), ("p1", "e0", "wrong"), ("p2", "e3", "held_out"))
+PROBES = (("p0", "e0", "trained"), ("p1", "e0", "wrong"), ("p2", "e3", "held_out"), ("p3", "e0", "greedy"))
 BATCHES = {0: ("e0", "e1"), 2: ("e2", "e0")}
 
 
@@ -124,7 +124,8 @@ def matrix_stats(grad: np.ndarray, tokens: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------------------ learning
 def learning_folder(folder: Path) -> Path:
-    """A complete SFT run: 4 steps, eval steps 0 and 2, 3 probes, 2 layers × (q, o), batches of 2."""
+    """A complete SFT run: 4 steps, eval steps 0 and 2, 4 probes (one `greedy`, decoded again at each eval step in
+    `greedy_now`), 2 layers × (q, o), batches of 2."""
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
     kind = "dynamics.{}".format
@@ -132,7 +133,7 @@ def learning_folder(folder: Path) -> Path:
         [(p, prompt, t, f"question {prompt}", f"response {p}") for p, prompt, t in PROBES],
         columns=["probe_id", "prompt_id", "probe_type", "instruction", "response"],
     )
-    logprobs, influence, summary, kernel, stats, residuals = [], [], [], [], [], []
+    logprobs, influence, summary, kernel, stats, residuals, greedy = [], [], [], [], [], [], []
     peaked = (0.4, 2.1, 330.0, 0.8)  # max_prob_mean, entropy_mean, a_norm_mean, residual_norm_mean
     for step in EVAL_STEPS:
         for probe, _, probe_type in PROBES:
@@ -147,6 +148,8 @@ def learning_folder(folder: Path) -> Path:
             summary.append((step, probe, probe_type, predicted, after - before, predicted, 0.0))
             kernel += [(step, probe, e, layer, m, k, k, 0.0) for e in BATCHES[step] for layer, m, _ in PARAMETERS
                        for k in [float(rng.normal())]]
+        greedy.append((step, "e0", "p3", "response p3" if step == 0 else "another response", step == 0,
+                       -3.0 - step, (-3.0 - step) / 4, 4, *peaked))
         for e in BATCHES[step]:
             residuals.append((step, e, "chosen", 1 / 6, 0.9, 6))
             for layer, m, name in PARAMETERS:
@@ -169,6 +172,9 @@ def learning_folder(folder: Path) -> Path:
         "train_log": pd.DataFrame({"step": range(STEPS), "loss": [5.3, 5.2, 5.1, 5.0], "learning_rate": 1e-4,
                                    "update_norm": [2e-4, 1.9e-4, 1.8e-4, 1.7e-4]}),
         "train_gradient_stats": pd.DataFrame(stats),
+        "greedy_now": pd.DataFrame(greedy, columns=["step", "prompt_id", "probe_id", "response", "same_as_start",
+                                                    "logp_sum", "logp_mean", "n_response_tokens", "max_prob_mean",
+                                                    "entropy_mean", "a_norm_mean", "residual_norm_mean"]),
     }
     for name, frame in tables.items():
         _write(folder, name, frame, kind(name))

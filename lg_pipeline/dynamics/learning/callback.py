@@ -1,7 +1,7 @@
 """`DynamicsCallback`: learning-dynamics measurements inside any transformers `Trainer` / TRL run.
 
 At every eval step s (step 0 and every `eval_every` steps):
-1. the trainer's forward on step s's batch is recorded (a forward pre-hook, inputs only);
+1. the trainer's forward on step s's batch is recorded (`capture.BatchRecorder`: inputs only);
 2. before the optimizer steps (θ_s): the engine's per-example gradient statistics of that
    batch and the factors of its examples' gradients (for `grad_inner`); the trained weights are kept;
 3. after the step (θ_{s+1}): the weights go back to θ_s for one probe pass (logp_sum and probability concentration
@@ -50,6 +50,7 @@ from lg_pipeline.dynamics.learning.measure import (
 from lg_pipeline.dynamics.learning.probes import Probe
 from lg_pipeline.errors import RunStopped
 from lg_pipeline.example import Example
+from lg_pipeline.gradients.capture import BatchRecorder
 from lg_pipeline.gradients.encoding import Encoded, encode
 from lg_pipeline.gradients.engine import pad_token_id
 from lg_pipeline.gradients.targets import Target
@@ -115,8 +116,7 @@ class DynamicsCallback(TrainerCallback):
         self._frames: dict[str, list[Any]] = defaultdict(list)
         self.sink = sink or self._keep
         self.skipped_probes: dict[str, str] = {}
-        self._hook = None
-        self._recorded: list[dict[str, Any]] = []
+        self._recorder: BatchRecorder | None = None
         self._pending: dict[int, dict[str, Any]] = {}
         self._train_log: list[dict[str, Any]] = []
         # Wall-clock seconds of each measurement phase per eval step (the benchmark reads them).
@@ -152,13 +152,13 @@ class DynamicsCallback(TrainerCallback):
                 self.example_ids.setdefault(tuple(enc.input_ids), example.example_id)
         # DPO's reference: the trained weights as training begins (`fine_tune` copies the model then).
         self._reference = {n: p.detach().clone() for n, p in self.trained.items()} if self.dpo_beta else {}
-        self._hook = model.register_forward_pre_hook(self._record, with_kwargs=True)
+        self._recorder = BatchRecorder(model, self._recording_now)
         if self.progress:
             self.progress(0, state.max_steps)  # training begins: a progress clock starts here
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step = state.global_step
-        self._recorded = []
+        self._recorder.clear()
         self._measure = is_eval_step(self._step, self.eval_every) and self._step not in self.done_steps
         self._recording = self._measure
 
@@ -169,8 +169,9 @@ class DynamicsCallback(TrainerCallback):
         self._plain_sgd = _is_plain_sgd(optimizer)
         self._train: TrainFactors | None = None
         self._train_batch: Batch | None = None
-        if self._measure and self._recorded and self.batch_measurements:
-            self._train_batch = batch_from_inputs(self._recorded[-1])
+        recorded = self._recorder.batches
+        if self._measure and recorded and self.batch_measurements:
+            self._train_batch = batch_from_inputs(recorded[-1])
             if self._train_batch is not None and self.dpo_beta and len(self._train_batch.lengths) % 2:
                 self._train_batch = None  # not a chosen-then-rejected batch
             if self._train_batch is not None:
@@ -188,7 +189,8 @@ class DynamicsCallback(TrainerCallback):
         self._pending[step] = {"step": step, "loss": math.nan, "learning_rate": self._lr, "update_norm": norm}
         if self._measure:
             self._measure_step(step)
-        self._before, self._train, self._recorded = {}, None, []
+        self._before, self._train = {}, None
+        self._recorder.clear()
         if self.progress:
             self.progress(step + 1, state.max_steps)
 
@@ -203,9 +205,9 @@ class DynamicsCallback(TrainerCallback):
 
         for step in sorted(self._pending):
             self._emit_train_log(self._pending.pop(step))
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
+        if self._recorder is not None:
+            self._recorder.release()
+            self._recorder = None
         self.sink("train_log", {"train_log": pd.DataFrame(self._train_log)})
 
     # --- measurement ---------------------------------------------------------------------------
@@ -225,10 +227,6 @@ class DynamicsCallback(TrainerCallback):
                 for n, p in self.trained.items():
                     p.copy_(self._before[n])
         return PreferenceTerms(self.dpo_beta, reference)
-
-    def _record(self, module, args, kwargs):
-        if self._recording_now():
-            self._recorded.append(dict(kwargs))
 
     def _recording_now(self) -> bool:
         return getattr(self, "_recording", False) and self.model.training

@@ -43,7 +43,9 @@ def _png_files_listed(meta) -> bool:
     return all(str(p) in meta["png_files"].value for p in folder.rglob("*.png"))
 
 
-def test_training_dynamics_runs_is_checked_and_drawn(world):
+def test_training_dynamics_runs_is_checked_and_drawn(world, monkeypatch):
+    import lg_pipeline.dynamics.learning.figures as learning_figures
+
     from assets.curation.assets import curated_dataset
     from assets.dynamics.figures import dynamics_figures
     from assets.dynamics.learning import DYNAMICS_ASSETS
@@ -87,8 +89,12 @@ def test_training_dynamics_runs_is_checked_and_drawn(world):
     partition = str(multi_key("tiny", "champ__none__correct"))
     for objective, asset in DYNAMICS_ASSETS.items():  # the DPO run hides no SFT run: one latest of each
         assert _latest(world, asset.key, partition).metadata["objective"].value == objective
+    drawn, draw = [], learning_figures.draw_figures
+    monkeypatch.setattr(learning_figures, "draw_figures", lambda tables, *a: drawn.append(tables) or draw(tables, *a))
     figures = _materialize(world, [dynamics_figures])
     assert figures.success
+    greedy_now = drawn[0]["greedy_now"]  # the squeezing figure's dashed "greedy now" line has its rows
+    assert len(greedy_now) and set(greedy_now.objective) == {"sft", "dpo"}
     meta = figures.asset_materializations_for_node("dynamics_figures")[0].metadata
     titles = [k for k in meta if k.startswith("figure:")]
     assert any("log-probabilities" in t for t in titles) and any("layer shares" in t for t in titles)

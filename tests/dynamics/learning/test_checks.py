@@ -131,6 +131,11 @@ DEFECTS: dict[str, Defect] = {
     "probe type differs from the probe table": defect(changed("influence_summary", 0, "probe_type", "irrelevant"),
                                                       "probe_types_match"),
     "a probe not in the probe table": defect(dropped("probes", lambda t: t.probe_id == "p2"), "probe_ids_known"),
+    "greedy_now table deleted": defect(removed("greedy_now.parquet"), "tables"),
+    "a greedy_now row of a probe that is not greedy": defect(changed("greedy_now", 0, "probe_id", "p1"),
+                                                             "greedy_known"),
+    "a greedy_now row at a step that is not an eval step": defect(changed("greedy_now", 1, "step", 3),
+                                                                  "greedy_known"),
     "a manifest of another table": defect(
         lambda f: write_parquet(pd.read_parquet(f / "kernel.parquet"), f / "kernel.parquet",
                                 manifest={"kind": "dynamics.influence"}), "manifest_kind"),

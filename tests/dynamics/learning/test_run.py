@@ -22,7 +22,7 @@ from lg_pipeline.io.locks import output_lock
 from lg_pipeline.io.manifest import read_manifest
 from tests.helpers import faults
 from tests.helpers.builders import make_model, make_tokenizer
-from tests.helpers.dynamics import loader, rows, wrong_rows
+from tests.helpers.dynamics import assert_a_complete_dpo_folder, loader, rows, wrong_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 SETTINGS = LearningDynamicsSettings(TrainSettings(steps=4, batch_size=2, learning_rate=1e-4), eval_every=2, n_probes=3)
@@ -265,3 +265,15 @@ def test_a_model_is_loaded_only_after_the_inputs_are_checked(tmp_path):
     with pytest.raises(InputError, match="holds 'notes.txt', which is not a file of a dynamics run"):
         run_learning_dynamics(SMALL, TrainingData(rows(4)), load, tmp_path)
     assert loads == [] and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+DPO = LearningDynamicsSettings(
+    TrainSettings(steps=3, batch_size=2, learning_rate=1e-2, objective="dpo", optimizer="sgd", trainable="attention"),
+    eval_every=1, n_probes=2, greedy_max_new_tokens=4,
+)
+
+
+def test_a_dpo_run_passes_every_rule_with_greedy_probes_concentration_kernel_and_shares(tmp_path):
+    summary = _run(tmp_path, settings=DPO, data=TrainingData(rows(6), wrong=wrong_rows(6)))
+    assert summary.eval_steps == [0, 1, 2]
+    assert_a_complete_dpo_folder(tmp_path, 3)
