@@ -45,7 +45,6 @@ def _png_files_listed(meta) -> bool:
 
 def test_training_dynamics_runs_is_checked_and_drawn(world, monkeypatch):
     import lg_pipeline.dynamics.learning.figures as learning_figures
-
     from assets.curation.assets import curated_dataset
     from assets.dynamics.figures import dynamics_figures
     from assets.dynamics.learning import DYNAMICS_ASSETS
