@@ -186,7 +186,7 @@ class GenerationMetricsCallback(TrainerCallback):
         self.seconds += time.monotonic() - started
         if self.report:
             every = rows[-1]
-            self.report(f"{self.ordering} step {step}: ROUGE-L {every['rougeL']:.3f}, exact match "
+            self.report(f"{self.ordering} answers at step {step}: ROUGE-L {every['rougeL']:.3f}, exact match "
                         f"{every['exact_match']:.3f}")
 
     def on_train_begin(self, args, state, control, **kwargs):
