@@ -33,7 +33,7 @@ model_ordering_partitions = dg.MultiPartitionsDefinition(
 DEMO_ORDERINGS = ("rt", "nft", "fft")
 # The demo's multi-seed zero-shot run: the same split with one item per training task (3 steps), two seeds.
 DEMO_SEEDS_ORDERINGS = ("rt", "nft")
-DEMO_SEEDS: dict = {"seeds": [0, 1], "per_task": 1, "eval_every": 1}
+DEMO_SEEDS: dict = {"seeds": [0, 1], "per_task": 1, "eval_every": 1, "generation_metrics": False}  # the band: loss
 DEMO_MODEL = "smollm2-135m-instruct"
 
 
