@@ -182,6 +182,7 @@ def _zero_shot_demo(models: list[str], instance, resources) -> bool:
     with two seeds (`DEMO_SEEDS`, drawn with a band), then the figures; the other orderings and levels are left to
     the UI."""
     from assets.dynamics.figures import zero_shot_figures
+    from assets.dynamics.zero_shot import DEMO_CONFIG as ZERO_SHOT_DEMO_CONFIG
     from assets.dynamics.zero_shot import (
         DEMO_MODEL,
         DEMO_ORDERINGS,
@@ -196,7 +197,8 @@ def _zero_shot_demo(models: list[str], instance, resources) -> bool:
     ok = True
     for ordering in DEMO_ORDERINGS:
         key = dg.MultiPartitionKey({MODEL: DEMO_MODEL, ORDERING: ordering})
-        ok &= _materialize(f"zero-shot {DEMO_MODEL} {ordering}", [zero_shot_dynamics], key, instance, resources)
+        label = f"zero-shot {DEMO_MODEL} {ordering}"
+        ok &= _materialize(label, [zero_shot_dynamics], key, instance, resources, ZERO_SHOT_DEMO_CONFIG)
     for ordering in DEMO_SEEDS_ORDERINGS:
         key = dg.MultiPartitionKey({MODEL: DEMO_MODEL, ORDERING: ordering})
         label = f"zero-shot {DEMO_MODEL} {ordering} seeds {DEMO_SEEDS['seeds']}"

@@ -9,9 +9,10 @@ from lg_pipeline.cli import demo
 
 def test_the_demos_dpo_and_seed_runs_are_valid_configs_of_their_assets():
     from assets.dynamics.learning import DEMO_DPO, DEMO_DPO_VARIANT, DEMO_VARIANTS, DynamicsConfig
-    from assets.dynamics.zero_shot import DEMO_SEEDS, DEMO_SEEDS_ORDERINGS, ZeroShotConfig
+    from assets.dynamics.zero_shot import DEMO_CONFIG, DEMO_SEEDS, DEMO_SEEDS_ORDERINGS, ZeroShotConfig
 
     assert DynamicsConfig(**DEMO_DPO).steps > 0 and DEMO_DPO_VARIANT in DEMO_VARIANTS
+    assert ZeroShotConfig(**DEMO_CONFIG).generation_metrics is False
     assert len(ZeroShotConfig(**DEMO_SEEDS).seeds) == 2 and set(DEMO_SEEDS_ORDERINGS) <= {"rt", "nft", "fft"}
 
 
