@@ -166,8 +166,8 @@ def _dynamics_asset(objective: str) -> dg.AssetsDefinition:
         output_required=False,  # a rerun of a finished run materializes nothing: its figures do not refresh
         description=(
             f"Fine-tunes a copy of the model on the variant (TRL, objective {objective.upper()}) and follows probe "
-            "log-probabilities: measured change per eval step, predicted change per matrix, per-layer NTK, gradient "
-            "statistics. The run's settings are in its metadata."
+            "log-probabilities: measured change per eval step, predicted change per matrix, per-layer gradient inner "
+            "products (grad_inner), gradient statistics. The run's settings are in its metadata."
         ),
     )
     def _asset(
