@@ -55,7 +55,23 @@ def exact_match(answer: str, reference: str) -> float:
 def _rouge_scorer() -> Any:
     from rouge_score import rouge_scorer
 
+    _keep_absl_off_the_host_stderr()
     return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=False)
+
+
+def _keep_absl_off_the_host_stderr() -> None:
+    """Point absl's handler (rouge-score imports absl.logging) at `sys.__stderr__`, which absl never closes.
+
+    The handler binds to whatever `sys.stderr` is when absl is first imported and closes that stream when every
+    handler is shut down, which `logging.config.dictConfig` does and Dagster calls at each run's start when the
+    instance sets `python_logs`. If the host has swapped `sys.stderr` since (a notebook, pytest's capture), the
+    stream absl closes is the host's own, and the host's next write fails.
+    """
+    import sys
+
+    from absl import logging as absl_logging
+
+    absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 
 def rouge(answer: str, reference: str) -> tuple[float, float]:

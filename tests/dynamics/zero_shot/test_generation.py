@@ -46,6 +46,33 @@ def reference_greedy(model, prompt: list[int], n: int, eos: int) -> list[int]:
     return ids[len(prompt):]
 
 
+def test_scoring_leaves_the_host_stderr_open_when_handlers_are_shut_down(monkeypatch):
+    import io
+
+    from absl import logging as absl_logging
+
+    handler = absl_logging.get_absl_handler().python_handler
+    host_stream = io.StringIO()  # absl imported while the host had swapped sys.stderr for this stream
+    monkeypatch.setattr(handler, "stream", host_stream)
+    gen._rouge_scorer.cache_clear()  # a scorer built before would not rebind
+    gen.rouge("1 2", "1 2")
+    handler.close()  # what logging.config.dictConfig (Dagster, python_logs set) does to every handler
+    assert not host_stream.closed
+
+
+def test_absl_closes_a_swapped_stderr_it_was_bound_to(monkeypatch):
+    """Control: without the rebinding absl's handler does close the host stream it was bound to."""
+    import io
+
+    from absl import logging as absl_logging
+
+    handler = absl_logging.get_absl_handler().python_handler
+    host_stream = io.StringIO()
+    monkeypatch.setattr(handler, "stream", host_stream)
+    handler.close()
+    assert host_stream.closed
+
+
 def test_greedy_answers_equal_a_plain_argmax_loop_whatever_the_padding(tokenizer, single_thread):
     model = make_model("llama-gqa", seed=11)
     items = [Example(f"e{i}", text(5 + 6 * i, i), "x") for i in range(4)]  # prompts of 4 lengths: left padding
