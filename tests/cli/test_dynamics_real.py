@@ -41,7 +41,7 @@ def test_a_dpo_run_on_smollm2_from_the_command_line_writes_every_squeezing_measu
     argv = ["dynamics", "--model", "smollm2-135m-instruct", "--objective", "dpo",
             "--data", _study_json(tmp_path / "chosen.json", 1), "--wrong", _study_json(tmp_path / "rejected.json", 2),
             "--steps", "2", "--eval-every", "1", "--batch-size", "1", "--n-probes", "2", "--lr", "1e-3",
-            "--max-length", "64", "--out", str(out), "--cache-dir", CACHE]
+            "--max-length", "128", "--out", str(out), "--cache-dir", CACHE]
     assert main(argv) == 0
     assert "R² of predicted vs measured over probes:" in capsys.readouterr().out
     assert json.loads((out / "summary.json").read_text())["eval_steps"] == [0, 1]
