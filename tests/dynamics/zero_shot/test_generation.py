@@ -46,29 +46,32 @@ def reference_greedy(model, prompt: list[int], n: int, eos: int) -> list[int]:
     return ids[len(prompt):]
 
 
-def test_scoring_leaves_the_host_stderr_open_when_handlers_are_shut_down(monkeypatch):
+@pytest.fixture
+def absl_on_a_host_stream():
+    """absl's handler as if absl was imported while the host had swapped sys.stderr for a stream of its own; left
+    on `sys.__stderr__` afterwards (not restored: its first stream may be this test's capture, which closes)."""
     import io
+    import sys
 
     from absl import logging as absl_logging
 
     handler = absl_logging.get_absl_handler().python_handler
-    host_stream = io.StringIO()  # absl imported while the host had swapped sys.stderr for this stream
-    monkeypatch.setattr(handler, "stream", host_stream)
+    handler.stream = io.StringIO()
+    yield handler, handler.stream
+    handler.stream = sys.__stderr__
+
+
+def test_scoring_leaves_the_host_stderr_open_when_handlers_are_shut_down(absl_on_a_host_stream):
+    handler, host_stream = absl_on_a_host_stream
     gen._rouge_scorer.cache_clear()  # a scorer built before would not rebind
     gen.rouge("1 2", "1 2")
     handler.close()  # what logging.config.dictConfig (Dagster, python_logs set) does to every handler
     assert not host_stream.closed
 
 
-def test_absl_closes_a_swapped_stderr_it_was_bound_to(monkeypatch):
+def test_absl_closes_a_swapped_stderr_it_was_bound_to(absl_on_a_host_stream):
     """Control: without the rebinding absl's handler does close the host stream it was bound to."""
-    import io
-
-    from absl import logging as absl_logging
-
-    handler = absl_logging.get_absl_handler().python_handler
-    host_stream = io.StringIO()
-    monkeypatch.setattr(handler, "stream", host_stream)
+    handler, host_stream = absl_on_a_host_stream
     handler.close()
     assert host_stream.closed
 
