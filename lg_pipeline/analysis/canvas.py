@@ -217,7 +217,8 @@ def save_figure(fig, out_base: Path, formats: Sequence[str] = FORMATS, dpi: int 
                 make_legible(fig, dpi)
                 rendered["png"] = _render(fig, "png", dpi)
         for fmt in formats:
-            rendered.setdefault(fmt, _render(fig, fmt, dpi))
+            if fmt not in rendered:  # not setdefault: its argument, a whole render, would be drawn every time
+                rendered[fmt] = _render(fig, fmt, dpi)
         return [atomic_write_bytes(out_base.with_name(f"{out_base.name}.{fmt}"), rendered[fmt]) for fmt in formats]
     finally:
         pyplot().close(fig)

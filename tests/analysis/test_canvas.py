@@ -68,6 +68,18 @@ def test_save_figure_writes_png_and_pdf_atomically_and_raises_small_text_to_the_
     assert saved[0].width_px > canvas.DISPLAY_WIDTH_PX  # shown scaled down: the raised text accounts for it
 
 
+@pytest.mark.parametrize("small_text", [False, True], ids=["legible", "raised"])
+def test_save_figure_draws_each_format_once_more_only_when_text_is_raised(small_text, tmp_path, monkeypatch):
+    drawn = []
+    render = canvas._render
+    monkeypatch.setattr(canvas, "_render", lambda fig, fmt, dpi: drawn.append(fmt) or render(fig, fmt, dpi))
+    fig, axes = canvas.grid(1, 1)
+    axes[0][0].plot([0, 1], [1, 0])
+    axes[0][0].tick_params(labelsize=4 if small_text else 12)
+    canvas.save_figure(fig, tmp_path / "f")
+    assert drawn == (["png", "png", "pdf"] if small_text else ["png", "pdf"])
+
+
 def _kind_cases():
     base, instruct = curves("base"), curves("instruct", scale=2.0)
     deep, shallow = curves("deep", n_layers=30), curves("shallow", n_layers=18, scale=50.0)
