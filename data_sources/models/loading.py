@@ -13,7 +13,8 @@ import json
 import os
 import shutil
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,13 +159,41 @@ def _tie_output_embeddings(model: Any) -> None:
         output.weight = inputs.weight
 
 
+@contextmanager
+def one_gguf_parse() -> Iterator[None]:
+    """While converting, one `gguf.GGUFReader` per file instead of one per transformers call.
+
+    Why: transformers (5.x, `load_gguf_checkpoint`) builds a new reader for the config, again for the weights and
+    again for the tokenizer, and a reader parses every metadata field in Python on construction — for Gemma-3-270M's
+    262k-token vocabulary that parse was over half of the whole first load (profiled). The readers only read the
+    memory-mapped file, so one can serve all three; the original class is back when the block ends.
+    """
+    import gguf
+
+    original = gguf.GGUFReader
+    readers: dict[tuple, Any] = {}
+
+    def shared_reader(path: Any, *args: Any, **kwargs: Any) -> Any:
+        key = (os.fspath(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = original(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader = shared_reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _convert(location: ModelLocation, target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if location.gguf_builder is not None:
         location.gguf_builder()
-    model = AutoModelForCausalLM.from_pretrained(location.folder, gguf_file=location.gguf_file)
-    tokenizer = AutoTokenizer.from_pretrained(location.folder, gguf_file=location.gguf_file)
+    with one_gguf_parse():
+        model = AutoModelForCausalLM.from_pretrained(location.folder, gguf_file=location.gguf_file)
+        tokenizer = AutoTokenizer.from_pretrained(location.folder, gguf_file=location.gguf_file)
     _require_loaded(location, model, location.gguf_file)
     # save_pretrained refuses a quantizer-loaded model; the weights are already dequantized.
     model.hf_quantizer = None

@@ -93,3 +93,42 @@ def test_a_tied_output_matrix_left_on_meta_is_tied_and_other_unloaded_weights_ar
     layer.weight = torch.nn.Parameter(torch.empty(layer.weight.shape, device="meta"))
     with pytest.raises(InputError, match=r"model 'tiny': folder left model\.layers\.0\.self_attn\.q_proj\.weight"):
         loading._require_loaded(location, model, "folder")
+
+
+def test_one_gguf_parse_shares_a_reader_per_file_and_puts_the_class_back(monkeypatch):
+    import gguf
+
+    built: list[str] = []
+
+    class CountingReader:
+        def __init__(self, path, mode="r"):
+            built.append(str(path))
+
+    monkeypatch.setattr(gguf, "GGUFReader", CountingReader)
+    with loading.one_gguf_parse():
+        first, again, other = gguf.GGUFReader("a.gguf"), gguf.GGUFReader(Path("a.gguf")), gguf.GGUFReader("b.gguf")
+    assert first is again and other is not first and built == ["a.gguf", "b.gguf"]
+    assert gguf.GGUFReader is CountingReader  # restored
+    gguf.GGUFReader("a.gguf")
+    assert built == ["a.gguf", "b.gguf", "a.gguf"]
+
+
+@pytest.mark.slow
+def test_converting_a_packaged_gguf_parses_it_once_and_gives_the_plain_loaders_weights(tmp_path, monkeypatch):
+    """SmolLM2's GGUF converted under `one_gguf_parse` equals what transformers' own GGUF loading gives."""
+    import gguf
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from data_sources.models.catalog import get_model_spec, resolve
+
+    location = resolve(get_model_spec("smollm2-135m-instruct"), tmp_path)
+    original, built = gguf.GGUFReader, []
+    monkeypatch.setattr(gguf, "GGUFReader", lambda *a, **k: built.append(a[0]) or original(*a, **k))
+    target = tmp_path / "converted"
+    loading._convert(location, target)
+    assert len(built) == 1  # transformers asked for a reader three times (config, weights, tokenizer)
+    plain = AutoModelForCausalLM.from_pretrained(location.folder, gguf_file=location.gguf_file).state_dict()
+    converted = AutoModelForCausalLM.from_pretrained(target).state_dict()
+    assert plain.keys() - {"lm_head.weight"} <= converted.keys()
+    assert all(torch.equal(converted[k], plain[k]) for k in converted)
