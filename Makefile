@@ -32,18 +32,22 @@ $(DAGSTER_HOME)/dagster.yaml: $(INSTANCE_YAML)
 	@cp $(INSTANCE_YAML) $@
 	@test -f $(DAGSTER_HOME)/.nux/nux.yaml || echo "seen: 1" > $(DAGSTER_HOME)/.nux/nux.yaml
 
-# Curation, gradients and checks, summaries (in one process, recorded in $(DAGSTER_HOME)); then the figures.
+# Curation, gradients and checks, summaries, dynamics, figures: Dagster runs in one process, recorded in $(DAGSTER_HOME).
 demo: setup
 	$(BIN)/lg-pipeline demo
-	$(BIN)/dagster asset materialize -m lg_pipeline.definitions --select figures
+
+# pytest-xdist workers, whole test files per worker (--dist loadfile: a module's shared fixtures are built once);
+# tests/conftest.py gives each worker its share of the cores. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The suite, less the `dagster dev` + Chromium test (about 4 minutes on its own): `make test-e2e`, which CI runs too.
 test: setup
-	$(BIN)/python -m pytest -q -m "not e2e"
+	$(BIN)/python -m pytest -q -m "not e2e" $(XDIST)
 
-# The fast subset: no real model, no training, no Dagster run, no process started (under 90 s on 2 cores).
+# The fast subset: no real model, no training, no Dagster run, no process started.
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow and not e2e"
+	$(BIN)/python -m pytest -q -m "not slow and not e2e" $(XDIST)
 
 test-e2e: setup
 	$(BIN)/python -m pytest -q -m e2e

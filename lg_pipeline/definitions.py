@@ -6,32 +6,21 @@ executor, once, here.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 import dagster as dg
 
-# Known Dagster 1.13 warnings about features this project relies on, silenced once here (the code location
-# is imported by every process: webserver, daemon, code server, each run), before the asset modules emit them:
-# - BetaWarning "Class `MultiToSingleDimensionPartitionMapping` is currently in beta" (assets/partitions.py:
-#   a model's summary reads every variant; a variant's statistics read its curated table);
-# - PreviewWarning "Specifying a partitions_def on an AssetCheckSpec is currently in preview" (per-partition
-#   checks of curated_dataset and gradient_stats).
-# Any other Beta/Preview warning still shows.
-warnings.filterwarnings("ignore", r"Class `MultiToSingleDimensionPartitionMapping` is currently", dg.BetaWarning)
-warnings.filterwarnings("ignore", r"Specifying a partitions_def on an AssetCheckSpec", dg.PreviewWarning)
-
-from assets.analysis import figures, summaries  # noqa: E402  (after the filters above)
-from assets.automation import jobs, schedules, sensors  # noqa: E402
-from assets.curation import assets as curation_assets  # noqa: E402
-from assets.curation import checks as curation_checks  # noqa: E402
-from assets.dynamics import figures as dynamics_figures  # noqa: E402
-from assets.dynamics import learning, zero_shot  # noqa: E402
-from assets.executors import executor_for  # noqa: E402
-from assets.gradients import assets as gradient_assets  # noqa: E402
-from assets.gradients import checks as gradient_checks  # noqa: E402
-from assets.partitions import availability_note  # noqa: E402
-from assets.resources import resources_for  # noqa: E402
+from assets.analysis import figures, summaries
+from assets.automation import jobs, schedules, sensors
+from assets.curation import assets as curation_assets
+from assets.curation import checks as curation_checks
+from assets.dynamics import figures as dynamics_figures
+from assets.dynamics import learning, zero_shot
+from assets.executors import executor_for
+from assets.gradients import assets as gradient_assets
+from assets.gradients import checks as gradient_checks
+from assets.partitions import availability_note
+from assets.resources import resources_for
 
 ASSET_MODULES = [curation_assets, gradient_assets, summaries, figures, learning, zero_shot, dynamics_figures]
 CHECK_MODULES = [curation_checks, gradient_checks, learning, zero_shot]
