@@ -3,9 +3,10 @@ keys.
 
 Every module that needs one of these imports it from here; `VariantKey` and `StatsKey` are the only
 places a key is formatted or split, in its long form (`champ__detailed__wrong`: file stems, run keys, table columns,
-manifests) and its short form, the Dagster partition key (`champ-d-w`, `VariantKey.code`), which the Dagster layer
-alone uses (`assets/partitions.py`). The short form exists because the UI cuts a key longer than 24 characters to
-its first and last 11 (`ui_cut`): a variant of at most 11 characters stays whole at the end of `model|variant`.
+manifests) and its short form, the Dagster partition key (`champ-d-w`, `VariantKey.code`), which only the Dagster
+layer uses (`assets/partitions.py`, the one translation) and `models add` checks for look-alikes. The short form
+exists because the UI cuts a key longer than 24 characters to its first and last 11 (`ui_cut`): a variant of at most
+11 characters stays whole at the end of `model|variant`.
 """
 
 from __future__ import annotations
