@@ -109,12 +109,12 @@ def test_training_dynamics_runs_is_checked_and_drawn(world, monkeypatch):
     by_type = meta["table: Δ log p by probe type, SFT vs DPO (last eval step)"].value
     row = next(r.data for r in by_type.records if r.data["variant"] == "champ__none__correct")
     assert row["Δ log p SFT"] is not None and row["Δ log p DPO"] is not None
-    summary = pd.read_parquet(store.dynamics(StatsKey.parse(partition), "dpo") / "influence_summary.parquet")
+    summary = pd.read_parquet(store.dynamics(StatsKey.parse(named), "dpo") / "influence_summary.parquet")
     last = summary[(summary.step == summary.step.max()) & (summary.probe_type == row["probe_type"])]
     assert row["Δ log p DPO"] == pytest.approx(last.measured_delta.mean(), rel=1e-5)
     runs = {(r.data["asset"], r.data["partition"]): r.data for r in meta["table: runs"].value.records}
-    assert runs["training_dynamics_dpo", partition]["objective"] == "dpo"
-    assert runs["training_dynamics_dpo", partition]["learning_rate"] == 2e-4
+    assert runs["training_dynamics_dpo", named]["objective"] == "dpo"
+    assert runs["training_dynamics_dpo", named]["learning_rate"] == 2e-4
     assert _png_files_listed(meta)
 
 
