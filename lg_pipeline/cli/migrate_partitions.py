@@ -9,7 +9,10 @@ name the variants in full, keep it from running twice) and the summaries would w
 every asset of the code location with a variant or an ordering dimension, this re-reports, under the new key and as
 a runless event, the latest of each old key's:
 
-- materialization (its metadata, with `migrated_from` added, its tags: data and code versions, so nothing is stale);
+- materialization (its metadata, with `migrated_from` added, and its tags: data and code versions; the tags naming
+  the partition's dimensions, `dagster/partition/<dimension>`, which Dagster files the event under, say the new
+  key's; an input's event pointer is re-aimed at the input's moved materialization, so a partition reads as fresh
+  or as stale ("Unsynced") as it did, `_Inputs`);
 - observation (the catalog sensor's "cannot build here", a skipped run's reason);
 - asset check evaluation (pass or fail, metadata, severity), aimed at the re-reported materialization when it was
   aimed at the old key's latest one, so a passed blocking check still lets the summaries refresh.
@@ -19,6 +22,10 @@ record of the same kind (migrated before, or materialized since) is left alone, 
 moved: failed or in-progress states (Dagster has no runless failure event: such a partition reads "missing" under
 its new key, and the nightly schedule, which retries missing and failed partitions alike, fills it in), and the runs
 themselves (their `dagster/partition` tag keeps the key they ran under).
+
+What is keyed by model only (`layer_summary`) keeps its records, but reads "Unsynced" once the statistics it was
+drawn from have moved, until it runs again: the refresh sensor counts the moved statistics as updates and refreshes
+the summaries and the figures once (their data is unchanged).
 
 Stored outputs need nothing: every file under the output root is named by the variants in full (`OutputStore`),
 which did not change; the command checks that no file or folder there is named by a new partition key.
@@ -61,12 +68,13 @@ def migrate(instance: Any, definitions: Any, dry_run: bool = False) -> tuple[lis
     moved: list[Moved] = []
     unreadable: list[str] = []
     keyed = {}  # asset key -> its partitions definition, for the assets with a dimension whose keys changed
-    for key in sorted(graph.get_all_asset_keys(), key=str):
+    for key in graph.toposorted_asset_keys:  # upstream first: a pointer to an input's event can follow it
         partitions_def = graph.get(key).partitions_def
         if {VARIANT, ORDERING} & set(dimensions(partitions_def)):
             keyed[key] = partitions_def
+    inputs = _Inputs(keyed)
     for key, partitions_def in keyed.items():
-        moved += _materializations(instance, key, partitions_def, dry_run, unreadable)
+        moved += _materializations(instance, key, partitions_def, dry_run, unreadable, inputs)
         moved += _observations(instance, key, partitions_def, dry_run, unreadable)
     for check_key in sorted(graph.asset_check_keys, key=str):
         if check_key.asset_key in keyed:
@@ -106,7 +114,61 @@ def _latest_by_partition(fetch: Any, asset_key: Any) -> dict[str, Any]:
         cursor = result.cursor
 
 
-def _materializations(instance, key, partitions_def, dry_run, unreadable) -> list[Moved]:
+class _Inputs:
+    """The materializations moved so far, to re-aim the input pointers of the ones moved after them.
+
+    A run's materialization records, per input, the storage id of the input's latest event when it ran
+    (`dagster/input_event_pointer/<input>`); Dagster calls the partition stale when its input partition has a
+    record after that id with another data version than the one before it. The moved input record is newer than any
+    old pointer, so a pointer is moved to it when the run had read the input's latest (it is as fresh as it was),
+    and left as it is when the input had changed since (it stays as stale as it was).
+    """
+
+    def __init__(self, keyed: dict[Any, Any]) -> None:
+        self.keyed = keyed
+        self.moved: dict[tuple[Any, str], tuple[int, int]] = {}  # (asset, new key) -> (old latest id, new id)
+
+    def add(self, asset: Any, new: str, old_id: int, new_id: int) -> None:
+        self.moved[asset, new] = (old_id, new_id)
+
+    def pointer(self, tag: str, value: str, asset_dims: dict[str, str]) -> str:
+        """The pointer of tag `dagster/input_event_pointer/<input>` of a partition whose new key has `asset_dims`."""
+        import dagster as dg
+        from dagster._core.definitions.data_version import INPUT_EVENT_POINTER_TAG_PREFIX
+
+        from assets.partitions import dimensions
+
+        upstream = dg.AssetKey.from_user_string(tag[len(INPUT_EVENT_POINTER_TAG_PREFIX) + 1 :])
+        names = dimensions(self.keyed.get(upstream))
+        if len(names) != 1 or names[0] not in asset_dims or not value.isdigit():
+            return value  # an input not moved, or not read by one of this partition's dimensions
+        old_id, new_id = self.moved.get((upstream, asset_dims[names[0]]), (None, None))
+        return str(new_id) if old_id is not None and old_id <= int(value) else value
+
+
+def _tags(tags: dict[str, str] | None, new: str, partitions_def: Any, inputs: _Inputs | None) -> dict[str, str]:
+    """An event's tags for its new key: the dimension tags (`dagster/partition/<dimension>`, from which Dagster reads
+    a multi-partition event's key) say the new key's parts, and pointers to moved inputs are re-aimed (`_Inputs`)."""
+    import dagster as dg
+    from dagster._core.definitions.data_version import INPUT_EVENT_POINTER_TAG_PREFIX
+    from dagster._core.storage.tags import MULTIDIMENSIONAL_PARTITION_PREFIX
+
+    from assets.partitions import dimensions
+
+    out = dict(tags or {})
+    names = dimensions(partitions_def)
+    parts = new.split("|") if isinstance(partitions_def, dg.MultiPartitionsDefinition) else [new]
+    dims = dict(zip(names, parts, strict=True)) if len(names) == len(parts) else {}
+    for name, part in dims.items():
+        if f"{MULTIDIMENSIONAL_PARTITION_PREFIX}{name}" in out:
+            out[f"{MULTIDIMENSIONAL_PARTITION_PREFIX}{name}"] = part
+    for tag, value in out.items():
+        if inputs is not None and tag.startswith(f"{INPUT_EVENT_POINTER_TAG_PREFIX}/"):
+            out[tag] = inputs.pointer(tag, value, dims)
+    return out
+
+
+def _materializations(instance, key, partitions_def, dry_run, unreadable, inputs: _Inputs) -> list[Moved]:
     import dagster as dg
 
     latest = _latest_by_partition(instance.fetch_materializations, key)
@@ -118,10 +180,14 @@ def _materializations(instance, key, partitions_def, dry_run, unreadable) -> lis
         if not dry_run:
             instance.report_runless_asset_event(
                 dg.AssetMaterialization(
-                    asset_key=key, partition=new, description=event.description, tags=dict(event.tags or {}),
+                    asset_key=key, partition=new, description=event.description,
+                    tags=_tags(event.tags, new, partitions_def, inputs),
                     metadata={**event.metadata, MIGRATED_FROM: dg.MetadataValue.text(old)},
                 )
             )
+            now = _latest_materialization(instance, key, new)
+            if now is not None:
+                inputs.add(key, new, latest[old].storage_id, now.storage_id)
         moved.append(Moved(key.to_user_string(), "materialization", old, new))
     return moved
 
@@ -138,7 +204,8 @@ def _observations(instance, key, partitions_def, dry_run, unreadable) -> list[Mo
         if not dry_run:
             instance.report_runless_asset_event(
                 dg.AssetObservation(
-                    asset_key=key, partition=new, description=event.description, tags=dict(event.tags or {}),
+                    asset_key=key, partition=new, description=event.description,
+                    tags=_tags(event.tags, new, partitions_def, None),
                     metadata={**event.metadata, MIGRATED_FROM: dg.MetadataValue.text(old)},
                 )
             )

@@ -32,9 +32,25 @@ MOVES = [
 STAYS = [("layer_summary", "tiny"), ("zero_shot_dynamics", "tiny|rt")]  # keys that did not change
 
 
-def _materialize(instance, asset: str, partition: str, version: str, **metadata) -> None:
-    tags = {"dagster/data_version": version, "dagster/code_version": "engine-7"}
+def _tags(asset: str, partition: str, version: str, **more: str) -> dict[str, str]:
+    """A run's tags on a materialization: data and code versions, and a multi-partition's dimensions (which Dagster
+    files the event under)."""
+    tags = {"dagster/data_version": version, "dagster/code_version": _code_version(asset), **more}
+    if "|" in partition:
+        second = "ordering" if asset.startswith("zero_shot") else "variant"
+        tags |= dict(zip(("dagster/partition/model", f"dagster/partition/{second}"), partition.split("|"), strict=True))
+    return tags
+
+
+def _code_version(asset: str) -> str:
+    from lg_pipeline.definitions import defs
+
+    return defs.resolve_asset_graph().get(dg.AssetKey(asset)).code_version or "none"
+
+
+def _materialize(instance, asset: str, partition: str, version: str, tags: dict | None = None, **metadata) -> None:
     meta = {"path": dg.MetadataValue.path(f"/out/{partition}"), "rows": 4, "note": f"{asset} {version}", **metadata}
+    tags = tags or _tags(asset, partition, version)
     instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=partition, metadata=meta, tags=tags))
 
 
@@ -72,18 +88,28 @@ def _old_world(home: Path, out: Path) -> None:
         for asset, old, _ in MOVES:
             _materialize(instance, asset, old, "v1")
         _materialize(instance, "curated_dataset", V1, "v2", rows=6)  # the latest one is what moves
+        _materialize(instance, "gradient_stats", f"tiny|{V1}", "v1", _read(instance, V1, "v2"))  # read the latest
         for asset, key in STAYS:
             _materialize(instance, asset, key, "s1")
         _materialize(instance, "gradient_stats", "tiny|gone__none__correct", "x")  # a dataset no catalog has now
         _check(instance, "gradient_stats", "gradient_stats_valid", f"tiny|{V1}", True,
                _latest(instance, "gradient_stats", f"tiny|{V1}"))
         stale = _latest(instance, "gradient_stats", f"tiny|{V2}")
-        _materialize(instance, "gradient_stats", f"tiny|{V2}", "v2")  # rematerialized, not checked since
+        _materialize(instance, "gradient_stats", f"tiny|{V2}", "v2", _read(instance, V2, "v1"))  # not checked since
         _check(instance, "gradient_stats", "gradient_stats_valid", f"tiny|{V2}", False, stale)
+        _materialize(instance, "curated_dataset", V2, "v2")  # changed after its statistics were computed
         _check(instance, "curated_dataset", "curated_not_empty", V1, True, _latest(instance, "curated_dataset", V1))
         instance.report_runless_asset_event(dg.AssetObservation(
             "curated_dataset", partition=TEACHER_LEVEL, metadata={"cannot build here": "needs a teacher"}
         ))  # fmt: skip
+
+
+def _read(instance, variant: str, version: str) -> dict[str, str]:
+    """The tags of a statistics run that read the variant's latest curated table (as Dagster writes them)."""
+    read = _latest(instance, "curated_dataset", variant).storage_id
+    inputs = {"dagster/input_event_pointer/curated_dataset": str(read),
+              "dagster/input_data_version/curated_dataset": version}
+    return _tags("gradient_stats", f"tiny|{variant}", "v2", **inputs)
 
 
 def _home(path: Path) -> Path:
@@ -132,9 +158,26 @@ def test_every_old_partitions_latest_records_move_to_its_new_key_with_their_meta
             assert after is not None and after.storage_id > before.storage_id, (asset, new)
             was, now = before.asset_materialization, after.asset_materialization
             assert now.metadata == {**was.metadata, "migrated_from": dg.MetadataValue.text(old)}
-            assert now.tags == was.tags  # data and code versions: nothing reads as stale
+            assert now.partition == new and after.partition_key == new
+            dimensions = {k: v for k, v in was.tags.items() if k.startswith("dagster/partition/")}
+            assert dimensions == {} or "|".join(dimensions.values()) == old
+            kept = {k: v for k, v in was.tags.items() if k not in dimensions and "input_event_pointer" not in k}
+            assert {k: v for k, v in now.tags.items() if k in kept} == kept  # data and code versions: none stale
+            assert "|".join(v for k, v in now.tags.items() if k.startswith("dagster/partition/")) == (
+                new if dimensions else "")
             assert f"moved {asset}: materialization of {old} -> {new}" in printed
-        assert _latest(instance, "curated_dataset", "champ-n-c").asset_materialization.metadata["rows"].value == 6
+        curated = _latest(instance, "curated_dataset", "champ-n-c")
+        assert curated.asset_materialization.metadata["rows"].value == 6
+        stats = _latest(instance, "gradient_stats", "tiny|champ-n-c").asset_materialization.tags  # the moved input
+        assert stats["dagster/input_event_pointer/curated_dataset"] == str(curated.storage_id)
+        assert stats["dagster/input_data_version/curated_dataset"] == "v2"
+        from lg_pipeline.definitions import defs
+        from tests.assets.test_staleness import stale_resolver
+
+        resolver = stale_resolver(instance, list(defs.assets), list(defs.asset_checks))  # the UI's "Unsynced"
+        stats_key = dg.AssetKey("gradient_stats")
+        assert resolver.get_status(stats_key, "tiny|champ-n-c").name == "FRESH"  # as fresh as it was
+        assert resolver.get_status(stats_key, "tiny|champ-n-w").name == "STALE"  # its input changed since, as before
         for asset, key in STAYS:  # nothing recorded again
             assert "migrated_from" not in _latest(instance, asset, key).asset_materialization.metadata
         assert "gone__none__correct" in printed and "left as it is" in printed
