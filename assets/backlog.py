@@ -139,13 +139,18 @@ def variant_availability(release_dir: str | None = None, teacher: bool | None = 
 
 def buildable_variants(patterns: str | None = None, release_dir: str | None = None) -> list[str]:
     """Variants this environment can build (`variant_availability`, the variant partitions); `LG_AUTO_VARIANTS`
-    (comma-separated globs) narrows what is filled in.
+    (comma-separated globs over the variants in full or their partition keys: `champ__*`, `champ-*`) narrows what
+    is filled in.
 
     Unbuildable variants are never listed: a run for them would fail, every night.
     """
+    from data_sources.datasets.catalog import dataset_codes
+
     ordered = list(variant_availability(release_dir).buildable)
     globs = [p.strip() for p in (patterns or os.environ.get("LG_AUTO_VARIANTS", "*")).split(",") if p.strip()]
-    return [k for k in ordered if any(fnmatch.fnmatchcase(k, g) for g in globs)]
+    codes = dataset_codes()
+    names = {k: (k, VariantKey.parse(k).code(codes)) for k in ordered}  # in full or as a partition key (champ-*)
+    return [k for k in ordered if any(fnmatch.fnmatchcase(n, g) for n in names[k] for g in globs)]
 
 
 def unavailable_reason(spec: Any) -> str | None:

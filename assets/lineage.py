@@ -6,19 +6,23 @@ are the ones Dagster recorded: the summary's latest materialization, and for eac
 latest materialization *before* that summary's (what the summary actually read). Files written without a
 Dagster record (another DAGSTER_HOME) fall back to the file's own version, marked as such.
 
+Partitions are named in full (`M|champ__detailed__correct`, as the files are), so a lineage reads the same whatever
+the partition keys; the records are looked up under the partition keys (`M|champ-d-c`, `assets.partitions`).
+
 Each figure and table is matched to its sources by the report's record of it (its models and datasets).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
+from assets.partitions import multi_key
 from lg_pipeline.vocabulary import StatsKey, VariantKey
 
 SUMMARY, GRADIENTS = dg.AssetKey("layer_summary"), dg.AssetKey("gradient_stats")
@@ -64,7 +68,7 @@ def model_sources(
         gradients = {}
         for variant in keys:
             key = str(StatsKey.of(model, variant))
-            version = _version(_latest(instance, GRADIENTS, key, before))
+            version = _version(_latest(instance, GRADIENTS, str(multi_key(model, variant)), before))
             if version is None and key in files and files[key].is_file():
                 version = f"file:{file_version(files[key])}"
             gradients[key] = version
@@ -141,14 +145,17 @@ def record_lineage(
 PartitionVersions = dict[str, dict[str, str | None]]  # asset name -> partition key -> data version
 
 
-def partition_versions(instance: dg.DagsterInstance, asset: str, files: dict[str, Path]) -> dict[str, str | None]:
-    """{partition key: the data version of its latest materialization}; a partition without a Dagster record falls
-    back to `file:<version>` of the file its data version is computed from (`files`, by partition key)."""
+def partition_versions(
+    instance: dg.DagsterInstance, asset: str, files: dict[str, Path], partition_of: Callable[[str], str] = str
+) -> dict[str, str | None]:
+    """{partition, named in full: the data version of its latest materialization}; a partition without a Dagster
+    record falls back to `file:<version>` of the file its data version is computed from (`files`, by partition
+    named in full; `partition_of` gives its partition key)."""
     from assets.metadata import file_version
 
     versions = {}
     for partition, path in sorted(files.items()):
-        version = _version(_latest(instance, dg.AssetKey(asset), partition))
+        version = _version(_latest(instance, dg.AssetKey(asset), partition_of(partition)))
         if version is None and path.is_file():
             version = f"file:{file_version(path)}"
         versions[partition] = version

@@ -19,27 +19,27 @@ from assets.dynamics import learning, zero_shot
 from assets.executors import executor_for
 from assets.gradients import assets as gradient_assets
 from assets.gradients import checks as gradient_checks
-from assets.partitions import availability_note
+from assets.partitions import partition_note
 from assets.resources import resources_for
 
 ASSET_MODULES = [curation_assets, gradient_assets, summaries, figures, learning, zero_shot, dynamics_figures]
 CHECK_MODULES = [curation_checks, gradient_checks, learning, zero_shot]
-# Their descriptions say what cannot build.
-VARIANT_PARTITIONED = {"curated_dataset", "gradient_stats", "training_dynamics", "training_dynamics_dpo"}
 
 
-def _with_partition_note(note: str) -> Callable[[dg.AssetSpec], dg.AssetSpec]:
+def _with_partition_note() -> Callable[[dg.AssetSpec], dg.AssetSpec]:
+    """Each partitioned asset's description says how to read its keys and, with a variant dimension, what cannot
+    build (`assets.partitions.partition_note`)."""
+
     def add(spec: dg.AssetSpec) -> dg.AssetSpec:
-        if spec.key.to_user_string() not in VARIANT_PARTITIONED or not note:
-            return spec
-        return spec.replace_attributes(description=f"{spec.description or ''}\n\n{note}")
+        note = partition_note(spec.partitions_def)
+        return spec.replace_attributes(description=f"{spec.description or ''}\n\n{note}") if note else spec
 
     return add
 
 
 def definitions_for(env: str | None = None) -> dg.Definitions:
     """The code location for one environment (default: `$LG_ENV`, else local)."""
-    assets = dg.map_asset_specs(_with_partition_note(availability_note()), dg.load_assets_from_modules(ASSET_MODULES))
+    assets = dg.map_asset_specs(_with_partition_note(), dg.load_assets_from_modules(ASSET_MODULES))
     return dg.Definitions(
         assets=assets,
         asset_checks=dg.load_asset_checks_from_modules(CHECK_MODULES),

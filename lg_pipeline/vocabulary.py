@@ -1,13 +1,19 @@
 """The project's shared words: levels, correctness, families, studied modules (labels, colours, order), and the
-partition keys.
+keys.
 
 Every module that needs one of these imports it from here; `VariantKey` and `StatsKey` are the only
-places a key is formatted or split.
+places a key is formatted or split, in its long form (`champ__detailed__wrong`: file stems, run keys, table columns,
+manifests) and its short form, the Dagster partition key (`champ-d-w`, `VariantKey.code`), which only the Dagster
+layer uses (`assets/partitions.py`, the one translation) and `models add` checks for look-alikes. The short form
+exists because the UI cuts a key longer than 24 characters to its first and last 11 (`ui_cut`): a variant of at most
+11 characters stays whole at the end of `model|variant`.
 """
 
 from __future__ import annotations
 
 import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 
 from lg_pipeline.errors import InputError
 
@@ -24,6 +30,24 @@ LEVEL_LABELS: dict[str, str] = {
 }
 CORRECTNESS: tuple[str, ...] = ("correct", "wrong")
 CORRECTNESS_LABELS: dict[str, str] = {"correct": "Correct", "wrong": "Wrong"}
+# The short (partition) form of a variant, `<dataset code>-<level code>-<c|w>`: at most 5 + 1 + 3 + 1 + 1 = 11
+# characters. Dataset codes are the dataset catalog's (`code` in datasets.yaml), passed in: the vocabulary reads
+# no catalog.
+LEVEL_CODES: dict[str, str] = {
+    "none": "n",
+    "simplified": "s",
+    "detailed": "d",
+    "len100": "100",
+    "len500": "500",
+    "len1000": "1k",
+    "longtail": "lt",
+}
+CORRECTNESS_CODES: dict[str, str] = {"correct": "c", "wrong": "w"}
+DATASET_CODE = re.compile(r"^[a-z0-9]{1,5}$")
+# Zero-shot orderings are partition keys as they are named, but the one over 11 characters.
+ORDERING_CODES: dict[str, str] = {"cluster_shuffled": "cl_shuffled"}
+# The Dagster UI shows a key longer than UI_WIDTH characters as its first UI_KEEP + "…" + its last UI_KEEP.
+UI_WIDTH, UI_KEEP = 24, 11
 FAMILIES: tuple[str, ...] = ("math", "commonsense", "wiki")
 MODEL_KINDS: tuple[str, ...] = ("base", "instruct")
 
@@ -72,11 +96,13 @@ def layer_index(name: str) -> int | None:
 class VariantKey(str):
     """One curated training variant, `<dataset>__<level>__<correct|wrong>` (e.g. `champ__detailed__wrong`).
 
-    A str, so it is a Dagster partition key, a file stem and a dict key as it is; its parts are attributes.
-    The catalog (`data_sources.datasets.catalog.dataset_spec`) checks that dataset and level exist.
+    A str, so it is a file stem, a run key and a dict key as it is; its parts are attributes. Its Dagster
+    partition key is its short form, `code` (`champ-d-w`). The catalog (`data_sources.datasets.catalog.dataset_spec`)
+    checks that dataset and level exist.
     """
 
     SEP = "__"
+    CODE_SEP = "-"
     dataset: str
     level: str
     correctness: str
@@ -108,12 +134,35 @@ class VariantKey(str):
     def with_level(self, level: str) -> VariantKey:
         return VariantKey(self.dataset, level, self.correctness)
 
+    def code(self, dataset_codes: Mapping[str, str]) -> str:
+        """The short form, `<dataset code>-<level code>-<c|w>` (`champ__detailed__wrong` -> `champ-d-w`), at most 11
+        characters; `dataset_codes`: {dataset: code}, the catalog's."""
+        code = dataset_codes.get(self.dataset)
+        if not code or self.level not in LEVEL_CODES:
+            what = f"dataset {self.dataset!r} has no code" if not code else f"level {self.level!r} has no code"
+            raise InputError(f"variant key {str(self)!r}: {what}")
+        return self.CODE_SEP.join((code, LEVEL_CODES[self.level], CORRECTNESS_CODES[self.correctness]))
+
+    @classmethod
+    def from_code(cls, code: str, dataset_codes: Mapping[str, str]) -> VariantKey:
+        """The variant of a short form (`champ-d-w` -> `champ__detailed__wrong`); InputError names it."""
+        parts = str(code).split(cls.CODE_SEP)
+        datasets = {c: d for d, c in dataset_codes.items()}
+        levels = {c: lvl for lvl, c in LEVEL_CODES.items()}
+        correctness = {c: k for k, c in CORRECTNESS_CODES.items()}
+        if len(parts) != 3 or parts[0] not in datasets or parts[1] not in levels or parts[2] not in correctness:
+            raise InputError(
+                f"variant partition key {str(code)!r}: expected '<dataset code>-<level code>-<c|w>' (e.g. 'champ-d-c'; "
+                f"datasets {', '.join(sorted(datasets))}; levels {', '.join(levels)})"
+            )
+        return cls(datasets[parts[0]], levels[parts[1]], correctness[parts[2]])
+
 
 class StatsKey(str):
-    """One gradient-statistics partition, `model|variant`.
+    """One gradient-statistics partition, `model|variant` (the variant in its long form).
 
-    Dagster orders multi-partition dimensions by name (`model` before `variant`), so this is also the
-    string form of its `MultiPartitionKey`.
+    Dagster orders multi-partition dimensions by name (`model` before `variant`), so `code` (the variant in its
+    short form) is the string form of its `MultiPartitionKey`.
     """
 
     SEP = "|"
@@ -138,3 +187,46 @@ class StatsKey(str):
     @classmethod
     def of(cls, model: str, variant: str) -> StatsKey:
         return cls(f"{model}{cls.SEP}{variant}")
+
+    def code(self, dataset_codes: Mapping[str, str]) -> str:
+        """The short form, `model|<variant code>` (`smollm2-135m-instruct|champ-d-w`): the string form of the
+        statistics partition's `MultiPartitionKey`."""
+        return f"{self.model}{self.SEP}{self.variant.code(dataset_codes)}"
+
+    @classmethod
+    def from_code(cls, key: str, dataset_codes: Mapping[str, str]) -> StatsKey:
+        """The `StatsKey` of a short form `model|<variant code>`; InputError names it."""
+        model, sep, variant = str(key).partition(cls.SEP)
+        if not sep or not model:
+            raise InputError(f"partition key {key!r}: expected 'model|<dataset code>-<level code>-<c|w>'")
+        return cls.of(model, VariantKey.from_code(variant, dataset_codes))
+
+
+def pair_key(first: str, second: str) -> str:
+    """The string form of a two-dimension partition key, dimensions in name order (`model|rt`): Dagster's
+    `MultiPartitionKey`, for the keys built outside Dagster (the look-alike check of `models add`)."""
+    return f"{first}{StatsKey.SEP}{second}"
+
+
+def ordering_code(ordering: str) -> str:
+    """A zero-shot ordering's partition key: its name, or its short form where the name is over 11 characters."""
+    return ORDERING_CODES.get(ordering, ordering)
+
+
+def ordering_from_code(code: str) -> str:
+    """The ordering of a partition key (its long name is taken as it is)."""
+    return {c: o for o, c in ORDERING_CODES.items()}.get(code, code)
+
+
+def ui_cut(key: str) -> str:
+    """A key as the Dagster UI shows it: whole up to 24 characters, else its first 11 + "…" + its last 11."""
+    key = str(key)
+    return key if len(key) <= UI_WIDTH else f"{key[:UI_KEEP]}…{key[-UI_KEEP:]}"
+
+
+def look_alikes(keys: Iterable[str]) -> list[tuple[str, ...]]:
+    """The groups of distinct keys that read the same once cut the UI's way (`ui_cut`), each sorted; [] when none."""
+    by_cut: dict[str, set[str]] = defaultdict(set)
+    for key in keys:
+        by_cut[ui_cut(key)].add(str(key))
+    return sorted(tuple(sorted(group)) for group in by_cut.values() if len(group) > 1)

@@ -21,11 +21,12 @@ from assets.partitions import (
     model_partitions,
     model_variant_partitions,
     multi_key,
-    stats_key,
     unbuildable_partitions,
+    variant_partition_key,
 )
 from assets.pools import store_pool_limit
 from assets.resources import OutputStore
+from lg_pipeline.errors import InputError
 from lg_pipeline.vocabulary import StatsKey
 
 SENSOR_INTERVAL_S = int(os.environ.get("LG_SENSOR_INTERVAL_S", "30"))
@@ -62,27 +63,26 @@ def current_backlog(instance: dg.DagsterInstance, store: OutputStore | None, ret
 
     catalog = model_catalog()
     registered = set(instance.get_dynamic_partitions(MODEL))
-    variants = buildable_variants()
-    curated = _statuses(instance, curated_dataset.key, variants, curated_dataset.partitions_def)
-    keys = [multi_key(m, v) for m in sorted(registered & set(catalog)) for v in variants]
-    gradients = {_pair(stats_key(k)): s for k, s in _statuses(instance, gradient_stats.key, keys).items()}
+    variants = buildable_variants()  # the planner works on variants and (model, variant) pairs, not partition keys
+    curated = _statuses(
+        instance, curated_dataset.key, {v: variant_partition_key(v) for v in variants}, curated_dataset.partitions_def
+    )
+    pairs = [(m, v) for m in sorted(registered & set(catalog)) for v in variants]
+    gradients = _statuses(instance, gradient_stats.key, {pair: multi_key(*pair) for pair in pairs})
     failed_checks = _failed_checks(store, gradients) if retry_failed and store is not None else ()
     blocked = [v for v in variants if store is not None and gates.curated_gate(store, v)]
     return plan(catalog, registered, variants, curated, gradients, retry_failed, failed_checks, blocked)
 
 
 def _statuses(
-    instance: dg.DagsterInstance, key: dg.AssetKey, partition_keys: list[Any], partitions_def: Any = None
+    instance: dg.DagsterInstance, key: dg.AssetKey, partitions: dict[Any, Any], partitions_def: Any = None
 ) -> dict[Any, str | None]:
-    if not partition_keys:
+    """{what the planner calls a partition: its state}, given {that: its partition key}."""
+    if not partitions:
         return {}
-    found = instance.get_status_by_partition(key, partition_keys, partitions_def or model_variant_partitions) or {}
-    return {k: _STATES.get(getattr(found.get(str(k)), "name", ""), None) for k in partition_keys}
-
-
-def _pair(key: StatsKey) -> tuple[str, str]:
-    """The planner's (model, variant) pair of a statistics partition."""
-    return key.model, str(key.variant)
+    keys = [str(p) for p in partitions.values()]
+    found = instance.get_status_by_partition(key, keys, partitions_def or model_variant_partitions) or {}
+    return {k: _STATES.get(getattr(found.get(str(p)), "name", ""), None) for k, p in partitions.items()}
 
 
 def _failed_checks(store: OutputStore, gradients: dict[tuple[str, str], str | None]) -> list[tuple[str, str]]:
@@ -100,8 +100,9 @@ def run_requests(backlog: Backlog, source: str, keyed: bool, curate: bool = True
     """
     tags = {"lg/source": source}
     for variant in backlog.curate if curate else ():
-        key = f"curated:{variant}" if keyed else None
-        yield dg.RunRequest(run_key=key, job_name=curate_job.name, partition_key=variant, tags=tags)
+        key = f"curated:{variant}" if keyed else None  # run keys name the variant in full, as they always have
+        partition = variant_partition_key(variant)
+        yield dg.RunRequest(run_key=key, job_name=curate_job.name, partition_key=partition, tags=tags)
     for model, variant in backlog.compute:
         key = f"gradients:{model}|{variant}" if keyed else None
         partition = multi_key(model, variant)
@@ -155,8 +156,11 @@ def _partition_notes(said: dict[str, Any]) -> dict[tuple[str, str], str]:
     # by name: the dynamics import automation
     per_model = (gradient_stats.key.to_user_string(), "training_dynamics", "training_dynamics_dpo")
     notes = {}
-    for variant, why in said.get("unbuildable", {}).items():
-        notes[(curated_dataset.key.to_user_string(), variant)] = why
+    for variant, why in said.get("unbuildable", {}).items():  # the cursor names variants in full
+        try:
+            notes[(curated_dataset.key.to_user_string(), variant_partition_key(variant))] = why
+        except InputError:  # an older cursor's variant of a dataset the catalog no longer has: nothing to say
+            continue
         for model in said.get("models", []):
             notes |= {(asset, str(multi_key(model, variant))): why for asset in per_model}
     return notes

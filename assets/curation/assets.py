@@ -8,7 +8,7 @@ import dagster as dg
 from assets import gates
 from assets.failures import clear_errors
 from assets.metadata import file_version, md_table
-from assets.partitions import refuse_unbuildable, variant_partitions
+from assets.partitions import refuse_unbuildable, variant_label, variant_of, variant_partitions
 from assets.resources import CurationResource, OutputStore
 from lg_pipeline.curation import BUILDER_VERSION
 
@@ -26,7 +26,7 @@ def curated_dataset(context: dg.AssetExecutionContext, store: OutputStore, curat
     from lg_pipeline.io.atomic import atomic_write_text, write_parquet
     from lg_pipeline.io.locks import output_lock
 
-    variant = context.partition_key
+    variant = variant_of(context.partition_key)  # the long form: file names, manifests, logs
     with clear_errors():
         refuse_unbuildable(variant, curation.teacher, curation.release_dir)  # before any source is read
         spec = dataset_spec(variant)
@@ -40,6 +40,7 @@ def curated_dataset(context: dg.AssetExecutionContext, store: OutputStore, curat
     context.log.info(f"{variant}: {len(frame)} rows -> {path}")
     return dg.MaterializeResult(
         metadata={
+            "variant": variant_label(variant),
             "rows": len(frame),
             "path": dg.MetadataValue.path(str(path)),
             "build": dg.MetadataValue.json(build),

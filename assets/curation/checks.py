@@ -7,7 +7,7 @@ import dagster as dg
 
 from assets import gates
 from assets.metadata import md_table
-from assets.partitions import variant_partitions
+from assets.partitions import variant_of, variant_partitions
 from assets.resources import OutputStore
 
 # Blocking (a failure stops this variant's gradient_stats in the same run, and the verdict file stops gradient runs
@@ -55,7 +55,7 @@ def curated_dataset_checks(context: dg.AssetCheckExecutionContext, store: Output
     from data_sources.datasets.catalog import dataset_spec
     from lg_pipeline.curation.checks import check_curated, sibling_variants
 
-    variant = context.partition_key
+    variant = variant_of(context.partition_key)
     spec = dataset_spec(variant)
     table = _stored(store, variant, spec)
     if table is None:

@@ -17,6 +17,7 @@ from assets.dynamics.learning import DYNAMICS_ASSETS, LEARNING_DYNAMICS_VERSION,
 from assets.dynamics.zero_shot import ZERO_SHOT_ASSETS, ZERO_SHOT_VERSION, zero_shot_asset_name
 from assets.lineage import PartitionVersions, describe_partitions, merged, partition_versions, sources_version
 from assets.metadata import figure_md, inline_png, md_table, table_value
+from assets.partitions import multi_key, zero_shot_key
 from assets.resources import OutputStore
 
 DYNAMICS_FIGURES_VERSION = "dynamics-figures-3"
@@ -58,7 +59,8 @@ def _learning_sources(context: Any, store: OutputStore, runs: list[tuple[Any, st
     for key, objective in runs:
         asset = dynamics_asset_name(objective)
         file = store.dynamics_table(key, objective, "influence_summary")  # what the run's data version hashes
-        versions = partition_versions(context.instance, asset, {str(key): file})
+        partition_of = {str(key): str(multi_key(key.model, key.variant))}.__getitem__
+        versions = partition_versions(context.instance, asset, {str(key): file}, partition_of)
         sources.setdefault(key.model, {}).setdefault(asset, {}).update(versions)
     return sources
 
@@ -204,9 +206,11 @@ def _zero_shot_sources(context: Any, store: OutputStore, losses: Any) -> dict[tu
     """{(model, level): the `zero_shot_dynamics*` partitions (model|ordering) its figures were drawn from}."""
     sources: dict[tuple[str, str], PartitionVersions] = {}
     for (model, level), part in losses.groupby(["model", "level"], sort=True):
-        files = {f"{model}|{o}": store.zero_shot_table(model, level, o, "zero_shot") for o in part.ordering.unique()}
+        orderings = {f"{model}|{o}": o for o in part.ordering.unique()}  # named in full, as the run folders are
+        files = {name: store.zero_shot_table(model, level, o, "zero_shot") for name, o in orderings.items()}
         asset = zero_shot_asset_name(level)
-        sources[model, level] = {asset: partition_versions(context.instance, asset, files)}
+        partition_of = {name: str(zero_shot_key(model, o)) for name, o in orderings.items()}.__getitem__
+        sources[model, level] = {asset: partition_versions(context.instance, asset, files, partition_of)}
     return sources
 
 

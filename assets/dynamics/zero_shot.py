@@ -16,20 +16,15 @@ from pydantic import Field
 from assets import gates
 from assets.failures import clear_errors
 from assets.metadata import figure_md, file_version, md_table, run_settings
-from assets.partitions import MODEL, model_partitions
+from assets.partitions import model_ordering_partitions, zero_shot_dims
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, CurationResource, OutputStore
 from assets.skips import skipped
 from lg_pipeline.dynamics.zero_shot.held_out import ALL_TASKS
-from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
 from lg_pipeline.dynamics.zero_shot.run import ZERO_SHOT_VERSION
 from lg_pipeline.dynamics.zero_shot.tasks import DEMO_TEST_TASKS, DEMO_TRAIN_TASKS
 from lg_pipeline.vocabulary import LEVEL_LABELS, REASONING_LEVELS
 
-ORDERING = "ordering"
-model_ordering_partitions = dg.MultiPartitionsDefinition(
-    {MODEL: model_partitions, ORDERING: dg.StaticPartitionsDefinition(list(ORDERINGS))}
-)
 DEMO_ORDERINGS = ("rt", "nft", "fft")
 # The demo's multi-seed zero-shot run: the same split with one item per training task (3 steps), two seeds.
 DEMO_SEEDS_ORDERINGS = ("rt", "nft")
@@ -92,13 +87,8 @@ class ZeroShotConfig(dg.Config):
 
 
 def _keys(context: Any) -> tuple[str, str]:
-    """(model, ordering) of the partition; a run launched with only the `dagster/partition` tag has the key as a
-    string."""
-    key = context.partition_key
-    if not isinstance(key, dg.MultiPartitionKey):
-        key = model_ordering_partitions.get_partition_key_from_str(str(key))
-    dims = key.keys_by_dimension
-    return dims[MODEL], dims[ORDERING]
+    """(model, ordering name) of the partition (`assets.partitions.zero_shot_dims`)."""
+    return zero_shot_dims(context.partition_key)
 
 
 def zero_shot_asset_name(level: str) -> str:

@@ -8,7 +8,14 @@ from assets import gates
 from assets.curation.assets import curated_dataset
 from assets.failures import clear_errors
 from assets.metadata import file_version, md_table
-from assets.partitions import by_variant, curated_missing, model_variant_partitions, runnable_stats_key, stats_key
+from assets.partitions import (
+    by_variant,
+    curated_missing,
+    model_variant_partitions,
+    runnable_stats_key,
+    stats_key,
+    variant_label,
+)
 from assets.pools import GPU_POOL
 from assets.resources import ComputeResource, OutputStore
 from assets.skips import skipped
@@ -85,6 +92,7 @@ def gradient_stats(context: dg.AssetExecutionContext, store: OutputStore, comput
     gates.forget_stats(store, key)  # new numbers: the old check verdict no longer holds
     yield dg.MaterializeResult(
         metadata={
+            "variant": variant_label(variant),
             "examples": summary.n_examples,
             **{f"examples_{k}": v for k, v in summary.counts.items()},
             "resumed_examples": summary.resumed,

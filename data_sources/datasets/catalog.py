@@ -18,7 +18,7 @@ import yaml
 from lg_pipeline.curation.source import SourceAdapter
 from lg_pipeline.curation.spec import DatasetSpec, SourceGroup
 from lg_pipeline.errors import InputError
-from lg_pipeline.vocabulary import CORRECTNESS, FAMILIES, LEVEL_LABELS, VariantKey
+from lg_pipeline.vocabulary import CORRECTNESS, DATASET_CODE, FAMILIES, LEVEL_LABELS, VariantKey
 
 CATALOG_PATH = Path(__file__).with_name("datasets.yaml")
 RECORD_FIELDS = ("question", "answer", "rationale", "detailed", "passage", "title")
@@ -63,6 +63,11 @@ def _spec(name: str, raw: Mapping[str, Any]) -> DatasetSpec:
         raise InputError(f"datasets.yaml {name}: dataset names must not contain '__'")
     if raw.get("family") not in FAMILIES:
         raise InputError(f"datasets.yaml {name}: family must be one of {FAMILIES}")
+    if not DATASET_CODE.match(str(raw.get("code") or "")):
+        raise InputError(
+            f"datasets.yaml {name}: code {raw.get('code')!r} must be 1 to 5 lowercase letters or digits (its part of "
+            "the variant partition keys, e.g. champ-d-c)"
+        )
     levels = tuple(raw["levels"])
     _check_templates(name, raw, levels)
     groups = tuple(_group(g, f"datasets.yaml {name} source {i}") for i, g in enumerate(raw.get("sources") or []))
@@ -86,6 +91,7 @@ def _spec(name: str, raw: Mapping[str, Any]) -> DatasetSpec:
         cut_tokens={k: int(v) for k, v in (raw.get("cut_tokens") or {}).items()},
         release=raw.get("release"),
         sources=groups,
+        code=str(raw["code"]),
     )
 
 
@@ -95,12 +101,24 @@ def _load(path: str) -> dict[str, DatasetSpec]:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise InputError(f"dataset catalog {path}: cannot read ({exc.__class__.__name__})") from None
-    return {name: _spec(name, entry) for name, entry in raw["datasets"].items()}
+    specs = {name: _spec(name, entry) for name, entry in raw["datasets"].items()}
+    by_code: dict[str, list[str]] = {}
+    for spec in specs.values():
+        by_code.setdefault(spec.code, []).append(spec.name)
+    if shared := {code: names for code, names in by_code.items() if len(names) > 1}:
+        code, names = next(iter(shared.items()))
+        raise InputError(f"datasets.yaml: code {code!r} is given to {' and '.join(names)}: each dataset needs its own")
+    return specs
 
 
 def dataset_catalog() -> dict[str, DatasetSpec]:
     """All datasets, in datasets.yaml order."""
     return dict(_load(str(CATALOG_PATH)))
+
+
+def dataset_codes() -> dict[str, str]:
+    """{dataset: its code}, the codes of the short variant keys (`VariantKey.code`, the variant partition keys)."""
+    return {name: spec.code for name, spec in dataset_catalog().items()}
 
 
 def variant_keys(offline_only: bool = False) -> list[VariantKey]:

@@ -15,7 +15,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from data_sources.models.loading import TOKENIZER_FILES, check_model_folder
 from lg_pipeline.errors import InputError
 from lg_pipeline.gradients.devices import DTYPES
 from lg_pipeline.io.locks import output_lock
+from lg_pipeline.vocabulary import UI_KEEP, UI_WIDTH, StatsKey, look_alikes, ordering_code, pair_key, ui_cut
 
 # Partition keys travel in URLs, run tags and "model|variant" multi-keys: no '|', ',', spaces or slashes.
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
@@ -68,10 +69,46 @@ def add_model(
         "dtype": dtype,
     }
     with _locked(target):
-        if name in model_catalog(target):  # read under the lock: a concurrent add is seen
+        known = model_catalog(target)  # read under the lock: a concurrent add is seen
+        if name in known:
             raise InputError(f"model '{name}' is already in {target}")
+        refuse_look_alikes(name, known)
         _replace_validated(target, _appended(target.read_text(encoding="utf-8"), name, fields))
     return model_catalog(target)[name]
+
+
+def partition_keys(model: str) -> dict[str, list[str]]:
+    """Every partition key a model has, by the dimensions of the assets keyed by them: `model` (the summaries),
+    `model|variant` over every variant of the dataset catalog (not only those buildable here: `model|champ-d-c`)
+    and `model|ordering` over every zero-shot ordering (`model|cl_shuffled`)."""
+    from data_sources.datasets.catalog import dataset_codes, variant_keys
+    from lg_pipeline.dynamics.zero_shot.orderings import ORDERINGS
+
+    codes = dataset_codes()
+    return {
+        "model": [model],
+        "model|variant": [StatsKey.of(model, v).code(codes) for v in variant_keys()],
+        "model|ordering": [pair_key(model, ordering_code(o)) for o in ORDERINGS],
+    }
+
+
+def refuse_look_alikes(name: str, catalog: Iterable[str]) -> None:
+    """InputError when a key of model `name` would read like a key of another catalog model (or another of its
+    own) once the Dagster UI cuts it to its first and last 11 characters (`vocabulary.ui_cut`)."""
+    others = [m for m in catalog if m != name]
+    for dimensions, mine in partition_keys(name).items():
+        theirs = {key: model for model in others for key in partition_keys(model)[dimensions]}
+        for group in look_alikes([*mine, *theirs]):
+            if not set(group) & set(mine):
+                continue  # two catalog models' own (`models add` adds none of them)
+            ours = next(k for k in group if k in mine)
+            other = next(k for k in group if k != ours)
+            who = f"model '{theirs[other]}'" if other in theirs else "another of its own"
+            raise InputError(
+                f"model name '{name}': its partition key '{ours}' would read '{ui_cut(ours)}' in the UI, as '{other}' "
+                f"of {who} does; choose a name that differs within its first {UI_KEEP} characters, or one of at most "
+                f"{UI_WIDTH - UI_KEEP - 1} characters"
+            )
 
 
 def _packaged_fields(

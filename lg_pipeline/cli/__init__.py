@@ -1,9 +1,9 @@
 """`lg-pipeline`: the engine outside Dagster, and the offline demo of the whole data product.
 
-A composition root. Each command is a module of this package with `register(subparsers)`; only `demo` drives
-Dagster, and it is imported when it runs. Bad input ends with one line naming it (exit 2), never a stack trace;
-settings are named by their flags (`lg_pipeline.cli.runs.flag`); a run stopped by what it computed (a loss that is
-not finite) ends with one line saying where (exit 1).
+A composition root. Each command is a module of this package with `register(subparsers)`; only `demo` and
+`migrate-partitions` drive Dagster, which they import when they run. Bad input ends with one line naming it (exit 2),
+never a stack trace; settings are named by their flags (`lg_pipeline.cli.runs.flag`); a run stopped by what it
+computed (a loss that is not finite) ends with one line saying where (exit 1).
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from pathlib import Path
 from lg_pipeline.errors import InputError, RunStopped, SettingsError
 
 # Command modules of this package, in the order `--help` lists them.
-COMMANDS = ("gradients", "validate", "models", "export-study", "import-study", "dynamics", "zero-shot")
+COMMANDS = (
+    "gradients", "validate", "models", "export-study", "import-study", "dynamics", "zero-shot", "migrate-partitions",
+)
 
 
 def _demo(args: argparse.Namespace) -> int:

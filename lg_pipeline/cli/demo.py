@@ -12,7 +12,7 @@ import time
 
 import dagster as dg
 
-from assets.partitions import MODEL, multi_key
+from assets.partitions import MODEL, multi_key, variant_partition_key, zero_shot_key
 from assets.pools import store_pool_limit
 from assets.resources import PROJECT_ROOT, resources_for
 from lg_pipeline.errors import InputError
@@ -137,7 +137,8 @@ def run_demo(models: list[str] | None = None, datasets: list[str] | None = None,
     if not variants:
         wanted = datasets or DEMO_DATASETS
         raise InputError(f"none of {wanted} can be built here (offline; set LG_RELEASE_DIR for the study's data)")
-    ok = all([_materialize(f"curated {v}", [curated_dataset], str(v), instance, resources) for v in variants])
+    curate = [(v, variant_partition_key(v)) for v in variants]
+    ok = all([_materialize(f"curated {v}", [curated_dataset], key, instance, resources) for v, key in curate])
     for model in models:
         for v in variants:
             key = multi_key(model, v)
@@ -192,7 +193,6 @@ def _zero_shot_demo(models: list[str], instance, resources) -> bool:
         DEMO_ORDERINGS,
         DEMO_SEEDS,
         DEMO_SEEDS_ORDERINGS,
-        ORDERING,
         zero_shot_dynamics,
     )
 
@@ -200,11 +200,11 @@ def _zero_shot_demo(models: list[str], instance, resources) -> bool:
         return True
     ok = True
     for ordering in DEMO_ORDERINGS:
-        key = dg.MultiPartitionKey({MODEL: DEMO_MODEL, ORDERING: ordering})
+        key = zero_shot_key(DEMO_MODEL, ordering)
         label = f"zero-shot {DEMO_MODEL} {ordering}"
         ok &= _materialize(label, [zero_shot_dynamics], key, instance, resources, ZERO_SHOT_DEMO_CONFIG)
     for ordering in DEMO_SEEDS_ORDERINGS:
-        key = dg.MultiPartitionKey({MODEL: DEMO_MODEL, ORDERING: ordering})
+        key = zero_shot_key(DEMO_MODEL, ordering)
         label = f"zero-shot {DEMO_MODEL} {ordering} seeds {DEMO_SEEDS['seeds']}"
         ok &= _materialize(label, [zero_shot_dynamics], key, instance, resources, DEMO_SEEDS)
     return _materialize("zero-shot figures", [zero_shot_figures], None, instance, resources) and ok

@@ -41,6 +41,7 @@ class DatasetSpec:
     cut_tokens: Mapping[str, int] = field(default_factory=dict, compare=False, hash=False)
     release: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
     sources: tuple[SourceGroup, ...] = field(default=(), compare=False, hash=False)
+    code: str = ""  # its part of the short variant keys (`VariantKey.code`), unique in its catalog
 
     def group_for(self, level: str) -> SourceGroup | None:
         """The first source group that builds `level` (None: only the release folder has it)."""

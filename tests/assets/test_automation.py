@@ -13,7 +13,7 @@ import yaml
 
 from assets.automation import schedules, sensors
 from assets.backlog import FAILED, IN_PROGRESS, MATERIALIZED, buildable_variants, plan
-from assets.partitions import multi_key
+from assets.partitions import multi_key, variant_partition_key
 from assets.resources import OutputStore
 from lg_pipeline.vocabulary import StatsKey
 
@@ -84,9 +84,9 @@ def test_unavailable_models_are_neither_registered_nor_computed(tmp_path, monkey
 
 def test_unbuildable_variants_are_no_partitions_and_say_why(monkeypatch):
     from assets.backlog import variant_availability
-    from assets.partitions import AVAILABILITY, variant_partitions
+    from assets.partitions import AVAILABILITY, variant_of, variant_partitions
 
-    keys = set(variant_partitions.get_partition_keys())
+    keys = {variant_of(k) for k in variant_partitions.get_partition_keys()}  # the variants, in full
     assert V1 in keys and HUB_ONLY not in keys
     assert set(AVAILABILITY.reasons) & keys == set()
     assert "set LG_RELEASE_DIR" in AVAILABILITY.reasons[HUB_ONLY] or "hub" in AVAILABILITY.reasons[HUB_ONLY]
@@ -113,6 +113,7 @@ def test_buildable_variants_offline_release_and_narrowing(tmp_path, monkeypatch)
     with_release = buildable_variants(release_dir=str(tmp_path))
     assert set(with_release) - set(offline) == {HUB_ONLY}
     assert buildable_variants("champ__none__*", release_dir="") == [V1, V2]
+    assert buildable_variants("champ-n-*", release_dir="") == [V1, V2]  # as partition keys
 
 
 # ------------------------------------------------------------------------------------------------ sensor
@@ -194,11 +195,11 @@ def test_sensor_registers_a_new_model_then_requests_its_missing_partitions(world
     first = tick(world)
     assert [r.partition_keys for r in first.dynamic_partitions_requests] == [["a"]]
     assert {(r.job_name, r.partition_key, r.run_key) for r in first.run_requests} == {
-        ("curate", V1, f"curated:{V1}"),
-        ("curate", V2, f"curated:{V2}"),
+        ("curate", variant_partition_key(V1), f"curated:{V1}"),  # run keys name the variant in full
+        ("curate", variant_partition_key(V2), f"curated:{V2}"),
     }
     world.instance.add_dynamic_partitions("model", ["a"])  # what the daemon does with the request
-    materialized(world.instance, "curated_dataset", V1)
+    materialized(world.instance, "curated_dataset", variant_partition_key(V1))
     second = tick(world)
     gradients = [r for r in second.run_requests if r.job_name == "gradients"]
     assert [(r.partition_key, r.run_key) for r in gradients] == [(multi_key("a", V1), f"gradients:a|{V1}")]
@@ -213,7 +214,7 @@ def test_a_variant_whose_curated_check_failed_is_held_back_by_sensor_and_schedul
     store = OutputStore(root=str(world.tmp / "out"))
     world.instance.add_dynamic_partitions("model", ["a"])
     for variant in (V1, V2):
-        materialized(world.instance, "curated_dataset", variant)
+        materialized(world.instance, "curated_dataset", variant_partition_key(variant))
         store.curated(variant).parent.mkdir(parents=True, exist_ok=True)
         store.curated(variant).write_text(variant)  # stands in for the table: the verdict names its version
     verdict = {"passed": False, "failures": ["curated_ids_unique"], "data_version": file_version(store.curated(V2))}
@@ -231,7 +232,7 @@ def test_sensor_picks_up_a_model_added_to_the_catalog_and_never_deletes_one(worl
 
     world.instance.add_dynamic_partitions("model", ["a"])
     for v in (V1, V2):
-        materialized(world.instance, "curated_dataset", v)
+        materialized(world.instance, "curated_dataset", variant_partition_key(v))
         materialized(world.instance, "gradient_stats", multi_key("a", v))
     assert tick(world).skip_reason  # nothing missing
     folder = fake_model(world.tmp / "b")
@@ -251,7 +252,7 @@ def test_sensor_picks_up_a_model_added_to_the_catalog_and_never_deletes_one(worl
 def test_fill_schedule_retries_a_failed_check_the_sensor_leaves_alone(world):
     world.instance.add_dynamic_partitions("model", ["a"])
     for v in (V1, V2):
-        materialized(world.instance, "curated_dataset", v)
+        materialized(world.instance, "curated_dataset", variant_partition_key(v))
         materialized(world.instance, "gradient_stats", multi_key("a", v))
     store = OutputStore(root=str(world.tmp / "out"))
     verdict = store.stats_verdict(StatsKey.of("a", V2))
@@ -491,8 +492,8 @@ def test_the_catalog_sensor_observes_each_partition_that_cannot_build_once_per_c
     refresh = refresh_tick(world)
     first = tick(world)
     per_model = ("gradient_stats", "training_dynamics", "training_dynamics_dpo")
-    expected = {("curated_dataset", v): why for v, why in unbuildable.items()}
-    expected |= {(asset, f"a|{v}"): why for v, why in unbuildable.items() for asset in per_model}
+    expected = {("curated_dataset", variant_partition_key(v)): why for v, why in unbuildable.items()}
+    expected |= {(asset, str(multi_key("a", v))): why for v, why in unbuildable.items() for asset in per_model}
     assert observed(first) == expected
     second = tick(world, first.cursor)
     assert second.asset_events == [] and second.cursor == first.cursor  # nothing changed: nothing said again
@@ -501,7 +502,7 @@ def test_the_catalog_sensor_observes_each_partition_that_cannot_build_once_per_c
     assert refresh_tick(world, refresh.cursor).total_requested == 0  # an observation is no update: no refresh
     world.instance.add_dynamic_partitions("model", ["b"])
     third = tick(world, second.cursor)
-    assert set(observed(third)) == {(asset, f"b|{v}") for v in unbuildable for asset in per_model}
+    assert set(observed(third)) == {(asset, str(multi_key("b", v))) for v in unbuildable for asset in per_model}
     world.instance.delete_dynamic_partition("model", "b")
     monkeypatch.setenv("LG_TEACHER", "precomputed")
     fourth = tick(world, third.cursor)
@@ -524,7 +525,7 @@ def test_the_catalog_sensor_says_each_line_once_per_change(world, capfd):
         results.append(tick(world, cursor))
         cursor = results[-1].cursor
     for v in (V1, V2):
-        materialized(world.instance, "curated_dataset", v)
+        materialized(world.instance, "curated_dataset", variant_partition_key(v))
         materialized(world.instance, "gradient_stats", multi_key("a", v))
     for _ in range(3):  # nothing missing
         results.append(tick(world, cursor))

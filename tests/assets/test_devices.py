@@ -122,7 +122,7 @@ def test_two_gradient_runs_at_once_get_different_simulated_gpus(tmp_path, monkey
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from assets.partitions import multi_key
+    from assets.partitions import multi_key, variant_partition_key
     from assets.resources import CurationResource, OutputStore
     from data_sources.models.catalog import open_model
     from lg_pipeline.definitions import defs
@@ -152,7 +152,8 @@ def test_two_gradient_runs_at_once_get_different_simulated_gpus(tmp_path, monkey
         ),
     }
     assets = [*defs.assets, *defs.asset_checks]
-    assert dg.materialize(assets, selection=["curated_dataset"], partition_key=variant, resources=resources).success
+    curated = variant_partition_key(variant)
+    assert dg.materialize(assets, selection=["curated_dataset"], partition_key=curated, resources=resources).success
 
     def gradient_run(model: str) -> str:
         instance = dg.DagsterInstance.ephemeral()

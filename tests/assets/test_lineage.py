@@ -17,10 +17,10 @@ def materialize(instance, asset: str, partition: str, version: str) -> None:
 
 @pytest.mark.slow
 def test_sources_are_the_versions_the_summary_read_not_later_ones(tmp_path):
-    with dg.instance_for_test() as instance:
-        materialize(instance, "gradient_stats", "a|champ__none__correct", "g1")
+    with dg.instance_for_test() as instance:  # recorded under the partition key, named in full in the lineage
+        materialize(instance, "gradient_stats", "a|champ-n-c", "g1")
         materialize(instance, "layer_summary", "a", "s1")
-        materialize(instance, "gradient_stats", "a|champ__none__correct", "g2")  # after the summary: not drawn
+        materialize(instance, "gradient_stats", "a|champ-n-c", "g2")  # after the summary: not drawn
         stray = tmp_path / "b.parquet"
         stray.write_bytes(b"stats")  # computed under another DAGSTER_HOME: only the file's version is known
         sources = model_sources(
@@ -75,10 +75,11 @@ def test_dynamics_figures_name_the_latest_version_of_each_run_partition(tmp_path
     stray = tmp_path / "influence_summary.parquet"
     stray.write_bytes(b"run")  # a run written under another DAGSTER_HOME: only the file's version is known
     with dg.instance_for_test() as instance:
-        materialize(instance, "training_dynamics_dpo", "a|champ__none__correct", "d1")
-        materialize(instance, "training_dynamics_dpo", "a|champ__none__correct", "d2")
+        materialize(instance, "training_dynamics_dpo", "a|champ-n-c", "d1")
+        materialize(instance, "training_dynamics_dpo", "a|champ-n-c", "d2")
         files = {"a|champ__none__correct": tmp_path / "absent", "b|champ__none__correct": stray}
-        versions = partition_versions(instance, "training_dynamics_dpo", files)
+        versions = partition_versions(instance, "training_dynamics_dpo", files, {
+            "a|champ__none__correct": "a|champ-n-c", "b|champ__none__correct": "b|champ-n-c"}.__getitem__)
     assert versions["a|champ__none__correct"] == "d2"
     assert versions["b|champ__none__correct"].startswith("file:")
     line = describe_partitions({"training_dynamics_dpo": versions})

@@ -1,4 +1,5 @@
-"""Partitions that cannot build say why: in the descriptions, and as the first line of every run that needs them."""
+"""Partition keys that stay apart where the UI cuts them; partitions that cannot build say why: in the descriptions,
+and as the first line of every run that needs them."""
 
 from __future__ import annotations
 
@@ -8,16 +9,154 @@ import pytest
 from assets.backlog import TEACHER_NEEDED, variant_availability, why_unbuildable
 from assets.partitions import (
     AVAILABILITY,
+    MODEL,
+    ORDERING,
+    VARIANT,
     availability_note,
     curated_missing,
+    dimensions,
     multi_key,
+    ordering_partitions,
     refuse_unbuildable,
     unbuildable_partitions,
+    variant_partition_key,
 )
 from lg_pipeline.errors import InputError
 
 TEACHER_LEVEL = "gsm_symbolic__detailed__correct"  # offline records, Detailed CoT from a teacher
 OFFLINE = "champ__none__correct"
+
+
+# ------------------------------------------------------------------------------------------------ short keys
+def _asset_keys(partitions_def, by_dimension: dict[str, list[str]]) -> list[str]:
+    """Every key of one asset's partitions, each dimension over `by_dimension`'s keys."""
+    import itertools
+
+    names = dimensions(partitions_def)
+    assert names, f"a partitions definition of no known dimension: {partitions_def}"
+    if not isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        return list(by_dimension[names[0]])
+    combos = itertools.product(*(by_dimension[n] for n in names))
+    return [str(dg.MultiPartitionKey(dict(zip(names, combo, strict=True)))) for combo in combos]
+
+
+def _partitioned() -> dict[str, dg.PartitionsDefinition]:
+    from lg_pipeline.definitions import defs
+
+    return {k.to_user_string(): a.partitions_def for a in defs.assets for k in a.keys if a.partitions_def}
+
+
+def _every_key() -> dict[str, list[str]]:
+    """The catalog's models, every variant of the dataset catalog (not only those buildable here), the orderings."""
+    from data_sources.datasets.catalog import variant_keys
+    from data_sources.models.catalog import model_catalog
+
+    return {
+        MODEL: list(model_catalog()),
+        VARIANT: [variant_partition_key(v) for v in variant_keys()],
+        ORDERING: ordering_partitions.get_partition_keys(),
+    }
+
+
+def test_no_two_partition_keys_of_one_asset_look_alike_where_the_ui_cuts_them():
+    from lg_pipeline.vocabulary import look_alikes
+
+    partitioned = _partitioned()
+    assert {"curated_dataset", "gradient_stats", "layer_summary", "training_dynamics", "training_dynamics_dpo",
+            "zero_shot_dynamics", "zero_shot_dynamics_detailed"} <= set(partitioned)
+    every = _every_key()
+    for by_dimension in (every, {**every, VARIANT: _buildable()}):
+        for asset, partitions_def in partitioned.items():
+            keys = _asset_keys(partitions_def, by_dimension)
+            assert len(set(keys)) == len(keys) and look_alikes(keys) == [], asset
+
+
+def _buildable() -> list[str]:
+    from assets.partitions import variant_partitions
+
+    return variant_partitions.get_partition_keys()
+
+
+def test_the_long_variant_keys_looked_alike_and_the_short_ones_do_not():
+    """What the short keys fix: the UI showed `commonsense…ed__correct` for two variants (and 178 of 208
+    `model|variant` keys of the offline default in 47 look-alike groups)."""
+    from data_sources.models.catalog import model_catalog
+    from lg_pipeline.vocabulary import look_alikes
+
+    long = list(AVAILABILITY.buildable)
+    assert len(look_alikes(long)) == 2
+    pairs = [f"{m}|{v}" for m in model_catalog() for v in long]
+    assert sum(map(len, look_alikes(pairs))) > len(pairs) // 2
+    assert look_alikes([variant_partition_key(v) for v in long]) == []
+    assert look_alikes([str(multi_key(m, v)) for m in model_catalog() for v in long]) == []
+
+
+def test_models_add_checks_every_key_an_asset_gives_a_model():
+    """The look-alike check of `lg-pipeline models add` covers every partitioned asset's keys of the model."""
+    from data_sources.models.registry import partition_keys
+
+    every = _every_key()
+    for model in every[MODEL]:
+        checked = {k for keys in partition_keys(model).values() for k in keys}
+        for asset, partitions_def in _partitioned().items():
+            if MODEL in dimensions(partitions_def):
+                keys = _asset_keys(partitions_def, {**every, MODEL: [model]})
+                assert set(keys) <= checked, asset
+
+
+def test_a_partition_key_and_the_variant_it_stands_for_translate_both_ways():
+    from assets.partitions import (
+        current_partition_key,
+        model_ordering_partitions,
+        model_variant_partitions,
+        stats_key,
+        variant_label,
+        variant_of,
+        variant_partitions,
+        zero_shot_dims,
+        zero_shot_key,
+    )
+
+    assert variant_partition_key("champ__detailed__correct") == "champ-d-c" == variant_partition_key("champ-d-c")
+    assert variant_of("champ-d-c") == "champ__detailed__correct" == variant_of("champ__detailed__correct")
+    assert variant_label("champ-d-c") == "champ-d-c = champ__detailed__correct (CHAMP (competition math), Detailed " \
+        "CoT, correct)"
+    key = multi_key("smollm2-135m-instruct", "wiki__len1000__wrong")
+    assert key == "smollm2-135m-instruct|wiki-1k-w" and key.keys_by_dimension == {MODEL: "smollm2-135m-instruct",
+                                                                                   VARIANT: "wiki-1k-w"}
+    assert stats_key(key) == stats_key(str(key)) == "smollm2-135m-instruct|wiki__len1000__wrong"
+    assert stats_key(key).variant.level == "len1000"
+    assert zero_shot_key("m", "cluster_shuffled") == "m|cl_shuffled" and zero_shot_dims("m|cl_shuffled") == (
+        "m", "cluster_shuffled")
+    assert current_partition_key("champ__none__wrong", variant_partitions) == "champ-n-w"
+    assert current_partition_key("m|champ__none__wrong", model_variant_partitions) == "m|champ-n-w"
+    assert current_partition_key("m|champ-n-w", model_variant_partitions) == "m|champ-n-w"
+    assert current_partition_key("m|cluster_shuffled", model_ordering_partitions) == "m|cl_shuffled"
+    assert current_partition_key("m|rt", model_ordering_partitions) == "m|rt"
+    with pytest.raises(InputError, match="unknown_set"):
+        current_partition_key("m|unknown_set__none__correct", model_variant_partitions)
+
+
+def test_every_variant_partitioned_description_says_how_to_read_its_keys():
+    from lg_pipeline.definitions import defs
+
+    for asset in ("curated_dataset", "gradient_stats", "training_dynamics"):
+        description = defs.get_assets_def(asset).specs_by_key[dg.AssetKey(asset)].description
+        assert "Variant partition keys are `<dataset>-<level>-<c|w>`" in description
+        assert "`champ` CHAMP (competition math)" in description and "`d` Detailed CoT" in description
+    zero_shot = defs.get_assets_def("zero_shot_dynamics").specs_by_key[dg.AssetKey("zero_shot_dynamics")]
+    assert "`cl_shuffled` = `cluster_shuffled`" in zero_shot.description
+
+
+def test_the_legend_in_the_module_docstring_and_the_readme_names_every_dataset_code():
+    from pathlib import Path
+
+    import assets.partitions
+    from data_sources.datasets.catalog import dataset_codes
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for code in dataset_codes().values():
+        assert f"`{code}`" in assets.partitions.__doc__ and f"`{code}`" in readme, code
 
 
 @pytest.fixture
@@ -102,7 +241,7 @@ def _first_failure(result: dg.ExecuteInProcessResult) -> str:
 def test_a_run_of_a_teacher_level_fails_first_with_the_real_reason(world, asset):
     from tests.helpers.tiny_models import materialize
 
-    partition = TEACHER_LEVEL if asset == "curated_dataset" else multi_key("tiny", TEACHER_LEVEL)
+    partition = variant_partition_key(TEACHER_LEVEL) if asset == "curated_dataset" else multi_key("tiny", TEACHER_LEVEL)
     result = materialize(world, [asset], partition)
     assert not result.success
     first = _first_failure(result)

@@ -8,6 +8,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from assets.partitions import variant_partition_key
 from lg_pipeline.vocabulary import StatsKey
 from tests.helpers.tiny_models import materialize, tiny_world
 
@@ -53,7 +54,7 @@ def test_graph_end_to_end(world):
 
     store = world[1]["store"]
     for variant in VARIANTS:
-        assert run(world, [curated_dataset], variant).success
+        assert run(world, [curated_dataset], variant_partition_key(variant)).success
         result = run(world, [gradient_stats], multi_key("tiny", variant))
         assert result.success, failure_message(result)
         checks = result.get_asset_check_evaluations()
@@ -117,7 +118,7 @@ def test_failing_check_blocks_summary_and_figures(world, monkeypatch):
 
     monkeypatch.setattr(spectra, "stacked_factor_stats", broken)
     store, variant = world[1]["store"], "commonsense_demo__none__wrong"
-    assert run(world, [curated_dataset], variant).success
+    assert run(world, [curated_dataset], variant_partition_key(variant)).success
     result = run(world, [gradient_stats], multi_key("tiny", variant))
     evaluation = result.get_asset_check_evaluations()[0]
     assert not evaluation.passed
@@ -136,7 +137,7 @@ def test_unknown_model_partition_fails_clearly(world):
     from assets.partitions import multi_key
 
     instance, _ = world
-    assert run(world, [curated_dataset], VARIANTS[0]).success
+    assert run(world, [curated_dataset], variant_partition_key(VARIANTS[0])).success
     instance.add_dynamic_partitions("model", ["no-such-model"])
     result = run(world, [gradient_stats], multi_key("no-such-model", VARIANTS[0]))
     assert not result.success
@@ -155,7 +156,7 @@ def test_a_variant_that_cannot_be_built_here_is_refused_before_any_run(world):
     hub_only = next(v for v, why in AVAILABILITY.reasons.items() if "hub" in why)
     runs_before = len(instance.get_runs())
     with pytest.raises(dg.DagsterUnknownPartitionError):
-        run(world, [curated_dataset], hub_only)
+        run(world, [curated_dataset], variant_partition_key(hub_only))
     with pytest.raises(dg.DagsterUnknownPartitionError):
         run(world, [gradient_stats], multi_key("tiny", hub_only))
     assert len(instance.get_runs()) == runs_before

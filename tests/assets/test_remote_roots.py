@@ -57,6 +57,7 @@ def test_mirror_pulls_a_file_with_its_siblings_and_pushes_only_changes(remote, t
 
 
 def test_whole_graph_on_a_remote_root(remote, tmp_path, monkeypatch):
+    from assets.partitions import multi_key, variant_partition_key
     from assets.resources import ComputeResource, CurationResource
     from lg_pipeline.definitions import defs
     from tests.helpers.tiny_models import save_tiny_model, write_catalog
@@ -73,8 +74,8 @@ def test_whole_graph_on_a_remote_root(remote, tmp_path, monkeypatch):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("model", ["tiny"])
         for selection, key in [
-            ("curated_dataset", V),
-            ("gradient_stats", f"tiny|{V}"),
+            ("curated_dataset", variant_partition_key(V)),
+            ("gradient_stats", multi_key("tiny", V)),
             ("layer_summary", "tiny"),
             ("figures", None),
         ]:

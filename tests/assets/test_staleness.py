@@ -92,7 +92,7 @@ def test_engine_version_bump_marks_statistics_stale_and_new_numbers_flow_down(ca
     import lg_pipeline.gradients.engine as engine
     import lg_pipeline.gradients.runner as gradient_run
     import lg_pipeline.gradients.spectra as spectra
-    from assets.partitions import multi_key
+    from assets.partitions import multi_key, variant_partition_key
     from lg_pipeline.definitions import defs
 
     monkeypatch.setenv("LG_MODEL_CATALOG", str(catalog))
@@ -115,7 +115,7 @@ def test_engine_version_bump_marks_statistics_stale_and_new_numbers_flow_down(ca
     (tmp_path / "home").mkdir()
     with dg.DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
         instance.add_dynamic_partitions("model", [MODEL])
-        run(assets, "curated_dataset", VARIANT)
+        run(assets, "curated_dataset", variant_partition_key(VARIANT))
         assert [c.passed for c in run(assets, "gradient_stats", key).get_asset_check_evaluations()] == [True]
         run(assets, "layer_summary", MODEL)
         run(assets, "figures")

@@ -297,7 +297,19 @@ def _models_cases(w) -> dict[str, tuple[list[str], str]]:
                                           "is a directory"),
         "models add a name already there": (add("tiny", "--source", "local", "--path", model,
                                                 cat=_catalog_with_tiny(r, model)), "already in"),
+        # qwen2-1.5b-chat-instruct|champ-d-c and qwen2-1.5b-instruct|champ-d-c both read "qwen2-1.5b-…t|champ-d-c"
+        "models add a name whose keys look alike": (add("qwen2-1.5b-chat-instruct", "--source", "hub", "--repo-id",
+                                                        "Qwen/Qwen2-1.5B-Chat", cat=_catalog_with_qwen(r)),
+                                                    "model name 'qwen2-1.5b-chat-instruct': its partition key"),
     }
+
+
+def _catalog_with_qwen(root: Path) -> Path:
+    path = root / "catalog-qwen.yaml"
+    if not path.exists():
+        path.write_text("models:\n  qwen2-1.5b-instruct:\n    source: hub\n    repo_id: Qwen/Qwen2-1.5B-Instruct\n"
+                        "    kind: instruct\n")
+    return path
 
 
 def _catalog_with_tiny(root: Path, model: Path) -> Path:
@@ -369,8 +381,9 @@ NEW_CASE_IDS = [
     "models add local without --path", "models add --path missing", "models add --path without a tokenizer",
     "models add --path a t5 folder", "models add hub without --repo-id", "models add hub with a bad --repo-id",
     "models add packaged_gguf without --file", "models add a package not installed", "models add --catalog missing",
-    "models add --catalog a folder", "models add a name already there", "demo --n-examples 0",
-    "demo --n-examples -3", "demo an unknown model", "demo an unknown dataset", "demo no models", "demo no datasets",
+    "models add --catalog a folder", "models add a name already there", "models add a name whose keys look alike",
+    "demo --n-examples 0", "demo --n-examples -3", "demo an unknown model", "demo an unknown dataset",
+    "demo no models", "demo no datasets",
 ]
 
 
@@ -379,7 +392,7 @@ NAMED_BY_FLAG_OR_NAME = {
     "validate --model unknown", "models add an upper-case name", "models add a name with a slash",
     "models add an empty name", "models add local without --path", "models add hub without --repo-id",
     "models add hub with a bad --repo-id", "models add packaged_gguf without --file",
-    "models add a package not installed",
+    "models add a package not installed", "models add a name whose keys look alike",
 }
 
 

@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from assets.partitions import variant_partition_key
 from data_sources.datasets.catalog import dataset_catalog
 from lg_pipeline.curation import CurationSettings
 from lg_pipeline.curation.checks import (
@@ -375,7 +376,7 @@ def test_a_failing_blocking_check_stops_the_gradient_run(world, monkeypatch):
         return frame, {**meta, "ids_digest": ids_digest(list(frame.example_id))}
 
     monkeypatch.setattr(curation, "build_variant", duplicating)
-    curated = run(world, curated_dataset, VARIANT)
+    curated = run(world, curated_dataset, variant_partition_key(VARIANT))
     assert not curated.success  # the blocking check fails its step, so the run
     checks = evaluations(curated)
     assert set(checks) == set(CHECKS)
@@ -399,7 +400,7 @@ def test_a_failing_blocking_check_stops_the_gradient_run(world, monkeypatch):
     assert not gradients.get_asset_materialization_events()
 
     monkeypatch.setattr(curation, "build_variant", real)  # fixed: the checks pass, the gate opens
-    curated = run(world, curated_dataset, VARIANT)
+    curated = run(world, curated_dataset, variant_partition_key(VARIANT))
     assert curated.success and all(e.passed for e in evaluations(curated).values())
     assert json.loads(store.curated_verdict(VARIANT).read_text())["passed"]
     gradients = run(world, gradient_stats, multi_key("tiny", VARIANT))
@@ -413,7 +414,7 @@ def test_cross_variant_checks_skip_missing_siblings_and_warnings_do_not_block(wo
 
     store = world[1]["store"]
     wrong = "commonsense_demo__none__wrong"
-    result = run(world, curated_dataset, wrong)  # before its correct set exists
+    result = run(world, curated_dataset, variant_partition_key(wrong))  # before its correct set exists
     assert result.success
     fixed = evaluations(result)["curated_no_fixed_point"]
     assert fixed.passed
@@ -426,9 +427,9 @@ def test_cross_variant_checks_skip_missing_siblings_and_warnings_do_not_block(wo
         frame["response"] = frame.response + " because" * 400
         return frame, meta
 
-    assert run(world, curated_dataset, "commonsense_demo__detailed__correct").success
+    assert run(world, curated_dataset, variant_partition_key("commonsense_demo__detailed__correct")).success
     monkeypatch.setattr(curation, "build_variant", verbose_none)
-    result = run(world, curated_dataset, "commonsense_demo__none__correct")
+    result = run(world, curated_dataset, variant_partition_key("commonsense_demo__none__correct"))
     assert result.success
     order = evaluations(result)["curated_length_order"]
     assert not order.passed and order.severity == dg.AssetCheckSeverity.WARN and not order.blocking
@@ -454,7 +455,7 @@ def test_a_teacher_configured_on_the_resource_builds_detailed_cot(world, tmp_pat
         keep_disagreeing=False,
     )
     key = "gsm_symbolic__detailed__correct"
-    result = materialize((instance, {**resources, "curation": curation}), [curated_dataset], key)
+    result = materialize((instance, {**resources, "curation": curation}), [curated_dataset], variant_partition_key(key))
     assert result.success and all(e.passed for e in evaluations(result).values())
     build = json.loads(resources["store"].curated_build(key).read_text())
     assert build["teacher"] == "precomputed:detailed.json" and build["n_rows"] == 1

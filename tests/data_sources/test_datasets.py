@@ -83,6 +83,40 @@ def test_release_file_names():
     assert dataset_catalog()["math_geometry"].release_file("none", "correct") is None
 
 
+def test_every_dataset_has_its_own_short_code_so_every_variant_has_its_own_partition_key():
+    from data_sources.datasets.catalog import dataset_codes
+    from lg_pipeline.vocabulary import DATASET_CODE, UI_KEEP
+
+    codes = dataset_codes()
+    assert set(codes) == set(dataset_catalog()) and len(set(codes.values())) == len(codes)
+    assert all(DATASET_CODE.match(c) for c in codes.values())
+    short = [k.code(codes) for k in variant_keys()]
+    assert len(set(short)) == len(short) and max(map(len, short)) <= UI_KEEP
+    assert [str(type(k).from_code(s, codes)) for k, s in zip(variant_keys(), short, strict=True)] == variant_keys()
+
+
+@pytest.mark.parametrize(
+    ("codes", "message"),
+    [
+        (("champ", "champ"), "code 'champ' is given to a and b"),
+        (("toolong", "b"), "code 'toolong' must be 1 to 5 lowercase letters or digits"),
+        (("a-b", "b"), "code 'a-b' must be"),
+        ((None, "b"), "code None must be"),
+    ],
+)
+def test_a_catalog_with_a_missing_bad_or_shared_code_is_refused(tmp_path, codes, message):
+    import yaml
+
+    from data_sources.datasets.catalog import _load
+
+    entry = {"family": "math", "display_name": "X", "levels": ["none"], "responses": {"none": "{answer}"}}
+    datasets = {name: {**entry, **({"code": code} if code else {})} for name, code in zip("ab", codes, strict=True)}
+    path = tmp_path / "datasets.yaml"
+    path.write_text(yaml.safe_dump({"datasets": datasets}))
+    with pytest.raises(InputError, match=message.replace("(", r"\(")):
+        _load(str(path))
+
+
 # ------------------------------------------------------------------------------------------------ built-in demo
 def test_builtin_demo_files_are_well_formed():
     records = list(BuiltinSource("commonsense_demo.json").records(0, 0))

@@ -129,3 +129,37 @@ def test_concurrent_adds_lose_no_entry(catalog):
 def test_missing_catalog_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="model catalog not found"):
         add_model("a", "hub", catalog=tmp_path / "nope.yaml", repo_id="org/a")
+
+
+# ------------------------------------------------------------------------------------------------ look-alike keys
+def test_a_name_whose_partition_keys_would_look_alike_in_the_ui_is_refused_and_nothing_written(catalog, capsys):
+    catalog.write_text(HEADER + "  qwen2-1.5b-instruct:\n    source: hub\n    repo_id: Qwen/Qwen2-1.5B-Instruct\n"
+                       "    kind: instruct\n")
+    before = catalog.read_bytes()
+    args = ("qwen2-1.5b-chat-instruct", "--source", "hub", "--repo-id", "Qwen/Chat", "--catalog", str(catalog))
+    assert cli(*args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model name 'qwen2-1.5b-chat-instruct'" in err[0], err
+    assert "model 'qwen2-1.5b-instruct'" in err[0] and "qwen2-1.5b-…" in err[0]
+    assert catalog.read_bytes() == before
+    # 13 characters: `qwen2-1.5b-it|cl_shuffled` is cut too, to the same "qwen2-1.5b-…cl_shuffled"
+    assert cli("qwen2-1.5b-it", "--source", "hub", "--repo-id", "Qwen/It", "--catalog", str(catalog)) == 2
+    assert "'qwen2-1.5b-it|cl_shuffled'" in capsys.readouterr().err
+    assert cli("qwen2-1.5b-c", "--source", "hub", "--repo-id", "Qwen/C", "--catalog", str(catalog)) == 0  # never cut
+
+
+def test_names_of_at_most_12_characters_or_apart_in_their_first_11_are_accepted():
+    from data_sources.models.registry import refuse_look_alikes
+
+    refuse_look_alikes("llama-3.1-8b", ["llama-3.1-8b-instruct"])  # its keys are never cut
+    refuse_look_alikes("smollm2-360m-instruct", ["smollm2-135m-instruct"])  # cut, but apart in the first 11
+    with pytest.raises(InputError, match="model 'llama-3.1-8b-instruct'"):
+        refuse_look_alikes("llama-3.1-8b-chat-instruct", ["llama-3.1-8b-instruct"])
+
+
+def test_the_shipped_catalog_has_no_two_models_whose_keys_look_alike():
+    from data_sources.models.registry import refuse_look_alikes
+
+    names = list(model_catalog())
+    for name in names:
+        refuse_look_alikes(name, names)

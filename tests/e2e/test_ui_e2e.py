@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 V_UI = "commonsense_demo__simplified__correct"  # launched through GraphQL as the UI does
 V_AUTO = "commonsense_demo__none__correct"  # filled in by the catalog sensor (LG_AUTO_VARIANTS)
+K_UI, K_AUTO = "csdem-s-c", "csdem-n-c"  # their partition keys (files and lineage name the variants in full)
 DEADLINE_S = 150
 HUB_MODEL = "hub-only"  # in the catalog, but HF_HUB_OFFLINE=1: never a partition
 
@@ -270,11 +271,11 @@ def wait_for_run(dagit: Dagit, run_id: str, what: str) -> str:
 
 def test_ui_launches_a_partition_and_the_check_gates_it(world):
     dagit, location, out = world["dagit"], world["location"], world["out"]
-    run_id = launch_run(dagit, location, "curated_dataset", V_UI)
+    run_id = launch_run(dagit, location, "curated_dataset", K_UI)
     assert wait_for_run(dagit, run_id, "the curated run") == "SUCCESS"
     assert (out / "curated" / f"{V_UI}.parquet").is_file()
 
-    key = f"tiny-a|{V_UI}"  # dimensions in name order: model, variant
+    key = f"tiny-a|{K_UI}"  # dimensions in name order: model, variant
     params = {"partitionNames": [key], "assetSelection": [{"path": ["gradient_stats"]}], "title": "e2e"}
     result = dagit.gql(LAUNCH_BACKFILL, params=params)["launchPartitionBackfill"]
     assert result["__typename"] == "LaunchBackfillSuccess", result
@@ -344,7 +345,7 @@ def test_a_model_added_while_dagster_runs_fills_itself_in(world):
     assert {"tiny-a", "tiny-b"} <= set(partitions["partitionSetsOrError"][0]["partitionKeys"])
 
 
-GRADIENT_KEYS = [f"tiny-a|{V_UI}", f"tiny-a|{V_AUTO}"]  # two gradient steps of one model
+GRADIENT_KEYS = [f"tiny-a|{K_UI}", f"tiny-a|{K_AUTO}"]  # two gradient steps of one model
 
 
 def _computable(world: dict[str, Any]) -> None:
@@ -355,7 +356,7 @@ def _computable(world: dict[str, Any]) -> None:
     """
     dagit, location = world["dagit"], world["location"]
     if not (world["out"] / "curated" / f"{V_UI}.parquet").is_file():
-        assert wait_for_run(dagit, launch_run(dagit, location, "curated_dataset", V_UI), "the curated run") == "SUCCESS"
+        assert wait_for_run(dagit, launch_run(dagit, location, "curated_dataset", K_UI), "the curated run") == "SUCCESS"
 
     def auto_partition_done() -> bool:  # the catalog sensor registers tiny-a and computes tiny-a|V_AUTO at start-up
         found = dagit.gql(MATERIALIZED, path=["gradient_stats"], partitions=[GRADIENT_KEYS[1]])["assetOrError"]
@@ -562,19 +563,23 @@ def test_every_figure_is_inline_in_the_figures_metadata(world, tmp_path):
 
 def test_only_partitions_this_environment_can_build(world, tmp_path):
     from assets.backlog import variant_availability
+    from assets.partitions import variant_partition_key
+    from lg_pipeline.vocabulary import look_alikes, ui_cut
 
     dagit = world["dagit"]
     availability = variant_availability("", teacher=True)  # the partitions keep teacher levels
+    buildable = {variant_partition_key(v) for v in availability.buildable}
     (curated,) = dagit.gql(PARTITIONS, path=["curated_dataset"])["assetNodes"]
-    assert set(curated["partitionKeys"]) == set(availability.buildable)
-    assert "Not partitioned here" in curated["description"]
+    assert set(curated["partitionKeys"]) == buildable
+    assert "Not partitioned here" in curated["description"] and "Variant partition keys are" in curated["description"]
     teacher = [v for v, why in variant_availability("").reasons.items() if "needs a teacher" in why]
-    assert teacher and set(teacher) <= set(curated["partitionKeys"])  # LG_TEACHER unset: partitions that cannot build
-    for variant in teacher:
-        assert f"`{variant}`" in curated["description"]
+    teacher_keys = [variant_partition_key(v) for v in teacher]
+    assert teacher and set(teacher_keys) <= set(curated["partitionKeys"])  # LG_TEACHER unset: cannot build
+    for variant, key in zip(teacher, teacher_keys, strict=True):  # named by key and in full
+        assert f"`{key}` = `{variant}`" in curated["description"]
     observed = wait_for(
         "the catalog sensor's observation of a partition that needs a teacher",
-        lambda: dagit.gql(OBSERVATIONS, path=["curated_dataset"], partitions=teacher[:1])["assetOrError"][
+        lambda: dagit.gql(OBSERVATIONS, path=["curated_dataset"], partitions=teacher_keys[:1])["assetOrError"][
             "assetObservations"
         ],
         dagit,
@@ -585,7 +590,8 @@ def test_only_partitions_this_environment_can_build(world, tmp_path):
     assert f"`{teacher[0]}`" in stats["description"]
     models = {key.split("|")[0] for key in stats["partitionKeys"]}
     assert HUB_MODEL not in models and "tiny-a" in models
-    assert {key.split("|")[1] for key in stats["partitionKeys"]} <= set(availability.buildable)
+    assert {key.split("|")[1] for key in stats["partitionKeys"]} <= buildable
+    assert look_alikes(stats["partitionKeys"]) == [] and look_alikes(curated["partitionKeys"]) == []
     _chromium_or_skip()
     from tests.e2e.browser import Browser
 
@@ -593,11 +599,12 @@ def test_only_partitions_this_environment_can_build(world, tmp_path):
     with Browser(1600, 1100) as browser:
         browser.goto(f"{dagit.url}/assets/gradient_stats?view=partitions")
         text = browser.wait_for(
-            f"document.body.innerText.includes({json.dumps(V_AUTO)}) && document.body.innerText", timeout_s=90
+            f"document.body.innerText.includes({json.dumps(K_AUTO)}) && document.body.innerText", timeout_s=90
         )
         browser.screenshot(shots / "gradient-partitions.png")
     assert HUB_MODEL not in text
-    assert not [v for v in availability.reasons if v in text]
+    assert not [v for v in availability.reasons if variant_partition_key(v) in text or v in text]
+    assert ui_cut(f"tiny-a|{K_AUTO}") == f"tiny-a|{K_AUTO}"  # short enough to be shown whole
 
 
 def test_dagster_dev_is_quiet_and_says_skipped_models_once(world):
@@ -688,9 +695,9 @@ def _run_ok(dagit: Dagit, location: dict[str, str], asset: str, partition: str, 
 def test_dynamics_and_zero_shot_results_show_settings_paths_lineage_and_comparisons(world, tmp_path):
     dagit, location = world["dagit"], world["location"]
     _computable(world)  # tiny-a registered, V_AUTO curated
-    wrong = V_AUTO.replace("__correct", "__wrong")  # DPO's rejected responses
+    wrong = K_AUTO.removesuffix("-c") + "-w"  # DPO's rejected responses
     assert wait_for_run(dagit, launch_run(dagit, location, "curated_dataset", wrong), "the wrong set") == "SUCCESS"
-    partition = f"tiny-a|{V_AUTO}"
+    partition, named = f"tiny-a|{K_AUTO}", f"tiny-a|{V_AUTO}"  # lineage names it in full
     for asset in ("training_dynamics", "training_dynamics_dpo"):
         _run_ok(dagit, location, asset, partition, f"{asset}_complete", DYNAMICS_RUN)
     for ordering in ("rt", "nft"):
@@ -711,7 +718,7 @@ def test_dynamics_and_zero_shot_results_show_settings_paths_lineage_and_comparis
                         lambda: refreshed("dynamics_figures", "training_dynamics_dpo", "training_dynamics\""), dagit)
     zero_shot = wait_for("zero_shot_figures drawn from both orderings",
                          lambda: refreshed("zero_shot_figures", "tiny-a|rt", "tiny-a|nft"), dagit)
-    for entries, source in ((learning, f"`training_dynamics_dpo[{partition}]` v"), (zero_shot, "`zero_shot_dynamics[")):
+    for entries, source in ((learning, f"`training_dynamics_dpo[{named}]` v"), (zero_shot, "`zero_shot_dynamics[")):
         figures = {label: e["mdStr"] for label, e in entries.items() if label.startswith("figure")}
         assert figures
         for label, md in figures.items():  # every figure: inline, its file on disk, and what it was drawn from
@@ -743,4 +750,4 @@ def test_dynamics_and_zero_shot_results_show_settings_paths_lineage_and_comparis
         text = browser.wait_for(DIALOG_TEXT, timeout_s=15)
         time.sleep(1)  # the dialog fades in
         browser.screenshot(shots / "dynamics-figure-dialog.png")
-    assert "Drawn from" in text and f"training_dynamics_dpo[{partition}]" in text and ".png" in text, text
+    assert "Drawn from" in text and f"training_dynamics_dpo[{named}]" in text and ".png" in text, text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from assets.partitions import variant_partition_key
 from lg_pipeline.vocabulary import StatsKey
 from tests.helpers.tiny_models import materialize, tiny_world
 
@@ -52,7 +53,7 @@ def test_training_dynamics_runs_is_checked_and_drawn(world, monkeypatch):
 
     store = world[1]["store"]
     for variant in VARIANTS:
-        assert _materialize(world, [curated_dataset], variant).success
+        assert _materialize(world, [curated_dataset], variant_partition_key(variant)).success
     for variant, objective in (
         ("champ__none__correct", "sft"),
         ("champ__none__correct", "dpo"),
@@ -85,7 +86,8 @@ def test_training_dynamics_runs_is_checked_and_drawn(world, monkeypatch):
     assert manifest["data_file"] == "champ__detailed__correct.parquet" and manifest["model_source"] == "local"
     probe_types = set(pd.read_parquet(out / "probes.parquet").probe_type)
     assert "other_level:none" in probe_types  # the aligned None-CoT table gave the same prompts' short answers
-    partition = str(multi_key("tiny", "champ__none__correct"))
+    partition = str(multi_key("tiny", "champ__none__correct"))  # tiny|champ-n-c
+    named = "tiny|champ__none__correct"  # how lineage names it: in full, as its files
     for objective, asset in DYNAMICS_ASSETS.items():  # the DPO run hides no SFT run: one latest of each
         assert _latest(world, asset.key, partition).metadata["objective"].value == objective
     drawn, draw = [], learning_figures.draw_figures
@@ -100,19 +102,19 @@ def test_training_dynamics_runs_is_checked_and_drawn(world, monkeypatch):
     for title in titles:  # inline, its file, and the exact run partitions it was drawn from
         text = meta[title].value
         assert "data:image/png;base64," in text and ".png`" in text, title
-        assert f"`training_dynamics[{partition}]` v" in text and f"`training_dynamics_dpo[{partition}]` v" in text
+        assert f"`training_dynamics[{named}]` v" in text and f"`training_dynamics_dpo[{named}]` v" in text
     drawn = meta["drawn_from"].value
     version = _latest(world, DYNAMICS_ASSETS["dpo"].key, partition).tags["dagster/data_version"]
-    assert drawn["training_dynamics_dpo"][partition] == version
+    assert drawn["training_dynamics_dpo"][named] == version
     by_type = meta["table: Δ log p by probe type, SFT vs DPO (last eval step)"].value
     row = next(r.data for r in by_type.records if r.data["variant"] == "champ__none__correct")
     assert row["Δ log p SFT"] is not None and row["Δ log p DPO"] is not None
-    summary = pd.read_parquet(store.dynamics(StatsKey.parse(partition), "dpo") / "influence_summary.parquet")
+    summary = pd.read_parquet(store.dynamics(StatsKey.parse(named), "dpo") / "influence_summary.parquet")
     last = summary[(summary.step == summary.step.max()) & (summary.probe_type == row["probe_type"])]
     assert row["Δ log p DPO"] == pytest.approx(last.measured_delta.mean(), rel=1e-5)
     runs = {(r.data["asset"], r.data["partition"]): r.data for r in meta["table: runs"].value.records}
-    assert runs["training_dynamics_dpo", partition]["objective"] == "dpo"
-    assert runs["training_dynamics_dpo", partition]["learning_rate"] == 2e-4
+    assert runs["training_dynamics_dpo", named]["objective"] == "dpo"
+    assert runs["training_dynamics_dpo", named]["learning_rate"] == 2e-4
     assert _png_files_listed(meta)
 
 
@@ -121,7 +123,7 @@ def test_dpo_without_a_wrong_set_is_one_line(world):
     from assets.dynamics.learning import training_dynamics_dpo
     from assets.partitions import multi_key
 
-    assert _materialize(world, [curated_dataset], "champ__simplified__correct").success
+    assert _materialize(world, [curated_dataset], variant_partition_key("champ__simplified__correct")).success
     result = _materialize(world, [training_dynamics_dpo], multi_key("tiny", "champ__simplified__correct"),
                          {**RUN, "rejected": "shuffled"})
     assert not result.success
@@ -152,7 +154,7 @@ def test_the_asset_and_the_cli_give_identical_tables(world, tmp_path):
     variant = VariantKey.parse("champ__none__correct")
     for name in VARIANTS:
         if not store.curated(name).is_file():
-            assert _materialize(world, [curated_dataset], name).success
+            assert _materialize(world, [curated_dataset], variant_partition_key(name)).success
     result = _materialize(world, [training_dynamics], multi_key("tiny", str(variant)), {**RUN, "rejected": "shuffled"})
     assert result.success
     args = ["dynamics", "--model", "tiny", "--data", _study_json(tmp_path / "train.json", store, variant),
@@ -176,7 +178,7 @@ def test_a_rerun_of_a_finished_run_loads_no_model_and_materializes_nothing(world
     from assets.partitions import multi_key
     from assets.resources import ComputeResource
 
-    assert _materialize(world, [curated_dataset], "champ__none__correct").success
+    assert _materialize(world, [curated_dataset], variant_partition_key("champ__none__correct")).success
     key, config = multi_key("tiny", "champ__none__correct"), {**RUN, "seed": 3}
     assert _materialize(world, [training_dynamics], key, config).success
     monkeypatch.setattr(ComputeResource, "load", lambda self, name: pytest.fail("loaded a model"))
@@ -197,7 +199,7 @@ def test_seeds_run_apart_checked_and_drawn_with_a_band(world):
 
     store = world[1]["store"]
     for variant in ("champ__simplified__correct",):
-        assert _materialize(world, [curated_dataset], variant).success
+        assert _materialize(world, [curated_dataset], variant_partition_key(variant)).success
     key = multi_key("tiny", "champ__simplified__correct")
     # room for every probe: one cut away fails the completeness check, with one seed as with two
     result = _materialize(world, [training_dynamics], key, {**RUN, "seeds": [0, 1], "max_length": 1024})

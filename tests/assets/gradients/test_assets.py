@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from assets.partitions import multi_key
+from assets.partitions import multi_key, variant_partition_key
 from assets.resources import ComputeResource
 from lg_pipeline.vocabulary import StatsKey
 from tests.helpers.tiny_models import materialize, tiny_world
@@ -34,7 +34,7 @@ def test_a_rerun_with_nothing_to_do_loads_no_model_materializes_nothing_and_refr
     key = multi_key("tiny", VARIANT)
     with tiny_world(tmp_path, 1, 3) as world:
         instance, store = world[0], world[1]["store"]
-        assert materialize(world, [curated_dataset], VARIANT).success
+        assert materialize(world, [curated_dataset], variant_partition_key(VARIANT)).success
         first = materialize(world, [gradient_stats], key)
         assert first.success and first.asset_materializations_for_node("gradient_stats")
         requested, cursor = _summary_requests(instance, None)  # the first tick only starts the clock
@@ -69,7 +69,7 @@ def test_a_rerun_after_the_weights_file_changed_computes_again(tmp_path):
 
     key = multi_key("tiny", VARIANT)
     with tiny_world(tmp_path, 1, 2) as world:
-        assert materialize(world, [curated_dataset], VARIANT).success
+        assert materialize(world, [curated_dataset], variant_partition_key(VARIANT)).success
         assert materialize(world, [gradient_stats], key).success
         weights = next(p for p in tmp_path.joinpath("tiny").iterdir() if p.suffix == ".safetensors")
         assert get_model_spec("tiny").path == str(tmp_path / "tiny")
