@@ -59,7 +59,7 @@ lint: setup
 
 # The instance is $(DAGSTER_HOME) (its dagster.yaml copied from deploy/local/ by setup). `dagster dev` itself warns
 # "Function `dev_command` is superseded ... Use 'dg dev'" (dg needs a dg project layout): that one line is silenced
-# here; the code location silences its known Beta/Preview warnings itself (lg_pipeline/definitions.py).
+# here; the Dagster layer silences its known Beta/Preview warnings itself (assets/__init__.py).
 ui: setup
 	PYTHONWARNINGS='ignore:Function `dev_command` is superseded' $(BIN)/dagster dev -w workspace.yaml
 

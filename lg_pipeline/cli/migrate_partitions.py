@@ -74,8 +74,8 @@ def migrate(instance: Any, definitions: Any, dry_run: bool = False) -> tuple[lis
             keyed[key] = partitions_def
     inputs = _Inputs(keyed)
     for key, partitions_def in keyed.items():
-        moved += _materializations(instance, key, partitions_def, dry_run, unreadable, inputs)
-        moved += _observations(instance, key, partitions_def, dry_run, unreadable)
+        moved += _events(instance, key, partitions_def, dry_run, unreadable, inputs)
+        moved += _events(instance, key, partitions_def, dry_run, unreadable, None)
     for check_key in sorted(graph.asset_check_keys, key=str):
         if check_key.asset_key in keyed:
             moved += _check_evaluations(instance, check_key, keyed[check_key.asset_key], dry_run, unreadable)
@@ -168,48 +168,32 @@ def _tags(tags: dict[str, str] | None, new: str, partitions_def: Any, inputs: _I
     return out
 
 
-def _materializations(instance, key, partitions_def, dry_run, unreadable, inputs: _Inputs) -> list[Moved]:
+def _events(instance, key, partitions_def, dry_run, unreadable, inputs: _Inputs | None) -> list[Moved]:
+    """The latest materialization (`inputs` given: pointers to moved inputs re-aimed, and the moved event noted for
+    the assets downstream) or observation (`inputs` None) of each old key, re-reported under its new key."""
     import dagster as dg
 
-    latest = _latest_by_partition(instance.fetch_materializations, key)
+    materializations = inputs is not None
+    kind = "materialization" if materializations else "observation"
+    fetch = instance.fetch_materializations if materializations else instance.fetch_observations
+    latest = _latest_by_partition(fetch, key)
     moved = []
     for old, new in _renamed(sorted(latest), partitions_def, unreadable, key.to_user_string()):
         if new in latest and latest[new].storage_id > latest[old].storage_id:
-            continue  # moved before, or materialized under the new key since
-        event = latest[old].asset_materialization
+            continue  # moved before, or recorded under the new key since
+        event = latest[old].asset_materialization if materializations else latest[old].asset_observation
         if not dry_run:
             instance.report_runless_asset_event(
-                dg.AssetMaterialization(
+                (dg.AssetMaterialization if materializations else dg.AssetObservation)(
                     asset_key=key, partition=new, description=event.description,
                     tags=_tags(event.tags, new, partitions_def, inputs),
                     metadata={**event.metadata, MIGRATED_FROM: dg.MetadataValue.text(old)},
                 )
             )
-            now = _latest_materialization(instance, key, new)
+            now = _latest_materialization(instance, key, new) if materializations else None
             if now is not None:
                 inputs.add(key, new, latest[old].storage_id, now.storage_id)
-        moved.append(Moved(key.to_user_string(), "materialization", old, new))
-    return moved
-
-
-def _observations(instance, key, partitions_def, dry_run, unreadable) -> list[Moved]:
-    import dagster as dg
-
-    latest = _latest_by_partition(instance.fetch_observations, key)
-    moved = []
-    for old, new in _renamed(sorted(latest), partitions_def, unreadable, key.to_user_string()):
-        if new in latest and latest[new].storage_id > latest[old].storage_id:
-            continue
-        event = latest[old].asset_observation
-        if not dry_run:
-            instance.report_runless_asset_event(
-                dg.AssetObservation(
-                    asset_key=key, partition=new, description=event.description,
-                    tags=_tags(event.tags, new, partitions_def, None),
-                    metadata={**event.metadata, MIGRATED_FROM: dg.MetadataValue.text(old)},
-                )
-            )
-        moved.append(Moved(key.to_user_string(), "observation", old, new))
+        moved.append(Moved(key.to_user_string(), kind, old, new))
     return moved
 
 
