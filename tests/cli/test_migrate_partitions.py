@@ -125,13 +125,12 @@ def _tree(root: Path) -> dict[str, str]:
 
 
 def _event_count(instance) -> int:
-    return len(instance.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION), limit=10_000
-    )) + len(instance.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_OBSERVATION), limit=10_000
-    )) + len(instance.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION), limit=10_000
-    ))  # fmt: skip
+    kinds = ("ASSET_MATERIALIZATION", "ASSET_OBSERVATION", "ASSET_CHECK_EVALUATION")
+    records = instance.event_log_storage.get_event_records  # the instance's own method is deprecated (Dagster 1.13)
+    return sum(
+        len(records(dg.EventRecordsFilter(event_type=getattr(dg.DagsterEventType, kind)), limit=10_000))
+        for kind in kinds
+    )
 
 
 @pytest.fixture
