@@ -186,12 +186,12 @@ class StatsKey(str):
 
     @classmethod
     def of(cls, model: str, variant: str) -> StatsKey:
-        return cls(f"{model}{cls.SEP}{variant}")
+        return cls(pair_key(model, variant))
 
     def code(self, dataset_codes: Mapping[str, str]) -> str:
         """The short form, `model|<variant code>` (`smollm2-135m-instruct|champ-d-w`): the string form of the
         statistics partition's `MultiPartitionKey`."""
-        return f"{self.model}{self.SEP}{self.variant.code(dataset_codes)}"
+        return pair_key(self.model, self.variant.code(dataset_codes))
 
     @classmethod
     def from_code(cls, key: str, dataset_codes: Mapping[str, str]) -> StatsKey:
@@ -204,7 +204,7 @@ class StatsKey(str):
 
 def pair_key(first: str, second: str) -> str:
     """The string form of a two-dimension partition key, dimensions in name order (`model|rt`): Dagster's
-    `MultiPartitionKey`, for the keys built outside Dagster (the look-alike check of `models add`)."""
+    `MultiPartitionKey`, for the keys built outside Dagster (`StatsKey`, the look-alike check of `models add`)."""
     return f"{first}{StatsKey.SEP}{second}"
 
 

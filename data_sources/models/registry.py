@@ -95,9 +95,9 @@ def partition_keys(model: str) -> dict[str, list[str]]:
 def refuse_look_alikes(name: str, catalog: Iterable[str]) -> None:
     """InputError when a key of model `name` would read like a key of another catalog model (or another of its
     own) once the Dagster UI cuts it to its first and last 11 characters (`vocabulary.ui_cut`)."""
-    others = [m for m in catalog if m != name]
+    others = {m: partition_keys(m) for m in catalog if m != name}
     for dimensions, mine in partition_keys(name).items():
-        theirs = {key: model for model in others for key in partition_keys(model)[dimensions]}
+        theirs = {key: model for model, keys in others.items() for key in keys[dimensions]}
         for group in look_alikes([*mine, *theirs]):
             if not set(group) & set(mine):
                 continue  # two catalog models' own (`models add` adds none of them)
